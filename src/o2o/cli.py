@@ -1,0 +1,2 @@
+def main():
+    raise SystemExit("o2o: CLI not built yet")
