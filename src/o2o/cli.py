@@ -1,2 +1,246 @@
-def main():
-    raise SystemExit("o2o: CLI not built yet")
+"""The ``o2o`` command line.
+
+    o2o tasks                                   the task registry
+    o2o train --algo sac-lag --task BallCircle --seed 0 --out runs/x [--set agent.actor_lr=1e-4]
+    o2o train --resume runs/x                   continue an interrupted run exactly
+    o2o eval RUN_DIR                            evaluate a run's latest checkpoint
+    o2o config --algo sac-lag                   every config key, its type, default and meaning
+    o2o demo                                    a short SAC-Lag run on BallCircle
+
+Bad input (unknown task, wrong config key, broken dataset, ...) ends with one line
+``o2o: error: ...`` and exit status 2; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from o2o.errors import O2OError
+
+EPILOG = "Every command ends by printing where its outputs are. Docs: docs/ in the o2o repository."
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="YAML file laid over the presets (same keys as `o2o config`)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="override one config key, e.g. --set agent.actor_lr=1e-4 --set online.iterations=50 (repeatable)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="o2o",
+        description="Offline-to-online reinforcement learning, safe and unconstrained, in JAX.",
+        epilog=EPILOG,
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs stay quiet)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    sub.add_parser("tasks", help="list the tasks: spaces, horizon, cost limit, reference returns")
+
+    p = sub.add_parser(
+        "train",
+        help="train an online agent (sac, sac-lag) from scratch",
+        description="Train an online agent from scratch into a run directory (config.yaml, metrics.csv, "
+        "TensorBoard events in tb/, checkpoints/, summary.json). Config: the algorithm's preset, then the "
+        "task's preset, then --config FILE, then --set overrides.",
+    )
+    p.add_argument("--algo", choices=["sac", "sac-lag"], help="online algorithm")
+    p.add_argument("--task", help="task name (see `o2o tasks`), e.g. BallCircle, Hopper")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--out", metavar="DIR", help="run directory to create (default runs/<algo>-<task>-s<seed>)")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its latest checkpoint")
+    _add_config_args(p)
+
+    p = sub.add_parser("eval", help="evaluate a run's latest checkpoint", description="Deterministic evaluation of the latest checkpoint of RUN_DIR on its task.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--episodes", type=int, default=10, help="evaluation episodes (default 10)")
+
+    p = sub.add_parser("config", help="list every config key of an algorithm with type, default and help")
+    p.add_argument("--algo", choices=["sac", "sac-lag"], default="sac-lag")
+    p.add_argument("--task", default=None, help="show the values resolved for this task's presets")
+
+    p = sub.add_parser("demo", help="short SAC-Lag run on BallCircle; prints a summary", description="Runs the demo preset (o2o/configs/demo.yaml) into runs/demo (replaced if present).")
+    p.add_argument("--out", default="runs/demo", metavar="DIR", help="run directory (default runs/demo; replaced)")
+    _add_config_args(p)
+    return parser
+
+
+# ------------------------------------------------------------------------------------ commands
+
+
+def cmd_tasks(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from o2o.envs import list_tasks
+
+    table = Table(title="o2o tasks")
+    for col in ("task", "env id", "family", "horizon", "obs", "act", "cost limit", "ref min", "ref max", "ref"):
+        table.add_column(col)
+    for t in list_tasks():
+        table.add_row(
+            t.name, t.env_id, t.family, str(t.horizon), str(t.obs_dim), str(t.act_dim),
+            "-" if t.cost_limit is None else f"{t.cost_limit:g}",
+            f"{t.ref_min_return:g}", f"{t.ref_max_return:g}", t.ref_source,
+        )
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    return 0
+
+
+def _print_summary(summary: dict, out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{summary['algo']} on {summary['task']} (seed {summary['seed']})", show_header=False)
+    labels = [
+        ("final_eval_return", "final eval return"),
+        ("final_eval_normalized_return", "final eval normalised return"),
+        ("best_eval_return", "best eval return (over the curve)"),
+        ("final_eval_cost", "final eval episode cost"),
+        ("cost_limit", "cost limit kappa"),
+        ("final_eval_safe", "final policy safe (C_norm <= 1)"),
+        ("train_cumulative_cost", "cumulative training cost"),
+        ("train_violating_episodes", "training episodes over kappa"),
+        ("train_episodes", "training episodes"),
+        ("env_steps", "env steps"),
+        ("updates", "gradient updates"),
+        ("wall_time_s", "wall time (s)"),
+    ]
+    for key, label in labels:
+        if key in summary and summary[key] is not None:
+            v = summary[key]
+            table.add_row(label, f"{v:.3f}" if isinstance(v, float) else str(v))
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+
+
+def cmd_train(args) -> int:
+    from o2o.config import from_dict, load_yaml
+    from o2o.loops.online import run_online, train_config_class
+    from o2o.presets import resolve_train_config
+
+    if args.resume:
+        run = Path(args.resume)
+        cfg_path = run / "config.yaml"
+        if not cfg_path.exists():
+            raise O2OError(f"cannot resume '{run}': no config.yaml there (is it a run directory?)")
+        saved = load_yaml(cfg_path)
+        algo = args.algo or saved.get("algo")
+        cfg = from_dict(train_config_class(algo), saved)
+        if args.config or args.overrides or args.task or args.seed is not None:
+            from o2o.config import apply_overrides, update_from_dict
+
+            if args.config:
+                cfg = update_from_dict(cfg, load_yaml(args.config))
+            for key, value in (("task", args.task), ("seed", args.seed)):
+                if value is not None:
+                    cfg = update_from_dict(cfg, {key: value})
+            cfg = apply_overrides(cfg, args.overrides)
+        out = run
+    else:
+        if not args.algo:
+            raise O2OError("o2o train needs --algo (sac or sac-lag) or --resume DIR")
+        cfg = resolve_train_config(args.algo, args.task, args.seed, config_file=args.config, overrides=args.overrides)
+        out = Path(args.out or f"runs/{cfg.algo}-{cfg.task}-s{cfg.seed}")
+    summary = run_online(cfg, out, resume=bool(args.resume), progress=not args.no_progress)
+    _print_summary(summary, out)
+    print(f"outputs: {out}/ (config.yaml, metrics.csv, tb/, checkpoints/, summary.json)")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    import numpy as np
+
+    from o2o.config import from_dict, load_yaml
+    from o2o.loops.online import OnlineTrainer, train_config_class
+    from o2o.runs import RunDir
+
+    run = RunDir.open(args.run_dir)
+    saved = load_yaml(run.config_path)
+    cfg = from_dict(train_config_class(saved.get("algo", "sac")), saved)
+    trainer = OnlineTrainer(cfg, progress=False)
+    arrays, host = run.load_checkpoint(template=trainer.checkpoint_arrays())
+    trainer.restore(arrays, host)
+    metrics = trainer.evaluate(args.episodes)
+    result = {"run": str(args.run_dir), "iteration": trainer.counters["iteration"], "episodes": args.episodes, **metrics}
+    for k, v in result.items():
+        print(f"{k:>24}: {v:.3f}" if isinstance(v, float) else f"{k:>24}: {v}")
+    out = Path(args.run_dir) / "eval.json"
+    out.write_text(json.dumps(result, indent=2))
+    print(f"outputs: {out}")
+    return 0
+
+
+def cmd_config(args) -> int:
+    from o2o.config import config_help, format_value
+    from o2o.loops.online import train_config_class
+    from o2o.presets import resolve_train_config
+
+    cfg = resolve_train_config(args.algo, args.task)
+    rows = config_help(train_config_class(args.algo))
+    from o2o.config import to_dict
+
+    flat = {}
+
+    def walk(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            else:
+                flat[f"{prefix}{k}"] = v
+
+    walk(to_dict(cfg))
+    for key, typ, _default, help_text in rows:
+        value = format_value(flat[key]) if key in flat else _default
+        print(f"{key:<36} {typ:<18} {value:<14} {help_text}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    import shutil
+
+    from o2o.config import load_yaml
+    from o2o.loops.online import run_online
+    from o2o.presets import PRESET_DIR, resolve_train_config
+
+    demo = load_yaml(PRESET_DIR / "demo.yaml")
+    cfg = resolve_train_config(demo["algo"], demo["task"], config_file=str(PRESET_DIR / "demo.yaml"), overrides=args.overrides)
+    out = Path(args.out)
+    if out.exists():
+        shutil.rmtree(out)
+    summary = run_online(cfg, out, progress=not args.no_progress)
+    _print_summary(summary, out)
+    print(f"outputs: {out}/ (config.yaml, metrics.csv, tb/, checkpoints/, summary.json)")
+    return 0
+
+
+COMMANDS = {"tasks": cmd_tasks, "train": cmd_train, "eval": cmd_eval, "config": cmd_config, "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 0
+    try:
+        return COMMANDS[args.command](args) or 0
+    except O2OError as err:
+        print(f"o2o: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("o2o: interrupted; a run can be continued with `o2o train --resume DIR`", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,394 @@
+"""Reading and writing offline datasets as HDF5 files (D4RL / DSRL flat layout; Minari episodes on read).
+
+The file layout is the one D4RL and DSRL publish, so their files load as they are and ours open in
+their tools: seven flat arrays at the file root (``observations, next_observations, actions, rewards,
+costs, terminals, timeouts``), one row per step; ``costs`` is absent for unconstrained data. Metadata
+lives in attributes of the root group: each top-level scalar or string as its own attribute (visible in
+``h5ls``/``h5dump``), and the whole dict as a JSON string in ``o2o_metadata`` (lossless, nested values).
+
+Reading goes through h5py only, never pickle, and refuses non-numeric columns, so a file cannot run
+code or smuggle objects. Writing is atomic (temporary file, fsync, rename) and byte-reproducible (no
+HDF5 timestamps, fixed chunking and compression), so a dataset's sha256 identifies its contents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Protocol
+
+import h5py
+import numpy as np
+
+from o2o.data.dataset import COLUMNS, DTYPES, SCALAR_COLUMNS, Dataset, check_columns
+from o2o.errors import DatasetError
+
+# Without these a file cannot be read as transitions. next_observations can be rebuilt and costs are
+# optional (D4RL has none), see _read_flat.
+REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
+METADATA_ATTR = "o2o_metadata"
+# gzip level 4 with byte shuffle: roughly half the size of raw float32 observations, zlib output is
+# deterministic for fixed input and settings, and level 4 is several times faster to write than 9.
+GZIP_LEVEL = 4
+CHUNK_BYTES = 1 << 20
+
+
+class TaskLike(Protocol):
+    """What the loader needs to know about a task (``o2o.envs.get_task`` returns such an object)."""
+
+    name: str
+    obs_dim: int
+    act_dim: int
+    safe: bool
+
+
+# ----- checksums ----------------------------------------------------------------------------------------
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks so large datasets do not fill memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ----- loading ------------------------------------------------------------------------------------------
+
+
+def load_hdf5(
+    path: str | os.PathLike,
+    *,
+    task: TaskLike | None = None,
+    require_costs: bool = False,
+    expected_sha256: str | None = None,
+) -> Dataset:
+    """Load a D4RL, DSRL, Minari or o2o HDF5 file into a validated ``Dataset``.
+
+    ``task`` (anything with ``name, obs_dim, act_dim, safe``) makes the loader check that the file
+    belongs to that task and, for a safe task, that it has costs; ``require_costs`` asks for costs
+    regardless. ``expected_sha256`` is checked before the file is parsed. Every problem is raised as a
+    one-line ``DatasetError`` naming the file.
+    """
+    path = Path(path)
+    source = str(path)
+    if not path.exists():
+        raise DatasetError(f"{source}: no such dataset file; run `o2o data list` to see the datasets and where they live")
+    if not path.is_file():
+        raise DatasetError(f"{source}: is not a file; pass the path of an .hdf5 dataset file")
+    if path.stat().st_size == 0:
+        raise DatasetError(f"{source}: is empty (0 bytes), probably an interrupted download or write; delete it and fetch it again")
+    if expected_sha256 is not None:
+        actual = sha256_file(path)
+        if actual != expected_sha256.lower():
+            raise DatasetError(
+                f"{source}: checksum mismatch (expected sha256 {expected_sha256}, found {actual}); "
+                "the file is corrupt or a different version, delete it and fetch it again"
+            )
+    if not h5py.is_hdf5(path):
+        raise DatasetError(f"{source}: is not an HDF5 file; expected a D4RL/DSRL/Minari-style .hdf5 dataset")
+
+    try:
+        with h5py.File(path, "r") as f:
+            metadata = _read_metadata(f.attrs)
+            if _is_minari(f):
+                columns, has_costs, notes = _read_minari(f, source)
+                layout = "minari"
+            else:
+                columns, has_costs, notes = _read_flat(f, source)
+                layout = "flat"
+    except OSError as error:
+        # h5py reports truncation as "truncated file: eof = ..., stored_eof = ..." when opening, or an
+        # I/O error while reading a chunk past the end.
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DatasetError(
+            f"{source}: is truncated or corrupt and cannot be read ({reason}); delete it and fetch it again"
+        ) from None
+
+    if columns["rewards"].shape[0] == 0:
+        raise DatasetError(f"{source}: contains no steps; regenerate or re-download the dataset")
+    metadata.update(notes)
+    metadata["source_layout"] = layout
+    metadata["loaded_from"] = source
+    dataset = Dataset(**columns, has_costs=has_costs, metadata=metadata, source=source)
+    _check_task(dataset, source, task, require_costs)
+    return dataset
+
+
+def _check_task(dataset: Dataset, source: str, task: TaskLike | None, require_costs: bool) -> None:
+    if task is not None and (dataset.obs_dim, dataset.act_dim) != (task.obs_dim, task.act_dim):
+        raise DatasetError(
+            f"{source}: has obs/act widths {dataset.obs_dim}/{dataset.act_dim} but task {task.name} expects "
+            f"{task.obs_dim}/{task.act_dim}; this dataset is for another task, pass the dataset made for {task.name}"
+        )
+    needs_costs = require_costs or (task is not None and bool(task.safe))
+    if needs_costs and not dataset.has_costs:
+        who = f"safe task {task.name}" if task is not None and task.safe else "this run"
+        raise DatasetError(
+            f"{source}: has no 'costs' column but {who} needs costs; use a DSRL-layout dataset that records costs"
+        )
+
+
+def _is_minari(f: h5py.File) -> bool:
+    return "observations" not in f and any(key.startswith("episode_") for key in f.keys())
+
+
+def _read_array(group: h5py.Group, key: str, source: str, where: str = "") -> np.ndarray:
+    """One numeric array; its dtype is checked before reading so strings/objects are never materialised."""
+    item = group[key]
+    label = f"{where}{key}"
+    if not isinstance(item, h5py.Dataset):
+        raise DatasetError(
+            f"{source}: '{label}' is a group, not an array; nested (dict) observations or actions are not supported, flatten them"
+        )
+    if item.dtype.kind not in "biuf":
+        raise DatasetError(
+            f"{source}: column '{label}' holds non-numeric data (dtype {item.dtype}); every column must be numbers"
+        )
+    return np.asarray(item[()])
+
+
+def _squeeze_scalar_column(array: np.ndarray) -> np.ndarray:
+    """(N, 1) -> (N,): some writers store per-step scalars as column vectors."""
+    return array[:, 0] if array.ndim == 2 and array.shape[1] == 1 else array
+
+
+def _read_flat(f: h5py.File, source: str) -> tuple[dict[str, np.ndarray], bool, dict[str, Any]]:
+    """The D4RL/DSRL layout. Unknown keys (D4RL's ``infos/*``, ``metadata/*``) are ignored."""
+    missing = [key for key in REQUIRED_KEYS if key not in f]
+    if missing:
+        present = ", ".join(sorted(f.keys())) or "none"
+        raise DatasetError(
+            f"{source}: missing required key '{missing[0]}' (keys present: {present}); "
+            "expected the D4RL/DSRL layout with observations, actions, rewards, terminals, timeouts"
+        )
+    columns = {key: _read_array(f, key, source) for key in COLUMNS if key in f}
+    for key in SCALAR_COLUMNS:
+        if key in columns:
+            columns[key] = _squeeze_scalar_column(columns[key])
+    check_columns(columns, source)  # lengths and shapes must be right before rows are paired up
+
+    has_costs = "costs" in columns
+    if not has_costs:
+        columns["costs"] = np.zeros(columns["rewards"].shape[0], np.float32)
+    notes: dict[str, Any] = {}
+    if "next_observations" not in columns:
+        columns, dropped = derive_next_observations(columns)
+        notes["derived_next_observations"] = True
+        notes["dropped_steps"] = dropped
+    return columns, has_costs, notes
+
+
+def derive_next_observations(columns: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
+    """Rebuild ``next_observations`` from the following row, as D4RL's ``qlearning_dataset`` does.
+
+    ``s'_i = s_{i+1}``, which is wrong where an episode ends, so like ``qlearning_dataset`` we drop
+    every timeout step (the next state was never recorded) and the file's last row, and keep terminal
+    steps (their next state is never bootstrapped from). A step that is both terminal and timeout is
+    dropped too, exactly as D4RL does. Unlike ``qlearning_dataset``, which returns no timeouts, the
+    step before each dropped one is marked as a timeout so episodes stay separate.
+    Returns the new columns and the number of dropped steps.
+    """
+    observations = columns["observations"]
+    terminals = columns["terminals"].astype(bool)
+    n = observations.shape[0]
+    dropped = columns["timeouts"].astype(bool).copy()
+    if n:
+        dropped[-1] = True
+    keep = ~dropped
+    next_observations = np.empty_like(observations)
+    next_observations[:-1] = observations[1:]
+    # The kept step right before a dropped one ends its episode; without a terminal it was truncated.
+    successor_dropped = np.append(dropped[1:], True)
+    new_timeouts = successor_dropped & ~terminals
+    out = {key: value[keep] for key, value in columns.items() if key != "timeouts"}
+    out["next_observations"] = next_observations[keep]
+    out["timeouts"] = new_timeouts[keep]
+    return out, int(dropped.sum())
+
+
+def _episode_number(key: str) -> tuple[int, str]:
+    match = re.fullmatch(r"episode_(\d+)", key)
+    return (int(match.group(1)) if match else -1, key)
+
+
+def _read_minari(f: h5py.File, source: str) -> tuple[dict[str, np.ndarray], bool, dict[str, Any]]:
+    """Minari's per-episode groups -> flat columns.
+
+    Each ``episode_k`` holds ``observations`` [T+1, obs] (the final state included), ``actions`` [T, act],
+    ``rewards``, ``terminations``, ``truncations`` [T], and optionally ``infos/cost`` [T]. An episode
+    whose last step carries neither flag (recording stopped) gets a timeout so it stays its own episode.
+    """
+    names = sorted((key for key in f.keys() if key.startswith("episode_")), key=_episode_number)
+    parts: dict[str, list[np.ndarray]] = {key: [] for key in COLUMNS}
+    with_costs = 0
+    closed = 0
+    for name in names:
+        episode = f[name]
+        if not isinstance(episode, h5py.Group):
+            raise DatasetError(f"{source}: '{name}' is not a group; expected Minari episode groups")
+        for key in ("observations", "actions", "rewards", "terminations", "truncations"):
+            if key not in episode:
+                present = ", ".join(sorted(episode.keys())) or "none"
+                raise DatasetError(f"{source}: episode '{name}' is missing required key '{key}' (keys present: {present})")
+        where = f"{name}/"
+        observations = _read_array(episode, "observations", source, where)
+        actions = _read_array(episode, "actions", source, where)
+        rewards = _squeeze_scalar_column(_read_array(episode, "rewards", source, where))
+        terminals = _squeeze_scalar_column(_read_array(episode, "terminations", source, where)).astype(bool)
+        timeouts = _squeeze_scalar_column(_read_array(episode, "truncations", source, where)).astype(bool)
+        steps = actions.shape[0] if actions.ndim else -1
+        if observations.ndim != 2 or observations.shape[0] != steps + 1:
+            raise DatasetError(
+                f"{source}: episode '{name}' has observations of shape {observations.shape} for {steps} actions; "
+                "Minari stores T+1 observations for T steps"
+            )
+        lengths = {"actions": steps, "rewards": rewards.shape[0], "terminations": terminals.shape[0], "truncations": timeouts.shape[0]}
+        if len(set(lengths.values())) > 1:
+            listed = ", ".join(f"{key}={value}" for key, value in lengths.items())
+            raise DatasetError(f"{source}: episode '{name}' has columns of different lengths ({listed})")
+        infos = episode.get("infos")
+        if isinstance(infos, h5py.Group) and "cost" in infos:
+            costs = _squeeze_scalar_column(_read_array(infos, "cost", source, f"{name}/infos/"))
+            with_costs += 1
+        else:
+            costs = np.zeros(steps, np.float32)
+        if steps and not (terminals[-1] or timeouts[-1]):
+            timeouts = timeouts.copy()
+            timeouts[-1] = True
+            closed += 1
+        parts["observations"].append(observations[:-1])
+        parts["next_observations"].append(observations[1:])
+        parts["actions"].append(actions)
+        parts["rewards"].append(rewards)
+        parts["costs"].append(costs)
+        parts["terminals"].append(terminals)
+        parts["timeouts"].append(timeouts)
+    if 0 < with_costs < len(names):
+        raise DatasetError(
+            f"{source}: only {with_costs} of {len(names)} episodes have 'infos/cost'; costs must be recorded for every episode or none"
+        )
+    columns = {key: np.concatenate(values) for key, values in parts.items()}
+    check_columns(columns, source)
+    notes: dict[str, Any] = {}
+    if closed:
+        notes["episodes_closed_with_timeout"] = closed
+    return columns, with_costs > 0, notes
+
+
+def _to_json_value(value: Any) -> Any:
+    """An HDF5 attribute value as plain JSON (numpy scalars/arrays, bytes)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, np.ndarray):
+        return [_to_json_value(item) for item in value.tolist()] if value.dtype.kind == "O" else value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _read_metadata(attrs: h5py.AttributeManager) -> dict[str, Any]:
+    """Root attributes as a dict; ``o2o_metadata`` (our lossless JSON copy) wins over the flat ones."""
+    metadata: dict[str, Any] = {}
+    for key in sorted(attrs.keys()):
+        if key == METADATA_ATTR:
+            continue
+        try:
+            metadata[key] = _to_json_value(attrs[key])
+        except (OSError, TypeError, ValueError):
+            continue  # an attribute type h5py cannot decode (references, opaque): not needed to train
+    if METADATA_ATTR in attrs:
+        try:
+            stored = json.loads(_to_json_value(attrs[METADATA_ATTR]))
+        except (TypeError, ValueError):
+            stored = None
+        if isinstance(stored, dict):
+            metadata.update(stored)
+    return metadata
+
+
+# ----- saving -------------------------------------------------------------------------------------------
+
+
+def save_hdf5(dataset: Dataset, path: str | os.PathLike, *, metadata: dict | None = None) -> str:
+    """Write ``dataset`` to ``path`` (D4RL/DSRL layout) atomically and return the file's sha256.
+
+    ``metadata`` is merged over ``dataset.metadata``; it must be JSON-able. The same dataset and
+    metadata always give the same bytes, so the returned checksum can be pinned in a registry.
+    No costs column is written when ``dataset.has_costs`` is False, which is how D4RL marks it.
+    """
+    path = Path(path)
+    merged = {**dataset.metadata, **(metadata or {})}
+    try:
+        metadata_json = json.dumps(merged, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise DatasetError(
+            f"{path}: metadata cannot be stored ({error}); use only strings, numbers, bools, lists and dicts"
+        ) from None
+
+    temporary = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_file(dataset, temporary, merged, metadata_json)
+        # Data must be on disk before the rename makes it visible under the final name.
+        descriptor = os.open(temporary, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        checksum = sha256_file(temporary)
+        os.replace(temporary, path)
+    except BaseException as error:
+        temporary.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise DatasetError(
+                f"{path}: cannot write the dataset ({error.strerror or error}); check the directory exists and is writable"
+            ) from None
+        raise
+    _fsync_directory(path.parent)
+    return checksum
+
+
+def _write_file(dataset: Dataset, path: Path, metadata: dict[str, Any], metadata_json: str) -> None:
+    # track_order=False and sorted attribute names: the byte layout depends only on the contents.
+    with h5py.File(path, "w", track_order=False) as f:
+        for key in sorted(metadata):
+            value = metadata[key]
+            fits = isinstance(value, (str, bool, float)) or (isinstance(value, int) and abs(value) < 2**63)
+            if fits and key != METADATA_ATTR:
+                f.attrs[key] = value
+        f.attrs[METADATA_ATTR] = metadata_json
+        for key in COLUMNS:
+            if key == "costs" and not dataset.has_costs:
+                continue
+            _write_column(f, key, getattr(dataset, key))
+
+
+def _write_column(f: h5py.File, key: str, values: np.ndarray) -> None:
+    values = np.ascontiguousarray(values, dtype=DTYPES[key])
+    options: dict[str, Any] = {}
+    if values.shape[0] > 0 and values.size > 0:
+        row_bytes = max(1, values[0].nbytes)
+        rows = int(min(values.shape[0], max(1, CHUNK_BYTES // row_bytes)))
+        options = dict(chunks=(rows, *values.shape[1:]), compression="gzip", compression_opts=GZIP_LEVEL, shuffle=True)
+    # track_times=False: HDF5 otherwise stamps each array with its write time, changing the checksum.
+    f.create_dataset(key, data=values, track_times=False, **options)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Persist the rename itself; best effort, as some platforms cannot open a directory."""
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+

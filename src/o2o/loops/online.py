@@ -1,0 +1,347 @@
+"""The online training loop: collect -> control -> update, with evaluation, metrics and exact resume.
+
+    for each iteration:
+        collect N episodes (or S env steps) with the current stochastic policy (uniform random actions
+            during warm-up), from ``num_envs`` env copies with one batched policy call per step
+        append them to the device replay buffer
+        feed the controller the iteration's mean episode cost -> lambda            (safe agents)
+        run M gradient steps in one jitted lax.scan, lambda passed in as a signal
+        every E iterations: deterministic evaluation (fixed evaluation seeds)
+        log metrics; checkpoint every C iterations (and at the end)
+
+Everything the next iteration depends on - agent state, replay buffer, RNG keys, controller,
+collector (per-env RNG and any episode in progress), counters - goes into the checkpoint, so
+``--resume`` continues exactly as if never stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache, partial
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from o2o.agents import AgentSpec, get_online_agent
+from o2o.agents.common import make_update_many
+from o2o.data.replay import replay_add, replay_init, replay_sample
+from o2o.errors import ConfigError
+from o2o.lagrange import LagrangeConfig, make_controller
+
+
+@dataclass(frozen=True)
+class OnlineConfig:
+    iterations: int = field(default=100, metadata={"help": "collect -> control -> update iterations"})
+    episodes_per_iteration: int | None = field(
+        default=3, metadata={"help": "N episodes collected per iteration (None: use steps_per_iteration)"}
+    )
+    steps_per_iteration: int = field(default=1000, metadata={"help": "env steps per iteration when episodes_per_iteration is None"})
+    updates_per_iteration: int = field(default=600, metadata={"help": "M gradient steps per iteration"})
+    num_envs: int = field(default=1, metadata={"help": "env copies stepped together (one batched policy call)"})
+    warmup_steps: int = field(default=0, metadata={"help": "env steps with uniform random actions before the policy acts"})
+    update_after: int = field(default=0, metadata={"help": "env steps collected before gradient updates start"})
+    replay_capacity: int = field(default=1_000_000, metadata={"help": "online replay buffer size"})
+    eval_every: int = field(default=10, metadata={"help": "evaluate every E iterations (and after the last)"})
+    eval_episodes: int = field(default=5, metadata={"help": "deterministic evaluation episodes"})
+    checkpoint_every: int = field(default=25, metadata={"help": "checkpoint every C iterations (and at the end)"})
+    cost_limit: float | None = field(default=None, metadata={"help": "episode cost limit kappa; None = the task's default"})
+
+
+@lru_cache(maxsize=None)
+def train_config_class(algo: str) -> type:
+    """The top-level config of ``o2o train --algo ALGO``: task, seed, agent hyper-parameters, loop,
+    multiplier controller. Built per algorithm so that ``agent.*`` keys are checked against that
+    algorithm's own config."""
+    spec = get_online_agent(algo)
+    fields = [
+        ("algo", str, field(default=algo, metadata={"help": "online algorithm"})),
+        ("task", str, field(default="BallCircle", metadata={"help": "task name (o2o tasks)"})),
+        ("seed", int, field(default=0, metadata={"help": "random seed"})),
+        ("agent", spec.config_cls, field(default_factory=spec.config_cls, metadata={"help": "agent hyper-parameters"})),
+        ("online", OnlineConfig, field(default_factory=OnlineConfig, metadata={"help": "training loop"})),
+        ("lagrange", LagrangeConfig, field(default_factory=LagrangeConfig, metadata={"help": "multiplier controller (safe agents)"})),
+    ]
+    return dataclasses.make_dataclass("TrainConfig", fields, frozen=True)
+
+
+def check_config(cfg) -> None:
+    """Value checks that types alone cannot express; raise before anything is launched."""
+    o = cfg.online
+    for name in ("iterations", "steps_per_iteration", "num_envs", "eval_every", "eval_episodes", "checkpoint_every", "replay_capacity"):
+        if getattr(o, name) <= 0:
+            raise ConfigError(f"online.{name} must be > 0, got {getattr(o, name)}")
+    if o.episodes_per_iteration is not None and o.episodes_per_iteration <= 0:
+        raise ConfigError(f"online.episodes_per_iteration must be > 0 or null, got {o.episodes_per_iteration}")
+    if o.updates_per_iteration < 0:
+        raise ConfigError(f"online.updates_per_iteration must be >= 0, got {o.updates_per_iteration}")
+    if o.cost_limit is not None and o.cost_limit < 0:
+        raise ConfigError(f"online.cost_limit must be >= 0, got {o.cost_limit}")
+    a = cfg.agent
+    if a.batch_size <= 0 or not 0 < a.gamma <= 1 or not 0 < a.tau <= 1:
+        raise ConfigError("agent.batch_size must be > 0, agent.gamma and agent.tau in (0, 1]")
+
+
+@partial(jax.jit, static_argnames=("deterministic",))
+def _policy_step(actor, observations, key, step, deterministic=False):
+    """One batched policy call; the per-step key is folded in on the device (no host-side splits)."""
+    from o2o.agents.sac import actor_actions
+
+    return actor_actions(actor, observations, jax.random.fold_in(key, step), deterministic)
+
+
+class OnlineTrainer:
+    """Owns everything of one online run. ``run()`` trains to the configured number of iterations,
+    writing metrics and checkpoints through the given run directory."""
+
+    def __init__(self, cfg, rundir=None, *, progress: bool = True, agent_state=None, offline_buffer=None):
+        from o2o.envs import Collector, get_task
+
+        check_config(cfg)
+        self.cfg = cfg
+        self.rundir = rundir
+        self.progress = progress
+        self.spec: AgentSpec = get_online_agent(cfg.algo)
+        self.task = get_task(cfg.task)
+        if self.spec.safe and not self.task.safe:
+            raise ConfigError(f"algorithm '{cfg.algo}' needs a task with costs; '{self.task.name}' has none (use --algo sac)")
+        self.cost_limit = cfg.online.cost_limit if cfg.online.cost_limit is not None else self.task.cost_limit
+        obs_dim, act_dim = self.task.obs_dim, self.task.act_dim
+
+        root = jax.random.PRNGKey(cfg.seed)
+        init_key, self.key = jax.random.split(root)
+        self.state = agent_state if agent_state is not None else self.spec.module.init(init_key, obs_dim, act_dim, cfg.agent)
+        self.buffer = replay_init(obs_dim, act_dim, cfg.online.replay_capacity)
+        self.controller = make_controller(cfg.lagrange, self.cost_limit) if self.spec.safe else None
+        self.collector = Collector(self.task, cfg.online.num_envs, cfg.seed)
+        self.np_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 7]))
+        self.counters = {
+            "iteration": 0,
+            "env_steps": 0,
+            "episodes": 0,
+            "updates": 0,
+            "cumulative_cost": 0.0,
+            "violating_episodes": 0,
+        }
+        batch_size = cfg.agent.batch_size
+        self.update_many = make_update_many(self.spec.module.update, lambda b, k: replay_sample(b, k, batch_size))
+
+    # ------------------------------------------------------------------ policies
+    def _random_policy(self, obs: np.ndarray) -> np.ndarray:
+        return self.np_rng.uniform(-1.0, 1.0, (obs.shape[0], self.task.act_dim)).astype(np.float32)
+
+    def _make_policy(self, key) -> Callable[[np.ndarray], np.ndarray]:
+        actor = self.state.actor
+        counter = [0]
+
+        def policy(obs: np.ndarray) -> np.ndarray:
+            counter[0] += 1
+            return np.asarray(_policy_step(actor, obs, key, counter[0]))
+
+        return policy
+
+    def deterministic_policy(self) -> Callable[[np.ndarray], np.ndarray]:
+        actor = self.state.actor
+        key = jax.random.PRNGKey(0)
+        return lambda obs: np.asarray(_policy_step(actor, obs, key, 0, deterministic=True))
+
+    # ------------------------------------------------------------------ one iteration
+    def iteration(self) -> dict[str, float]:
+        cfg, o = self.cfg, self.cfg.online
+        metrics: dict[str, float] = {}
+        self.key, collect_key, update_key = jax.random.split(self.key, 3)
+        warm = self.counters["env_steps"] < o.warmup_steps
+        policy = self._random_policy if warm else self._make_policy(collect_key)
+
+        t0 = time.perf_counter()
+        if o.episodes_per_iteration is not None:
+            rollout = self.collector.collect(policy, num_episodes=o.episodes_per_iteration)
+        else:
+            rollout = self.collector.collect(policy, num_steps=o.steps_per_iteration)
+        collect_time = time.perf_counter() - t0
+        self.buffer = replay_add(self.buffer, rollout)
+
+        c = self.counters
+        c["env_steps"] += int(rollout.num_steps)
+        c["episodes"] += len(rollout.episode_returns)
+        c["cumulative_cost"] += float(np.sum(rollout.costs))
+        metrics["perf/env_steps_per_s"] = rollout.num_steps / max(collect_time, 1e-9)
+        if len(rollout.episode_returns):
+            metrics["train/episode_return"] = float(np.mean(rollout.episode_returns))
+            metrics["train/episode_cost"] = float(np.mean(rollout.episode_costs))
+            metrics["train/episode_length"] = float(np.mean(rollout.episode_lengths))
+            if self.cost_limit is not None:
+                c["violating_episodes"] += int(np.sum(rollout.episode_costs > self.cost_limit))
+
+        signals = {}
+        if self.controller is not None:
+            if len(rollout.episode_costs):
+                self.controller.update(float(np.mean(rollout.episode_costs)))
+            lam = self.controller.lagrange
+            signals["lagrange"] = jnp.asarray(lam[0], jnp.float32)
+            metrics["lagrange"] = float(lam[0])
+
+        if c["env_steps"] >= o.update_after and o.updates_per_iteration > 0:
+            t0 = time.perf_counter()
+            self.state, update_metrics = self.update_many(
+                self.state, self.buffer, update_key, signals, num_steps=o.updates_per_iteration
+            )
+            update_metrics = jax.device_get(update_metrics)
+            update_time = time.perf_counter() - t0
+            c["updates"] += o.updates_per_iteration
+            metrics["perf/updates_per_s"] = o.updates_per_iteration / max(update_time, 1e-9)
+            for k, v in update_metrics.items():
+                if k != "lagrange":
+                    metrics[f"loss/{k}"] = float(v)
+
+        c["iteration"] += 1
+        metrics["train/cumulative_cost"] = c["cumulative_cost"]
+        metrics["train/violating_episodes"] = float(c["violating_episodes"])
+        if c["iteration"] % o.eval_every == 0 or c["iteration"] == o.iterations:
+            metrics.update(self.evaluate())
+        metrics.update({"env_steps": c["env_steps"], "episodes": c["episodes"], "updates": c["updates"]})
+        return metrics
+
+    def evaluate(self, num_episodes: int | None = None) -> dict[str, float]:
+        """Deterministic evaluation on fixed evaluation seeds (the same episodes every time)."""
+        from o2o.envs import evaluate_policy, is_safe, normalized_cost, normalized_return
+
+        n = num_episodes or self.cfg.online.eval_episodes
+        returns, costs, _ = evaluate_policy(
+            self.task, self.deterministic_policy(), n, seed=self.cfg.seed + 100_003, num_envs=min(n, 5)
+        )
+        out = {
+            "eval/return": float(np.mean(returns)),
+            "eval/return_std": float(np.std(returns)),
+            "eval/normalized_return": float(normalized_return(self.task, np.mean(returns))),
+        }
+        if self.task.safe:
+            out["eval/cost"] = float(np.mean(costs))
+            if self.cost_limit is not None:
+                out["eval/normalized_cost"] = float(normalized_cost(np.mean(costs), self.cost_limit))
+                out["eval/safe"] = float(is_safe(np.mean(costs), self.cost_limit))
+        return out
+
+    # ------------------------------------------------------------------ checkpoint / resume
+    def checkpoint_arrays(self) -> dict:
+        from flax.serialization import to_state_dict
+
+        return {"agent": to_state_dict(self.state), "buffer": to_state_dict(self.buffer), "key": self.key}
+
+    def host_state(self) -> dict:
+        return {
+            "counters": dict(self.counters),
+            "controller": self.controller.state_dict() if self.controller is not None else None,
+            "collector": self.collector.state_dict(),
+            "np_rng": self.np_rng.bit_generator.state,
+        }
+
+    def restore(self, arrays: dict, host: dict) -> None:
+        from flax.serialization import from_state_dict
+
+        self.state = from_state_dict(self.state, arrays["agent"])
+        self.buffer = from_state_dict(self.buffer, arrays["buffer"])
+        self.key = jnp.asarray(arrays["key"], jnp.uint32)
+        self.counters = dict(host["counters"])
+        if self.controller is not None:
+            self.controller.load_state_dict(host["controller"])
+        self.collector.load_state_dict(host["collector"])
+        self.np_rng.bit_generator.state = host["np_rng"]
+
+
+# ---------------------------------------------------------------------- driver
+
+
+def _progress(enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[status]}"),
+        disable=not enabled,
+        transient=False,
+    )
+
+
+def run_online(cfg, out_dir, *, resume: bool = False, progress: bool = True, trainer: OnlineTrainer | None = None) -> dict:
+    """Train ``cfg`` into the run directory ``out_dir`` (or continue it with ``resume``); returns the
+    summary also written to ``summary.json``."""
+    from o2o.config import to_dict
+    from o2o.runs import MetricsWriter, RunDir
+
+    trainer = trainer or OnlineTrainer(cfg, progress=progress)  # validates everything before touching disk
+    rundir = RunDir.create(out_dir, to_dict(cfg), resume=resume)
+    writer = MetricsWriter(rundir)
+    if resume:
+        arrays, host = rundir.load_checkpoint(template=trainer.checkpoint_arrays())
+        trainer.restore(arrays, host)
+        writer.truncate_after(trainer.counters["iteration"])
+
+    o = cfg.online
+    start = time.perf_counter()
+    history: list[dict] = []
+    with _progress(progress) as bar:
+        task_id = bar.add_task(f"{cfg.algo} {cfg.task} seed {cfg.seed}", total=o.iterations, completed=trainer.counters["iteration"], status="")
+        while trainer.counters["iteration"] < o.iterations:
+            metrics = trainer.iteration()
+            it = trainer.counters["iteration"]
+            writer.write(it, metrics)
+            history.append(metrics)
+            status = f"steps {trainer.counters['env_steps']}"
+            if "train/episode_return" in metrics:
+                status += f" | R {metrics['train/episode_return']:.1f}"
+            if "train/episode_cost" in metrics:
+                status += f" C {metrics['train/episode_cost']:.1f}"
+            if "eval/return" in metrics:
+                status += f" | eval R {metrics['eval/return']:.1f}"
+                if "eval/cost" in metrics:
+                    status += f" C {metrics['eval/cost']:.1f}"
+            bar.update(task_id, completed=it, status=status)
+            if it % o.checkpoint_every == 0 or it == o.iterations:
+                writer.flush()
+                rundir.save_checkpoint(it, arrays=trainer.checkpoint_arrays(), host_state=trainer.host_state())
+    writer.close()
+    summary = summarize(rundir, trainer, time.perf_counter() - start)
+    rundir.write_summary(summary)
+    return summary
+
+
+def summarize(rundir, trainer: OnlineTrainer, wall_time: float) -> dict:
+    """Final and best evaluation (labelled as such), safety while learning, budget."""
+    from o2o.runs import read_metrics_csv
+
+    m = read_metrics_csv(rundir.metrics_path)
+    out: dict[str, Any] = {
+        "algo": trainer.cfg.algo,
+        "task": trainer.task.name,
+        "seed": trainer.cfg.seed,
+        "cost_limit": trainer.cost_limit,
+        "iterations": trainer.counters["iteration"],
+        "env_steps": trainer.counters["env_steps"],
+        "updates": trainer.counters["updates"],
+        "train_cumulative_cost": trainer.counters["cumulative_cost"],
+        "train_violating_episodes": trainer.counters["violating_episodes"],
+        "train_episodes": trainer.counters["episodes"],
+        "wall_time_s": wall_time,
+    }
+    if "eval/return" in m:
+        ret = m["eval/return"]
+        valid = ~np.isnan(ret)
+        idx = np.flatnonzero(valid)
+        if len(idx):
+            out["final_eval_return"] = float(ret[idx[-1]])
+            out["final_eval_normalized_return"] = float(m["eval/normalized_return"][idx[-1]])
+            out["best_eval_return"] = float(np.nanmax(ret))
+            if "eval/cost" in m:
+                out["final_eval_cost"] = float(m["eval/cost"][idx[-1]])
+            if "eval/normalized_cost" in m:
+                out["final_eval_normalized_cost"] = float(m["eval/normalized_cost"][idx[-1]])
+                out["final_eval_safe"] = bool(m["eval/normalized_cost"][idx[-1]] <= 1.0)
+    return out

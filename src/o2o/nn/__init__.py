@@ -1,0 +1,27 @@
+"""Neural networks: MLP, critic ensembles, actors, Polyak averaging."""
+
+from o2o.nn.networks import (
+    MLP,
+    Critic,
+    CriticEnsemble,
+    DeterministicActor,
+    TanhGaussianActor,
+    ValueNet,
+    polyak_update,
+    tanh_gaussian_log_prob,
+    tanh_gaussian_mode,
+    tanh_gaussian_sample,
+)
+
+__all__ = [
+    "MLP",
+    "Critic",
+    "CriticEnsemble",
+    "DeterministicActor",
+    "TanhGaussianActor",
+    "ValueNet",
+    "polyak_update",
+    "tanh_gaussian_log_prob",
+    "tanh_gaussian_mode",
+    "tanh_gaussian_sample",
+]

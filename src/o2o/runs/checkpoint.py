@@ -1,0 +1,397 @@
+"""Checkpoints: device state as msgpack, host state as JSON, written atomically, loaded without pickle.
+
+A checkpoint is a directory ``ckpt_<step>/`` holding
+
+    arrays.msgpack    the array pytree (networks, optimiser states, targets, replay buffer, RNG keys)
+                      as a flax state dict of numpy arrays, via ``flax.serialization.msgpack_serialize``
+    host_state.json   what the host owns (controller state, counters, schedules), human-readable
+    meta.json         format version, step, size and CRC32 of ``arrays.msgpack``
+
+next to a one-line text file ``latest`` naming the newest complete checkpoint. Neither format can run
+code when loaded (the failure of ``torch.load`` / pickle checkpoints).
+
+Why the save is crash-safe: everything is written and fsync'ed in a hidden temporary directory,
+which is renamed to its final name only when complete; ``latest`` is then replaced with
+``os.replace``; only after that are old checkpoints deleted. A crash at any point leaves ``latest``
+naming a complete checkpoint (or no ``latest`` at all before the first save), and no partial
+checkpoint under a ``ckpt_<step>`` name.
+
+Why loads take a ``template``: restoring into the structure the code builds today (``init``'s
+output) checks every leaf's path, shape and dtype, and refuses a checkpoint that does not match
+instead of silently loading part of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import uuid
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import msgpack
+import numpy as np
+from flax import serialization
+
+from o2o.errors import RunDirError
+
+__all__ = [
+    "save_checkpoint",
+    "load_checkpoint",
+    "latest_checkpoint",
+    "checkpoint_step",
+    "list_checkpoints",
+    "CHECKPOINTS_DIRNAME",
+]
+
+FORMAT_VERSION = 1
+CHECKPOINTS_DIRNAME = "checkpoints"
+LATEST = "latest"
+ARRAYS_FILE = "arrays.msgpack"
+HOST_FILE = "host_state.json"
+META_FILE = "meta.json"
+_NAME = re.compile(r"^ckpt_(\d+)$")
+# Where an existing ckpt_<step> waits while a new checkpoint of the same step takes its name.
+_REPLACED_PREFIX = ".replaced_"
+_TMP_PREFIX = ".tmp_"
+
+
+# --------------------------------------------------------------------------------------------------
+# Small filesystem helpers
+
+
+def _fsync_dir(path: Path) -> None:
+    """Persist a directory's entries (a rename is durable only once its directory is synced)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so that readers see the old or the new content, never half."""
+    path = Path(path)
+    tmp = path.with_name(f"{_TMP_PREFIX}{path.name}.{uuid.uuid4().hex[:8]}")
+    _write_file(tmp, text.encode())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def checkpoint_step(path: str | Path) -> int:
+    """The step of a ``ckpt_<step>`` directory, from its name."""
+    match = _NAME.match(Path(path).name.removeprefix(_REPLACED_PREFIX))
+    if not match:
+        raise RunDirError(f"'{path}' is not a checkpoint directory (expected a name like ckpt_1000)")
+    return int(match.group(1))
+
+
+def list_checkpoints(checkpoints_dir: str | Path) -> list[Path]:
+    """The ``ckpt_<step>`` directories under ``checkpoints_dir``, oldest step first."""
+    checkpoints_dir = Path(checkpoints_dir)
+    if not checkpoints_dir.is_dir():
+        return []
+    found = [p for p in checkpoints_dir.iterdir() if p.is_dir() and _NAME.match(p.name)]
+    return sorted(found, key=checkpoint_step)
+
+
+def latest_checkpoint(path: str | Path) -> Path | None:
+    """The checkpoint ``latest`` names, given a run dir or its ``checkpoints/``; None before any save.
+
+    A crash in the microseconds while a checkpoint replaces one of the same step leaves the old one
+    under a ``.replaced_`` name; it is complete, so it is used.
+    """
+    path = Path(path)
+    checkpoints_dir = path / CHECKPOINTS_DIRNAME if (path / CHECKPOINTS_DIRNAME).is_dir() else path
+    pointer = checkpoints_dir / LATEST
+    if not pointer.is_file():
+        return None
+    name = pointer.read_text().strip()
+    if not _NAME.match(name):
+        raise RunDirError(
+            f"'{pointer}' is corrupt (it should name a ckpt_<step> directory, holds {name[:40]!r}); "
+            f"write the name of an existing checkpoint into it"
+        )
+    target = checkpoints_dir / name
+    replaced = checkpoints_dir / f"{_REPLACED_PREFIX}{name}"
+    if not target.is_dir() and replaced.is_dir():
+        return replaced
+    return target
+
+
+# --------------------------------------------------------------------------------------------------
+# Pytree <-> numpy state dict
+
+
+def _is_key_array(x: Any) -> bool:
+    return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _numpy_state_dict(tree: Any) -> Any:
+    """The flax state dict of ``tree`` on the host (typed PRNG keys as their raw uint32 data).
+
+    One ``device_get`` for the whole tree: transfers overlap instead of one blocking copy per leaf.
+    """
+    state = serialization.to_state_dict(tree)
+    state = jax.tree_util.tree_map(
+        lambda x: jax.random.key_data(x) if _is_key_array(x) else x, state, is_leaf=_is_key_array
+    )
+    return jax.device_get(state)
+
+
+def _flat_leaves(state: Any, prefix: str = "") -> dict[str, Any]:
+    """``{'agent/critic/params/Dense_0/kernel': leaf}`` over a state dict (empty dicts omitted)."""
+    if isinstance(state, dict):
+        flat: dict[str, Any] = {}
+        for k, v in state.items():
+            flat.update(_flat_leaves(v, f"{prefix}/{k}" if prefix else str(k)))
+        return flat
+    return {prefix or "(root)": state}
+
+
+def _shape_dtype(x: Any) -> tuple[tuple[int, ...], str | None]:
+    if isinstance(x, (np.ndarray, np.generic, jax.Array)):
+        return tuple(np.shape(x)), np.dtype(x.dtype).name
+    return tuple(np.shape(x)), None  # python scalars / None: shape () or (), no array dtype
+
+
+def _check_against_template(where: Path, template_state: Any, restored: Any) -> None:
+    """Refuse, leaf by leaf, a checkpoint that does not fit the structure the code builds now."""
+    want = _flat_leaves(template_state)
+    have = _flat_leaves(restored)
+    missing = [k for k in want if k not in have]
+    extra = [k for k in have if k not in want]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"lacks {', '.join(missing[:3])}" + (" ..." if len(missing) > 3 else ""))
+        if extra:
+            parts.append(f"has unexpected {', '.join(extra[:3])}" + (" ..." if len(extra) > 3 else ""))
+        raise RunDirError(
+            f"checkpoint '{where}' does not match this agent's state: {'; '.join(parts)}; "
+            f"it was written by a different method or config"
+        )
+    for k, target in want.items():
+        src = have[k]
+        if target is None and src is None:
+            continue
+        if _is_key_array(target):
+            target = jax.random.key_data(target)
+        (tshape, tdtype), (sshape, sdtype) = _shape_dtype(target), _shape_dtype(src)
+        if tshape != sshape:
+            raise RunDirError(
+                f"checkpoint '{where}': leaf '{k}' has shape {sshape}, this config expects {tshape}; "
+                f"it was written with a different network size or task"
+            )
+        if tdtype is not None and sdtype is not None and tdtype != sdtype:
+            raise RunDirError(
+                f"checkpoint '{where}': leaf '{k}' has dtype {sdtype}, this config expects {tdtype}"
+            )
+
+
+def _restore_leaf(target: Any, value: Any) -> Any:
+    """``value`` (numpy from the file) in the kind of container the template leaf is."""
+    if _is_key_array(target):
+        return jax.random.wrap_key_data(jnp.asarray(value), impl=jax.random.key_impl(target))
+    if isinstance(target, jax.Array):
+        return jnp.asarray(value)
+    if isinstance(target, np.ndarray):
+        return np.array(value)  # a writable copy: the decoded buffer is read-only
+    if isinstance(target, np.generic):
+        return np.asarray(value)[()]
+    if isinstance(value, np.ndarray):
+        # A python-number template leaf (TrainState.create's step=0) whose saved value is an array
+        # (the step after a jitted update): keep the saved array, as the trained state had it.
+        return jnp.asarray(value)
+    return value
+
+
+def _writable(x: Any) -> Any:
+    return np.array(x) if isinstance(x, np.ndarray) and not x.flags.writeable else x
+
+
+# --------------------------------------------------------------------------------------------------
+# Save and load
+
+
+def save_checkpoint(
+    checkpoints_dir: str | Path,
+    step: int,
+    *,
+    arrays: Any,
+    host_state: Mapping[str, Any],
+    keep: int = 2,
+) -> Path:
+    """Write ``ckpt_<step>/`` under ``checkpoints_dir`` atomically, point ``latest`` at it, prune.
+
+    ``arrays`` is any pytree of jax/numpy arrays and flax structs (``TrainState`` with its optax
+    state included); ``host_state`` must be JSON-able (numpy scalars are converted). Keeps the
+    ``keep`` most recent checkpoints. Returns the checkpoint's path.
+    """
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
+    step = int(step)
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    checkpoints_dir = Path(checkpoints_dir)
+    checkpoints_dir.mkdir(parents=True, exist_ok=True)
+
+    # Serialise before touching the directory, so a bad host_state leaves nothing behind.
+    host_bytes = json.dumps(dict(host_state), default=json_default, indent=1).encode()
+    array_bytes = serialization.msgpack_serialize(_numpy_state_dict(arrays), in_place=True)
+    meta = {
+        "format": FORMAT_VERSION,
+        "step": step,
+        "arrays_bytes": len(array_bytes),
+        "arrays_crc32": zlib.crc32(array_bytes),
+    }
+
+    _remove_stale_temporaries(checkpoints_dir)
+    name = f"ckpt_{step}"
+    tmp = checkpoints_dir / f"{_TMP_PREFIX}{name}.{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        _write_file(tmp / ARRAYS_FILE, array_bytes)
+        _write_file(tmp / HOST_FILE, host_bytes)
+        _write_file(tmp / META_FILE, json.dumps(meta, indent=1).encode())
+        _fsync_dir(tmp)
+        del array_bytes
+        final = checkpoints_dir / name
+        if final.exists():
+            # The same step saved again (e.g. a final save that coincides with a periodic one):
+            # park the old one where latest_checkpoint() finds it should we die between renames.
+            replaced = checkpoints_dir / f"{_REPLACED_PREFIX}{name}"
+            shutil.rmtree(replaced, ignore_errors=True)
+            os.rename(final, replaced)
+            os.rename(tmp, final)
+        else:
+            os.rename(tmp, final)
+        _fsync_dir(checkpoints_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    write_text_atomic(checkpoints_dir / LATEST, name + "\n")
+    _prune(checkpoints_dir, final, keep)
+    return final
+
+
+def json_default(x: Any) -> Any:
+    """``json.dumps`` hook: numpy scalars and arrays as numbers and lists; anything else refused."""
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, (np.ndarray, jax.Array)):
+        return np.asarray(x).tolist()
+    raise TypeError(
+        f"a {type(x).__name__} cannot be stored as JSON (host_state and summaries hold numbers, "
+        f"strings, lists and dicts; device arrays belong in `arrays`)"
+    )
+
+
+def _remove_stale_temporaries(checkpoints_dir: Path) -> None:
+    """Temporary directories left by a crashed save; and a parked same-step duplicate if obsolete."""
+    for p in checkpoints_dir.iterdir():
+        if p.name.startswith(_TMP_PREFIX):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+        elif p.name.startswith(_REPLACED_PREFIX):
+            original = checkpoints_dir / p.name[len(_REPLACED_PREFIX) :]
+            if original.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def _prune(checkpoints_dir: Path, newest: Path, keep: int) -> None:
+    """Delete all but ``newest`` and the ``keep - 1`` highest earlier steps.
+
+    Checkpoints of a higher step than the one just written belong to a timeline that was abandoned
+    (the run went back to an earlier step), so they go too.
+    """
+    newest_step = checkpoint_step(newest)
+    earlier = [p for p in list_checkpoints(checkpoints_dir) if checkpoint_step(p) < newest_step]
+    keep_set = {newest, *earlier[len(earlier) - (keep - 1) :]} if keep > 1 else {newest}
+    for p in list_checkpoints(checkpoints_dir):
+        if p not in keep_set:
+            shutil.rmtree(p)
+    # `latest` names a complete checkpoint now, so parked same-step duplicates are obsolete.
+    for p in checkpoints_dir.glob(f"{_REPLACED_PREFIX}*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def _resolve(path: Path) -> Path:
+    """A checkpoint directory from a checkpoint dir, a ``checkpoints/`` dir or a run dir."""
+    if (path / META_FILE).is_file() or (path / ARRAYS_FILE).is_file():
+        return path
+    if not path.exists():
+        raise RunDirError(f"checkpoint '{path}' does not exist; check the path")
+    target = latest_checkpoint(path)
+    if target is None:
+        raise RunDirError(
+            f"'{path}' holds no checkpoint (no checkpoints/latest); the run stopped before its "
+            f"first save, so start it again"
+        )
+    if not target.is_dir():
+        raise RunDirError(
+            f"checkpoint '{target}' named by 'latest' is missing; write the name of an existing "
+            f"ckpt_<step> directory into '{target.parent / LATEST}'"
+        )
+    return target
+
+
+def load_checkpoint(path: str | Path, *, template: Any = None) -> tuple[Any, dict]:
+    """Read a checkpoint: returns ``(arrays, host_state)``.
+
+    ``path`` is a ``ckpt_<step>`` directory, a ``checkpoints/`` directory or a run directory (both
+    follow ``latest``). With ``template`` (a pytree of the same structure, e.g. a freshly
+    initialised agent state) the arrays come back in its structure and containers (jax arrays,
+    TrainStates, typed PRNG keys) after a check of every leaf's path, shape and dtype; without it,
+    as the nested dict of numpy arrays that was stored.
+    """
+    ckpt = _resolve(Path(path))
+    fix = "resume from an earlier checkpoint (edit checkpoints/latest) or start the run again"
+    for fname in (ARRAYS_FILE, HOST_FILE, META_FILE):
+        if not (ckpt / fname).is_file():
+            raise RunDirError(f"checkpoint '{ckpt}' is incomplete: {fname} is missing; {fix}")
+    try:
+        meta = json.loads((ckpt / META_FILE).read_text())
+        host_state = json.loads((ckpt / HOST_FILE).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RunDirError(f"checkpoint '{ckpt}' is corrupt ({err}); {fix}") from None
+    if meta.get("format") != FORMAT_VERSION:
+        raise RunDirError(
+            f"checkpoint '{ckpt}' has format {meta.get('format')!r}, this o2o reads format "
+            f"{FORMAT_VERSION}; load it with the o2o version that wrote it"
+        )
+    data = (ckpt / ARRAYS_FILE).read_bytes()
+    if len(data) != meta.get("arrays_bytes") or zlib.crc32(data) != meta.get("arrays_crc32"):
+        raise RunDirError(
+            f"checkpoint '{ckpt}' is corrupt ({ARRAYS_FILE} fails its size/CRC check); {fix}"
+        )
+    try:
+        restored = serialization.msgpack_restore(data)
+    except (msgpack.exceptions.UnpackException, ValueError, TypeError) as err:
+        raise RunDirError(f"checkpoint '{ckpt}' is corrupt ({ARRAYS_FILE}: {err}); {fix}") from None
+    del data
+
+    if template is None:
+        return jax.tree_util.tree_map(_writable, restored), host_state
+
+    template_state = serialization.to_state_dict(template)
+    _check_against_template(ckpt, template_state, restored)
+    leaves = jax.tree_util.tree_map(
+        _restore_leaf, template_state, restored, is_leaf=lambda x: x is None or _is_key_array(x)
+    )
+    return serialization.from_state_dict(template, leaves), host_state

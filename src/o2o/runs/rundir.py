@@ -1,0 +1,218 @@
+"""The run directory: the unit of work of o2o.
+
+    <run>/
+      config.yaml     the resolved config (every default filled in); --resume checks against it
+      metrics.csv     one row per logged step (see metrics.py)
+      tb/             TensorBoard event files
+      checkpoints/    ckpt_<step>/ directories and a `latest` pointer (see checkpoint.py)
+      summary.json    final numbers of the run, written at its end
+      figures/        plots made from the run
+
+Why the refusals: a new run never writes into a directory that holds something (an old run's
+checkpoints would otherwise be mixed with the new one's), and a resumed run must have exactly the
+config it was started with, or "resume" would quietly become a different experiment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from o2o import __version__
+from o2o.config import diff_configs, to_dict
+from o2o.errors import RunDirError
+from o2o.runs.checkpoint import (
+    CHECKPOINTS_DIRNAME,
+    json_default,
+    checkpoint_step,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    write_text_atomic,
+)
+
+__all__ = ["RunDir"]
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.csv"
+SUMMARY_FILE = "summary.json"
+TB_DIRNAME = "tb"
+FIGURES_DIRNAME = "figures"
+_MAX_DIFFS_SHOWN = 5
+
+
+def _plain_config(config: Any) -> dict:
+    """The config as it will read back from config.yaml (tuples become lists, and so on)."""
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        config = to_dict(config)
+    if not isinstance(config, Mapping):
+        raise TypeError(f"a run's config must be a mapping or a config dataclass, got {type(config)}")
+    return yaml.safe_load(yaml.safe_dump(_lists(config), sort_keys=False)) or {}
+
+
+def _lists(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _lists(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_lists(v) for v in value]
+    return value
+
+
+@dataclasses.dataclass
+class RunDir:
+    """An open run directory. Build it with ``RunDir.create`` (to write) or ``RunDir.open`` (to read).
+
+    ``resume_step`` is the step of the checkpoint a resumed run continues from (None for a new
+    run); a ``MetricsWriter`` on this run drops the rows logged after it.
+    """
+
+    path: Path
+    config: dict
+    resume_step: int | None = None
+
+    # ---------------------------------------------------------------- layout
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / METRICS_FILE
+
+    @property
+    def tb_dir(self) -> Path:
+        return self.path / TB_DIRNAME
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / CHECKPOINTS_DIRNAME
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.path / FIGURES_DIRNAME
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / SUMMARY_FILE
+
+    # ---------------------------------------------------------------- opening
+    @classmethod
+    def create(cls, path: str | Path, config: Mapping | Any, *, resume: bool = False) -> RunDir:
+        """Start a new run in ``path``, or with ``resume=True`` reopen an interrupted one.
+
+        ``config`` is the resolved config (a dict, or a config dataclass). A new run needs ``path``
+        absent or empty. A resumed run needs ``path`` to hold a run with the same config and at
+        least one checkpoint; nothing is written before those checks pass.
+        """
+        path = Path(path)
+        plain = _plain_config(config)
+        if resume:
+            return cls._resume(path, plain)
+        if path.exists() and not path.is_dir():
+            raise RunDirError(f"'{path}' is a file, not a directory; choose another --out")
+        if path.is_dir() and any(path.iterdir()):
+            if (path / CONFIG_FILE).exists():
+                raise RunDirError(
+                    f"run directory '{path}' already exists and holds a run; pass --resume {path} "
+                    f"to continue it or choose another --out"
+                )
+            raise RunDirError(
+                f"directory '{path}' exists and is not empty (it holds no o2o run); choose another "
+                f"--out or empty it"
+            )
+        try:
+            for sub in (TB_DIRNAME, CHECKPOINTS_DIRNAME, FIGURES_DIRNAME):
+                (path / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise RunDirError(f"cannot create run directory '{path}' ({err}); choose another --out") from None
+        header = (
+            f"# Resolved config of this run (o2o {__version__}). --resume refuses a different one.\n"
+        )
+        write_text_atomic(path / CONFIG_FILE, header + yaml.safe_dump(plain, sort_keys=False))
+        return cls(path=path, config=plain)
+
+    @classmethod
+    def _resume(cls, path: Path, config: dict) -> RunDir:
+        if not path.is_dir():
+            raise RunDirError(f"cannot resume '{path}': no such directory; start a new run with --out {path}")
+        saved = _read_config(path)
+        diffs = diff_configs(saved, config)
+        if diffs:
+            shown = "; ".join(diffs[:_MAX_DIFFS_SHOWN])
+            more = f" (and {len(diffs) - _MAX_DIFFS_SHOWN} more)" if len(diffs) > _MAX_DIFFS_SHOWN else ""
+            raise RunDirError(
+                f"cannot resume '{path}': config differs: {shown}{more}; resume with the run's own "
+                f"config ({path / CONFIG_FILE}) or start a new run with another --out"
+            )
+        ckpt = latest_checkpoint(path)
+        if ckpt is None:
+            raise RunDirError(
+                f"cannot resume '{path}': it has no checkpoint (it stopped before its first save); "
+                f"delete it and start the run again with --out {path}"
+            )
+        for sub in (TB_DIRNAME, CHECKPOINTS_DIRNAME, FIGURES_DIRNAME):
+            (path / sub).mkdir(exist_ok=True)
+        return cls(path=path, config=saved, resume_step=checkpoint_step(ckpt))
+
+    @classmethod
+    def open(cls, path: str | Path) -> RunDir:
+        """An existing run, for reading (aggregation, plots, evaluation of its checkpoints)."""
+        path = Path(path)
+        if not path.is_dir():
+            raise RunDirError(f"run directory '{path}' does not exist; check the path")
+        return cls(path=path, config=_read_config(path))
+
+    # ---------------------------------------------------------------- checkpoints
+    def save_checkpoint(self, step: int, *, arrays: Any, host_state: Mapping, keep: int = 2) -> Path:
+        """Atomically save ``ckpt_<step>`` and make it the latest; keeps the ``keep`` newest."""
+        return save_checkpoint(self.checkpoints_dir, step, arrays=arrays, host_state=host_state, keep=keep)
+
+    def load_checkpoint(self, *, template: Any = None) -> tuple[Any, dict]:
+        """``(arrays, host_state)`` of the latest checkpoint (see ``checkpoint.load_checkpoint``)."""
+        return load_checkpoint(self.path, template=template)
+
+    def latest_checkpoint(self) -> Path | None:
+        return latest_checkpoint(self.checkpoints_dir)
+
+    # ---------------------------------------------------------------- summary
+    def write_summary(self, summary: Mapping[str, Any]) -> Path:
+        """Write ``summary.json`` atomically (numpy scalars become numbers)."""
+        text = json.dumps(dict(summary), default=json_default, indent=2)
+        write_text_atomic(self.summary_path, text + "\n")
+        return self.summary_path
+
+    def read_summary(self) -> dict:
+        if not self.summary_path.is_file():
+            raise RunDirError(
+                f"run '{self.path}' has no {SUMMARY_FILE}; it has not finished (resume it with "
+                f"--resume {self.path})"
+            )
+        try:
+            return json.loads(self.summary_path.read_text())
+        except json.JSONDecodeError as err:
+            raise RunDirError(f"'{self.summary_path}' is corrupt ({err}); rerun the run's evaluation") from None
+
+
+def _read_config(path: Path) -> dict:
+    config_path = path / CONFIG_FILE
+    if not config_path.is_file():
+        raise RunDirError(
+            f"'{path}' holds no o2o run (no {CONFIG_FILE}); give the directory of a run made with --out"
+        )
+    try:
+        data = yaml.safe_load(config_path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark is not None else ""
+        raise RunDirError(
+            f"'{config_path}' is not valid YAML{line}; restore it (it was written by o2o and should "
+            f"not be edited)"
+        ) from None
+    if not isinstance(data, dict):
+        raise RunDirError(f"'{config_path}' does not hold a mapping; restore it from the run's start")
+    return data
