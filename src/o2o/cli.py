@@ -69,6 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--algo", choices=["sac", "sac-lag"], default="sac-lag")
     p.add_argument("--task", default=None, help="show the values resolved for this task's presets")
 
+    p = sub.add_parser("data", help="offline datasets: inspect", description="Offline datasets in the D4RL / DSRL HDF5 layout.")
+    dsub = p.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
+    q = dsub.add_parser("inspect", help="validate a dataset file and print its statistics", description="Load PATH (D4RL, DSRL, Minari or o2o layout), validate it and print transitions, episodes, return and cost distribution.")
+    q.add_argument("path", metavar="PATH")
+    q.add_argument("--task", help="also check the file against this task's spaces (and costs for a safe task)")
+    q.add_argument("--cost-limit", type=float, default=None, help="report the fraction of episodes at or below this cost (default: the task's limit, else 20)")
+    q.add_argument("--sha256", default=None, help="expected sha256 of the file")
+
     p = sub.add_parser("demo", help="short SAC-Lag run on BallCircle; prints a summary", description="Runs the demo preset (o2o/configs/demo.yaml) into runs/demo (replaced if present).")
     p.add_argument("--out", default="runs/demo", metavar="DIR", help="run directory (default runs/demo; replaced)")
     _add_config_args(p)
@@ -223,7 +231,38 @@ def cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"tasks": cmd_tasks, "train": cmd_train, "eval": cmd_eval, "config": cmd_config, "demo": cmd_demo}
+def cmd_data(args) -> int:
+    import numpy as np
+
+    from o2o.data import load_hdf5
+
+    if args.data_command != "inspect":
+        raise O2OError("o2o data needs a sub-command: inspect (see `o2o data --help`)")
+    task = None
+    if args.task:
+        from o2o.envs import get_task
+
+        task = get_task(args.task)
+    ds = load_hdf5(args.path, task=task, expected_sha256=args.sha256)
+    returns, lengths = ds.episode_returns(), ds.episode_lengths()
+    print(f"{'file':>22}: {args.path}")
+    print(f"{'transitions':>22}: {ds.num_transitions}")
+    print(f"{'episodes':>22}: {len(lengths)} (length {lengths.min()}..{lengths.max()}, mean {lengths.mean():.1f})")
+    print(f"{'obs / act dims':>22}: {ds.obs_dim} / {ds.act_dim}")
+    print(f"{'terminals / timeouts':>22}: {int(ds.terminals.sum())} / {int(ds.timeouts.sum())}")
+    print(f"{'episode return':>22}: min {returns.min():.2f}  median {np.median(returns):.2f}  max {returns.max():.2f}")
+    if ds.has_costs:
+        costs = ds.episode_costs()
+        limit = args.cost_limit if args.cost_limit is not None else (task.cost_limit if task is not None and task.cost_limit is not None else 20.0)
+        print(f"{'episode cost':>22}: min {costs.min():.2f}  median {np.median(costs):.2f}  max {costs.max():.2f}")
+        print(f"{'safe episodes':>22}: {np.mean(costs <= limit):.1%} at cost limit {limit:g}")
+    else:
+        print(f"{'costs':>22}: none (unconstrained dataset)")
+    print(f"outputs: none written; {args.path} is valid" + (f" for task {task.name}" if task else ""))
+    return 0
+
+
+COMMANDS = {"data": cmd_data, "tasks": cmd_tasks, "train": cmd_train, "eval": cmd_eval, "config": cmd_config, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

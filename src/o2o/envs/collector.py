@@ -151,11 +151,11 @@ class Collector:
             while True:
                 active = []
                 for i, episode in enumerate(self._episodes):
-                    if episode is None and started < num_episodes:
+                    if episode is None:  # at a boundary: start another episode only if needed
+                        if started >= num_episodes:
+                            continue
                         started += 1
-                        active.append(i)
-                    elif episode is not None:
-                        active.append(i)
+                    active.append(i)
                 if not active:
                     break
                 self._step(policy, active, segments)

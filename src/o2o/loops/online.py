@@ -85,6 +85,17 @@ def check_config(cfg) -> None:
         raise ConfigError("agent.batch_size must be > 0, agent.gamma and agent.tau in (0, 1]")
 
 
+@lru_cache(maxsize=None)
+def _update_many(update_fn, batch_size: int):
+    """One compiled K-step update per (agent, batch size) per process, shared by every trainer (tests and
+    sweeps create many trainers; each new closure would otherwise be re-traced and re-compiled)."""
+    return make_update_many(update_fn, partial(_sample, batch_size=batch_size))
+
+
+def _sample(buffer, key, batch_size):
+    return replay_sample(buffer, key, batch_size)
+
+
 @partial(jax.jit, static_argnames=("deterministic",))
 def _policy_step(actor, observations, key, step, deterministic=False):
     """One batched policy call; the per-step key is folded in on the device (no host-side splits)."""
@@ -126,8 +137,7 @@ class OnlineTrainer:
             "cumulative_cost": 0.0,
             "violating_episodes": 0,
         }
-        batch_size = cfg.agent.batch_size
-        self.update_many = make_update_many(self.spec.module.update, lambda b, k: replay_sample(b, k, batch_size))
+        self.update_many = _update_many(self.spec.module.update, cfg.agent.batch_size)
 
     # ------------------------------------------------------------------ policies
     def _random_policy(self, obs: np.ndarray) -> np.ndarray:

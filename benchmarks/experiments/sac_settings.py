@@ -1,0 +1,221 @@
+"""Experiments on o2o's SAC update speed on CPU: what makes the jitted update fast or slow.
+
+Two kinds of knobs:
+
+* in-process (one process, interleaved repeats): scan ``unroll``, donation, sampling from the
+  1M-row buffer vs a fixed batch vs a 100k-capacity buffer, ``jax_default_matmul_precision``,
+  single jitted update per host call vs K per call;
+* XLA flags (need a fresh process each, since XLA reads ``XLA_FLAGS`` once): run with ``--flags``,
+  the parent starts one worker per flag set, cycling through them for ``--rounds`` rounds so that
+  outside load is spread over all of them.
+
+    .venv/bin/python benchmarks/experiments/sac_settings.py --inprocess      # knobs in one process
+    .venv/bin/python benchmarks/experiments/sac_settings.py --flags          # XLA flag sweep
+
+Writes ``benchmarks/results/experiments_<kind>.json|md``. Nothing here changes o2o itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from functools import partial
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+FLAG_SETS = {
+    "default": "",
+    "eigen single-thread": "--xla_cpu_multi_thread_eigen=false",
+    "fast math": "--xla_cpu_enable_fast_math=true",
+    "xnnpack": "--xla_cpu_use_xnnpack=true",
+    "xnn graph fusion greedy": "--xla_cpu_use_xnnpack=true --xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY",
+    "concurrency scheduler": "--xla_cpu_enable_concurrency_optimized_scheduler=true",
+    "vector width 512": "--xla_cpu_prefer_vector_width=512",
+    "fast math + eigen 1 thread": "--xla_cpu_enable_fast_math=true --xla_cpu_multi_thread_eigen=false",
+}
+
+
+def make_data(obs_dim=17, act_dim=6, n=100_000, seed=0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return dict(
+        observations=rng.standard_normal((n, obs_dim), np.float32),
+        actions=rng.uniform(-1, 1, (n, act_dim)).astype(np.float32),
+        rewards=rng.standard_normal(n).astype(np.float32),
+        costs=np.zeros(n, np.float32),
+        next_observations=rng.standard_normal((n, obs_dim), np.float32),
+        terminals=(rng.random(n) < 0.01).astype(np.float32),
+        timeouts=np.zeros(n, np.float32),
+    )
+
+
+def build_variants(K: int, names: list[str] | None = None):
+    """{name: (fn(items) -> blocks, items)} for the in-process knobs."""
+    import jax
+    import jax.numpy as jnp
+
+    from o2o.agents import sac
+    from o2o.agents.common import make_update_many
+    from o2o.data.replay import replay_add, replay_init, replay_sample
+
+    data = make_data()
+    big = replay_add(replay_init(17, 6, 1_000_000), data)
+    small = replay_add(replay_init(17, 6, 100_000), data)
+    fixed_batch = jax.tree_util.tree_map(jnp.asarray, {k: v[:256] for k, v in data.items()})
+    cfg = sac.SACConfig()
+
+    def custom_many(sample_fn, unroll=1, donate=True):
+        def many(state, buffers, key, num_steps):
+            def body(carry, step_key):
+                sample_key, update_key = jax.random.split(step_key)
+                return sac.update(carry, sample_fn(buffers, sample_key), update_key)
+
+            state, metrics = jax.lax.scan(body, state, jax.random.split(key, num_steps), unroll=unroll)
+            return state, jax.tree_util.tree_map(lambda m: m.mean(axis=0), metrics)
+
+        return jax.jit(many, static_argnames=("num_steps",), donate_argnums=(0,) if donate else ())
+
+    sample = lambda b, k: replay_sample(b, k, 256)  # noqa: E731
+    variants = {}
+
+    def scan_variant(name, fn, buffers, precision=None):
+        holder = {"state": sac.init(jax.random.PRNGKey(0), 17, 6, cfg), "i": 0}
+
+        def run(items):
+            holder["i"] += 1
+            key = jax.random.PRNGKey(holder["i"])
+            if precision is None:
+                holder["state"], m = fn(holder["state"], buffers, key, num_steps=items)
+            else:
+                with jax.default_matmul_precision(precision):
+                    holder["state"], m = fn(holder["state"], buffers, key, num_steps=items)
+            jax.block_until_ready(holder["state"])
+
+        variants[name] = (run, K)
+
+    o2o_many = make_update_many(sac.update, sample)
+    scan_variant("o2o update_many (1M buffer)", lambda s, b, k, num_steps: o2o_many(s, b, k, {}, num_steps=num_steps), big)
+    for u in (2, 4):
+        scan_variant(f"scan unroll={u}", custom_many(sample, unroll=u), big)
+    scan_variant("scan, no donation", custom_many(sample, donate=False), big)
+    scan_variant("scan, fixed batch (no sampling)", custom_many(lambda b, k: b), fixed_batch)
+    scan_variant("scan, 100k-capacity buffer", custom_many(sample), small)
+    scan_variant("scan, precision=highest", custom_many(sample), big, precision="highest")
+
+    # host loops: one jitted update per call
+    single = jax.jit(lambda s, b, k: sac.update(s, sample(b, jax.random.fold_in(k, 1)), k), donate_argnums=(0,))
+    holder = {"state": sac.init(jax.random.PRNGKey(0), 17, 6, cfg)}
+
+    def host_loop(items):
+        key = jax.random.PRNGKey(0)
+        for i in range(items):
+            holder["state"], _ = single(holder["state"], big, jax.random.fold_in(key, i))
+        jax.block_until_ready(holder["state"])
+
+    variants["jit single update, host loop"] = (host_loop, max(50, K // 5))
+
+    holder1 = {"state": sac.init(jax.random.PRNGKey(0), 17, 6, cfg)}
+
+    def k1_loop(items):
+        key = jax.random.PRNGKey(0)
+        for i in range(items):
+            holder1["state"], _ = o2o_many(holder1["state"], big, jax.random.fold_in(key, i), {}, num_steps=1)
+        jax.block_until_ready(holder1["state"])
+
+    variants["o2o update_many K=1, host loop"] = (k1_loop, max(50, K // 5))
+    if names:
+        variants = {k: v for k, v in variants.items() if any(n in k for n in names)}
+    return variants
+
+
+def worker(args) -> dict:
+    import jax
+
+    from common import interleaved, load_average
+
+    before = load_average()
+    variants = build_variants(args.K, args.only)
+    timings = interleaved(variants, repeats=args.repeats, warmup=1, log=lambda s: print(s, file=sys.stderr))
+    return {"load_before": before, "load_after": load_average(), "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
+            "jax": jax.__version__, "results": {k: t.as_dict() for k, t in timings.items()}}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--inprocess", action="store_true")
+    p.add_argument("--flags", action="store_true")
+    p.add_argument("--worker", action="store_true")
+    p.add_argument("--only", nargs="*", default=None, help="substrings of variant names to keep")
+    p.add_argument("--flag-sets", nargs="*", default=None, help="names of FLAG_SETS to sweep")
+    p.add_argument("--K", type=int, default=500)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=2)
+    args = p.parse_args()
+
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+
+    from common import load_average, load_note, machine_info, markdown_table, print_table, write_results
+
+    info = machine_info()
+    before = load_average()
+    if args.inprocess:
+        out = worker(args)
+        rows = [[k, v["median"], v["best"], f"{v['min']:.1f}-{v['best']:.1f}"] for k, v in out["results"].items()]
+        base = out["results"]["o2o update_many (1M buffer)"]["median"] if "o2o update_many (1M buffer)" in out["results"] else None
+        if base:
+            rows = [r + [f"{r[1] / base:.2f}x"] for r in rows]
+        headers = ["variant", "updates/s (median)", "best", "range", "vs o2o update_many"][: len(rows[0])]
+        kind = "inprocess"
+    else:
+        sets = args.flag_sets or list(FLAG_SETS)
+        collected: dict[str, dict[str, list[float]]] = {s: {} for s in sets}
+        only = args.only or ["o2o update_many (1M buffer)", "jit single update"]
+        for rnd in range(args.rounds):
+            for s in sets:
+                env = dict(os.environ, XLA_FLAGS=FLAG_SETS[s])
+                cmd = [sys.executable, __file__, "--worker", "--K", str(args.K), "--repeats", str(args.repeats), "--only", *only]
+                print(f"round {rnd + 1}: {s}: XLA_FLAGS={FLAG_SETS[s]!r}", file=sys.stderr)
+                proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    print(proc.stderr[-2000:], file=sys.stderr)
+                    continue
+                res = json.loads(proc.stdout.strip().splitlines()[-1])
+                for name, r in res["results"].items():
+                    collected[s].setdefault(name, []).extend(r["rates"])
+                    print(f"   {name}: {[round(x, 1) for x in r['rates']]}", file=sys.stderr)
+        out = {"results": collected, "flag_sets": {s: FLAG_SETS[s] for s in sets}}
+        names = sorted({n for v in collected.values() for n in v})
+        base = {n: statistics.median(collected["default"][n]) for n in names if collected.get("default", {}).get(n)}
+        rows = []
+        for s in sets:
+            row = [f"{s} (`{FLAG_SETS[s]}`)" if FLAG_SETS[s] else s]
+            for n in names:
+                rates = collected[s].get(n, [])
+                med = statistics.median(rates) if rates else float("nan")
+                rel = f" ({med / base[n]:.2f}x)" if n in base and rates else ""
+                row.append(f"{med:.1f}{rel}")
+            rows.append(row)
+        headers = ["XLA_FLAGS"] + [f"{n} updates/s (median)" for n in names]
+        kind = "flags"
+    after = load_average()
+    note = load_note(before, after)
+    title = f"o2o SAC update: {kind} experiments (K={args.K} per scan call)"
+    print_table(title, headers, rows)
+    print(note)
+    md = f"## {title}\n\nCommand: `{info['command']}`\n\n{markdown_table(headers, rows)}\n\n{note}\n"
+    out.update(machine=info, load_before=before, load_after=after)
+    paths = write_results(f"experiments_{kind}", out, md)
+    print("wrote", *paths)
+
+
+if __name__ == "__main__":
+    main()
