@@ -217,11 +217,19 @@ def test_steps_mode_takes_exactly_num_steps_and_continues_episodes():
     assert second.timeouts.sum() == 3
 
 
+def test_normalised_actions_map_onto_the_env_bounds():
+    env = make_env("Pendulum", 0)
+    assert env.action_space.low.tolist() == [-1.0] and env.action_space.high.tolist() == [1.0]
+    env.reset()
+    env.step(np.array([0.5], np.float32))
+    assert env.unwrapped.last_u == pytest.approx(1.0)  # 0.5 in [-1, 1] is 1.0 torque in [-2, 2]
+
+
 def test_actions_are_clipped_and_the_executed_action_is_stored():
-    with Collector("Pendulum", num_envs=2, seed=0) as collector:  # actions in [-2, 2]
+    with Collector("Pendulum", num_envs=2, seed=0) as collector:  # agents act in [-1, 1] (env: [-2, 2])
         rollout = collector.collect(random_policy(1, scale=10.0), num_steps=50)
-        assert np.abs(rollout.actions).max() == 2.0
-        assert set(np.unique(np.abs(rollout.actions))) >= {2.0}
+        assert np.abs(rollout.actions).max() == 1.0
+        assert set(np.unique(np.abs(rollout.actions))) >= {1.0}
         with pytest.raises(ValueError, match="shape"):
             collector.collect(lambda obs: np.zeros((1, 1)), num_steps=1)
 

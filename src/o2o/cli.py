@@ -209,7 +209,7 @@ def cmd_config(args) -> int:
     walk(to_dict(cfg))
     for key, typ, _default, help_text in rows:
         value = format_value(flat[key]) if key in flat else _default
-        print(f"{key:<36} {typ:<18} {value:<14} {help_text}")
+        print(f"{key:<32} {typ:<26} {value:<14} {help_text}")
     return 0
 
 

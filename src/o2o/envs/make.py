@@ -171,4 +171,11 @@ def make_env(task: Task | str, seed: int, *, isolate_step_rng: bool = False) -> 
     # BSG draws from the global RNG while building bodies: make that private and deterministic.
     with _PrivateGlobalRNG(seed=_CONSTRUCTION_SEED), _process_std_streams():
         env = gym.make(task.env_id, disable_env_checker=True)
+    space = env.action_space
+    if not (np.all(space.low == -1.0) and np.all(space.high == 1.0)):
+        # Agents act in [-1, 1]^d everywhere (tanh policies); map that box onto the env's own bounds
+        # (only Pendulum's [-2, 2] among the registered tasks).
+        env = gym.wrappers.RescaleAction(env, -1.0, 1.0)
+        # gymnasium 0.28.1's RescaleAction maps actions but leaves action_space at the old bounds.
+        env.action_space = gym.spaces.Box(-1.0, 1.0, space.shape, np.float32)
     return SeededEnv(env, task, seed, isolate_step_rng=isolate_step_rng)
