@@ -69,13 +69,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--algo", choices=["sac", "sac-lag"], default="sac-lag")
     p.add_argument("--task", default=None, help="show the values resolved for this task's presets")
 
-    p = sub.add_parser("data", help="offline datasets: inspect", description="Offline datasets in the D4RL / DSRL HDF5 layout.")
+    p = sub.add_parser(
+        "data",
+        help="offline datasets: generate, import, inspect, list",
+        description="Offline datasets in the D4RL / DSRL HDF5 layout. Named datasets live in the data directory "
+        "($O2O_DATA_DIR, default ~/.o2o/datasets); every command that takes a dataset accepts a name or a path.",
+    )
     dsub = p.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
-    q = dsub.add_parser("inspect", help="validate a dataset file and print its statistics", description="Load PATH (D4RL, DSRL, Minari or o2o layout), validate it and print transitions, episodes, return and cost distribution.")
+    q = dsub.add_parser(
+        "generate",
+        help="generate a DSRL-like (safe tasks) or D4RL-like (MuJoCo) dataset with o2o's own agents",
+        description="dsrl: SAC-Lag behaviour agents trained under moving cost targets, every trajectory kept, then a "
+        "grid filter in (cost, return) space. d4rl: one SAC behaviour run with policy snapshots; random / medium / "
+        "medium-replay / expert / medium-expert. Behaviour runs are kept under <data dir>/behaviour/ and reused. "
+        "Writes NAME.hdf5, NAME.json (metadata + sha256), NAME.md (dataset card) and NAME.png (scatter).",
+    )
+    q.add_argument("--task", required=True, help="task name, e.g. BallCircle, CarRun, Hopper")
+    q.add_argument("--recipe", required=True, choices=["dsrl", "d4rl"])
+    q.add_argument("--quality", choices=["random", "medium", "medium-replay", "expert", "medium-expert"], help="d4rl quality")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--name", help="dataset name in the data directory (default <Task>-dsrl or <Task>-<quality>)")
+    q.add_argument("--out", metavar="PATH", help="write to this .hdf5 path instead of the data directory")
+    _add_config_args(q)
+    q = dsub.add_parser("import", help="validate a real DSRL / D4RL / Minari file and copy it into the data directory")
     q.add_argument("path", metavar="PATH")
+    q.add_argument("--name", help="name in the data directory (default: the file's stem)")
+    q.add_argument("--task", help="check the file against this task's spaces (and costs for a safe task)")
+    q.add_argument("--sha256", default=None, help="expected sha256 of the file")
+    q = dsub.add_parser("inspect", help="validate a dataset and print its statistics (and a scatter with --plot)", description="Load NAME or PATH (D4RL, DSRL, Minari or o2o layout), validate it and print transitions, episodes, return and cost distribution, fraction safe at the cost limit.")
+    q.add_argument("path", metavar="NAME|PATH")
     q.add_argument("--task", help="also check the file against this task's spaces (and costs for a safe task)")
     q.add_argument("--cost-limit", type=float, default=None, help="report the fraction of episodes at or below this cost (default: the task's limit, else 20)")
     q.add_argument("--sha256", default=None, help="expected sha256 of the file")
+    q.add_argument("--plot", metavar="PNG", help="also write the cost-vs-return scatter (or return histogram) here")
+    dsub.add_parser("list", help="the datasets in the data directory")
 
     p = sub.add_parser("demo", help="short SAC-Lag run on BallCircle; prints a summary", description="Runs the demo preset (o2o/configs/demo.yaml) into runs/demo (replaced if present).")
     p.add_argument("--out", default="runs/demo", metavar="DIR", help="run directory (default runs/demo; replaced)")
@@ -232,25 +259,101 @@ def cmd_demo(args) -> int:
 
 
 def cmd_data(args) -> int:
+    handlers = {"generate": _data_generate, "import": _data_import, "inspect": _data_inspect, "list": _data_list}
+    if args.data_command not in handlers:
+        raise O2OError("o2o data needs a sub-command: generate, import, inspect or list (see `o2o data --help`)")
+    return handlers[args.data_command](args)
+
+
+def _data_generate(args) -> int:
+    from o2o.config import apply_overrides, load_yaml, update_from_dict
+    from o2o.envs import get_task
+    from o2o.loops.datagen import GenerateConfig, data_dir, default_name, generate
+
+    cfg = GenerateConfig()
+    if args.config:
+        cfg = update_from_dict(cfg, load_yaml(args.config))
+    cfg = update_from_dict(cfg, {"task": get_task(args.task).name, "recipe": args.recipe, "quality": args.quality, "seed": args.seed})
+    cfg = apply_overrides(cfg, args.overrides)
+    out = Path(args.out) if args.out else data_dir() / f"{args.name or default_name(cfg)}.hdf5"
+    path, meta = generate(cfg, out, progress=not args.no_progress)
+    print(f"dataset {meta['name']}: {meta['num_transitions']} transitions, {meta['num_episodes']} episodes, "
+          f"return {meta['min_episode_return']:.1f}..{meta['max_episode_return']:.1f}"
+          + (f", cost {meta['min_episode_cost']:.0f}..{meta['max_episode_cost']:.0f}" if "min_episode_cost" in meta else "")
+          + f", {meta['generation_seconds']} s")
+    print(f"sha256: {meta['sha256']}")
+    print(f"outputs: {path} (+ {path.with_suffix('.json').name}, {path.with_suffix('.md').name}, {path.with_suffix('.png').name})")
+    return 0
+
+
+def _data_import(args) -> int:
+    import shutil
+
+    from o2o.data import load_hdf5, sha256_file
+    from o2o.envs import get_task
+    from o2o.loops.datagen import data_dir
+
+    task = get_task(args.task) if args.task else None
+    src = Path(args.path)
+    ds = load_hdf5(src, task=task, expected_sha256=args.sha256)  # validates everything before copying
+    dest = data_dir() / f"{args.name or src.stem}.hdf5"
+    if dest.exists():
+        raise O2OError(f"a dataset named '{dest.stem}' already exists in {data_dir()}; choose another --name")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    print(f"imported {src} as '{dest.stem}': {ds.num_transitions} transitions, {ds.num_episodes} episodes, sha256 {sha256_file(dest)}")
+    print(f"outputs: {dest}")
+    return 0
+
+
+def _data_list(args) -> int:
+    import h5py
+
+    from o2o.loops.datagen import data_dir, list_datasets
+
+    paths = list_datasets()
+    print(f"data directory: {data_dir()}")
+    for p in paths:
+        try:
+            with h5py.File(p, "r") as f:
+                n = f["rewards"].shape[0]
+                meta = json.loads(f.attrs.get("o2o_metadata", "{}"))
+        except (OSError, KeyError):
+            print(f"  {p.stem:<32} (unreadable: run `o2o data inspect {p}`)")
+            continue
+        print(f"  {p.stem:<32} {n:>9} transitions  task {meta.get('task', '?'):<12} {meta.get('recipe', 'imported')}")
+    if not paths:
+        print("  (none: `o2o data generate` or `o2o data import`)")
+    print(f"outputs: none written ({len(paths)} datasets)")
+    return 0
+
+
+def _data_inspect(args) -> int:
     import numpy as np
 
     from o2o.data import load_hdf5
+    from o2o.loops.datagen import resolve_dataset, scatter_png
 
-    if args.data_command != "inspect":
-        raise O2OError("o2o data needs a sub-command: inspect (see `o2o data --help`)")
     task = None
     if args.task:
         from o2o.envs import get_task
 
         task = get_task(args.task)
-    ds = load_hdf5(args.path, task=task, expected_sha256=args.sha256)
+    path = resolve_dataset(args.path)
+    ds = load_hdf5(path, task=task, expected_sha256=args.sha256)
     returns, lengths = ds.episode_returns(), ds.episode_lengths()
-    print(f"{'file':>22}: {args.path}")
+    print(f"{'file':>22}: {path}")
     print(f"{'transitions':>22}: {ds.num_transitions}")
     print(f"{'episodes':>22}: {len(lengths)} (length {lengths.min()}..{lengths.max()}, mean {lengths.mean():.1f})")
     print(f"{'obs / act dims':>22}: {ds.obs_dim} / {ds.act_dim}")
     print(f"{'terminals / timeouts':>22}: {int(ds.terminals.sum())} / {int(ds.timeouts.sum())}")
     print(f"{'episode return':>22}: min {returns.min():.2f}  median {np.median(returns):.2f}  max {returns.max():.2f}")
+    limit = None
     if ds.has_costs:
         costs = ds.episode_costs()
         limit = args.cost_limit if args.cost_limit is not None else (task.cost_limit if task is not None and task.cost_limit is not None else 20.0)
@@ -258,7 +361,14 @@ def cmd_data(args) -> int:
         print(f"{'safe episodes':>22}: {np.mean(costs <= limit):.1%} at cost limit {limit:g}")
     else:
         print(f"{'costs':>22}: none (unconstrained dataset)")
-    print(f"outputs: none written; {args.path} is valid" + (f" for task {task.name}" if task else ""))
+    for key in ("task", "recipe", "quality", "seed", "code_version"):
+        if ds.metadata.get(key) is not None:
+            print(f"{key:>22}: {ds.metadata[key]}")
+    if args.plot:
+        scatter_png(ds, Path(args.plot), Path(path).stem, limit)
+        print(f"outputs: {args.plot}")
+    else:
+        print(f"outputs: none written; {path} is valid" + (f" for task {task.name}" if task else ""))
     return 0
 
 

@@ -173,6 +173,7 @@ class OnlineTrainer:
             rollout = self.collector.collect(policy, num_steps=o.steps_per_iteration)
         collect_time = time.perf_counter() - t0
         self.buffer = replay_add(self.buffer, rollout)
+        self.last_rollout = rollout
 
         c = self.counters
         c["env_steps"] += int(rollout.num_steps)
@@ -280,9 +281,23 @@ def _progress(enabled: bool):
     )
 
 
-def run_online(cfg, out_dir, *, resume: bool = False, progress: bool = True, trainer: OnlineTrainer | None = None) -> dict:
+def run_online(
+    cfg,
+    out_dir,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    trainer: OnlineTrainer | None = None,
+    before_iteration: Callable[[OnlineTrainer], None] | None = None,
+    after_iteration: Callable[[OnlineTrainer, dict], None] | None = None,
+    description: str | None = None,
+) -> dict:
     """Train ``cfg`` into the run directory ``out_dir`` (or continue it with ``resume``); returns the
-    summary also written to ``summary.json``."""
+    summary also written to ``summary.json``.
+
+    ``before_iteration(trainer)`` and ``after_iteration(trainer, metrics)`` let a caller steer or record
+    a run (dataset generation moves the cost target and keeps policy snapshots); they must derive
+    whatever they change from the trainer's counters so that a resumed run sees the same values."""
     from o2o.config import to_dict
     from o2o.runs import MetricsWriter, RunDir
 
@@ -298,10 +313,14 @@ def run_online(cfg, out_dir, *, resume: bool = False, progress: bool = True, tra
     start = time.perf_counter()
     history: list[dict] = []
     with _progress(progress) as bar:
-        task_id = bar.add_task(f"{cfg.algo} {cfg.task} seed {cfg.seed}", total=o.iterations, completed=trainer.counters["iteration"], status="")
+        task_id = bar.add_task(description or f"{cfg.algo} {cfg.task} seed {cfg.seed}", total=o.iterations, completed=trainer.counters["iteration"], status="")
         while trainer.counters["iteration"] < o.iterations:
+            if before_iteration is not None:
+                before_iteration(trainer)
             metrics = trainer.iteration()
             it = trainer.counters["iteration"]
+            if after_iteration is not None:
+                after_iteration(trainer, metrics)
             writer.write(it, metrics)
             history.append(metrics)
             status = f"steps {trainer.counters['env_steps']}"
