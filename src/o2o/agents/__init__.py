@@ -36,3 +36,43 @@ def get_online_agent(name: str) -> AgentSpec:
         return ONLINE_AGENTS[name]
     except KeyError:
         raise ConfigError(f"unknown algorithm '{name}'; choose one of: {', '.join(ONLINE_AGENTS)}") from None
+
+
+# ------------------------------------------------------------------------------------------------
+# Offline (pre-training) agents. Same contract as the online ones; they learn from a fixed dataset.
+
+from o2o.agents import bc, bear_lag, cpq, cql, iql, td3bc  # noqa: E402
+
+
+@dataclass(frozen=True)
+class OfflineAgentSpec:
+    name: str
+    module: ModuleType
+    config_cls: type
+    safe: bool  # a safe-RL method: respects a cost limit (cost critic, or cost-filtered data)
+    filter_safe_episodes: bool  # trains on the episodes with cost <= cost_limit only (bc.filter_safe_trajectories)
+    description: str
+
+
+OFFLINE_AGENTS: dict[str, OfflineAgentSpec] = {
+    "bc": OfflineAgentSpec("bc", bc, bc.BCConfig, False, False, "Behaviour cloning (max likelihood, tanh-Gaussian)"),
+    "bc-safe": OfflineAgentSpec(
+        "bc-safe", bc, bc.BCConfig, True, True, "BC on the episodes whose cost is within the limit (DSRL's BC-Safe)"
+    ),
+    "cql": OfflineAgentSpec("cql", cql, cql.CQLConfig, False, False, "Conservative Q-Learning on SAC (Kumar et al. 2020)"),
+    "iql": OfflineAgentSpec("iql", iql, iql.IQLConfig, False, False, "Implicit Q-Learning (Kostrikov et al. 2021)"),
+    "td3bc": OfflineAgentSpec("td3bc", td3bc, td3bc.TD3BCConfig, False, False, "TD3+BC (Fujimoto & Gu 2021)"),
+    "cpq": OfflineAgentSpec(
+        "cpq", cpq, cpq.CPQConfig, True, False, "Constraints Penalized Q-learning (Xu et al. 2022)"
+    ),
+    "bear-lag": OfflineAgentSpec(
+        "bear-lag", bear_lag, bear_lag.BEARLagConfig, True, False, "BEAR + cost critic + PID Lagrangian (OSRL's BEARL)"
+    ),
+}
+
+
+def get_offline_agent(name: str) -> OfflineAgentSpec:
+    try:
+        return OFFLINE_AGENTS[name]
+    except KeyError:
+        raise ConfigError(f"unknown offline algorithm '{name}'; choose one of: {', '.join(OFFLINE_AGENTS)}") from None

@@ -1,0 +1,339 @@
+"""Constraints Penalized Q-learning (Xu, Zhan & Zhu, AAAI 2022, "Constraints Penalized Q-Learning for Safe
+Offline Reinforcement Learning"), in the form of OSRL's CPQ (Liu et al. 2023) with its no-gradient bug fixed.
+
+Cost threshold. A cost limit kappa on the undiscounted episode cost over a horizon T is turned into a
+threshold on the discounted cost value by spreading kappa evenly over the T steps:
+
+    l = kappa (1 - gamma^T) / ((1 - gamma) T)                                       (``cost_threshold``)
+
+Cost critic: fitted Q evaluation plus a term that *raises* Qc on out-of-distribution actions nu, so that
+the policy is steered away from actions the data cannot vouch for (paper eq. 5):
+
+    L(psi) = E_{(s,a,c,s')~D}[(Qc(s,a) - y_c)^2] - w E_{s~D, a~nu(.|s)}[Qc(s,a)]
+    y_c    = c + gamma (1 - terminal) agg_k Qcbar_k(s',a'),  a' ~ pi(.|s')
+    nu     = actions a ~ pi(.|s) whose VAE latent KL(q(z|s,a) || N(0,I)) is in the top (1 - 0.75) of the
+             batch (the VAE is a behaviour model trained on D), plus optional uniform random actions.
+    w      = exp(log w), dual ascent on the constraint E_nu[Qc] >= 1.5 l:
+             log w <- clip(log w + eta w (1.5 l - E_nu[agg Qc]), -5, 5)        (or w fixed)
+
+Reward critic, the constraints-penalized Bellman operator (paper eq. 6): no bootstrapping through a
+next action whose cost value exceeds the threshold,
+
+    y = r_scale r + gamma (1 - terminal) 1[agg Qcbar(s',a') <= l] min_j Qbar_j(s',a'),   a' ~ pi(.|s')
+
+Actor (paper eq. 7; SAC-style re-parameterised, entropy optional):
+
+    L(theta) = E_{s~D, a~pi}[ alpha log pi(a|s) - 1[agg Qc(s,a) <= l] min_j Q_j(s,a) ]
+
+The indicator carries no gradient, so unsafe samples simply stop contributing to the actor's objective;
+this assumes non-negative rewards (with negative ones a cut bootstrap is a bonus): shift rewards if needed.
+
+Defaults are OSRL's CPQ config (examples/configs/cpq_configs.py): 2x256 actor and critics, twin reward
+and twin cost critics, VAE 2x400 with KL weight 0.5 and latent 2|A|, 10 OOD samples, quantile 0.75,
+threshold scale 1.5, log w starting at 0 (w = 1) with step 1e-4, lr actor 1e-4 / critics 1e-3 / VAE 1e-3,
+batch 512, reward scale 0.1, no entropy term (alpha = 0). o2o's cost limit default is 20 (Marvel/DSRL;
+OSRL's is 10) and ``horizon`` must be the task's time limit (OSRL: episode_len, 300 for CarCircle).
+
+Where o2o departs from OSRL's code (each a fix, not a choice of taste):
+- OSRL computes the OOD term with the *target* cost critic inside ``torch.no_grad()``, so it has no
+  gradient and the penalty is a no-op; here E_nu[Qc] uses the online cost critic and gets the gradient.
+- OSRL feeds *pre-tanh* Gaussian samples to the cost critic and VAE as OOD actions; here actions are
+  tanh-squashed samples in [-1, 1] like every other action.
+- OSRL averages mask * Qc over all samples (so the OOD value is diluted by the 75% in-distribution
+  zeros); here E_nu is the mean over the flagged actions only.
+- OSRL reduces the cost ensemble with min (optimistic for a cost); here max (default) or mean.
+- OSRL's cost target bootstraps through terminals and treats timeouts as terminal; here only
+  ``terminals`` stop bootstrapping, for the reward and the cost critic alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+from flax.training.train_state import TrainState
+
+from o2o.agents import sac
+from o2o.agents.common import adam
+from o2o.agents.cql import q_many, sample_actions
+from o2o.agents.sac_lag import reduce_costs
+from o2o.errors import ConfigError
+from o2o.nn import CriticEnsemble, TanhGaussianActor, polyak_update, tanh_gaussian_sample
+from o2o.nn.vae import vae_kl, vae_train_state, vae_update
+
+act = sac.act
+actor_actions = sac.actor_actions
+
+
+@dataclass(frozen=True)
+class CPQConfig:
+    hidden_dims: tuple[int, ...] = field(default=(256, 256), metadata={"help": "hidden widths of actor and critics"})
+    num_critics: int = field(default=2, metadata={"help": "reward critics (min over them)"})
+    num_cost_critics: int = field(default=2, metadata={"help": "cost critics"})
+    cost_reduce: Literal["max", "mean"] = field(default="max", metadata={"help": "cost ensemble reduction (never min)"})
+    critic_layer_norm: bool = field(default=False, metadata={"help": "LayerNorm in the critics"})
+    actor_lr: float = field(default=1e-4, metadata={"help": "actor Adam learning rate (OSRL: 1e-4)"})
+    critic_lr: float = field(default=1e-3, metadata={"help": "reward critic Adam learning rate (OSRL: 1e-3)"})
+    cost_critic_lr: float = field(default=1e-3, metadata={"help": "cost critic Adam learning rate (OSRL: 1e-3)"})
+    vae_lr: float = field(default=1e-3, metadata={"help": "VAE Adam learning rate (OSRL: 1e-3)"})
+    vae_hidden_dims: tuple[int, ...] = field(default=(400, 400), metadata={"help": "hidden widths of the VAE"})
+    vae_latent_dim: int | None = field(default=None, metadata={"help": "VAE latent width; None = 2 * action_dim"})
+    vae_kl_weight: float = field(default=0.5, metadata={"help": "KL weight in the VAE's ELBO (OSRL's beta)"})
+    gamma: float = field(default=0.99, metadata={"help": "discount (reward and cost)"})
+    tau: float = field(default=0.005, metadata={"help": "Polyak rate of the target critics"})
+    reward_scale: float = field(default=0.1, metadata={"help": "reward multiplier in the critic target (OSRL: 0.1)"})
+    batch_size: int = field(default=512, metadata={"help": "minibatch size (OSRL: 512)"})
+    cost_limit: float = field(default=20.0, metadata={"help": "episode cost limit kappa (undiscounted)"})
+    horizon: int = field(default=300, metadata={"help": "episode length T used to turn kappa into the threshold l"})
+    num_ood_actions: int = field(default=10, metadata={"help": "policy actions sampled per state as OOD candidates"})
+    ood_detection: Literal["vae", "none"] = field(
+        default="vae", metadata={"help": "vae: only candidates with a high VAE KL count as OOD; none: all policy samples"}
+    )
+    ood_quantile: float = field(default=0.75, metadata={"help": "candidates with KL >= this batch quantile are OOD"})
+    num_random_ood_actions: int = field(default=0, metadata={"help": "uniform random actions per state added to the OOD set"})
+    ood_weight_mode: Literal["dual", "fixed"] = field(
+        default="dual", metadata={"help": "dual: learn w so that E_nu[Qc] >= scale * l; fixed: w = init_ood_weight"}
+    )
+    init_ood_weight: float = field(default=1.0, metadata={"help": "initial (or fixed) OOD weight w"})
+    ood_weight_lr: float = field(default=1e-4, metadata={"help": "step of the dual ascent on log w (OSRL alpha_lr)"})
+    ood_threshold_scale: float = field(default=1.5, metadata={"help": "target of E_nu[Qc] in units of l (OSRL qc_scalar)"})
+    log_ood_weight_min: float = field(default=-5.0, metadata={"help": "lower clip of log w"})
+    log_ood_weight_max: float = field(default=5.0, metadata={"help": "upper clip of log w"})
+    init_temperature: float = field(default=0.0, metadata={"help": "entropy temperature alpha in the actor loss (OSRL: 0)"})
+    auto_temperature: bool = field(default=False, metadata={"help": "tune alpha to the target entropy (needs init > 0)"})
+    temperature_lr: float = field(default=1e-4, metadata={"help": "temperature Adam learning rate"})
+    target_entropy: float | None = field(default=None, metadata={"help": "target entropy; None = -action_dim"})
+    backup_entropy: bool = field(default=False, metadata={"help": "subtract alpha log pi in the reward target"})
+    log_std_min: float = field(default=-5.0, metadata={"help": "lower bound of the actor's log std"})
+    log_std_max: float = field(default=2.0, metadata={"help": "upper bound of the actor's log std"})
+
+    def __post_init__(self):
+        if self.horizon < 1:
+            raise ConfigError(f"horizon must be >= 1, got {self.horizon}")
+        if self.init_temperature < 0 or (self.auto_temperature and self.init_temperature <= 0):
+            raise ConfigError("init_temperature must be >= 0, and > 0 with auto_temperature (it is learned in log space)")
+        if self.init_ood_weight <= 0:
+            raise ConfigError(f"init_ood_weight must be > 0, got {self.init_ood_weight}")
+        if not 0.0 <= self.ood_quantile <= 1.0:
+            raise ConfigError(f"ood_quantile must be in [0, 1], got {self.ood_quantile}")
+
+
+@flax.struct.dataclass
+class CPQState:
+    actor: TrainState
+    critic: TrainState
+    target_critic_params: Any
+    cost_critic: TrainState
+    target_cost_critic_params: Any
+    vae: TrainState
+    log_ood_weight: jax.Array  # scalar: log w of the OOD cost penalty
+    temperature: TrainState  # params: {"log_alpha": scalar}; read only with auto_temperature
+    config: CPQConfig = flax.struct.field(pytree_node=False)
+
+
+def cost_threshold(cost_limit: float, horizon: int, gamma: float) -> float:
+    """l = kappa (1 - gamma^T) / ((1 - gamma) T): the discounted value of paying kappa / T every step for
+    T steps (kappa itself when gamma = 1)."""
+    if gamma == 1.0:
+        return float(cost_limit)
+    return float(cost_limit * (1.0 - gamma**horizon) / ((1.0 - gamma) * horizon))
+
+
+def init(key: jax.Array, obs_dim: int, act_dim: int, cfg: CPQConfig) -> CPQState:
+    actor_key, critic_key, cost_key, vae_key = jax.random.split(key, 4)
+    obs = jnp.zeros((1, obs_dim), jnp.float32)
+    act = jnp.zeros((1, act_dim), jnp.float32)
+    actor_def = TanhGaussianActor(cfg.hidden_dims, act_dim, cfg.log_std_min, cfg.log_std_max)
+    actor = TrainState.create(apply_fn=actor_def.apply, params=actor_def.init(actor_key, obs), tx=adam(cfg.actor_lr))
+    critic_def = CriticEnsemble(cfg.hidden_dims, cfg.num_critics, cfg.critic_layer_norm)
+    critic_params = critic_def.init(critic_key, obs, act)
+    cost_def = CriticEnsemble(cfg.hidden_dims, cfg.num_cost_critics, cfg.critic_layer_norm)
+    cost_params = cost_def.init(cost_key, obs, act)
+    # log alpha is only read when auto-tuned; with a fixed alpha (possibly 0) it is a placeholder
+    log_alpha = jnp.log(cfg.init_temperature) if cfg.init_temperature > 0 else 0.0
+    return CPQState(
+        actor=actor,
+        critic=TrainState.create(apply_fn=critic_def.apply, params=critic_params, tx=adam(cfg.critic_lr)),
+        target_critic_params=jax.tree_util.tree_map(jnp.copy, critic_params),
+        cost_critic=TrainState.create(apply_fn=cost_def.apply, params=cost_params, tx=adam(cfg.cost_critic_lr)),
+        target_cost_critic_params=jax.tree_util.tree_map(jnp.copy, cost_params),
+        vae=vae_train_state(vae_key, obs_dim, act_dim, cfg.vae_hidden_dims, cfg.vae_latent_dim, adam(cfg.vae_lr)),
+        log_ood_weight=jnp.asarray(jnp.log(cfg.init_ood_weight), jnp.float32),
+        temperature=TrainState.create(
+            apply_fn=sac.Temperature.apply,
+            params={"log_alpha": jnp.asarray(log_alpha, jnp.float32)},
+            tx=adam(cfg.temperature_lr),
+        ),
+        config=cfg,
+    )
+
+
+def temperature(state: CPQState) -> jax.Array:
+    cfg = state.config
+    if cfg.auto_temperature:
+        return state.temperature.apply_fn(state.temperature.params)
+    return jnp.asarray(cfg.init_temperature, jnp.float32)
+
+
+# ---------------------------------------------------------------- losses (pure functions)
+
+
+def constraint_penalized_target(rewards, terminals, next_q, next_qc, threshold, gamma: float, reward_scale: float = 1.0):
+    """y = r_scale r + gamma (1 - terminal) 1[Qc(s',a') <= l] Q(s',a'): the reward bootstrap is cut where
+    the next action's cost value is over the threshold."""
+    safe = (next_qc <= threshold).astype(next_q.dtype)
+    return reward_scale * rewards + gamma * (1.0 - terminals) * safe * next_q
+
+
+def reward_critic_target(state: CPQState, batch, key) -> jax.Array:
+    cfg = state.config
+    mean, log_std = state.actor.apply_fn(state.actor.params, batch["next_observations"])
+    next_actions, next_log_probs = tanh_gaussian_sample(key, mean, log_std)
+    next_obs = batch["next_observations"]
+    next_q = state.critic.apply_fn(state.target_critic_params, next_obs, next_actions).min(axis=0)
+    if cfg.backup_entropy:
+        next_q = next_q - temperature(state) * next_log_probs
+    next_qc = reduce_costs(state.cost_critic.apply_fn(state.target_cost_critic_params, next_obs, next_actions), cfg.cost_reduce)
+    threshold = cost_threshold(cfg.cost_limit, cfg.horizon, cfg.gamma)
+    return constraint_penalized_target(batch["rewards"], batch["terminals"], next_q, next_qc, threshold, cfg.gamma, cfg.reward_scale)
+
+
+def cost_critic_target(state: CPQState, batch, key) -> jax.Array:
+    """y_c = c + gamma (1 - terminal) agg_k Qcbar_k(s',a'), a' ~ pi(.|s')."""
+    cfg = state.config
+    mean, log_std = state.actor.apply_fn(state.actor.params, batch["next_observations"])
+    next_actions, _ = tanh_gaussian_sample(key, mean, log_std)
+    next_qc = state.cost_critic.apply_fn(state.target_cost_critic_params, batch["next_observations"], next_actions)
+    return batch["costs"] + cfg.gamma * (1.0 - batch["terminals"]) * reduce_costs(next_qc, cfg.cost_reduce)
+
+
+def critic_loss(critic_params, apply_fn, observations, actions, target) -> tuple[jax.Array, dict]:
+    q = apply_fn(critic_params, observations, actions)  # [num_critics, B]
+    loss = ((q - target[None]) ** 2).mean(axis=1).sum()
+    return loss, {"critic_loss": loss, "q_mean": q.mean()}
+
+
+def ood_actions(state: CPQState, observations, key) -> tuple[jax.Array, jax.Array]:
+    """The OOD set nu for each state: ([B, M, A] actions, [B, M] mask of those that count).
+
+    Policy samples are flagged by the VAE (latent KL >= the batch's ``ood_quantile``) or all kept;
+    uniform random actions, if any, always count."""
+    cfg = state.config
+    policy_key, random_key = jax.random.split(key)
+    actions, _ = sample_actions(state.actor, observations, policy_key, cfg.num_ood_actions)
+    if cfg.ood_detection == "vae":
+        obs = jnp.broadcast_to(observations[:, None, :], actions.shape[:2] + observations.shape[-1:])
+        kl = vae_kl(state.vae.params, state.vae.apply_fn, obs, actions)  # [B, N]
+        mask = (kl >= jnp.quantile(kl, cfg.ood_quantile)).astype(jnp.float32)
+    else:
+        mask = jnp.ones(actions.shape[:2], jnp.float32)
+    if cfg.num_random_ood_actions > 0:
+        shape = (observations.shape[0], cfg.num_random_ood_actions, actions.shape[-1])
+        actions = jnp.concatenate([actions, jax.random.uniform(random_key, shape, minval=-1.0, maxval=1.0)], axis=1)
+        mask = jnp.concatenate([mask, jnp.ones(shape[:2], jnp.float32)], axis=1)
+    return jax.lax.stop_gradient(actions), jax.lax.stop_gradient(mask)
+
+
+def cost_critic_loss(
+    cost_params, apply_fn, batch, target_qc, ood_actions, ood_mask, ood_weight
+) -> tuple[jax.Array, dict]:
+    """sum_k [ E_D[(Qc_k(s,a) - y_c)^2] - w E_nu[Qc_k(s,a)] ].
+
+    The OOD actions are data (no gradient flows into the policy that proposed them) but the online
+    cost critic is evaluated on them, so the second term raises Qc there. Returns the per-critic
+    E_nu[Qc] in the info (``ood_qc``, [K]) for the dual update of w.
+    """
+    obs = batch["observations"]
+    qc = apply_fn(cost_params, obs, batch["actions"])  # [K, B]
+    bellman = ((qc - target_qc[None]) ** 2).mean(axis=1)  # [K]
+    qc_ood = q_many(apply_fn, cost_params, obs, ood_actions)  # [K, B, M]
+    ood_qc = (qc_ood * ood_mask[None]).sum(axis=(1, 2)) / jnp.maximum(ood_mask.sum(), 1.0)  # [K]
+    loss = bellman.sum() - ood_weight * ood_qc.sum()
+    return loss, {
+        "cost_critic_loss": loss,
+        "cost_bellman_loss": bellman.sum(),
+        "qc_mean": qc.mean(),
+        "ood_qc": ood_qc,
+        "ood_fraction": ood_mask.mean(),
+    }
+
+
+def cpq_actor_loss(actor_params, state: CPQState, batch, key) -> tuple[jax.Array, dict]:
+    """E[alpha log pi(a|s) - 1[agg Qc(s,a) <= l] min_j Q_j(s,a)], a ~ pi re-parameterised, online critics."""
+    cfg = state.config
+    mean, log_std = state.actor.apply_fn(actor_params, batch["observations"])
+    actions, log_probs = tanh_gaussian_sample(key, mean, log_std)
+    q = state.critic.apply_fn(state.critic.params, batch["observations"], actions).min(axis=0)
+    qc = reduce_costs(state.cost_critic.apply_fn(state.cost_critic.params, batch["observations"], actions), cfg.cost_reduce)
+    safe = jax.lax.stop_gradient((qc <= cost_threshold(cfg.cost_limit, cfg.horizon, cfg.gamma)).astype(q.dtype))
+    loss = (temperature(state) * log_probs - safe * q).mean()
+    return loss, {
+        "actor_loss": loss,
+        "entropy": -log_probs.mean(),
+        "actor_qc": qc.mean(),
+        "actor_safe_fraction": safe.mean(),
+        "log_probs": log_probs,
+    }
+
+
+# ---------------------------------------------------------------- update
+
+
+def update_ood_weight(state: CPQState, ood_qc: jax.Array) -> CPQState:
+    """log w <- clip(log w + eta w (scale * l - E_nu[agg Qc]), lo, hi): w grows while OOD cost values sit
+    below the target (OSRL's update, a gradient step on log w of w (target - E_nu[Qc]))."""
+    cfg = state.config
+    if cfg.ood_weight_mode == "fixed":
+        return state
+    target = cfg.ood_threshold_scale * cost_threshold(cfg.cost_limit, cfg.horizon, cfg.gamma)
+    agg = ood_qc.max() if cfg.cost_reduce == "max" else ood_qc.mean()
+    log_w = state.log_ood_weight + cfg.ood_weight_lr * jnp.exp(state.log_ood_weight) * (target - agg)
+    return state.replace(log_ood_weight=jnp.clip(log_w, cfg.log_ood_weight_min, cfg.log_ood_weight_max))
+
+
+def update(state: CPQState, batch: dict, key: jax.Array) -> tuple[CPQState, dict]:
+    """One CPQ step: VAE, reward critics, cost critics (+ the OOD weight), actor, temperature."""
+    cfg = state.config
+    vae_key, reward_key, cost_key, ood_key, actor_key = jax.random.split(key, 5)
+    vae, vae_info = vae_update(state.vae, batch, vae_key, cfg.vae_kl_weight)
+    state = state.replace(vae=vae)
+
+    target_q = jax.lax.stop_gradient(reward_critic_target(state, batch, reward_key))
+    grads, critic_info = jax.grad(critic_loss, has_aux=True)(
+        state.critic.params, state.critic.apply_fn, batch["observations"], batch["actions"], target_q
+    )
+    critic = state.critic.apply_gradients(grads=grads)
+
+    target_qc = jax.lax.stop_gradient(cost_critic_target(state, batch, cost_key))
+    actions, mask = ood_actions(state, batch["observations"], ood_key)
+    ood_weight = jnp.exp(state.log_ood_weight)
+    grads, cost_info = jax.grad(cost_critic_loss, has_aux=True)(
+        state.cost_critic.params, state.cost_critic.apply_fn, batch, target_qc, actions, mask, ood_weight
+    )
+    cost_critic = state.cost_critic.apply_gradients(grads=grads)
+    state = state.replace(
+        critic=critic,
+        target_critic_params=polyak_update(state.target_critic_params, critic.params, cfg.tau),
+        cost_critic=cost_critic,
+        target_cost_critic_params=polyak_update(state.target_cost_critic_params, cost_critic.params, cfg.tau),
+    )
+    ood_qc = cost_info.pop("ood_qc")
+    state = update_ood_weight(state, ood_qc)
+
+    state, actor_info = sac.update_actor(state, batch, actor_key, loss_fn=cpq_actor_loss)
+    log_probs = actor_info.pop("log_probs")
+    temp_info = {"temperature": temperature(state)}
+    if cfg.auto_temperature:
+        state, temp_info = sac.update_temperature(state, log_probs, batch["actions"].shape[-1])
+    return state, {
+        **vae_info,
+        **critic_info,
+        **cost_info,
+        **actor_info,
+        **temp_info,
+        "ood_qc": ood_qc.mean(),
+        "ood_weight": jnp.exp(state.log_ood_weight),
+    }

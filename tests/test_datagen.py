@@ -1,0 +1,88 @@
+"""Dataset generation: the grid filter, reproducible checksums, cards, no half-written files."""
+
+import json
+
+import numpy as np
+import pytest
+
+from o2o.cli import main
+from o2o.config import update_from_dict
+from o2o.data import load_hdf5
+from o2o.errors import ConfigError
+from o2o.loops import datagen
+from o2o.loops.datagen import GenerateConfig, generate, grid_filter
+
+TINY_DSRL = {
+    "num_agents": 2,
+    "iterations": 2,
+    "episodes_per_iteration": 1,
+    "updates_per_iteration": 5,
+    "warmup_episodes": 1,
+    "hidden_dims": [16, 16],
+    "max_per_bin": 1,
+    "cost_bins": 3,
+    "return_bins": 3,
+}
+
+
+def tiny_cfg(**kw):
+    return update_from_dict(GenerateConfig(), {"task": "BallCircle", "recipe": "dsrl", "dsrl": TINY_DSRL, **kw})
+
+
+def test_grid_filter_caps_each_cell_and_keeps_sparse_ones():
+    # 10 episodes crowd one corner (cost ~0, return ~0); 3 lie alone elsewhere
+    costs = np.array([0, 0.1, 0.2, 0.3, 0.1, 0.2, 0, 0.1, 0.3, 0.2, 50, 100, 100])
+    returns = np.array([0, 1, 2, 1, 0, 2, 1, 0, 1, 2, 500, 100, 900])
+    keep = grid_filter(costs, returns, cost_bins=4, return_bins=4, max_per_bin=2, rng=np.random.default_rng(0))
+    assert set(keep[keep >= 10]) == {10, 11, 12}  # every sparse trajectory survives
+    assert np.sum(keep < 10) == 2  # the crowded cell is capped
+    assert np.all(np.diff(keep) > 0)
+
+
+def test_generation_is_reproducible_and_writes_a_card(tmp_path, monkeypatch):
+    shas = []
+    for attempt in ("a", "b"):
+        monkeypatch.setenv("O2O_DATA_DIR", str(tmp_path / attempt))
+        path, meta = generate(tiny_cfg(), progress=False)
+        shas.append(meta["sha256"])
+        assert path == tmp_path / attempt / "BallCircle-dsrl.hdf5"
+        for suffix in (".json", ".md", ".png"):
+            assert path.with_suffix(suffix).exists()
+    assert shas[0] == shas[1]
+    ds = load_hdf5(path, expected_sha256=shas[0])
+    assert ds.has_costs and ds.metadata["recipe"] == "dsrl" and ds.metadata["seed"] == 0
+    assert ds.metadata["num_episodes"] == ds.num_episodes
+    assert ds.metadata["max_episode_cost"] == pytest.approx(ds.episode_costs().max())
+    assert json.loads(path.with_suffix(".json").read_text())["sha256"] == shas[0]
+    # a different seed gives different data
+    monkeypatch.setenv("O2O_DATA_DIR", str(tmp_path / "c"))
+    _, meta = generate(tiny_cfg(seed=1), progress=False)
+    assert meta["sha256"] != shas[0]
+
+
+def test_interrupted_generation_leaves_no_dataset(tmp_path, monkeypatch):
+    monkeypatch.setenv("O2O_DATA_DIR", str(tmp_path))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(datagen, "generate_dsrl", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        generate(tiny_cfg(), progress=False)
+    assert not list(tmp_path.glob("*.hdf5"))
+
+
+def test_recipe_task_mismatch_is_refused(capsys):
+    with pytest.raises(ConfigError, match="safe task"):
+        datagen.check_generate_config(update_from_dict(GenerateConfig(), {"task": "Hopper", "recipe": "dsrl"}))
+    with pytest.raises(ConfigError, match="quality"):
+        datagen.check_generate_config(update_from_dict(GenerateConfig(), {"task": "Hopper", "recipe": "d4rl"}))
+    assert main(["data", "generate", "--task", "BallCircle", "--recipe", "d4rl", "--quality", "medium"]) == 2
+    assert "MuJoCo" in capsys.readouterr().err
+
+
+def test_named_datasets_resolve_in_the_data_dir(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("O2O_DATA_DIR", str(tmp_path))
+    assert main(["data", "inspect", "NoSuchSet"]) == 2
+    err = capsys.readouterr().err
+    assert "no dataset named 'NoSuchSet'" in err and str(tmp_path) in err
