@@ -147,11 +147,72 @@ def worker(args) -> dict:
             "jax": jax.__version__, "results": {k: t.as_dict() for k, t in timings.items()}}
 
 
+def serve(args) -> None:
+    """Resident worker: build the variants, then run one timed repeat per stdin line ``run NAME``
+    (``warmup`` runs each once untimed), answering one JSON line each. Lets the parent interleave
+    repeats of processes with different XLA_FLAGS."""
+    import time
+
+    variants = build_variants(args.K, args.only)
+    print(json.dumps({"ready": list(variants)}), flush=True)
+    for line in sys.stdin:
+        cmd = line.strip()
+        if cmd == "quit":
+            break
+        if cmd == "warmup":
+            for fn, items in variants.values():
+                fn(items)
+            print(json.dumps({"warm": True}), flush=True)
+        elif cmd.startswith("run "):
+            name = cmd[4:]
+            fn, items = variants[name]
+            start = time.perf_counter()
+            fn(items)
+            print(json.dumps({"name": name, "items": items, "seconds": time.perf_counter() - start}), flush=True)
+
+
+def sweep_flags(sets, only, args) -> dict:
+    """One resident worker per XLA flag set; repeat r of every (flag set, variant) runs before
+    repeat r + 1 of any, workers taking turns (only one computes at a time)."""
+    workers = {}
+    for s in sets:
+        env = dict(os.environ, XLA_FLAGS=FLAG_SETS[s])
+        cmd = [sys.executable, __file__, "--serve", "--K", str(args.K), "--only", *only]
+        workers[s] = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+    collected: dict[str, dict[str, list[float]]] = {s: {} for s in sets}
+    names = {}
+    try:
+        for s, w in workers.items():  # build + compile + warm up, one worker at a time
+            names[s] = json.loads(w.stdout.readline())["ready"]
+            w.stdin.write("warmup\n")
+            json.loads(w.stdout.readline())
+            print(f"ready: {s}", file=sys.stderr)
+        for r in range(args.repeats * args.rounds):
+            for s, w in workers.items():
+                for name in names[s]:
+                    w.stdin.write(f"run {name}\n")
+                    res = json.loads(w.stdout.readline())
+                    rate = res["items"] / res["seconds"]
+                    collected[s].setdefault(name, []).append(rate)
+                    print(f"repeat {r + 1}: {s:<28s} {name:<32s} {rate:7.1f}/s (load {os.getloadavg()[0]:.2f})",
+                          file=sys.stderr)
+    finally:
+        for w in workers.values():
+            try:
+                w.stdin.write("quit\n")
+                w.stdin.flush()
+            except Exception:  # noqa: BLE001
+                pass
+            w.wait(timeout=60)
+    return collected
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--inprocess", action="store_true")
     p.add_argument("--flags", action="store_true")
     p.add_argument("--worker", action="store_true")
+    p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--only", nargs="*", default=None, help="substrings of variant names to keep")
     p.add_argument("--flag-sets", nargs="*", default=None, help="names of FLAG_SETS to sweep")
     p.add_argument("--K", type=int, default=500)
@@ -159,6 +220,9 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     args = p.parse_args()
 
+    if args.serve:
+        serve(args)
+        return
     if args.worker:
         print(json.dumps(worker(args)))
         return
@@ -177,21 +241,8 @@ def main() -> None:
         kind = "inprocess"
     else:
         sets = args.flag_sets or list(FLAG_SETS)
-        collected: dict[str, dict[str, list[float]]] = {s: {} for s in sets}
         only = args.only or ["o2o update_many (1M buffer)", "jit single update"]
-        for rnd in range(args.rounds):
-            for s in sets:
-                env = dict(os.environ, XLA_FLAGS=FLAG_SETS[s])
-                cmd = [sys.executable, __file__, "--worker", "--K", str(args.K), "--repeats", str(args.repeats), "--only", *only]
-                print(f"round {rnd + 1}: {s}: XLA_FLAGS={FLAG_SETS[s]!r}", file=sys.stderr)
-                proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-                if proc.returncode != 0:
-                    print(proc.stderr[-2000:], file=sys.stderr)
-                    continue
-                res = json.loads(proc.stdout.strip().splitlines()[-1])
-                for name, r in res["results"].items():
-                    collected[s].setdefault(name, []).extend(r["rates"])
-                    print(f"   {name}: {[round(x, 1) for x in r['rates']]}", file=sys.stderr)
+        collected = sweep_flags(sets, only, args)
         out = {"results": collected, "flag_sets": {s: FLAG_SETS[s] for s in sets}}
         names = sorted({n for v in collected.values() for n in v})
         base = {n: statistics.median(collected["default"][n]) for n in names if collected.get("default", {}).get(n)}
@@ -202,9 +253,9 @@ def main() -> None:
                 rates = collected[s].get(n, [])
                 med = statistics.median(rates) if rates else float("nan")
                 rel = f" ({med / base[n]:.2f}x)" if n in base and rates else ""
-                row.append(f"{med:.1f}{rel}")
+                row.append(f"{med:.1f}{rel}" + (f" [{min(rates):.0f}-{max(rates):.0f}]" if rates else ""))
             rows.append(row)
-        headers = ["XLA_FLAGS"] + [f"{n} updates/s (median)" for n in names]
+        headers = ["XLA_FLAGS"] + [f"{n}: updates/s median (vs default) [range]" for n in names]
         kind = "flags"
     after = load_average()
     note = load_note(before, after)

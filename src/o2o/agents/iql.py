@@ -113,6 +113,12 @@ def critic_loss(critic_params, apply_fn, batch, target_q) -> tuple[jax.Array, di
     return loss, {"critic_loss": loss, "q_mean": q.mean()}
 
 
+def critic_target(value: TrainState, batch, gamma: float, reward_scale: float = 1.0) -> jax.Array:
+    """y = r_scale r + gamma (1 - terminal) V(s'): the critic bootstraps from V, never from Q at a new action."""
+    next_v = value.apply_fn(value.params, batch["next_observations"])
+    return reward_scale * batch["rewards"] + gamma * (1.0 - batch["terminals"]) * next_v
+
+
 def awr_weights(advantage: jax.Array, beta: float, max_weight: float) -> jax.Array:
     """min(exp(beta * A), max_weight)."""
     return jnp.minimum(jnp.exp(beta * advantage), max_weight)
@@ -148,8 +154,7 @@ def update(state: IQLState, batch: dict, key: jax.Array) -> tuple[IQLState, dict
     )
     actor = state.actor.apply_gradients(grads=grads)
 
-    next_v = value.apply_fn(value.params, batch["next_observations"])
-    q_target = cfg.reward_scale * batch["rewards"] + cfg.gamma * (1.0 - batch["terminals"]) * next_v
+    q_target = critic_target(value, batch, cfg.gamma, cfg.reward_scale)
     grads, critic_info = jax.grad(critic_loss, has_aux=True)(state.critic.params, state.critic.apply_fn, batch, q_target)
     critic = state.critic.apply_gradients(grads=grads)
 

@@ -1,0 +1,1 @@
+"""Experiments: aggregation over seeds, learning-curve figures, report tables."""
