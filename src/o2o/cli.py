@@ -70,6 +70,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default=None, help="show the values resolved for this task's presets")
 
     p = sub.add_parser(
+        "pretrain",
+        help="offline pretraining (cpq, bear-lag, bc-safe, bc, cql, iql, td3bc) on a dataset",
+        description="Train an offline agent on a dataset (name in the data directory, or path), evaluating it on the "
+        "live task every offline.eval_every steps. The run directory's checkpoint holds everything the next stages "
+        "need (actor, critics, cost critics, VAE, multipliers, observation statistics). Resumable with --resume.",
+    )
+    p.add_argument("--algo", help="offline algorithm: cpq, bear-lag, bc-safe, bc, cql, iql, td3bc")
+    p.add_argument("--dataset", help="dataset name (o2o data list) or path to an HDF5 file")
+    p.add_argument("--task", help="task (default: from the dataset's metadata)")
+    p.add_argument("--steps", type=int, help="gradient steps (offline.steps)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--out", metavar="DIR", help="run directory (default runs/pretrain-<algo>-<dataset>-s<seed>)")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
+    _add_config_args(p)
+
+    p = sub.add_parser(
         "data",
         help="offline datasets: generate, import, inspect, list",
         description="Offline datasets in the D4RL / DSRL HDF5 layout. Named datasets live in the data directory "
@@ -372,7 +388,42 @@ def _data_inspect(args) -> int:
     return 0
 
 
-COMMANDS = {"data": cmd_data, "tasks": cmd_tasks, "train": cmd_train, "eval": cmd_eval, "config": cmd_config, "demo": cmd_demo}
+def cmd_pretrain(args) -> int:
+    from o2o.config import apply_overrides, from_dict, load_yaml, update_from_dict
+    from o2o.loops.offline import pretrain_config_class, run_pretrain
+    from o2o.presets import preset_path
+
+    if args.resume:
+        run = Path(args.resume)
+        if not (run / "config.yaml").exists():
+            raise O2OError(f"cannot resume '{run}': no config.yaml there (is it a run directory?)")
+        saved = load_yaml(run / "config.yaml")
+        cfg = apply_overrides(from_dict(pretrain_config_class(saved.get("algo", "")), saved), args.overrides)
+        out = run
+    else:
+        if not args.algo or not args.dataset:
+            raise O2OError("o2o pretrain needs --algo and --dataset (or --resume DIR)")
+        cfg = pretrain_config_class(args.algo)()
+        for name in (f"pretrain-{args.algo}",):
+            path = preset_path(name)
+            if path is not None:
+                cfg = update_from_dict(cfg, load_yaml(path))
+        if args.config:
+            cfg = update_from_dict(cfg, load_yaml(args.config))
+        given = {"dataset": args.dataset, "task": args.task, "seed": args.seed}
+        cfg = update_from_dict(cfg, {k: v for k, v in given.items() if v is not None})
+        if args.steps is not None:
+            cfg = update_from_dict(cfg, {"offline": {"steps": args.steps}})
+        cfg = apply_overrides(cfg, args.overrides)
+        out = Path(args.out or f"runs/pretrain-{cfg.algo}-{Path(cfg.dataset).stem}-s{cfg.seed}")
+    summary = run_pretrain(cfg, out, resume=bool(args.resume), progress=not args.no_progress)
+    for k, v in summary.items():
+        print(f"{k:>32}: {v:.3f}" if isinstance(v, float) else f"{k:>32}: {v}")
+    print(f"outputs: {out}/ (config.yaml, metrics.csv, tb/, checkpoints/, summary.json)")
+    return 0
+
+
+COMMANDS = {"pretrain": cmd_pretrain, "data": cmd_data, "tasks": cmd_tasks, "train": cmd_train, "eval": cmd_eval, "config": cmd_config, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

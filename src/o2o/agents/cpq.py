@@ -92,10 +92,10 @@ class CPQConfig:
     ood_detection: Literal["vae", "none"] = field(
         default="vae", metadata={"help": "vae: only candidates with a high VAE KL count as OOD; none: all policy samples"}
     )
-    ood_reference: Literal["data", "policy"] = field(
-        default="data", metadata={"help": "KLs the quantile is taken over: the batch's dataset actions, or the policy samples (OSRL)"}
+    ood_quantile: float = field(default=0.75, metadata={"help": "candidates with KL >= this quantile of their KLs are OOD"})
+    ood_data_quantile: float | None = field(
+        default=None, metadata={"help": "also require KL >= this quantile of the dataset actions' KLs; None = OSRL (no such test)"}
     )
-    ood_quantile: float = field(default=0.75, metadata={"help": "candidates with KL >= this quantile of the reference KLs are OOD"})
     num_random_ood_actions: int = field(default=0, metadata={"help": "uniform random actions per state added to the OOD set"})
     ood_weight_mode: Literal["dual", "fixed"] = field(
         default="dual", metadata={"help": "dual: learn w so that E_nu[Qc] >= scale * l; fixed: w = init_ood_weight"}
@@ -219,21 +219,23 @@ def critic_loss(critic_params, apply_fn, observations, actions, target) -> tuple
     return loss, {"critic_loss": loss, "q_mean": q.mean()}
 
 
-def ood_actions(state: CPQState, observations, dataset_actions, key) -> tuple[jax.Array, jax.Array]:
+def ood_actions(state: CPQState, observations, key, dataset_actions=None) -> tuple[jax.Array, jax.Array]:
     """The OOD set nu for each state: ([B, M, A] actions, [B, M] mask of those that count).
 
-    Policy samples count as OOD when their VAE latent KL is >= the ``ood_quantile`` of the reference
-    KLs: those of the batch's dataset actions ("data") or of the policy samples themselves ("policy",
-    OSRL). With ``ood_detection="none"`` every policy sample counts. Uniform random actions, if any,
-    always count."""
+    Policy samples count as OOD when their VAE latent KL is >= the ``ood_quantile`` of all the
+    samples' KLs in the batch (OSRL's adaptive version of the paper's fixed KL threshold); with
+    ``ood_detection="none"`` every policy sample counts. Uniform random actions, if any, always count."""
     cfg = state.config
     policy_key, random_key = jax.random.split(key)
     actions, _ = sample_actions(state.actor, observations, policy_key, cfg.num_ood_actions)
     if cfg.ood_detection == "vae":
         obs = jnp.broadcast_to(observations[:, None, :], actions.shape[:2] + observations.shape[-1:])
         kl = vae_kl(state.vae.params, state.vae.apply_fn, obs, actions)  # [B, N]
-        reference = kl if cfg.ood_reference == "policy" else vae_kl(state.vae.params, state.vae.apply_fn, observations, dataset_actions)
-        mask = (kl >= jnp.quantile(reference, cfg.ood_quantile)).astype(jnp.float32)
+        flagged = kl >= jnp.quantile(kl, cfg.ood_quantile)
+        if cfg.ood_data_quantile is not None:
+            kl_data = vae_kl(state.vae.params, state.vae.apply_fn, observations, dataset_actions)
+            flagged = flagged & (kl >= jnp.quantile(kl_data, cfg.ood_data_quantile))
+        mask = flagged.astype(jnp.float32)
     else:
         mask = jnp.ones(actions.shape[:2], jnp.float32)
     if cfg.num_random_ood_actions > 0:
@@ -314,7 +316,7 @@ def update(state: CPQState, batch: dict, key: jax.Array) -> tuple[CPQState, dict
     critic = state.critic.apply_gradients(grads=grads)
 
     target_qc = jax.lax.stop_gradient(cost_critic_target(state, batch, cost_key))
-    actions, mask = ood_actions(state, batch["observations"], batch["actions"], ood_key)
+    actions, mask = ood_actions(state, batch["observations"], ood_key, batch["actions"])
     ood_weight = jnp.exp(state.log_ood_weight)
     grads, cost_info = jax.grad(cost_critic_loss, has_aux=True)(
         state.cost_critic.params, state.cost_critic.apply_fn, batch, target_qc, actions, mask, ood_weight

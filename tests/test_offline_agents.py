@@ -1,0 +1,417 @@
+"""Offline agents: each loss against a hand-computed case, the terminal-vs-timeout rule in every critic
+target, CPQ's OOD cost term really moving the cost critic, and every algorithm learning a small task.
+
+The learning tasks are cheap contextual bandits: s ~ U(-1, 1)^2, the best action is t(s) = tanh(W s),
+r = 1 - ||a - t(s)||^2 / 2, data from a noisy-good behaviour policy (t(s) + N(0, 0.3^2), 20% uniform).
+A uniform random policy scores about 0.27. The safe variant adds c = 1[a_0 > 0.5]; t_0(s) > 0.5 for
+about a third of the states, so the safe answer differs from the unconstrained one.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from o2o.agents import OFFLINE_AGENTS, bc, bear_lag, cpq, cql, get_offline_agent, iql, td3bc
+from o2o.agents.common import make_update_many
+from o2o.config import config_help
+from o2o.data import Dataset
+from o2o.data.replay import replay_from_dataset, replay_sample
+from o2o.errors import ConfigError, DatasetError
+from o2o.nn.vae import gaussian_kl
+
+# ------------------------------------------------------------------------------------ tiny tasks
+
+W = np.array([[1.5, 0.5], [-0.5, 1.5]], np.float32)
+
+
+def best_action(s):
+    return np.tanh(s[:, :2] @ W.T)
+
+
+def reward_fn(s, a):
+    return 1.0 - 0.5 * ((a - best_action(s)) ** 2).sum(-1)
+
+
+def cost_fn(a):
+    return (a[:, 0] > 0.5).astype(np.float32)
+
+
+def behaviour(rng, s):
+    a = np.clip(best_action(s) + 0.3 * rng.standard_normal((len(s), 2)), -1.0, 1.0)
+    uniform = rng.random(len(s)) < 0.2
+    a[uniform] = rng.uniform(-1.0, 1.0, (int(uniform.sum()), 2))
+    return a.astype(np.float32)
+
+
+def bandit_dataset(n=3000, seed=0) -> Dataset:
+    """One-step episodes (every step terminal)."""
+    rng = np.random.default_rng(seed)
+    s = rng.uniform(-1.0, 1.0, (n, 2)).astype(np.float32)
+    a = behaviour(rng, s)
+    return Dataset(
+        observations=s,
+        actions=a,
+        rewards=reward_fn(s, a),
+        costs=cost_fn(a),
+        next_observations=rng.uniform(-1.0, 1.0, (n, 2)).astype(np.float32),
+        terminals=np.ones(n, bool),
+        timeouts=np.zeros(n, bool),
+    )
+
+
+def two_step_dataset(n_episodes=1500, seed=0) -> Dataset:
+    """Two-step episodes for CPQ, whose cost signal acts through the reward bootstrap: observations are
+    (s, danger); the first step is the bandit above at danger = 0, an action with a_0 > 0.5 leads to a
+    danger = 1 state whose step costs 1 (a state cost, as Bullet-Safety-Gym's); the second step is a
+    fresh bandit; then the episode ends."""
+    rng = np.random.default_rng(seed)
+    s1, s2, s3 = (rng.uniform(-1.0, 1.0, (n_episodes, 2)).astype(np.float32) for _ in range(3))
+    a1, a2 = behaviour(rng, s1), behaviour(rng, s2)
+    danger = cost_fn(a1)
+    zeros = np.zeros(n_episodes, np.float32)
+    o1 = np.column_stack([s1, zeros])
+    o2 = np.column_stack([s2, danger])
+    o3 = np.column_stack([s3, zeros])
+
+    def interleave(first, second):
+        return np.stack([first, second], axis=1).reshape((2 * n_episodes,) + first.shape[1:])
+
+    return Dataset(
+        observations=interleave(o1, o2),
+        actions=interleave(a1, a2),
+        rewards=interleave(reward_fn(s1, a1), reward_fn(s2, a2)),
+        costs=interleave(zeros, danger),
+        next_observations=interleave(o2, o3),
+        terminals=interleave(np.zeros(n_episodes, bool), np.ones(n_episodes, bool)),
+        timeouts=np.zeros(2 * n_episodes, bool),
+    )
+
+
+EVAL_STATES = np.random.default_rng(123).uniform(-1.0, 1.0, (2000, 2)).astype(np.float32)
+RANDOM_REWARD = float(reward_fn(EVAL_STATES, np.random.default_rng(7).uniform(-1, 1, (2000, 2))).mean())
+
+
+def train(name: str, dataset: Dataset, steps: int, **overrides):
+    spec = get_offline_agent(name)
+    cfg = spec.config_cls(**overrides)
+    buffer = replay_from_dataset(dataset)
+    state = spec.module.init(jax.random.PRNGKey(0), dataset.obs_dim, dataset.act_dim, cfg)
+    update_many = make_update_many(spec.module.update, partial(replay_sample, batch_size=cfg.batch_size))
+    state, metrics = update_many(state, buffer, jax.random.PRNGKey(1), {}, steps)
+    return spec, state, metrics
+
+
+def evaluate(spec, state, observations=EVAL_STATES):
+    """(mean reward, mean cost) of the deterministic policy on the evaluation states' first step."""
+    a = np.asarray(spec.module.act(state, jnp.asarray(observations), jax.random.PRNGKey(0), deterministic=True))
+    assert np.all(np.abs(a) <= 1.0)
+    return float(reward_fn(observations, a).mean()), float(cost_fn(a).mean())
+
+
+SMALL = dict(hidden_dims=(32, 32), batch_size=128)
+SMALL_VAE = dict(vae_hidden_dims=(32, 32), vae_lr=3e-3, reward_scale=1.0)
+
+
+# ------------------------------------------------------------------------------------ registry and configs
+
+
+def test_offline_registry_and_configs_document_every_field():
+    assert set(OFFLINE_AGENTS) == {"bc", "bc-safe", "cql", "iql", "td3bc", "cpq", "bear-lag"}
+    for name, spec in OFFLINE_AGENTS.items():
+        rows = config_help(spec.config_cls)
+        assert rows and all(row[3] for row in rows), name  # every field has a help text
+        for fn in ("init", "update", "act", "actor_actions"):
+            assert callable(getattr(spec.module, fn)), (name, fn)
+    assert OFFLINE_AGENTS["bc-safe"].filter_safe_episodes and not OFFLINE_AGENTS["bc"].filter_safe_episodes
+    with pytest.raises(ConfigError, match="unknown offline algorithm"):
+        get_offline_agent("cql-typo")
+    with pytest.raises(ConfigError):
+        cpq.CPQConfig(horizon=0)
+    with pytest.raises(ConfigError):
+        cql.CQLConfig(init_temperature=0.0)  # auto temperature is learned in log space
+
+
+# ------------------------------------------------------------------------------------ losses, by hand
+
+
+def test_iql_expectile_and_awr_weights():
+    # |0.7 - 0| * 1^2 and |0.7 - 1| * (-2)^2, averaged
+    assert float(iql.expectile_loss(jnp.array([1.0, -2.0]), 0.7)) == pytest.approx((0.7 * 1 + 0.3 * 4) / 2)
+    # tau = 0.5 is half the mean squared error
+    assert float(iql.expectile_loss(jnp.array([1.0, -3.0]), 0.5)) == pytest.approx(0.5 * (1 + 9) / 2)
+    w = iql.awr_weights(jnp.array([0.0, 1.0, 10.0]), beta=3.0, max_weight=100.0)
+    np.testing.assert_allclose(np.asarray(w), [1.0, math.exp(3.0), 100.0], rtol=1e-6)
+
+
+def test_td3bc_lambda_and_target_smoothing():
+    # lambda = alpha / mean|Q| = 2.5 / 2
+    assert float(td3bc.q_weight(jnp.array([1.0, -3.0]), 2.5)) == pytest.approx(1.25)
+    # the normaliser carries no gradient: d/dq [lambda(q) * sum q] = lambda
+    grad = jax.grad(lambda q: td3bc.q_weight(q, 2.5) * q.sum())(jnp.array([1.0, -3.0]))
+    np.testing.assert_allclose(np.asarray(grad), [1.25, 1.25])
+    a = jnp.array([[0.9, -0.95, 0.0]] * 2000)
+    smoothed = np.asarray(td3bc.smoothed_target_actions(a, jax.random.PRNGKey(0), 0.2, 0.5))
+    assert np.all(np.abs(smoothed) <= 1.0)
+    assert np.all(np.abs(smoothed[:, 2]) <= 0.5) and np.abs(smoothed[:, 2]).max() > 0.45  # noise clipped at 0.5
+
+
+def test_td3bc_policy_delay_updates_actor_every_second_step():
+    cfg = td3bc.TD3BCConfig(hidden_dims=(8,), policy_delay=2)
+    state = td3bc.init(jax.random.PRNGKey(0), 2, 2, cfg)
+    batch = {k: jnp.asarray(v[:16]) for k, v in replay_dataset_dict(bandit_dataset(64)).items()}
+    history = []
+    for i in range(4):
+        state, _ = td3bc.update(state, batch, jax.random.PRNGKey(i))
+        history.append(state)
+    changed = [
+        not all(np.array_equal(x, y) for x, y in zip(jax.tree_util.tree_leaves(prev.actor.params), jax.tree_util.tree_leaves(cur.actor.params)))
+        for prev, cur in zip(history[:-1], history[1:])
+    ]
+    assert changed == [False, True, False]  # steps 1 and 3 skip the actor, step 2 updates it
+    assert int(state.step) == 4
+
+
+def replay_dataset_dict(ds: Dataset) -> dict:
+    return {k: np.asarray(v, np.float32) for k, v in ds.as_dict().items()}
+
+
+def test_bc_log_likelihood_by_hand():
+    zeros = lambda params, obs: (jnp.zeros((obs.shape[0], 2)), jnp.zeros((obs.shape[0], 2)))  # noqa: E731
+    obs = jnp.zeros((1, 3))
+    # a = 0: log N(0; 0, 1) per dimension, tanh Jacobian 1 -> loss = log(2 pi)
+    loss, _ = bc.bc_loss(None, zeros, obs, jnp.zeros((1, 2)))
+    assert float(loss) == pytest.approx(math.log(2 * math.pi), rel=1e-5)
+    # a = tanh(1): log N(1; 0, 1) - log(1 - tanh(1)^2) per dimension
+    per_dim = -0.5 - 0.5 * math.log(2 * math.pi) - math.log(1 - math.tanh(1.0) ** 2)
+    loss, _ = bc.bc_loss(None, zeros, obs, jnp.full((1, 2), math.tanh(1.0)))
+    assert float(loss) == pytest.approx(-2 * per_dim, rel=1e-4)
+
+
+def test_filter_safe_trajectories():
+    ds = Dataset(
+        observations=np.zeros((6, 1)), actions=np.zeros((6, 1)), rewards=np.arange(6.0),
+        costs=np.array([0, 0, 3, 4, 30, 0]), next_observations=np.zeros((6, 1)),
+        terminals=np.array([0, 1, 0, 1, 0, 0], bool), timeouts=np.array([0, 0, 0, 0, 0, 1], bool),
+    )  # episodes: costs 0, 7, 30
+    safe = bc.filter_safe_trajectories(ds, cost_limit=7.0)
+    np.testing.assert_array_equal(safe.episode_costs(), [0.0, 7.0])
+    np.testing.assert_array_equal(safe.rewards, [0, 1, 2, 3])
+    with pytest.raises(DatasetError, match="no episode"):
+        bc.filter_safe_trajectories(ds, cost_limit=-1.0)
+
+
+def test_cql_logsumexp_on_a_constant_critic():
+    k, b, n, c = 2, 3, 4, 0.7
+    q = jnp.full((k, b, n), c)
+    q_data = jnp.full((k, b), c)
+    log_pi_cur, log_pi_next = jnp.full((b, n), -1.0), jnp.full((b, n), -2.0)
+    # plain: 3n + 1 equal terms
+    lse = cql.cql_logsumexp(q, q, q, q_data, log_pi_cur, log_pi_next, act_dim=2, importance_sample=False)
+    np.testing.assert_allclose(np.asarray(cql.cql_gap(q_data, lse)), math.log(3 * n + 1), rtol=1e-5)
+    # importance sampled: n terms each of c - 2 log 0.5, c + 2, c + 1 (data action left out)
+    lse = cql.cql_logsumexp(q, q, q, q_data, log_pi_cur, log_pi_next, act_dim=2, importance_sample=True)
+    expected = math.log(n * (math.exp(2 * math.log(2)) + math.exp(2.0) + math.exp(1.0)))
+    np.testing.assert_allclose(np.asarray(cql.cql_gap(q_data, lse)), expected, rtol=1e-5)
+    # temperature: temp * logsumexp(q / temp) of equal terms = c + temp * log(count)
+    lse = cql.cql_logsumexp(q, q, q, q_data, log_pi_cur, log_pi_next, 2, False, temp=0.5)
+    np.testing.assert_allclose(np.asarray(lse), c + 0.5 * math.log(3 * n + 1), rtol=1e-5)
+    assert float(cql.cql_gap(q_data, lse + 5.0, clip_max=1.0).mean()) == pytest.approx(1.0)
+
+
+def test_cql_regulariser_pushes_down_unseen_actions_and_alpha_prime_tracks_gap():
+    cfg = cql.CQLConfig(hidden_dims=(16,), cql_lagrange=True, cql_target_action_gap=-10.0, cql_alpha_prime_lr=0.1)
+    state = cql.init(jax.random.PRNGKey(0), 2, 2, cfg)
+    batch = {k: jnp.asarray(v[:64]) for k, v in replay_dataset_dict(bandit_dataset(64)).items()}
+    alpha_prime_before = float(state.alpha_prime.apply_fn(state.alpha_prime.params))
+    state, info = cql.update(state, batch, jax.random.PRNGKey(1))
+    # gap >= 0 always exceeds the target -10, so the dual variable must grow
+    assert float(info["cql_alpha_prime"]) > alpha_prime_before
+    assert float(info["cql_gap"]) > -10.0
+
+
+def test_cpq_threshold_and_bootstrap_cut():
+    gamma, horizon, kappa = 0.99, 300, 20.0
+    assert cpq.cost_threshold(kappa, horizon, gamma) == pytest.approx(kappa * (1 - 0.99**300) / (0.01 * 300))
+    assert cpq.cost_threshold(kappa, horizon, gamma) == pytest.approx(6.33973, rel=1e-5)
+    assert cpq.cost_threshold(kappa, horizon, 1.0) == kappa  # undiscounted: the limit itself
+    assert cpq.cost_threshold(0.3, 1, 0.9) == pytest.approx(0.3)  # one step: kappa
+    y = cpq.constraint_penalized_target(
+        rewards=jnp.array([1.0, 1.0, 1.0, 1.0]),
+        terminals=jnp.array([0.0, 0.0, 1.0, 0.0]),
+        next_q=jnp.full(4, 10.0),
+        next_qc=jnp.array([0.5, 2.0, 0.5, 1.0]),
+        threshold=1.0,
+        gamma=0.9,
+        reward_scale=2.0,
+    )
+    # safe next action: bootstrap; unsafe: cut; terminal: cut; exactly at the threshold counts as safe
+    np.testing.assert_allclose(np.asarray(y), [2 + 9, 2, 2, 2 + 9])
+
+
+def _cpq_state_and_batch(**overrides):
+    cfg = cpq.CPQConfig(**{**SMALL, **SMALL_VAE, "horizon": 1, "cost_limit": 0.2, **overrides})
+    state = cpq.init(jax.random.PRNGKey(0), 2, 2, cfg)
+    batch = {k: jnp.asarray(v) for k, v in replay_dataset_dict(bandit_dataset(128)).items()}
+    return state, batch
+
+
+def test_cpq_ood_term_raises_the_cost_critic_on_policy_actions():
+    state, batch = _cpq_state_and_batch(ood_detection="none")
+    target_qc = batch["costs"]
+    actions, mask = cpq.ood_actions(state, batch["observations"], jax.random.PRNGKey(3))
+    assert actions.shape == (128, 10, 2) and float(mask.mean()) == 1.0
+    params, apply_fn = state.cost_critic.params, state.cost_critic.apply_fn
+
+    def grads(weight):
+        return jax.grad(lambda p: cpq.cost_critic_loss(p, apply_fn, batch, target_qc, actions, mask, weight)[0])(params)
+
+    g0, g1 = grads(0.0), grads(1.0)
+    difference = sum(float(jnp.abs(a - b).sum()) for a, b in zip(jax.tree_util.tree_leaves(g0), jax.tree_util.tree_leaves(g1)))
+    assert difference > 1e-3  # the OOD term reaches the online cost critic (OSRL's version has no gradient)
+
+    def ood_qc_after_sgd_step(g):
+        stepped = jax.tree_util.tree_map(lambda p, d: p - 1e-2 * d, params, g)
+        return float(cql.q_many(apply_fn, stepped, batch["observations"], actions).mean())
+
+    before = float(cql.q_many(apply_fn, params, batch["observations"], actions).mean())
+    assert ood_qc_after_sgd_step(g1) > ood_qc_after_sgd_step(g0)
+    assert ood_qc_after_sgd_step(g1) - before > ood_qc_after_sgd_step(g0) - before + 1e-4
+
+
+def test_cpq_vae_flags_out_of_distribution_actions():
+    """After fitting the VAE, actions far from the data get flagged more often than the data's own."""
+    state, batch = _cpq_state_and_batch()
+    vae = state.vae
+    from o2o.nn.vae import vae_kl, vae_update
+
+    for i in range(200):
+        vae, _ = vae_update(vae, batch, jax.random.PRNGKey(i), 0.5)
+    kl_data = np.asarray(vae_kl(vae.params, vae.apply_fn, batch["observations"], batch["actions"]))
+    far = -jnp.sign(batch["actions"]) * 0.99  # the opposite corner of the box
+    kl_far = np.asarray(vae_kl(vae.params, vae.apply_fn, batch["observations"], far))
+    assert np.mean(kl_far > np.quantile(kl_data, 0.75)) > 0.5
+    assert gaussian_kl(jnp.zeros(3), jnp.zeros(3)) == pytest.approx(0.0)
+    assert float(gaussian_kl(jnp.ones(2), jnp.zeros(2))) == pytest.approx(0.5)  # mean over dims of mu^2 / 2
+
+
+def test_bear_mmd_kernels_soft_clip_and_pid():
+    x = jax.random.normal(jax.random.PRNGKey(0), (4, 10, 2))
+    for kernel in ("gaussian", "laplacian"):
+        same = np.asarray(bear_lag.mmd(x, x, kernel, sigma=20.0))
+        np.testing.assert_allclose(same, 1e-3, rtol=1e-3)  # sqrt(0 + 1e-6)
+        assert np.all(np.asarray(bear_lag.mmd(x, x + 10.0, kernel, sigma=20.0)) > 0.3)
+    # one sample each at distance 2: MMD^2 = 2 - 2 k(x, y)
+    a, b = jnp.zeros((1, 1, 1)), jnp.full((1, 1, 1), 2.0)
+    assert float(bear_lag.mmd(a, b, "gaussian", 0.5)[0]) == pytest.approx(math.sqrt(2 - 2 * math.exp(-4.0) + 1e-6), rel=1e-5)
+    assert float(bear_lag.mmd(a, b, "laplacian", 0.5)[0]) == pytest.approx(math.sqrt(2 - 2 * math.exp(-2.0) + 1e-6), rel=1e-5)
+
+    q = jnp.array([[1.0], [3.0]])
+    assert float(bear_lag.soft_clipped(q, 0.75)[0]) == pytest.approx(1.5)  # 0.75 min + 0.25 max
+    assert float(bear_lag.soft_clipped(q, 0.75, pessimistic_is_max=True)[0]) == pytest.approx(2.5)
+
+    pid, gains = bear_lag.pid_init(), (0.1, 0.003, 0.001)
+    lagranges = []
+    for error in (1.0, 2.0, -1.0, -5.0):
+        pid, lam = bear_lag.pid_step(pid, jnp.asarray(error), *gains)
+        lagranges.append(float(lam))
+    # e=1: 0.1 + 0.003*1 + 0.001*1; e=2: 0.2 + 0.003*3 + 0.001*1; e=-1: 0.003*2; e=-5: integral clipped at 0
+    np.testing.assert_allclose(lagranges, [0.104, 0.21, 0.006, 0.0], atol=1e-7)
+    assert float(pid.integral) == 0.0
+
+
+# ------------------------------------------------------------------------------------ terminals, not timeouts
+
+
+def _targets(name, state, batch, key):
+    if name == "cql":
+        return [cql.reward_critic_target(state, batch, key)]
+    if name == "iql":
+        return [iql.critic_target(state.value, batch, state.config.gamma)]
+    if name == "td3bc":
+        return [td3bc.critic_target(state, batch, key)]
+    if name == "cpq":
+        return [cpq.reward_critic_target(state, batch, key), cpq.cost_critic_target(state, batch, key)]
+    return list(bear_lag.critic_targets(state, batch, key))
+
+
+@pytest.mark.parametrize("name", ["cql", "iql", "td3bc", "cpq", "bear-lag"])
+def test_timeouts_bootstrap_terminals_do_not(name):
+    spec = get_offline_agent(name)
+    overrides = {"hidden_dims": (8,)} | ({"vae_hidden_dims": (8,), "horizon": 10} if spec.safe else {})
+    state = spec.module.init(jax.random.PRNGKey(0), 2, 2, spec.config_cls(**overrides))
+    base = {k: jnp.asarray(v[:8]) for k, v in replay_dataset_dict(bandit_dataset(8)).items()}
+    base["costs"] = jnp.ones(8)
+    running = {**base, "terminals": jnp.zeros(8), "timeouts": jnp.zeros(8)}
+    truncated = {**running, "timeouts": jnp.ones(8)}
+    ended = {**running, "terminals": jnp.ones(8)}
+    key = jax.random.PRNGKey(5)
+    for y_run, y_trunc, y_end, immediate in zip(
+        _targets(name, state, running, key), _targets(name, state, truncated, key), _targets(name, state, ended, key),
+        [base["rewards"] * getattr(state.config, "reward_scale", 1.0), base["costs"]],
+    ):
+        np.testing.assert_array_equal(np.asarray(y_run), np.asarray(y_trunc))  # a timeout changes nothing
+        np.testing.assert_allclose(np.asarray(y_end), np.asarray(immediate), rtol=1e-6)  # a terminal cuts
+        assert not np.allclose(np.asarray(y_run), np.asarray(y_end))
+
+
+# ------------------------------------------------------------------------------------ learning
+
+
+UNSAFE_STATES = EVAL_STATES[best_action(EVAL_STATES)[:, 0] > 0.5]
+
+
+@pytest.mark.parametrize(
+    "name,overrides",
+    [
+        ("bc", dict(actor_lr=3e-3)),
+        ("td3bc", dict(actor_lr=3e-3, critic_lr=3e-3)),
+        ("iql", dict(actor_lr=3e-3, critic_lr=3e-3, value_lr=3e-3)),
+        ("cql", dict(actor_lr=3e-3, critic_lr=3e-3, temperature_lr=3e-3, cql_alpha=1.0)),
+    ],
+)
+def test_unconstrained_agents_beat_random_on_a_bandit(name, overrides):
+    spec, state, metrics = train(name, bandit_dataset(), steps=300, **SMALL, **overrides)
+    assert all(np.isfinite(float(v)) for v in metrics.values()), metrics
+    reward, _ = evaluate(spec, state)
+    assert reward > RANDOM_REWARD + 0.5, (reward, RANDOM_REWARD)  # random ~0.27, best 1.0, data ~0.80
+
+
+def test_bc_safe_learns_the_safe_part_of_the_data():
+    data = bandit_dataset()
+    safe_data = bc.filter_safe_trajectories(data, cost_limit=0.0)  # one-step episodes: keep the cost-free ones
+    assert 0 < safe_data.num_episodes < data.num_episodes and safe_data.costs.sum() == 0
+    spec, state, _ = train("bc-safe", safe_data, steps=300, **SMALL, actor_lr=3e-3)
+    reward, cost = evaluate(spec, state)
+    _, cost_on_unsafe_states = evaluate(spec, state, UNSAFE_STATES)
+    assert reward > RANDOM_REWARD + 0.4, reward
+    assert cost < 0.05 and cost_on_unsafe_states < 0.15, (cost, cost_on_unsafe_states)
+
+
+def test_bear_lag_keeps_cost_low_and_beats_random():
+    spec, state, metrics = train(
+        "bear-lag", bandit_dataset(), steps=400, **SMALL, **SMALL_VAE,
+        actor_lr=3e-3, critic_lr=3e-3, cost_critic_lr=3e-3, cost_limit=0.05, horizon=1, pid_kp=1.0, pid_ki=0.01,
+    )
+    reward, cost = evaluate(spec, state)
+    assert float(metrics["lagrange"]) > 0.0  # the PID controller had to act: the data's cost is 0.27
+    assert reward > RANDOM_REWARD + 0.4, reward
+    assert cost < 0.1, cost  # random 0.25, unconstrained ~0.32
+
+
+def test_cpq_avoids_the_costly_state_and_beats_random():
+    data = two_step_dataset()
+    spec, state, metrics = train(
+        "cpq", data, steps=600, **SMALL, **SMALL_VAE,
+        actor_lr=1e-3, critic_lr=3e-3, cost_critic_lr=3e-3, gamma=0.9, cost_limit=0.2, horizon=2, ood_weight_lr=0.05,
+    )
+    first_step = np.column_stack([EVAL_STATES, np.zeros(len(EVAL_STATES), np.float32)])
+    a = np.asarray(spec.module.act(state, jnp.asarray(first_step), jax.random.PRNGKey(0), deterministic=True))
+    reward, cost = float(reward_fn(first_step, a).mean()), float(cost_fn(a).mean())
+    assert reward > RANDOM_REWARD + 0.4, reward
+    assert cost < 0.08, cost  # random 0.25, unconstrained ~0.32, data 0.27
