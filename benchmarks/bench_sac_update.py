@@ -155,11 +155,35 @@ def d3rlpy_contestants(items: int, threads: int, notes: list[str], info: dict):
     info["d3rlpy"] = d3rlpy.__version__
     runner = D3rlpyRunner(OBS_DIM, ACT_DIM)
 
-    def run(n: int) -> None:
-        torch.set_num_threads(threads)
-        runner.run(n)
+    def contestant(n_threads):
+        def run(n: int) -> None:
+            torch.set_num_threads(n_threads)
+            runner.run(n)
 
-    return {f"d3rlpy {d3rlpy.__version__} SAC ({threads} threads)": (run, items)}
+        return run
+
+    out = {f"d3rlpy {d3rlpy.__version__} SAC ({threads} threads)": (contestant(threads), items)}
+    if threads != 1:
+        out[f"d3rlpy {d3rlpy.__version__} SAC (1 thread)"] = (contestant(1), items)
+    return out
+
+
+def matmul_probe(n: int = 1024):
+    """A jitted n^3 matmul run among the contestants: the matmul rate under the same load."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
+    b = jax.random.normal(jax.random.PRNGKey(2), (n, n), jnp.float32)
+    f = jax.jit(lambda x, y: x @ y)
+
+    def run(items: int) -> None:
+        out = None
+        for _ in range(items):
+            out = f(a, b)
+        out.block_until_ready()
+
+    return run, 2.0 * n**3
 
 
 # ----------------------------------------------------------------------------------- main
@@ -196,10 +220,17 @@ def main(argv=None) -> dict:
         contestants.update(torch_contestants(peer_items, args.torch_threads, True, not args.no_compile, notes))
         contestants.update(d3rlpy_contestants(d3_items, args.torch_threads, notes, info))
 
-    timings = interleaved(contestants, repeats=repeats, warmup=1)
-    # the peak again at the end, in case the machine got quieter: the larger figure is the limit
+    probe_name = "matmul probe (1024^3, jitted f32)"
+    probe_run, probe_flops = matmul_probe(1024)
+    contestants[probe_name] = (probe_run, 200)
+    slow = [n for n in contestants if not n.startswith(f"o2o update_many K={K}")]
+    timings = interleaved(contestants, repeats=repeats, warmup=1, calibrate=slow,
+                          target_seconds=1.5 if args.quick else 6.0)
+    probe = timings.pop(probe_name)
+    probe_flops_median = probe.median * probe_flops
+    # the peak again at the end, in case the machine got quieter: the largest figure is the limit
     peak_end = matmul_peak_flops(sizes=(512, 1024, 2048), repeats=2 if args.quick else 3)
-    peak_flops = max(peak["peak_flops"], peak_end["peak_flops"])
+    peak_flops = max(peak["peak_flops"], peak_end["peak_flops"], probe.best * probe_flops)
     after = load_average()
 
     o2o_name = f"o2o update_many K={K}"
@@ -212,32 +243,50 @@ def main(argv=None) -> dict:
         rows.append([name, t.median, t.best, f"{min(t.rates):.1f}-{max(t.rates):.1f}",
                      "-" if name == o2o_name else f"{speedup:.2f}x",
                      f"{achieved / 1e9:.1f}" if same_math else "-",
-                     f"{100 * achieved / peak_flops:.0f}%" if same_math else "-"])
+                     f"{100 * achieved / peak_flops:.0f}%" if same_math else "-",
+                     f"{100 * achieved / probe_flops_median:.0f}%" if same_math else "-"])
         results[name] = {**t.as_dict(), "o2o_speedup": speedup,
                          "achieved_flops": achieved if same_math else None,
-                         "fraction_of_peak": achieved / peak_flops if same_math else None}
+                         "fraction_of_peak": achieved / peak_flops if same_math else None,
+                         "fraction_of_concurrent_matmul": achieved / probe_flops_median if same_math else None}
+
+    def best_of(prefix: str):
+        cands = {n: t.median for n, t in timings.items() if n.startswith(prefix)}
+        return max(cands.items(), key=lambda kv: kv[1]) if cands else None
+
+    headline = []
+    for label, prefix in (("torch eager", "torch eager"), ("torch.compile", "torch.compile"), ("d3rlpy", "d3rlpy")):
+        b = best_of(prefix)
+        if b:
+            headline.append(f"o2o (K={K}) vs {label} at its best thread setting ({b[0]}): "
+                            f"{o2o_rate / b[1]:.2f}x ({o2o_rate:.1f} vs {b[1]:.1f} updates/s)")
     headers = ["contestant", "updates/s (median)", "best", "range", f"o2o K={K} speed-up",
-               "GFLOP/s", "% of matmul peak"]
+               "GFLOP/s", "% of matmul peak", "% of concurrent matmul"]
     title = f"SAC updates/s, obs {OBS_DIM}, act {ACT_DIM}, 2x256, batch {BATCH}, twin critics, auto alpha"
     print_table(title, headers, rows)
     note = load_note(before, after)
     facts = [
         f"Command: `{info['command']}` ({'quick smoke test' if args.quick else f'{repeats} interleaved repeats'}; "
-        f"o2o {K} updates per call, torch {peer_items} and d3rlpy {d3_items} updates per timed repeat).",
+        f"o2o {K} updates per call and per timed repeat; the other rows at most {peer_items} (torch), "
+        f"{d3_items} (d3rlpy), {k1_items} (o2o K=1) updates per repeat, calibrated to ~{1.5 if args.quick else 6.0:g} s).",
         f"Machine: {info['cores']} cores ({info['cpu']}); jax {info['jax']}, torch {info['torch']}, "
         f"d3rlpy {info.get('d3rlpy') or '-'}; XLA_FLAGS='{info['XLA_FLAGS']}'; {note}.",
         f"XLA flop count of one o2o sample+update: {flops / 1e6:.0f} MFLOP; measured f32 matmul peak "
         f"{peak_flops / 1e9:.1f} GFLOP/s (best of 512/1024/2048, start {peak['peak_flops'] / 1e9:.1f}, "
         f"end {peak_end['peak_flops'] / 1e9:.1f}); at SAC's 256x256x256 shape {small['peak_flops'] / 1e9:.1f} GFLOP/s. "
-        f"The torch rows' GFLOP/s use the same flop count (same math).",
+        f"The torch rows' GFLOP/s use the same flop count (same math). "
+        f"'% of concurrent matmul': against a jitted 1024^3 matmul timed among the contestants "
+        f"(median {probe_flops_median / 1e9:.1f} GFLOP/s, best {probe.best * probe_flops / 1e9:.1f}): the "
+        f"fraction under the same load.",
         "Speed-up = o2o's median / the row's median. Best = the least disturbed repeat.",
-    ] + notes
+    ] + headline + notes
     print("\n".join(facts))
     md = f"## {title}\n\n{markdown_table(headers, rows)}\n\n" + "\n".join(f"- {f}" for f in facts) + "\n"
     payload = {"machine": info, "load_before": before, "load_after": after, "quick": args.quick,
                "repeats": repeats, "K": K, "flops_per_update": flops, "matmul_peak": peak,
                "matmul_peak_end": peak_end, "matmul_256": small, "peak_flops": peak_flops,
-               "results": results, "notes": notes}
+               "results": results, "notes": notes, "headline": headline,
+               "matmul_probe": {**probe.as_dict(), "flops_per_item": probe_flops}}
     paths = write_results(args.name, payload, md)
     print("wrote", *map(str, paths))
     return payload

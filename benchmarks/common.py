@@ -135,16 +135,32 @@ def measure(fn: Callable[[int], Any], items: int, *, warmup: int = 1, repeats: i
 
 
 def interleaved(contestants: dict[str, tuple[Callable[[int], Any], int]], *, repeats: int,
-                warmup: int = 1, log: Callable[[str], None] | None = print) -> dict[str, Timing]:
+                warmup: int = 1, log: Callable[[str], None] | None = print,
+                calibrate: Iterable[str] = (), target_seconds: float = 5.0, min_items: int = 5) -> dict[str, Timing]:
     """Round-robin repeats of several contestants: ``{name: (fn(items), items)}``. Each is warmed
     up first (compilation, caches), then repeat r of every contestant runs before repeat r + 1 of
-    any, so a burst of outside load is shared rather than landing on one contestant."""
+    any, so a burst of outside load is shared rather than landing on one contestant.
+
+    Contestants named in ``calibrate`` are warmed up on a few items and then given as many items per
+    repeat as take about ``target_seconds`` (between ``min_items`` and their ``items``): a slow
+    contestant on a loaded machine then cannot stretch a run to hours."""
+    calibrate = set(calibrate)
+    plan = {}
     for name, (fn, items) in contestants.items():
-        for _ in range(warmup):
-            fn(items)
+        if name in calibrate:
+            few = max(2, min(items, min_items))
+            fn(few)  # warm-up (compilation etc.)
+            rate = few / time_call(lambda: fn(few))
+            items = int(min(items, max(min_items, round(rate * target_seconds))))
+            if log:
+                log(f"  calibrated {name}: ~{rate:.1f}/s -> {items} per repeat")
+        else:
+            for _ in range(warmup):
+                fn(items)
+        plan[name] = (fn, items)
     timings = {name: Timing() for name in contestants}
     for r in range(repeats):
-        for name, (fn, items) in contestants.items():
+        for name, (fn, items) in plan.items():
             timings[name].add(items, time_call(lambda: fn(items)))
             if log:
                 log(f"  repeat {r + 1}/{repeats}  {name:<42s} {timings[name].rates[-1]:10.1f}/s  "

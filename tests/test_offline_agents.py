@@ -23,7 +23,7 @@ from o2o.config import config_help
 from o2o.data import Dataset
 from o2o.data.replay import replay_from_dataset, replay_sample
 from o2o.errors import ConfigError, DatasetError
-from o2o.nn.vae import gaussian_kl
+from o2o.nn.vae import gaussian_kl, vae_kl, vae_update
 
 # ------------------------------------------------------------------------------------ tiny tasks
 
@@ -165,9 +165,10 @@ def test_td3bc_policy_delay_updates_actor_every_second_step():
     cfg = td3bc.TD3BCConfig(hidden_dims=(8,), policy_delay=2)
     state = td3bc.init(jax.random.PRNGKey(0), 2, 2, cfg)
     batch = {k: jnp.asarray(v[:16]) for k, v in replay_dataset_dict(bandit_dataset(64)).items()}
+    update = jax.jit(td3bc.update)
     history = []
     for i in range(4):
-        state, _ = td3bc.update(state, batch, jax.random.PRNGKey(i))
+        state, _ = update(state, batch, jax.random.PRNGKey(i))
         history.append(state)
     changed = [
         not all(np.array_equal(x, y) for x, y in zip(jax.tree_util.tree_leaves(prev.actor.params), jax.tree_util.tree_leaves(cur.actor.params)))
@@ -224,15 +225,14 @@ def test_cql_logsumexp_on_a_constant_critic():
     assert float(cql.cql_gap(q_data, lse + 5.0, clip_max=1.0).mean()) == pytest.approx(1.0)
 
 
-def test_cql_regulariser_pushes_down_unseen_actions_and_alpha_prime_tracks_gap():
-    cfg = cql.CQLConfig(hidden_dims=(16,), cql_lagrange=True, cql_target_action_gap=-10.0, cql_alpha_prime_lr=0.1)
-    state = cql.init(jax.random.PRNGKey(0), 2, 2, cfg)
-    batch = {k: jnp.asarray(v[:64]) for k, v in replay_dataset_dict(bandit_dataset(64)).items()}
-    alpha_prime_before = float(state.alpha_prime.apply_fn(state.alpha_prime.params))
-    state, info = cql.update(state, batch, jax.random.PRNGKey(1))
-    # gap >= 0 always exceeds the target -10, so the dual variable must grow
-    assert float(info["cql_alpha_prime"]) > alpha_prime_before
-    assert float(info["cql_gap"]) > -10.0
+def test_cql_alpha_prime_rises_while_the_gap_exceeds_its_target():
+    cfg = cql.CQLConfig(cql_lagrange=True, cql_target_action_gap=5.0, cql_alpha=2.0)
+    params = {"log_alpha_prime": jnp.asarray(1.0)}
+    # loss = -e^1 * 2 * mean(gap - 5); d/dlog_alpha' = -e * 2 * (mean gap - 5)
+    for gap, sign in ((jnp.array([7.0, 9.0]), -1.0), (jnp.array([1.0, 2.0]), 1.0)):
+        assert float(cql.alpha_prime_loss(params, gap, cfg)) == pytest.approx(-math.e * 2.0 * (float(gap.mean()) - 5.0), rel=1e-5)
+        grad = float(jax.grad(cql.alpha_prime_loss)(params, gap, cfg)["log_alpha_prime"])
+        assert np.sign(grad) == sign  # descent raises alpha' when the gap is too large, lowers it otherwise
 
 
 def test_cpq_threshold_and_bootstrap_cut():
@@ -268,6 +268,7 @@ def test_cpq_ood_term_raises_the_cost_critic_on_policy_actions():
     assert actions.shape == (128, 10, 2) and float(mask.mean()) == 1.0
     params, apply_fn = state.cost_critic.params, state.cost_critic.apply_fn
 
+    @jax.jit
     def grads(weight):
         return jax.grad(lambda p: cpq.cost_critic_loss(p, apply_fn, batch, target_qc, actions, mask, weight)[0])(params)
 
@@ -275,11 +276,14 @@ def test_cpq_ood_term_raises_the_cost_critic_on_policy_actions():
     difference = sum(float(jnp.abs(a - b).sum()) for a, b in zip(jax.tree_util.tree_leaves(g0), jax.tree_util.tree_leaves(g1)))
     assert difference > 1e-3  # the OOD term reaches the online cost critic (OSRL's version has no gradient)
 
-    def ood_qc_after_sgd_step(g):
-        stepped = jax.tree_util.tree_map(lambda p, d: p - 1e-2 * d, params, g)
-        return float(cql.q_many(apply_fn, stepped, batch["observations"], actions).mean())
+    @jax.jit
+    def ood_qc(p):
+        return cql.q_many(apply_fn, p, batch["observations"], actions).mean()
 
-    before = float(cql.q_many(apply_fn, params, batch["observations"], actions).mean())
+    def ood_qc_after_sgd_step(g):
+        return float(ood_qc(jax.tree_util.tree_map(lambda p, d: p - 1e-2 * d, params, g)))
+
+    before = float(ood_qc(params))
     assert ood_qc_after_sgd_step(g1) > ood_qc_after_sgd_step(g0)
     assert ood_qc_after_sgd_step(g1) - before > ood_qc_after_sgd_step(g0) - before + 1e-4
 
@@ -287,11 +291,12 @@ def test_cpq_ood_term_raises_the_cost_critic_on_policy_actions():
 def test_cpq_vae_flags_out_of_distribution_actions():
     """After fitting the VAE, actions far from the data get flagged more often than the data's own."""
     state, batch = _cpq_state_and_batch()
-    vae = state.vae
-    from o2o.nn.vae import vae_kl, vae_update
 
-    for i in range(200):
-        vae, _ = vae_update(vae, batch, jax.random.PRNGKey(i), 0.5)
+    @jax.jit
+    def fit(vae):
+        return jax.lax.fori_loop(0, 300, lambda i, v: vae_update(v, batch, jax.random.PRNGKey(i), 0.5)[0], vae)
+
+    vae = fit(state.vae)
     kl_data = np.asarray(vae_kl(vae.params, vae.apply_fn, batch["observations"], batch["actions"]))
     far = -jnp.sign(batch["actions"]) * 0.99  # the opposite corner of the box
     kl_far = np.asarray(vae_kl(vae.params, vae.apply_fn, batch["observations"], far))
@@ -408,7 +413,8 @@ def test_cpq_avoids_the_costly_state_and_beats_random():
     data = two_step_dataset()
     spec, state, metrics = train(
         "cpq", data, steps=600, **SMALL, **SMALL_VAE,
-        actor_lr=1e-3, critic_lr=3e-3, cost_critic_lr=3e-3, gamma=0.9, cost_limit=0.2, horizon=2, ood_weight_lr=0.05,
+        actor_lr=1e-3, critic_lr=3e-3, cost_critic_lr=3e-3, gamma=0.9, cost_limit=0.2, horizon=2,
+        init_ood_weight=0.02, ood_weight_lr=0.05,  # w scaled to the tiny threshold l = 0.19
     )
     first_step = np.column_stack([EVAL_STATES, np.zeros(len(EVAL_STATES), np.float32)])
     a = np.asarray(spec.module.act(state, jnp.asarray(first_step), jax.random.PRNGKey(0), deterministic=True))

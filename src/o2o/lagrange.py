@@ -7,8 +7,15 @@ vector (one entry and one multiplier per cost signal); scalars are treated as le
 
     fixed:        lambda_t = lambda_0
     dual ascent:  lambda_t = [lambda_{t-1} + eta (J_t - kappa)]_+             (projected gradient ascent)
+    PID:          (Stooke, Achiam & Abbeel 2020, "Responsive Safety in RL by PID Lagrangian Methods")
+                  e_t   = J_t - kappa
+                  P_t   = a_p P_{t-1} + (1 - a_p) e_t                          (EMA of the error; a_p = 0 -> raw)
+                  I_t   = [I_{t-1} + K_i e_t]_+                                 (anti-windup: never below 0)
+                  Jbar_t = a_d Jbar_{t-1} + (1 - a_d) J_t
+                  D_t   = [Jbar_t - Jbar_{t-d}]_+                              (one-sided, lag d)
+                  lambda_t = [K_p P_t + I_t + K_d D_t]_+
 
-PID and adaptive PID (Stooke et al. 2020; Marvel's aPID) come with the Marvel work.
+Marvel's adaptive PID (gain adaptation) comes with the Marvel work.
 State is plain numbers (``state_dict`` / ``load_state_dict``) so checkpoints hold it as JSON.
 """
 
@@ -24,12 +31,18 @@ from o2o.errors import ConfigError
 
 @dataclass(frozen=True)
 class LagrangeConfig:
-    controller: Literal["fixed", "dual-ascent"] = field(
-        default="dual-ascent", metadata={"help": "multiplier controller: fixed | dual-ascent"}
+    controller: Literal["fixed", "dual-ascent", "pid"] = field(
+        default="dual-ascent", metadata={"help": "multiplier controller: fixed | dual-ascent | pid"}
     )
     init_lambda: float = field(default=0.0, metadata={"help": "initial multiplier lambda_0 (>= 0)"})
     dual_lr: float = field(default=0.01, metadata={"help": "dual ascent step eta per cost measurement"})
     max_lambda: float | None = field(default=None, metadata={"help": "optional upper clip of lambda"})
+    kp: float = field(default=0.02, metadata={"help": "PID proportional gain (per unit of episode-cost error)"})
+    ki: float = field(default=0.005, metadata={"help": "PID integral gain"})
+    kd: float = field(default=0.02, metadata={"help": "PID derivative gain (on cost increases only)"})
+    ema_p: float = field(default=0.0, metadata={"help": "PID: EMA coefficient of the proportional error (0 = raw)"})
+    ema_d: float = field(default=0.0, metadata={"help": "PID: EMA coefficient of the cost for the derivative"})
+    d_delay: int = field(default=1, metadata={"help": "PID: lag d of the derivative (cost measurements)"})
 
 
 class Controller:
@@ -95,7 +108,55 @@ class DualAscent(Controller):
         return self.value + self.cfg.dual_lr * (cost - self.cost_limit)
 
 
-CONTROLLERS = {c.name: c for c in (FixedLambda, DualAscent)}
+class PID(Controller):
+    """PID Lagrangian with the anti-windup integral and a one-sided, lagged derivative (Stooke et al.
+    2020). The integral starts at lambda_0 so that ``init_lambda`` means the same for every controller."""
+
+    name = "pid"
+
+    def __init__(self, cfg, cost_limit, num_costs=1):
+        super().__init__(cfg, cost_limit, num_costs)
+        for gain in ("kp", "ki", "kd"):
+            if getattr(cfg, gain) < 0:
+                raise ConfigError(f"lagrange.{gain} must be >= 0, got {getattr(cfg, gain)}")
+        for coef in ("ema_p", "ema_d"):
+            if not 0.0 <= getattr(cfg, coef) < 1.0:
+                raise ConfigError(f"lagrange.{coef} must be in [0, 1), got {getattr(cfg, coef)}")
+        if cfg.d_delay < 1:
+            raise ConfigError(f"lagrange.d_delay must be >= 1, got {cfg.d_delay}")
+        self.integral = self.value.copy()
+        self.error_ema = np.zeros_like(self.value)
+        self.cost_history: list[list[float]] = []  # Jbar_{t-d}, ..., Jbar_t
+
+    def _step(self, cost):
+        cfg = self.cfg
+        error = cost - self.cost_limit
+        first = not self.cost_history
+        self.error_ema = error if first else cfg.ema_p * self.error_ema + (1 - cfg.ema_p) * error
+        self.integral = np.maximum(self.integral + cfg.ki * error, 0.0)
+        previous = np.asarray(self.cost_history[-1]) if not first else cost
+        smoothed = cost if first else cfg.ema_d * previous + (1 - cfg.ema_d) * cost
+        self.cost_history = (self.cost_history + [smoothed.tolist()])[-(cfg.d_delay + 1) :]
+        lagged = np.asarray(self.cost_history[0])
+        derivative = np.maximum(smoothed - lagged, 0.0)
+        return cfg.kp * self.error_ema + self.integral + cfg.kd * derivative
+
+    def state_dict(self) -> dict:
+        return {
+            **super().state_dict(),
+            "integral": self.integral.tolist(),
+            "error_ema": self.error_ema.tolist(),
+            "cost_history": self.cost_history,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.integral = np.asarray(state["integral"], np.float64)
+        self.error_ema = np.asarray(state["error_ema"], np.float64)
+        self.cost_history = [list(c) for c in state["cost_history"]]
+
+
+CONTROLLERS = {c.name: c for c in (FixedLambda, DualAscent, PID)}
 
 
 def make_controller(cfg: LagrangeConfig, cost_limit, num_costs: int = 1) -> Controller:

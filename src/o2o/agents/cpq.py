@@ -7,21 +7,23 @@ threshold on the discounted cost value by spreading kappa evenly over the T step
     l = kappa (1 - gamma^T) / ((1 - gamma) T)                                       (``cost_threshold``)
 
 Cost critic: fitted Q evaluation plus a term that *raises* Qc on out-of-distribution actions nu, so that
-the policy is steered away from actions the data cannot vouch for (paper eq. 5):
+the policy is steered away from actions the data cannot vouch for:
 
     L(psi) = E_{(s,a,c,s')~D}[(Qc(s,a) - y_c)^2] - w E_{s~D, a~nu(.|s)}[Qc(s,a)]
     y_c    = c + gamma (1 - terminal) agg_k Qcbar_k(s',a'),  a' ~ pi(.|s')
-    nu     = actions a ~ pi(.|s) whose VAE latent KL(q(z|s,a) || N(0,I)) is in the top (1 - 0.75) of the
-             batch (the VAE is a behaviour model trained on D), plus optional uniform random actions.
+    nu     = the actions a ~ pi(.|s) (10 per state) whose VAE latent KL(q(z|s,a) || N(0,I)) is in the top
+             25% of those samples (OSRL's batch-adaptive rule) AND above the
+             90% quantile of the KLs of the batch's dataset actions (o2o, see below), plus optional
+             uniform random actions. The VAE is a behaviour model trained on D alongside.
     w      = exp(log w), dual ascent on the constraint E_nu[Qc] >= 1.5 l:
              log w <- clip(log w + eta w (1.5 l - E_nu[agg Qc]), -5, 5)        (or w fixed)
 
-Reward critic, the constraints-penalized Bellman operator (paper eq. 6): no bootstrapping through a
+Reward critic, the constraints-penalized Bellman operator: no bootstrapping through a
 next action whose cost value exceeds the threshold,
 
     y = r_scale r + gamma (1 - terminal) 1[agg Qcbar(s',a') <= l] min_j Qbar_j(s',a'),   a' ~ pi(.|s')
 
-Actor (paper eq. 7; SAC-style re-parameterised, entropy optional):
+Actor (re-parameterised as in SAC; the entropy term is optional, OSRL has none):
 
     L(theta) = E_{s~D, a~pi}[ alpha log pi(a|s) - 1[agg Qc(s,a) <= l] min_j Q_j(s,a) ]
 
@@ -33,12 +35,21 @@ and twin cost critics, VAE 2x400 with KL weight 0.5 and latent 2|A|, 10 OOD samp
 threshold scale 1.5, log w starting at 0 (w = 1) with step 1e-4, lr actor 1e-4 / critics 1e-3 / VAE 1e-3,
 batch 512, reward scale 0.1, no entropy term (alpha = 0). o2o's cost limit default is 20 (Marvel/DSRL;
 OSRL's is 10) and ``horizon`` must be the task's time limit (OSRL: episode_len, 300 for CarCircle).
+w acts in cost-value units: OSRL's w = 1 suits thresholds of a few units (l = 6.3 for kappa 20, T 300,
+gamma 0.99); for a much smaller l scale ``init_ood_weight`` down with it.
 
 Where o2o departs from OSRL's code (each a fix, not a choice of taste):
 - OSRL computes the OOD term with the *target* cost critic inside ``torch.no_grad()``, so it has no
   gradient and the penalty is a no-op; here E_nu[Qc] uses the online cost critic and gets the gradient.
 - OSRL feeds *pre-tanh* Gaussian samples to the cost critic and VAE as OOD actions; here actions are
   tanh-squashed samples in [-1, 1] like every other action.
+- The extra data test in nu (``ood_data_quantile``, None restores OSRL's rule). Once the OOD term
+  has a gradient, OSRL's rule always flags a quarter of the policy's own samples, in distribution or
+  not, and the dual target 1.5 l then drives Qc of the policy's own actions above l, which cuts the
+  reward bootstrap everywhere and removes the pull away from costly states. On the two-step task of
+  tests/test_offline_agents.py, OSRL's rule gave episode cost 0.03 after 600 steps but 0.13-0.16
+  after 1200 (w from 1) and 0.10 after 2400 (w from 0.05); with the data test, 0.00 after 1200
+  (w from 0.02 or 0.2) and after 2400 steps (w from 0.05). Random: 0.25.
 - OSRL averages mask * Qc over all samples (so the OOD value is diluted by the 75% in-distribution
   zeros); here E_nu is the mean over the flagged actions only.
 - OSRL reduces the cost ensemble with min (optimistic for a cost); here max (default) or mean.
@@ -94,7 +105,7 @@ class CPQConfig:
     )
     ood_quantile: float = field(default=0.75, metadata={"help": "candidates with KL >= this quantile of their KLs are OOD"})
     ood_data_quantile: float | None = field(
-        default=None, metadata={"help": "also require KL >= this quantile of the dataset actions' KLs; None = OSRL (no such test)"}
+        default=0.9, metadata={"help": "also require KL >= this quantile of the dataset actions' KLs; None = OSRL's rule"}
     )
     num_random_ood_actions: int = field(default=0, metadata={"help": "uniform random actions per state added to the OOD set"})
     ood_weight_mode: Literal["dual", "fixed"] = field(
@@ -290,16 +301,18 @@ def cpq_actor_loss(actor_params, state: CPQState, batch, key) -> tuple[jax.Array
 # ---------------------------------------------------------------- update
 
 
-def update_ood_weight(state: CPQState, ood_qc: jax.Array) -> CPQState:
+def update_ood_weight(state: CPQState, ood_qc: jax.Array, any_ood: jax.Array) -> CPQState:
     """log w <- clip(log w + eta w (scale * l - E_nu[agg Qc]), lo, hi): w grows while OOD cost values sit
-    below the target (OSRL's update, a gradient step on log w of w (target - E_nu[Qc]))."""
+    below the target (OSRL's update, a gradient step on log w of w (target - E_nu[Qc])). A batch with
+    no OOD action carries no evidence and leaves w alone."""
     cfg = state.config
     if cfg.ood_weight_mode == "fixed":
         return state
     target = cfg.ood_threshold_scale * cost_threshold(cfg.cost_limit, cfg.horizon, cfg.gamma)
     agg = ood_qc.max() if cfg.cost_reduce == "max" else ood_qc.mean()
     log_w = state.log_ood_weight + cfg.ood_weight_lr * jnp.exp(state.log_ood_weight) * (target - agg)
-    return state.replace(log_ood_weight=jnp.clip(log_w, cfg.log_ood_weight_min, cfg.log_ood_weight_max))
+    log_w = jnp.where(any_ood, jnp.clip(log_w, cfg.log_ood_weight_min, cfg.log_ood_weight_max), state.log_ood_weight)
+    return state.replace(log_ood_weight=log_w)
 
 
 def update(state: CPQState, batch: dict, key: jax.Array) -> tuple[CPQState, dict]:
@@ -329,7 +342,7 @@ def update(state: CPQState, batch: dict, key: jax.Array) -> tuple[CPQState, dict
         target_cost_critic_params=polyak_update(state.target_cost_critic_params, cost_critic.params, cfg.tau),
     )
     ood_qc = cost_info.pop("ood_qc")
-    state = update_ood_weight(state, ood_qc)
+    state = update_ood_weight(state, ood_qc, mask.sum() > 0)
 
     state, actor_info = sac.update_actor(state, batch, actor_key, loss_fn=cpq_actor_loss)
     log_probs = actor_info.pop("log_probs")

@@ -220,6 +220,13 @@ def cql_critic_loss(critic_params, apply_fn, batch, target_q, samples: dict, cql
     return loss, (info, gap)
 
 
+def alpha_prime_loss(alpha_prime_params, gap, cfg: CQLConfig) -> jax.Array:
+    """-alpha' alpha_cql (gap - target_action_gap), averaged over the critics (CORL): minimising it raises
+    alpha' while the gap exceeds its target and lowers it otherwise."""
+    weight = AlphaPrime.apply(alpha_prime_params, cfg.cql_alpha_prime_max)
+    return -(weight * cfg.cql_alpha * (gap - cfg.cql_target_action_gap)).mean()
+
+
 def cql_actor_loss(actor_params, state: CQLState, batch, key, behaviour_cloning) -> tuple[jax.Array, dict]:
     """E[alpha log pi(a|s) - min_j Q_j(s,a)], or with ``behaviour_cloning`` E[alpha log pi(a|s) - log pi(a_data|s)]."""
     mean, log_std = state.actor.apply_fn(actor_params, batch["observations"])
@@ -261,12 +268,7 @@ def update_critic(state: CQLState, batch, key):
     state = state.replace(critic=critic, target_critic_params=polyak_update(state.target_critic_params, critic.params, cfg.tau))
 
     if cfg.cql_lagrange:
-        # max over alpha' of alpha' alpha_cql (gap - target_action_gap), averaged over the critics (CORL)
-        def alpha_prime_loss(params):
-            weight = state.alpha_prime.apply_fn(params, cfg.cql_alpha_prime_max)
-            return -(weight * cfg.cql_alpha * (jax.lax.stop_gradient(gap) - cfg.cql_target_action_gap)).mean()
-
-        grads = jax.grad(alpha_prime_loss)(state.alpha_prime.params)
+        grads = jax.grad(alpha_prime_loss)(state.alpha_prime.params, jax.lax.stop_gradient(gap), cfg)
         state = state.replace(alpha_prime=state.alpha_prime.apply_gradients(grads=grads))
     info["cql_alpha_prime"] = state.alpha_prime.apply_fn(state.alpha_prime.params, cfg.cql_alpha_prime_max)
     return state, info
