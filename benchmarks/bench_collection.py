@@ -4,9 +4,11 @@ For each task (default BallCircle, CarRun, Hopper):
 - raw env: ``gym.make(env_id)`` (no wrappers beyond what gym.make adds), a random NumPy policy,
   ``step`` in a loop with ``reset`` at episode ends: the rate the simulator itself allows;
 - o2o ``Collector(task, num_envs, seed).collect(policy, num_steps=n)`` for num_envs 1 and 4 with
-  (i) a random NumPy policy (the collector's own bookkeeping cost) and (ii) the jitted o2o SAC
+  (i) a random NumPy policy (the collector's own bookkeeping cost), (ii) the jitted o2o SAC
   actor, ``sac.actor_actions(state.actor, obs, jax.random.fold_in(key, step), deterministic=False)``
-  (one batched policy call per env step of all envs: what online training pays).
+  with the per-step key made on the host ("host fold_in"), and (iii) the same with ``fold_in``
+  inside the jitted call ("fold_in in jit", what ``OnlineTrainer._policy_step`` does). One batched
+  policy call per env step of all envs.
 
 Envs are created once per contestant (creation is not timed) and the repeats are interleaved.
 
@@ -65,7 +67,10 @@ def random_policy(num_envs: int, act_dim: int, seed: int = 0):
     return lambda obs: rng.uniform(-1.0, 1.0, (num_envs, act_dim)).astype(np.float32)
 
 
-def sac_policy(obs_dim: int, act_dim: int, seed: int = 0):
+def sac_policy(obs_dim: int, act_dim: int, seed: int = 0, fused: bool = False):
+    """The jitted o2o SAC actor as a collection policy. ``fused=False``: the per-step key made on the
+    host, ``jax.random.fold_in(key, step)``, then ``sac.actor_actions``; ``fused=True``: fold_in inside
+    the jitted call (what ``OnlineTrainer``'s ``_policy_step`` does)."""
     import jax
     import numpy as np
 
@@ -75,8 +80,14 @@ def sac_policy(obs_dim: int, act_dim: int, seed: int = 0):
     base = jax.random.PRNGKey(seed + 1)
     step = [0]
 
+    @jax.jit
+    def fused_step(actor, obs, key, i):
+        return sac.actor_actions(actor, obs, jax.random.fold_in(key, i), deterministic=False)
+
     def policy(obs):
         step[0] += 1
+        if fused:
+            return np.asarray(fused_step(state.actor, obs, base, step[0]))
         key = jax.random.fold_in(base, step[0])
         return np.asarray(sac.actor_actions(state.actor, obs, key, deterministic=False))
 
@@ -113,11 +124,14 @@ def main(argv=None) -> dict:
             closers.append(collector)
             rand = random_policy(n, task.act_dim)
             actor = sac_policy(task.obs_dim, task.act_dim)
+            actor_fused = sac_policy(task.obs_dim, task.act_dim, fused=True)
             steps_n = max(n, steps // n * n)
             contestants[f"Collector num_envs={n}, random numpy policy"] = (
                 lambda k, c=collector, pol=rand: c.collect(pol, num_steps=k), steps_n)
-            contestants[f"Collector num_envs={n}, jitted SAC actor"] = (
+            contestants[f"Collector num_envs={n}, SAC actor, host fold_in"] = (
                 lambda k, c=collector, pol=actor: c.collect(pol, num_steps=k), steps_n)
+            contestants[f"Collector num_envs={n}, SAC actor, fold_in in jit"] = (
+                lambda k, c=collector, pol=actor_fused: c.collect(pol, num_steps=k), steps_n)
         print(f"{task.name} ({task.env_id}, obs {task.obs_dim}, act {task.act_dim}):")
         timings = interleaved(contestants, repeats=repeats, warmup=1)
         raw = timings["raw env (gym.make, random numpy policy)"].median
@@ -143,8 +157,9 @@ def main(argv=None) -> dict:
         f"Machine: {info['cores']} cores ({info['cpu']}); jax {info['jax']}; {note}.",
         "Raw env: `gym.make(env_id)` stepped with uniform random actions, reset at episode ends. "
         "Collector: `Collector(task, num_envs, seed=0).collect(policy, num_steps=n)`; the SAC actor is "
-        "`sac.actor_actions` (jitted) with a per-step key from `jax.random.fold_in`, an untrained "
-        "2x256 actor. extra us/step = 1e6/rate - 1e6/raw rate.",
+        "`sac.actor_actions` (jitted, untrained 2x256 actor) with a per-step key from `jax.random.fold_in`, "
+        "made on the host (host fold_in) or inside one jitted call with the actor (fold_in in jit). "
+        "extra us/step = 1e6/rate - 1e6/raw rate (per env step of all envs together).",
     ]
     print("\n".join(facts))
     md = f"## {title}\n\n{markdown_table(headers, rows)}\n\n" + "\n".join(f"- {f}" for f in facts) + "\n"

@@ -92,11 +92,21 @@ class Timing:
     rates: list[float] = field(default_factory=list)  # items per second, one per repeat
     seconds: list[float] = field(default_factory=list)
     items: list[int] = field(default_factory=list)
+    cpu_seconds: list[float] = field(default_factory=list)  # process CPU time (all threads) per repeat
 
-    def add(self, items: int, seconds: float) -> None:
+    def add(self, items: int, seconds: float, cpu_seconds: float | None = None) -> None:
         self.items.append(items)
         self.seconds.append(seconds)
         self.rates.append(items / seconds)
+        if cpu_seconds is not None:
+            self.cpu_seconds.append(cpu_seconds)
+
+    @property
+    def per_cpu_second(self) -> float:
+        """Median items per second of process CPU time (threads summed; spinning threads count)."""
+        if not self.cpu_seconds:
+            return float("nan")
+        return statistics.median(i / max(c, 1e-9) for i, c in zip(self.items, self.cpu_seconds))
 
     @property
     def median(self) -> float:
@@ -112,7 +122,8 @@ class Timing:
 
     def as_dict(self) -> dict[str, Any]:
         return {"median": self.median, "best": self.best, "min": self.spread[0], "rates": self.rates,
-                "seconds": self.seconds, "items": self.items}
+                "seconds": self.seconds, "items": self.items, "cpu_seconds": self.cpu_seconds,
+                "per_cpu_second": self.per_cpu_second}
 
 
 def time_call(fn: Callable[[], Any]) -> float:
@@ -120,6 +131,13 @@ def time_call(fn: Callable[[], Any]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def time_call_cpu(fn: Callable[[], Any]) -> tuple[float, float]:
+    """(wall-clock seconds, process CPU seconds) of one call."""
+    cpu, start = time.process_time(), time.perf_counter()
+    fn()
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def measure(fn: Callable[[int], Any], items: int, *, warmup: int = 1, repeats: int = 5,
@@ -161,7 +179,7 @@ def interleaved(contestants: dict[str, tuple[Callable[[int], Any], int]], *, rep
     timings = {name: Timing() for name in contestants}
     for r in range(repeats):
         for name, (fn, items) in plan.items():
-            timings[name].add(items, time_call(lambda: fn(items)))
+            timings[name].add(items, *time_call_cpu(lambda: fn(items)))
             if log:
                 log(f"  repeat {r + 1}/{repeats}  {name:<42s} {timings[name].rates[-1]:10.1f}/s  "
                     f"(load {os.getloadavg()[0]:.2f})")

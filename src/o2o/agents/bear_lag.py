@@ -100,7 +100,9 @@ class BEARLagConfig:
     mmd_weight_lr: float = field(default=1e-3, metadata={"help": "step of the dual ascent on log w (OSRL alpha_lr)"})
     log_mmd_weight_min: float = field(default=-5.0, metadata={"help": "lower clip of log w"})
     log_mmd_weight_max: float = field(default=5.0, metadata={"help": "upper clip of log w"})
-    policy_warmup_steps: int = field(default=0, metadata={"help": "steps with MMD (and cost) terms only, no Q (OSRL start_update_policy_step)"})
+    policy_warmup_steps: int = field(
+        default=0, metadata={"help": "first steps with the MMD (and cost) terms only, no Q (OSRL start_update_policy_step)"}
+    )
     pid_kp: float = field(default=0.1, metadata={"help": "PID proportional gain on the cost critic error"})
     pid_ki: float = field(default=0.003, metadata={"help": "PID integral gain"})
     pid_kd: float = field(default=0.001, metadata={"help": "PID derivative gain"})
@@ -137,6 +139,11 @@ class BEARLagState:
     config: BEARLagConfig = flax.struct.field(pytree_node=False)
 
 
+def copy(tree):
+    """Target networks start as copies in distinct buffers (the K-step update donates its input state)."""
+    return jax.tree_util.tree_map(jnp.copy, tree)
+
+
 def init(key: jax.Array, obs_dim: int, act_dim: int, cfg: BEARLagConfig) -> BEARLagState:
     actor_key, critic_key, cost_key, vae_key = jax.random.split(key, 4)
     obs = jnp.zeros((1, obs_dim), jnp.float32)
@@ -147,7 +154,6 @@ def init(key: jax.Array, obs_dim: int, act_dim: int, cfg: BEARLagConfig) -> BEAR
     critic_params = critic_def.init(critic_key, obs, act)
     cost_def = CriticEnsemble(cfg.hidden_dims, cfg.num_cost_critics, cfg.critic_layer_norm)
     cost_params = cost_def.init(cost_key, obs, act)
-    copy = lambda tree: jax.tree_util.tree_map(jnp.copy, tree)  # noqa: E731  (distinct buffers: update donates)
     return BEARLagState(
         actor=TrainState.create(apply_fn=actor_def.apply, params=actor_params, tx=adam(cfg.actor_lr)),
         target_actor_params=copy(actor_params),

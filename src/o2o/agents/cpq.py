@@ -131,8 +131,10 @@ class CPQConfig:
             raise ConfigError("init_temperature must be >= 0, and > 0 with auto_temperature (it is learned in log space)")
         if self.init_ood_weight <= 0:
             raise ConfigError(f"init_ood_weight must be > 0, got {self.init_ood_weight}")
-        if not 0.0 <= self.ood_quantile <= 1.0:
-            raise ConfigError(f"ood_quantile must be in [0, 1], got {self.ood_quantile}")
+        for name in ("ood_quantile", "ood_data_quantile"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{name} must be in [0, 1], got {value}")
 
 
 @flax.struct.dataclass

@@ -183,8 +183,11 @@ def reward_critic_target(state: CQLState, batch, key) -> jax.Array:
     return cfg.reward_scale * batch["rewards"] + cfg.gamma * (1.0 - batch["terminals"]) * next_q
 
 
-def cql_critic_loss(critic_params, apply_fn, batch, target_q, samples: dict, cql_weight, cfg: CQLConfig) -> tuple[jax.Array, dict]:
+def cql_critic_loss(
+    critic_params, apply_fn, batch, target_q, samples: dict, cql_weight, cfg: CQLConfig
+) -> tuple[jax.Array, tuple[dict, jax.Array]]:
     """sum_i MSE(Q_i, y) + cql_weight * sum_i (gap_i - action_gap), where gap_i = E[logsumexp Q_i - Q_i(data)].
+    Returns (loss, (info, gap per critic)).
 
     ``samples`` holds the (gradient-free) CQL actions: random_actions, current_actions,
     current_log_probs, next_actions, next_log_probs. ``cql_weight`` is alpha_cql, or alpha' alpha_cql
@@ -270,7 +273,7 @@ def update_critic(state: CQLState, batch, key):
     if cfg.cql_lagrange:
         grads = jax.grad(alpha_prime_loss)(state.alpha_prime.params, jax.lax.stop_gradient(gap), cfg)
         state = state.replace(alpha_prime=state.alpha_prime.apply_gradients(grads=grads))
-    info["cql_alpha_prime"] = state.alpha_prime.apply_fn(state.alpha_prime.params, cfg.cql_alpha_prime_max)
+        info["cql_alpha_prime"] = state.alpha_prime.apply_fn(state.alpha_prime.params, cfg.cql_alpha_prime_max)
     return state, info
 
 
