@@ -67,7 +67,8 @@ def build_variants(K: int, names: list[str] | None = None):
 
     data = make_data()
     big = replay_add(replay_init(17, 6, 1_000_000), data)
-    small = replay_add(replay_init(17, 6, 100_000), data)
+    wanted = lambda name: not names or any(n in name for n in names)  # noqa: E731
+    small = replay_add(replay_init(17, 6, 100_000), data) if wanted("scan, 100k-capacity buffer") else None
     fixed_batch = jax.tree_util.tree_map(jnp.asarray, {k: v[:256] for k, v in data.items()})
     cfg = sac.SACConfig()
 
@@ -86,6 +87,8 @@ def build_variants(K: int, names: list[str] | None = None):
     variants = {}
 
     def scan_variant(name, fn, buffers, precision=None):
+        if not wanted(name):
+            return
         holder = {"state": sac.init(jax.random.PRNGKey(0), 17, 6, cfg), "i": 0}
 
         def run(items):

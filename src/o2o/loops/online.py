@@ -302,6 +302,8 @@ def run_online(
     from o2o.runs import MetricsWriter, RunDir
 
     trainer = trainer or OnlineTrainer(cfg, progress=progress)  # validates everything before touching disk
+    if resume:
+        upgrade_saved_config(out_dir, cfg)
     rundir = RunDir.create(out_dir, to_dict(cfg), resume=resume)
     writer = MetricsWriter(rundir)
     if resume:
@@ -340,6 +342,29 @@ def run_online(
     summary = summarize(rundir, trainer, time.perf_counter() - start)
     rundir.write_summary(summary)
     return summary
+
+
+def upgrade_saved_config(out_dir, cfg) -> None:
+    """A run saved before o2o added config keys lacks them. If the saved config, with the new keys at
+    their defaults, equals ``cfg``, write it back complete so the resume check compares like with like;
+    any real difference is still refused by ``RunDir.create``."""
+    from pathlib import Path
+
+    import yaml
+
+    from o2o.config import from_dict, load_yaml, to_dict
+    from o2o.runs.checkpoint import write_text_atomic
+
+    path = Path(out_dir) / "config.yaml"
+    if not path.exists():
+        return
+    saved = load_yaml(path)
+    try:
+        completed = to_dict(from_dict(type(cfg), saved))
+    except ConfigError:
+        return  # a removed or renamed key: RunDir.create reports the difference
+    if completed != saved and completed == to_dict(cfg):
+        write_text_atomic(path, yaml.safe_dump(completed, sort_keys=False))
 
 
 def summarize(rundir, trainer: OnlineTrainer, wall_time: float) -> dict:

@@ -1,5 +1,6 @@
 """Neural networks: MLP, critic ensembles, actors, Polyak averaging."""
 
+from o2o.nn.vae import VAE, vae_loss, vae_sample
 from o2o.nn.networks import (
     MLP,
     Critic,
@@ -20,6 +21,9 @@ __all__ = [
     "DeterministicActor",
     "TanhGaussianActor",
     "ValueNet",
+    "VAE",
+    "vae_loss",
+    "vae_sample",
     "polyak_update",
     "tanh_gaussian_log_prob",
     "tanh_gaussian_mode",
