@@ -1,0 +1,56 @@
+"""`o2o pretrain`: runs end to end on a small dataset and refuses bad input before training."""
+
+import h5py
+import numpy as np
+import pytest
+
+from o2o.cli import main
+
+
+def write(path, n=400, obs=8, act=2, costs=True, seed=0):
+    rng = np.random.default_rng(seed)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("observations", data=rng.normal(size=(n, obs)).astype(np.float32))
+        f.create_dataset("next_observations", data=rng.normal(size=(n, obs)).astype(np.float32))
+        f.create_dataset("actions", data=rng.uniform(-1, 1, (n, act)).astype(np.float32))
+        f.create_dataset("rewards", data=rng.uniform(0, 1, n).astype(np.float32))
+        if costs:
+            f.create_dataset("costs", data=(rng.uniform(size=n) < 0.1).astype(np.float32))
+        f.create_dataset("terminals", data=np.zeros(n, bool))
+        f.create_dataset("timeouts", data=np.arange(n) % 200 == 199)
+
+
+TINY = ["--steps", "20", "--set", "offline.steps_per_call=10", "--set", "offline.eval_every=20",
+        "--set", "offline.eval_episodes=1", "--set", "agent.hidden_dims=[16,16]", "--set", "agent.batch_size=32"]
+
+
+def test_pretrain_runs_and_resumes(tmp_path, capsys):
+    data = tmp_path / "bc.hdf5"
+    write(data)
+    out = tmp_path / "run"
+    code = main(["--no-progress", "pretrain", "--algo", "bc-safe", "--dataset", str(data), "--task", "BallCircle", "--out", str(out), *TINY])
+    assert code == 0, capsys.readouterr().err
+    stdout = capsys.readouterr().out
+    assert "final_eval_return" in stdout and stdout.strip().splitlines()[-1].startswith(f"outputs: {out}")
+    assert (out / "checkpoints").exists() and (out / "summary.json").exists()
+
+
+@pytest.mark.parametrize(
+    "case,args,expect",
+    [
+        ("no_costs", ["--algo", "cpq", "--task", "BallCircle"], "needs costs"),
+        ("other_task", ["--algo", "cql", "--task", "Hopper"], "Hopper"),
+        ("bad_limit", ["--algo", "cpq", "--task", "BallCircle", "--set", "cost_limit=0"], "positive cost limit"),
+        ("unknown_algo", ["--algo", "cpqq", "--task", "BallCircle"], "unknown offline algorithm"),
+    ],
+)
+def test_pretrain_refuses_bad_input_before_training(tmp_path, capsys, case, args, expect):
+    data = tmp_path / f"{case}.hdf5"
+    write(data, costs=case != "no_costs")
+    out = tmp_path / "run"
+    code = main(["--no-progress", "pretrain", "--dataset", str(data), "--out", str(out), *args, *TINY])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = [line for line in err.strip().splitlines() if line]
+    assert len(lines) == 1 and lines[0].startswith("o2o: error:") and expect in lines[0]
+    assert not out.exists()
