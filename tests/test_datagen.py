@@ -86,3 +86,18 @@ def test_named_datasets_resolve_in_the_data_dir(tmp_path, monkeypatch, capsys):
     assert main(["data", "inspect", "NoSuchSet"]) == 2
     err = capsys.readouterr().err
     assert "no dataset named 'NoSuchSet'" in err and str(tmp_path) in err
+
+
+def test_embedded_default_dataset_is_valid_and_listed(capsys, tmp_path, monkeypatch):
+    """The small BallCircle dataset shipped with the package (regenerate: docs/datasets.md)."""
+    path = datagen.EMBEDDED["BallCircle-dsrl-small"]
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    from o2o.envs import get_task
+
+    ds = load_hdf5(path, task=get_task("BallCircle"), expected_sha256=sidecar["sha256"])
+    costs = ds.episode_costs()
+    assert 0.2 <= np.mean(costs <= 20) <= 0.8  # spans the frontier: safe and unsafe episodes
+    monkeypatch.setenv("O2O_DATA_DIR", str(tmp_path))
+    assert datagen.resolve_dataset("BallCircle-dsrl-small") == path
+    assert main(["data", "list"]) == 0
+    assert "BallCircle-dsrl-small" in capsys.readouterr().out

@@ -199,6 +199,11 @@ def sweep_flags(sets, only, args) -> dict:
                     collected[s].setdefault(name, []).append(rate)
                     print(f"repeat {r + 1}: {s:<28s} {name:<32s} {rate:7.1f}/s (load {os.getloadavg()[0]:.2f})",
                           file=sys.stderr)
+            # partial results after every round robin, in case the run is cut short
+            partial = HERE.parent / "results" / "experiments_flags.partial.json"
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            partial.write_text(json.dumps({"repeats_done": r + 1, "results": collected,
+                                           "flag_sets": {s: FLAG_SETS[s] for s in sets}}, indent=1))
     finally:
         for w in workers.values():
             try:
@@ -210,12 +215,38 @@ def sweep_flags(sets, only, args) -> dict:
     return collected
 
 
+def sweep_flags_sequential(sets, only, args) -> dict:
+    """One worker process at a time: for each round, each flag set in turn runs ``--repeats``
+    interleaved repeats; rounds spread slow load drifts over the sets."""
+    collected: dict[str, dict[str, list[float]]] = {s: {} for s in sets}
+    partial = HERE.parent / "results" / "experiments_flags.partial.json"
+    for rnd in range(args.rounds):
+        for s in sets:
+            env = dict(os.environ, XLA_FLAGS=FLAG_SETS[s])
+            cmd = [sys.executable, __file__, "--worker", "--K", str(args.K), "--repeats", str(args.repeats), "--only", *only]
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            if proc.returncode != 0:
+                print(f"round {rnd + 1}: {s}: worker failed (rc {proc.returncode}): {proc.stderr[-500:]}", file=sys.stderr)
+                continue
+            res = json.loads(proc.stdout.strip().splitlines()[-1])
+            for name, r in res["results"].items():
+                collected[s].setdefault(name, []).extend(r["rates"])
+                print(f"round {rnd + 1}: {s:<28s} {name:<32s} {[round(x, 1) for x in r['rates']]} "
+                      f"(load {res['load_before'][0]:.1f}-{res['load_after'][0]:.1f})", file=sys.stderr)
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            partial.write_text(json.dumps({"round": rnd + 1, "results": collected,
+                                           "flag_sets": {k: FLAG_SETS[k] for k in sets}}, indent=1))
+    return collected
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--inprocess", action="store_true")
     p.add_argument("--flags", action="store_true")
     p.add_argument("--worker", action="store_true")
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--sequential", action="store_true",
+                   help="flag sweep with one short-lived worker at a time (less memory; rounds alternate the sets)")
     p.add_argument("--only", nargs="*", default=None, help="substrings of variant names to keep")
     p.add_argument("--flag-sets", nargs="*", default=None, help="names of FLAG_SETS to sweep")
     p.add_argument("--K", type=int, default=500)
@@ -245,7 +276,7 @@ def main() -> None:
     else:
         sets = args.flag_sets or list(FLAG_SETS)
         only = args.only or ["o2o update_many (1M buffer)", "jit single update"]
-        collected = sweep_flags(sets, only, args)
+        collected = sweep_flags_sequential(sets, only, args) if args.sequential else sweep_flags(sets, only, args)
         out = {"results": collected, "flag_sets": {s: FLAG_SETS[s] for s in sets}}
         names = sorted({n for v in collected.values() for n in v})
         base = {n: statistics.median(collected["default"][n]) for n in names if collected.get("default", {}).get(n)}
