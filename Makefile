@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/o2o demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest tests
 
 bench-install: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
