@@ -219,6 +219,8 @@ def sweep_flags_sequential(sets, only, args) -> dict:
     """One worker process at a time: for each round, each flag set in turn runs ``--repeats``
     interleaved repeats; rounds spread slow load drifts over the sets."""
     collected: dict[str, dict[str, list[float]]] = {s: {} for s in sets}
+    per_cpu: dict[str, dict[str, list[float]]] = {s: {} for s in sets}
+    collected["__per_cpu_second__"] = per_cpu  # type: ignore[assignment]
     partial = HERE.parent / "results" / "experiments_flags.partial.json"
     for rnd in range(args.rounds):
         for s in sets:
@@ -231,7 +233,10 @@ def sweep_flags_sequential(sets, only, args) -> dict:
             res = json.loads(proc.stdout.strip().splitlines()[-1])
             for name, r in res["results"].items():
                 collected[s].setdefault(name, []).extend(r["rates"])
+                pc = [i / c for i, c in zip(r["items"], r["cpu_seconds"])]
+                per_cpu[s].setdefault(name, []).extend(pc)
                 print(f"round {rnd + 1}: {s:<28s} {name:<32s} {[round(x, 1) for x in r['rates']]} "
+                      f"per CPU-s {[round(x, 1) for x in pc]} "
                       f"(load {res['load_before'][0]:.1f}-{res['load_after'][0]:.1f})", file=sys.stderr)
             partial.parent.mkdir(parents=True, exist_ok=True)
             partial.write_text(json.dumps({"round": rnd + 1, "results": collected,
@@ -277,7 +282,8 @@ def main() -> None:
         sets = args.flag_sets or list(FLAG_SETS)
         only = args.only or ["o2o update_many (1M buffer)", "jit single update"]
         collected = sweep_flags_sequential(sets, only, args) if args.sequential else sweep_flags(sets, only, args)
-        out = {"results": collected, "flag_sets": {s: FLAG_SETS[s] for s in sets}}
+        per_cpu = collected.pop("__per_cpu_second__", None)
+        out = {"results": collected, "per_cpu_second": per_cpu, "flag_sets": {s: FLAG_SETS[s] for s in sets}}
         names = sorted({n for v in collected.values() for n in v})
         base = {n: statistics.median(collected["default"][n]) for n in names if collected.get("default", {}).get(n)}
         rows = []
@@ -290,6 +296,12 @@ def main() -> None:
                 row.append(f"{med:.1f}{rel}" + (f" [{min(rates):.0f}-{max(rates):.0f}]" if rates else ""))
             rows.append(row)
         headers = ["XLA_FLAGS"] + [f"{n}: updates/s median (vs default) [range]" for n in names]
+        if per_cpu:
+            for i, s in enumerate(sets):
+                for n in names:
+                    pcs = per_cpu[s].get(n, [])
+                    rows[i].append(f"{statistics.median(pcs):.1f}" if pcs else "-")
+            headers += [f"{n}: updates per CPU-second" for n in names]
         kind = "flags"
     after = load_average()
     note = load_note(before, after)
