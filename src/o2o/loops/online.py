@@ -218,25 +218,11 @@ class OnlineTrainer:
 
     def evaluate(self, num_episodes: int | None = None) -> dict[str, float]:
         """Deterministic evaluation on fixed evaluation seeds (the same episodes every time)."""
-        from o2o.envs import evaluate_policy, is_safe, normalized_cost, normalized_return
+        from o2o.loops.evaluation import evaluation_metrics
 
         n = num_episodes or self.cfg.online.eval_episodes
-        returns, costs, _ = evaluate_policy(
-            self.task, self.deterministic_policy(), n, seed=self.cfg.seed + 100_003, num_envs=min(n, 5)
-        )
-        out = {
-            "eval/return": float(np.mean(returns)),
-            "eval/return_std": float(np.std(returns)),
-            "eval/normalized_return": float(normalized_return(self.task, np.mean(returns))),
-        }
-        if self.task.safe:
-            out["eval/cost"] = float(np.mean(costs))
-            if self.cost_limit is not None:
-                out["eval/normalized_cost"] = float(normalized_cost(np.mean(costs), self.cost_limit))
-                out["eval/safe"] = float(is_safe(np.mean(costs), self.cost_limit))
-        return out
+        return evaluation_metrics(self.task, self.deterministic_policy(), n, self.cfg.seed, self.cost_limit)
 
-    # ------------------------------------------------------------------ checkpoint / resume
     def checkpoint_arrays(self) -> dict:
         from flax.serialization import to_state_dict
 
