@@ -272,11 +272,13 @@ def main() -> None:
     before = load_average()
     if args.inprocess:
         out = worker(args)
-        rows = [[k, v["median"], v["best"], f"{v['min']:.1f}-{v['best']:.1f}"] for k, v in out["results"].items()]
-        base = out["results"]["o2o update_many (1M buffer)"]["median"] if "o2o update_many (1M buffer)" in out["results"] else None
+        rows = [[k, v["median"], v["best"], f"{v['min']:.1f}-{v['best']:.1f}", v["per_cpu_second"]]
+                for k, v in out["results"].items()]
+        base = out["results"].get("o2o update_many (1M buffer)")
         if base:
-            rows = [r + [f"{r[1] / base:.2f}x"] for r in rows]
-        headers = ["variant", "updates/s (median)", "best", "range", "vs o2o update_many"][: len(rows[0])]
+            rows = [r + [f"{r[1] / base['median']:.2f}x", f"{r[4] / base['per_cpu_second']:.2f}x"] for r in rows]
+        headers = ["variant", "updates/s (median)", "best", "range", "per CPU-s", "vs o2o update_many (wall)",
+                   "(per CPU-s)"][: len(rows[0])]
         kind = "inprocess"
     else:
         sets = args.flag_sets or list(FLAG_SETS)

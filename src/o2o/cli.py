@@ -24,15 +24,17 @@ from o2o.errors import O2OError
 EPILOG = "Every command ends by printing where its outputs are. Docs: docs/ in the o2o repository."
 
 
-def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", metavar="FILE", help="YAML file laid over the presets (same keys as `o2o config`)")
+def _add_config_args(
+    p: argparse.ArgumentParser, example: str = "--set agent.actor_lr=1e-4 --set online.iterations=50"
+) -> None:
+    p.add_argument("--config", metavar="FILE", help="YAML file laid over the presets (same keys as --set)")
     p.add_argument(
         "--set",
         dest="overrides",
         metavar="KEY=VALUE",
         action="append",
         default=[],
-        help="override one config key, e.g. --set agent.actor_lr=1e-4 --set online.iterations=50 (repeatable)",
+        help=f"override one config key, e.g. {example} (repeatable)",
     )
 
 
@@ -83,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/pretrain-<algo>-<dataset>-s<seed>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
-    _add_config_args(p)
+    _add_config_args(p, "--set agent.batch_size=256 --set offline.eval_every=5000 --set cost_limit=10")
 
     p = sub.add_parser(
         "data",
@@ -106,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--name", help="dataset name in the data directory (default <Task>-dsrl or <Task>-<quality>)")
     q.add_argument("--out", metavar="PATH", help="write to this .hdf5 path instead of the data directory")
-    _add_config_args(q)
+    _add_config_args(q, "--set dsrl.iterations=40 --set d4rl.transitions=1000000 (keys: docs/datasets.md, o2o/loops/datagen.py)")
     q = dsub.add_parser("import", help="validate a real DSRL / D4RL / Minari file and copy it into the data directory")
     q.add_argument("path", metavar="PATH")
     q.add_argument("--name", help="name in the data directory (default: the file's stem)")
