@@ -209,7 +209,11 @@ def run_pretrain(cfg, out_dir, *, resume: bool = False, progress: bool = True, d
     from o2o.loops.online import _progress
     from o2o.runs import MetricsWriter, RunDir
 
+    from o2o.loops.online import upgrade_saved_config
+
     trainer = OfflineTrainer(cfg, dataset=dataset)
+    if resume:
+        upgrade_saved_config(out_dir, trainer.cfg)
     rundir = RunDir.create(out_dir, to_dict(trainer.cfg), resume=resume)
     writer = MetricsWriter(rundir)
     if resume:
