@@ -7,7 +7,8 @@ plug other (mathematically identical) modules into an ``SACState`` and run o2o's
   ``TanhGaussianActor`` (two Dense heads of width act_dim);
 - separate critics: two plain ``Critic`` modules stacked (no vmap: unbatched dots);
 - fused actor head: one Dense of width 2 act_dim split into (mean, log_std);
-- both.
+- both;
+- the baseline and "both" again with the scan unrolled twice (``lax.scan(..., unroll=2)``).
 
     .venv/bin/python benchmarks/experiments/sac_graph_variants.py [--K 300 --repeats 3]
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -84,19 +86,32 @@ def main() -> None:
     buffer = replay_add(replay_init(17, 6, 1_000_000), make_data())
     sample = lambda b, k: replay_sample(b, k, 256)  # noqa: E731
     update_many = make_update_many(sac.update, sample)
+
+    @partial(jax.jit, static_argnames=("num_steps",), donate_argnums=(0,))
+    def update_many_unroll2(state, buffers, key, signals, num_steps):
+        def body(carry, step_key):  # make_update_many's body, scanned with unroll=2
+            sample_key, update_key = jax.random.split(step_key)
+            return sac.update(carry, sample(buffers, sample_key), update_key)
+
+        state, metrics = jax.lax.scan(body, state, jax.random.split(key, num_steps), unroll=2)
+        return state, jax.tree_util.tree_map(lambda m: m.mean(axis=0), metrics)
+
     one = jax.jit(lambda s, b, k: sac.update(s, sample(b, jax.random.fold_in(k, 1)), k))
 
     variants, flops = {}, {}
-    for name, sep, fused in (("baseline (vmap critics, 2 actor heads)", False, False),
-                             ("separate critics (no vmap)", True, False),
-                             ("fused actor head", False, True),
-                             ("separate critics + fused actor head", True, True)):
+    for name, sep, fused, unroll in (("baseline (vmap critics, 2 actor heads)", False, False, 1),
+                                     ("separate critics (no vmap)", True, False, 1),
+                                     ("fused actor head", False, True, 1),
+                                     ("separate critics + fused actor head", True, True, 1),
+                                     ("baseline, scan unroll=2", False, False, 2),
+                                     ("separate critics + fused actor head, unroll=2", True, True, 2)):
         holder = {"s": make_state(sep, fused), "i": 0}
         flops[name] = xla_flops(one, make_state(sep, fused), buffer, jax.random.PRNGKey(0))
+        fn = update_many if unroll == 1 else update_many_unroll2
 
-        def run(items, h=holder):
+        def run(items, h=holder, fn=fn):
             h["i"] += 1
-            h["s"], _ = update_many(h["s"], buffer, jax.random.PRNGKey(h["i"]), {}, num_steps=items)
+            h["s"], _ = fn(h["s"], buffer, jax.random.PRNGKey(h["i"]), {}, num_steps=items)
             jax.block_until_ready(h["s"])
 
         variants[name] = (run, args.K)

@@ -241,6 +241,7 @@ def sweep_flags_sequential(sets, only, args) -> dict:
             partial.parent.mkdir(parents=True, exist_ok=True)
             partial.write_text(json.dumps({"round": rnd + 1, "results": collected,
                                            "flag_sets": {k: FLAG_SETS[k] for k in sets}}, indent=1))
+    partial.unlink(missing_ok=True)  # complete: the final results file supersedes it
     return collected
 
 
