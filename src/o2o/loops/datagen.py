@@ -335,9 +335,11 @@ def _snapshot_policy(task, run: Path, iteration: int, hidden_dims, seed: int):
     key = jax.random.PRNGKey(seed)
     counter = [0]
 
+    from o2o.loops.online import _policy_step  # the key is folded in inside jit, not on the host
+
     def policy(obs):
         counter[0] += 1
-        return np.asarray(sac.actor_actions(actor, obs, jax.random.fold_in(key, counter[0]), False))
+        return np.asarray(_policy_step(actor, obs, key, counter[0]))
 
     return policy
 
