@@ -125,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="short SAC-Lag run on BallCircle; prints a summary", description="Runs the demo preset (o2o/configs/demo.yaml) into runs/demo (replaced if present).")
     p.add_argument("--out", default="runs/demo", metavar="DIR", help="run directory (default runs/demo; replaced)")
     _add_config_args(p)
+
+    from o2o.experiments.commands import add_parsers as add_experiment_parsers
+
+    add_experiment_parsers(sub, _add_config_args)
     return parser
 
 
@@ -428,6 +432,12 @@ def cmd_pretrain(args) -> int:
 COMMANDS = {"pretrain": cmd_pretrain, "data": cmd_data, "tasks": cmd_tasks, "train": cmd_train, "eval": cmd_eval, "config": cmd_config, "demo": cmd_demo}
 
 
+def _all_commands() -> dict:
+    from o2o.experiments.commands import COMMANDS as EXPERIMENT_COMMANDS
+
+    return {**COMMANDS, **EXPERIMENT_COMMANDS}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -435,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return COMMANDS[args.command](args) or 0
+        return _all_commands()[args.command](args) or 0
     except O2OError as err:
         print(f"o2o: error: {err}", file=sys.stderr)
         return 2
