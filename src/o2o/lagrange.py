@@ -15,7 +15,8 @@ vector (one entry and one multiplier per cost signal); scalars are treated as le
                   D_t   = [Jbar_t - Jbar_{t-d}]_+                              (one-sided, lag d)
                   lambda_t = [K_p P_t + I_t + K_d D_t]_+
 
-Marvel's adaptive PID (gain adaptation) comes with the Marvel work.
+    aPID:         (Marvel) the PID with a_p = a_d = 0.9, d = 10 and gains adapted to the recent cost
+                  (see ``AdaptivePID``)
 State is plain numbers (``state_dict`` / ``load_state_dict``) so checkpoints hold it as JSON.
 """
 
@@ -31,18 +32,37 @@ from o2o.errors import ConfigError
 
 @dataclass(frozen=True)
 class LagrangeConfig:
-    controller: Literal["fixed", "dual-ascent", "pid"] = field(
-        default="dual-ascent", metadata={"help": "multiplier controller: fixed | dual-ascent | pid"}
+    controller: Literal["fixed", "dual-ascent", "pid", "apid"] = field(
+        default="dual-ascent", metadata={"help": "multiplier controller: fixed | dual-ascent | pid | apid"}
     )
     init_lambda: float = field(default=0.0, metadata={"help": "initial multiplier lambda_0 (>= 0)"})
     dual_lr: float = field(default=0.01, metadata={"help": "dual ascent step eta per cost measurement"})
     max_lambda: float | None = field(default=None, metadata={"help": "optional upper clip of lambda"})
-    kp: float = field(default=0.02, metadata={"help": "PID proportional gain (per unit of episode-cost error)"})
-    ki: float = field(default=0.005, metadata={"help": "PID integral gain"})
-    kd: float = field(default=0.02, metadata={"help": "PID derivative gain (on cost increases only)"})
-    ema_p: float = field(default=0.0, metadata={"help": "PID: EMA coefficient of the proportional error (0 = raw)"})
-    ema_d: float = field(default=0.0, metadata={"help": "PID: EMA coefficient of the cost for the derivative"})
-    d_delay: int = field(default=1, metadata={"help": "PID: lag d of the derivative (cost measurements)"})
+    cadence: Literal["measurement", "minibatch"] = field(
+        default="measurement",
+        metadata={"help": "measurement: one controller update per new episode-cost measurement; minibatch: one per "
+                  "gradient step with the same measurement (Marvel's released code)"},
+    )
+    kp: float = field(default=0.01, metadata={"help": "PID/aPID proportional gain K_p (per unit of episode-cost error)"})
+    ki: float = field(default=0.005, metadata={"help": "PID/aPID integral gain K_i"})
+    kd: float = field(default=0.01, metadata={"help": "PID/aPID derivative gain K_d (on cost increases only)"})
+    ema_p: float | None = field(default=None, metadata={"help": "EMA coefficient a_p of the proportional error; None: pid 0 (raw), apid 0.9"})
+    ema_d: float | None = field(default=None, metadata={"help": "EMA coefficient a_d of the cost for the derivative; None: pid 0, apid 0.9"})
+    d_delay: int | None = field(default=None, metadata={"help": "lag tau of the derivative (cost measurements); None: pid 1, apid 10"})
+    proportional_tanh: bool = field(default=False, metadata={"help": "P term K_p tanh(e~) instead of K_p e~ (the ICLR text's variant)"})
+    adapt_rate_p: float = field(default=0.05, metadata={"help": "aPID: gain adaptation rate alpha of K_p"})
+    adapt_rate_i: float = field(default=0.05, metadata={"help": "aPID: gain adaptation rate beta of K_i"})
+    adapt_rate_d: float = field(default=0.05, metadata={"help": "aPID: gain adaptation rate gamma of K_d"})
+    adapt_window: int = field(default=10, metadata={"help": "aPID: window W of smoothed costs the adaptation looks at"})
+    gain_bound: float = field(default=10.0, metadata={"help": "aPID: every gain stays in [K0 / b, b K0]"})
+    gain_update: Literal["bounded", "exp", "raw"] = field(
+        default="bounded",
+        metadata={"help": "aPID gain factor: bounded (factor clipped to [1/2, 2]), exp (exp of the rate term), raw "
+                  "(the released rule; the factor can go negative and only the gain clip catches it)"},
+    )
+    kd_reset: bool = field(default=False, metadata={"help": "aPID: reset K_d to K0_d when the cost signal changes regime"})
+    kd_reset_z: float = field(default=4.0, metadata={"help": "aPID: change-point z-score between the two halves of 2W smoothed costs"})
+    kd_reset_min_shift: float = field(default=0.1, metadata={"help": "aPID: ... and a mean shift of at least this fraction of kappa"})
 
 
 class Controller:
@@ -55,6 +75,8 @@ class Controller:
             raise ConfigError(f"lagrange.init_lambda must be >= 0, got {cfg.init_lambda}")
         if cfg.max_lambda is not None and cfg.max_lambda < 0:
             raise ConfigError(f"lagrange.max_lambda must be >= 0, got {cfg.max_lambda}")
+        if cfg.cadence not in ("measurement", "minibatch"):
+            raise ConfigError(f"lagrange.cadence must be measurement | minibatch, got '{cfg.cadence}'")
         self.cfg = cfg
         self.cost_limit = np.broadcast_to(np.asarray(cost_limit, np.float64), (num_costs,)).copy()
         self.value = np.full((num_costs,), cfg.init_lambda, np.float64)
@@ -78,6 +100,9 @@ class Controller:
     @property
     def lagrange(self) -> np.ndarray:
         return self.value.copy()
+
+    def diagnostics(self) -> dict[str, float]:
+        return {}
 
     def state_dict(self) -> dict:
         return {"name": self.name, "value": self.value.tolist(), "num_updates": self.num_updates}
@@ -110,36 +135,57 @@ class DualAscent(Controller):
 
 class PID(Controller):
     """PID Lagrangian with the anti-windup integral and a one-sided, lagged derivative (Stooke et al.
-    2020). The integral starts at lambda_0 so that ``init_lambda`` means the same for every controller."""
+    2020). The integral starts at lambda_0 so that ``init_lambda`` means the same for every controller.
+    The smoothed cost and the error EMA start at the first measurement (not at 0, which would read as
+    a cost increase and kick the derivative on the first updates)."""
 
     name = "pid"
+    default_ema_p, default_ema_d, default_d_delay = 0.0, 0.0, 1
 
     def __init__(self, cfg, cost_limit, num_costs=1):
         super().__init__(cfg, cost_limit, num_costs)
         for gain in ("kp", "ki", "kd"):
             if getattr(cfg, gain) < 0:
                 raise ConfigError(f"lagrange.{gain} must be >= 0, got {getattr(cfg, gain)}")
+        self.ema_p = self.default_ema_p if cfg.ema_p is None else cfg.ema_p
+        self.ema_d = self.default_ema_d if cfg.ema_d is None else cfg.ema_d
+        self.d_delay = self.default_d_delay if cfg.d_delay is None else cfg.d_delay
         for coef in ("ema_p", "ema_d"):
-            if not 0.0 <= getattr(cfg, coef) < 1.0:
-                raise ConfigError(f"lagrange.{coef} must be in [0, 1), got {getattr(cfg, coef)}")
-        if cfg.d_delay < 1:
-            raise ConfigError(f"lagrange.d_delay must be >= 1, got {cfg.d_delay}")
+            if not 0.0 <= getattr(self, coef) < 1.0:
+                raise ConfigError(f"lagrange.{coef} must be in [0, 1), got {getattr(self, coef)}")
+        if self.d_delay < 1:
+            raise ConfigError(f"lagrange.d_delay must be >= 1, got {self.d_delay}")
+        shape = self.value.shape
+        self.gains0 = {g: np.full(shape, getattr(cfg, g), np.float64) for g in ("kp", "ki", "kd")}
+        self.gains = {g: v.copy() for g, v in self.gains0.items()}
         self.integral = self.value.copy()
         self.error_ema = np.zeros_like(self.value)
-        self.cost_history: list[list[float]] = []  # Jbar_{t-d}, ..., Jbar_t
+        self.cost_history: list[list[float]] = []  # smoothed costs cbar, oldest first
+        self.terms = {"p": np.zeros(shape), "i": self.integral.copy(), "d": np.zeros(shape)}
+
+    @property
+    def history_length(self) -> int:
+        return self.d_delay + 1
 
     def _step(self, cost):
-        cfg = self.cfg
         error = cost - self.cost_limit
         first = not self.cost_history
-        self.error_ema = error if first else cfg.ema_p * self.error_ema + (1 - cfg.ema_p) * error
-        self.integral = np.maximum(self.integral + cfg.ki * error, 0.0)
-        previous = np.asarray(self.cost_history[-1]) if not first else cost
-        smoothed = cost if first else cfg.ema_d * previous + (1 - cfg.ema_d) * cost
-        self.cost_history = (self.cost_history + [smoothed.tolist()])[-(cfg.d_delay + 1) :]
-        lagged = np.asarray(self.cost_history[0])
+        self.error_ema = error if first else self.ema_p * self.error_ema + (1 - self.ema_p) * error
+        self.integral = np.maximum(self.integral + self.gains["ki"] * error, 0.0)
+        previous = cost if first else np.asarray(self.cost_history[-1])
+        smoothed = cost if first else self.ema_d * previous + (1 - self.ema_d) * cost
+        self.cost_history = (self.cost_history + [smoothed.tolist()])[-self.history_length :]
+        lagged = np.asarray(self.cost_history[-(self.d_delay + 1)] if len(self.cost_history) > self.d_delay else self.cost_history[0])
         derivative = np.maximum(smoothed - lagged, 0.0)
-        return cfg.kp * self.error_ema + self.integral + cfg.kd * derivative
+        p = np.tanh(self.error_ema) if self.cfg.proportional_tanh else self.error_ema
+        self.terms = {"p": self.gains["kp"] * p, "i": self.integral.copy(), "d": self.gains["kd"] * derivative}
+        return self.terms["p"] + self.terms["i"] + self.terms["d"]
+
+    def diagnostics(self) -> dict[str, float]:
+        """First constraint's P, I, D terms and gains (for the metrics log)."""
+        out = {f"lagrange_{k}": float(v[0]) for k, v in self.terms.items()}
+        out.update({f"lagrange_{g}": float(v[0]) for g, v in self.gains.items()})
+        return out
 
     def state_dict(self) -> dict:
         return {
@@ -147,6 +193,8 @@ class PID(Controller):
             "integral": self.integral.tolist(),
             "error_ema": self.error_ema.tolist(),
             "cost_history": self.cost_history,
+            "gains": {g: v.tolist() for g, v in self.gains.items()},
+            "terms": {k: v.tolist() for k, v in self.terms.items()},
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -154,9 +202,104 @@ class PID(Controller):
         self.integral = np.asarray(state["integral"], np.float64)
         self.error_ema = np.asarray(state["error_ema"], np.float64)
         self.cost_history = [list(c) for c in state["cost_history"]]
+        if "gains" in state:
+            self.gains = {g: np.asarray(v, np.float64) for g, v in state["gains"].items()}
+        if "terms" in state:
+            self.terms = {k: np.asarray(v, np.float64) for k, v in state["terms"].items()}
 
 
-CONTROLLERS = {c.name: c for c in (FixedLambda, DualAscent, PID)}
+class AdaptivePID(PID):
+    """Marvel's adaptive PID (aPID): the PID above with a_p = a_d = 0.9, tau = 10 by default, and gains
+    that adapt to the recent smoothed cost after every update (the new gains act from the next one).
+
+        W = the last ``adapt_window`` smoothed costs cbar;  m = mean(W) + 0.1;  s = std(W)
+        m > kappa:  K_p *= 1 + alpha (m - kappa) / m ;  K_i *= 1 + beta (m - kappa) / m
+        else:       K_p *= 1 - alpha (kappa - m) / m ;  K_i *= 1 - beta (kappa - m) / m
+        K_d *= 1 + gamma s / m
+        every gain clipped to [K0 / b, b K0]
+
+    ``gain_update``: "raw" applies the factors as written (when m << kappa the factor is negative and
+    only the clip hides it: the gain jumps to K0 / b in one step); "bounded" (default) clips each factor
+    to [1/2, 2]; "exp" uses exp(rate term), always positive. With ``kd_reset`` K_d returns to K0_d when
+    the smoothed cost changes regime: the last 2W values split in halves whose means differ by more than
+    ``kd_reset_z`` standard errors and by more than ``kd_reset_min_shift`` kappa; after a reset the test
+    waits 2W updates (both halves must come from the new regime)."""
+
+    name = "apid"
+    default_ema_p, default_ema_d, default_d_delay = 0.9, 0.9, 10
+
+    def __init__(self, cfg, cost_limit, num_costs=1):
+        super().__init__(cfg, cost_limit, num_costs)
+        for rate in ("adapt_rate_p", "adapt_rate_i", "adapt_rate_d"):
+            if getattr(cfg, rate) < 0:
+                raise ConfigError(f"lagrange.{rate} must be >= 0, got {getattr(cfg, rate)}")
+        if cfg.adapt_window < 2:
+            raise ConfigError(f"lagrange.adapt_window must be >= 2, got {cfg.adapt_window}")
+        if cfg.gain_bound < 1:
+            raise ConfigError(f"lagrange.gain_bound must be >= 1, got {cfg.gain_bound}")
+        if cfg.gain_update not in ("bounded", "exp", "raw"):
+            raise ConfigError(f"lagrange.gain_update must be bounded | exp | raw, got '{cfg.gain_update}'")
+        if cfg.kd_reset_z <= 0:
+            raise ConfigError(f"lagrange.kd_reset_z must be > 0, got {cfg.kd_reset_z}")
+        self.kd_resets = 0
+        self.since_reset = 0
+
+    @property
+    def history_length(self) -> int:
+        return max(self.d_delay + 1, 2 * self.cfg.adapt_window)
+
+    def _factor(self, rate_term: np.ndarray) -> np.ndarray:
+        if self.cfg.gain_update == "exp":
+            return np.exp(rate_term)
+        factor = 1.0 + rate_term
+        return np.clip(factor, 0.5, 2.0) if self.cfg.gain_update == "bounded" else factor
+
+    def regime_change(self) -> np.ndarray:
+        """Per constraint: did the smoothed cost shift between the two halves of the last 2W values?"""
+        w = self.cfg.adapt_window
+        if len(self.cost_history) < 2 * w or self.since_reset < 2 * w:
+            return np.zeros(self.value.shape, bool)
+        hist = np.asarray(self.cost_history[-2 * w :], np.float64)  # [2W, num_costs]
+        old, new = hist[:w], hist[w:]
+        shift = np.abs(new.mean(0) - old.mean(0))
+        stderr = np.sqrt((old.var(0, ddof=1) + new.var(0, ddof=1)) / w) + 1e-8
+        return (shift > self.cfg.kd_reset_z * stderr) & (shift > self.cfg.kd_reset_min_shift * self.cost_limit)
+
+    def _step(self, cost):
+        lam = super()._step(cost)
+        cfg = self.cfg
+        window = np.asarray(self.cost_history[-cfg.adapt_window :], np.float64)
+        m = window.mean(0) + 0.1
+        s = window.std(0)
+        above = m > self.cost_limit
+        rel = np.where(above, (m - self.cost_limit) / m, -(self.cost_limit - m) / m)
+        self.gains["kp"] = self.gains["kp"] * self._factor(cfg.adapt_rate_p * rel)
+        self.gains["ki"] = self.gains["ki"] * self._factor(cfg.adapt_rate_i * rel)
+        self.gains["kd"] = self.gains["kd"] * self._factor(cfg.adapt_rate_d * s / m)
+        self.since_reset += 1
+        if cfg.kd_reset:
+            reset = self.regime_change()
+            if reset.any():
+                self.gains["kd"] = np.where(reset, self.gains0["kd"], self.gains["kd"])
+                self.kd_resets += int(reset.sum())
+                self.since_reset = 0
+        for g in self.gains:
+            self.gains[g] = np.clip(self.gains[g], self.gains0[g] / cfg.gain_bound, self.gains0[g] * cfg.gain_bound)
+        return lam
+
+    def diagnostics(self) -> dict[str, float]:
+        return {**super().diagnostics(), "lagrange_kd_resets": float(self.kd_resets)}
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "kd_resets": self.kd_resets, "since_reset": self.since_reset}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.kd_resets = int(state["kd_resets"])
+        self.since_reset = int(state["since_reset"])
+
+
+CONTROLLERS = {c.name: c for c in (FixedLambda, DualAscent, PID, AdaptivePID)}
 
 
 def make_controller(cfg: LagrangeConfig, cost_limit, num_costs: int = 1) -> Controller:

@@ -24,18 +24,21 @@ def make_update_many(
     ``update_fn(state, batch, key, **signals) -> (state, metrics)`` is an agent's single update;
     ``sample_fn(buffers, key) -> batch`` draws a minibatch from device-resident replay buffers.
     ``signals`` (e.g. the Lagrange multiplier) are traced arrays held fixed for the whole call: the host
-    owns the controllers and changes them between calls, not between gradient steps.
+    owns the controllers and changes them between calls. ``step_signals`` hold one value per gradient
+    step (leading axis ``num_steps``), for a controller updated on every minibatch.
     Returns the new state and the metrics averaged over the ``num_steps`` steps.
     """
 
     @partial(jax.jit, static_argnames=("num_steps",), donate_argnums=(0,))
-    def update_many(state, buffers, key, signals: dict, num_steps: int):
-        def body(carry, step_key):
+    def update_many(state, buffers, key, signals: dict, num_steps: int, step_signals: dict | None = None):
+        def body(carry, xs):
+            step_key, per_step = xs
             sample_key, update_key = jax.random.split(step_key)
             batch = sample_fn(buffers, sample_key)
-            return update_fn(carry, batch, update_key, **signals)
+            return update_fn(carry, batch, update_key, **signals, **per_step)
 
-        state, metrics = jax.lax.scan(body, state, jax.random.split(key, num_steps))
+        xs = (jax.random.split(key, num_steps), step_signals or {})
+        state, metrics = jax.lax.scan(body, state, xs)
         return state, jax.tree_util.tree_map(lambda m: m.mean(axis=0), metrics)
 
     return update_many

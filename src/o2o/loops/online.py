@@ -108,7 +108,10 @@ class OnlineTrainer:
     """Owns everything of one online run. ``run()`` trains to the configured number of iterations,
     writing metrics and checkpoints through the given run directory."""
 
-    def __init__(self, cfg, rundir=None, *, progress: bool = True, agent_state=None, offline_buffer=None):
+    def __init__(self, cfg, rundir=None, *, progress: bool = True, agent_state=None, obs_stats=None):
+        """``agent_state``: start from this agent (a pre-trained, bridged one) instead of a fresh init.
+        ``obs_stats``: (mean, std) the agent's networks expect observations standardised with (those of
+        its offline pre-training); applied to what the policy sees and to what the replay stores."""
         from o2o.envs import Collector, get_task
 
         check_config(cfg)
@@ -138,6 +141,12 @@ class OnlineTrainer:
             "violating_episodes": 0,
         }
         self.update_many = _update_many(self.spec.module.update, cfg.agent.batch_size)
+        if obs_stats is None:
+            obs_stats = (np.zeros(obs_dim, np.float32), np.ones(obs_dim, np.float32))
+        self.obs_mean, self.obs_std = (np.asarray(x, np.float32) for x in obs_stats)
+        if self.obs_mean.shape != (obs_dim,) or self.obs_std.shape != (obs_dim,) or np.any(self.obs_std <= 0):
+            raise ConfigError(f"observation statistics must be two arrays of shape ({obs_dim},) with std > 0 for task {self.task.name}")
+        self.normalize = bool(np.any(self.obs_mean != 0) or np.any(self.obs_std != 1))
 
     # ------------------------------------------------------------------ policies
     def _random_policy(self, obs: np.ndarray) -> np.ndarray:
@@ -149,14 +158,24 @@ class OnlineTrainer:
 
         def policy(obs: np.ndarray) -> np.ndarray:
             counter[0] += 1
-            return np.asarray(_policy_step(actor, obs, key, counter[0]))
+            return np.asarray(_policy_step(actor, self._norm(obs), key, counter[0]))
 
         return policy
 
     def deterministic_policy(self) -> Callable[[np.ndarray], np.ndarray]:
         actor = self.state.actor
         key = jax.random.PRNGKey(0)
-        return lambda obs: np.asarray(_policy_step(actor, obs, key, 0, deterministic=True))
+        return lambda obs: np.asarray(_policy_step(actor, self._norm(obs), key, 0, deterministic=True))
+
+    def _norm(self, obs: np.ndarray) -> np.ndarray:
+        return (obs - self.obs_mean) / self.obs_std if self.normalize else obs
+
+    def _replay_rows(self, rollout) -> dict:
+        rows = {k: getattr(rollout, k) for k in ("observations", "actions", "rewards", "costs", "next_observations", "terminals", "timeouts")}
+        if self.normalize:
+            rows["observations"] = self._norm(rows["observations"]).astype(np.float32)
+            rows["next_observations"] = self._norm(rows["next_observations"]).astype(np.float32)
+        return rows
 
     # ------------------------------------------------------------------ one iteration
     def iteration(self) -> dict[str, float]:
@@ -172,7 +191,7 @@ class OnlineTrainer:
         else:
             rollout = self.collector.collect(policy, num_steps=o.steps_per_iteration)
         collect_time = time.perf_counter() - t0
-        self.buffer = replay_add(self.buffer, rollout)
+        self.buffer = replay_add(self.buffer, self._replay_rows(rollout))
         self.last_rollout = rollout
 
         c = self.counters
@@ -187,18 +206,27 @@ class OnlineTrainer:
             if self.cost_limit is not None:
                 c["violating_episodes"] += int(np.sum(rollout.episode_costs > self.cost_limit))
 
-        signals = {}
+        will_update = c["env_steps"] >= o.update_after and o.updates_per_iteration > 0
+        signals, step_signals = {}, None
         if self.controller is not None:
             if len(rollout.episode_costs):
-                self.controller.update(float(np.mean(rollout.episode_costs)))
+                measured = float(np.mean(rollout.episode_costs))
+                if cfg.lagrange.cadence == "minibatch" and will_update:
+                    # the released code's cadence: one controller step per gradient step, same measurement
+                    lams = [self.controller.update(measured)[0] for _ in range(o.updates_per_iteration)]
+                    step_signals = {"lagrange": jnp.asarray(lams, jnp.float32)}
+                else:
+                    self.controller.update(measured)
             lam = self.controller.lagrange
-            signals["lagrange"] = jnp.asarray(lam[0], jnp.float32)
+            if step_signals is None:
+                signals["lagrange"] = jnp.asarray(lam[0], jnp.float32)
             metrics["lagrange"] = float(lam[0])
+            metrics.update(self.controller.diagnostics())
 
-        if c["env_steps"] >= o.update_after and o.updates_per_iteration > 0:
+        if will_update:
             t0 = time.perf_counter()
             self.state, update_metrics = self.update_many(
-                self.state, self.buffer, update_key, signals, num_steps=o.updates_per_iteration
+                self.state, self.buffer, update_key, signals, num_steps=o.updates_per_iteration, step_signals=step_signals
             )
             update_metrics = jax.device_get(update_metrics)
             update_time = time.perf_counter() - t0
@@ -226,7 +254,13 @@ class OnlineTrainer:
     def checkpoint_arrays(self) -> dict:
         from flax.serialization import to_state_dict
 
-        return {"agent": to_state_dict(self.state), "buffer": to_state_dict(self.buffer), "key": self.key}
+        return {
+            "agent": to_state_dict(self.state),
+            "buffer": to_state_dict(self.buffer),
+            "key": self.key,
+            "obs_mean": self.obs_mean,
+            "obs_std": self.obs_std,
+        }
 
     def host_state(self) -> dict:
         return {
@@ -242,6 +276,9 @@ class OnlineTrainer:
         self.state = from_state_dict(self.state, arrays["agent"])
         self.buffer = from_state_dict(self.buffer, arrays["buffer"])
         self.key = jnp.asarray(arrays["key"], jnp.uint32)
+        self.obs_mean = np.asarray(arrays["obs_mean"], np.float32)
+        self.obs_std = np.asarray(arrays["obs_std"], np.float32)
+        self.normalize = bool(np.any(self.obs_mean != 0) or np.any(self.obs_std != 1))
         self.counters = dict(host["counters"])
         if self.controller is not None:
             self.controller.load_state_dict(host["controller"])
