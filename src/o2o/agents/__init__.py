@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import ModuleType
 
-from o2o.agents import sac, sac_lag
+from o2o.agents import sac, sac_lag, td3
 from o2o.errors import ConfigError
 
 
@@ -21,6 +21,7 @@ class AgentSpec:
     config_cls: type
     safe: bool  # has a cost critic and takes a Lagrange multiplier signal
     description: str
+    on_policy: bool = False  # learns from its own fresh rollouts (PPO): trained by loops/onpolicy.py, no replay
 
 
 ONLINE_AGENTS: dict[str, AgentSpec] = {
@@ -28,6 +29,7 @@ ONLINE_AGENTS: dict[str, AgentSpec] = {
     "sac-lag": AgentSpec(
         "sac-lag", sac_lag, sac_lag.SACLagConfig, True, "SAC-Lagrangian: SAC + cost critic + multiplier"
     ),
+    "td3": AgentSpec("td3", td3, td3.TD3Config, False, "Twin Delayed DDPG (Fujimoto et al. 2018)"),
 }
 
 

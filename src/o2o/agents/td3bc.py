@@ -13,23 +13,18 @@ Defaults are the paper's and CORL's: alpha 2.5, sigma 0.2, c 0.5, d 2, 2x256, Ad
 batch 256. Both the paper and CORL normalise observations with the dataset's mean and std; that is the
 data pipeline's job here (normalise the dataset and wrap the env), not the agent's.
 
-The step counter lives in the state, and the delayed actor step is a ``lax.cond``, so K steps can run
-inside one jitted scan. Only ``terminals`` stop bootstrapping (time-limit truncation does not).
+The state, the critic step and the delayed actor step are TD3's (``agents/td3.py``, ``delayed_update``);
+this module adds only the actor loss. Only ``terminals`` stop bootstrapping (time-limit truncation does not).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import partial
-from typing import Any
 
-import flax.struct
 import jax
 import jax.numpy as jnp
-from flax.training.train_state import TrainState
 
-from o2o.agents.common import adam
-from o2o.nn import CriticEnsemble, DeterministicActor, polyak_update
+from o2o.agents import td3
 
 
 @dataclass(frozen=True)
@@ -50,55 +45,18 @@ class TD3BCConfig:
     batch_size: int = field(default=256, metadata={"help": "minibatch size"})
 
 
-@flax.struct.dataclass
-class TD3BCState:
-    actor: TrainState
-    target_actor_params: Any
-    critic: TrainState
-    target_critic_params: Any
-    step: jax.Array  # int32: gradient steps taken (drives the policy delay)
-    config: TD3BCConfig = flax.struct.field(pytree_node=False)
-
-
-def init(key: jax.Array, obs_dim: int, act_dim: int, cfg: TD3BCConfig) -> TD3BCState:
-    actor_key, critic_key = jax.random.split(key)
-    obs = jnp.zeros((1, obs_dim), jnp.float32)
-    act = jnp.zeros((1, act_dim), jnp.float32)
-    actor_def = DeterministicActor(cfg.hidden_dims, act_dim)
-    actor_params = actor_def.init(actor_key, obs)
-    critic_def = CriticEnsemble(cfg.hidden_dims, cfg.num_critics, cfg.critic_layer_norm)
-    critic_params = critic_def.init(critic_key, obs, act)
-    return TD3BCState(
-        actor=TrainState.create(apply_fn=actor_def.apply, params=actor_params, tx=adam(cfg.actor_lr)),
-        target_actor_params=jax.tree_util.tree_map(jnp.copy, actor_params),
-        critic=TrainState.create(apply_fn=critic_def.apply, params=critic_params, tx=adam(cfg.critic_lr)),
-        target_critic_params=jax.tree_util.tree_map(jnp.copy, critic_params),
-        step=jnp.zeros((), jnp.int32),
-        config=cfg,
-    )
+# TD3+BC is TD3 with another actor loss: the state, init, target and critic loss are TD3's, so a TD3+BC
+# checkpoint loads into online TD3 (``agents/td3.py``) as it is.
+TD3BCState = td3.TD3State
+init = td3.init
+smoothed_target_actions = td3.smoothed_target_actions
+critic_target = td3.critic_target
+critic_loss = td3.critic_loss
+actor_actions = td3.actor_actions
+act = td3.act
 
 
 # ---------------------------------------------------------------- losses (pure functions)
-
-
-def smoothed_target_actions(actions: jax.Array, key: jax.Array, noise_std: float, noise_clip: float) -> jax.Array:
-    """clip(a + clip(N(0, sigma^2), -c, c), -1, 1)."""
-    noise = jnp.clip(noise_std * jax.random.normal(key, actions.shape), -noise_clip, noise_clip)
-    return jnp.clip(actions + noise, -1.0, 1.0)
-
-
-def critic_target(state: TD3BCState, batch, key) -> jax.Array:
-    cfg = state.config
-    next_actions = state.actor.apply_fn(state.target_actor_params, batch["next_observations"])
-    next_actions = smoothed_target_actions(next_actions, key, cfg.policy_noise, cfg.noise_clip)
-    next_q = state.critic.apply_fn(state.target_critic_params, batch["next_observations"], next_actions).min(axis=0)
-    return cfg.reward_scale * batch["rewards"] + cfg.gamma * (1.0 - batch["terminals"]) * next_q
-
-
-def critic_loss(critic_params, apply_fn, batch, target_q) -> tuple[jax.Array, dict]:
-    q = apply_fn(critic_params, batch["observations"], batch["actions"])  # [num_critics, B]
-    loss = ((q - target_q[None]) ** 2).mean(axis=1).sum()
-    return loss, {"critic_loss": loss, "q_mean": q.mean()}
 
 
 def q_weight(q: jax.Array, alpha: float) -> jax.Array:
@@ -116,43 +74,9 @@ def td3bc_actor_loss(actor_params, state: TD3BCState, batch) -> tuple[jax.Array,
     return loss, {"actor_loss": loss, "bc_mse": bc, "q_weight": lmbda}
 
 
-# ---------------------------------------------------------------- update and act
+# ---------------------------------------------------------------- update
 
 
 def update(state: TD3BCState, batch: dict, key: jax.Array) -> tuple[TD3BCState, dict]:
     """One critic step; every ``policy_delay``-th step also an actor step and the target updates."""
-    cfg = state.config
-    target_q = jax.lax.stop_gradient(critic_target(state, batch, key))
-    grads, critic_info = jax.grad(critic_loss, has_aux=True)(state.critic.params, state.critic.apply_fn, batch, target_q)
-    state = state.replace(critic=state.critic.apply_gradients(grads=grads))
-
-    def actor_step(state):
-        grads, info = jax.grad(td3bc_actor_loss, has_aux=True)(state.actor.params, state, batch)
-        actor = state.actor.apply_gradients(grads=grads)
-        return state.replace(
-            actor=actor,
-            target_actor_params=polyak_update(state.target_actor_params, actor.params, cfg.tau),
-            target_critic_params=polyak_update(state.target_critic_params, state.critic.params, cfg.tau),
-        ), info
-
-    def no_actor_step(state):
-        _, info = td3bc_actor_loss(state.actor.params, state, batch)  # forward only, for honest metrics
-        return state, info
-
-    state, actor_info = jax.lax.cond(state.step % cfg.policy_delay == 0, actor_step, no_actor_step, state)
-    return state.replace(step=state.step + 1), {**critic_info, **actor_info}
-
-
-@partial(jax.jit, static_argnames=("deterministic", "exploration_noise"))
-def actor_actions(
-    actor: TrainState, observations: jax.Array, key: jax.Array, deterministic: bool = False, exploration_noise: float = 0.1
-) -> jax.Array:
-    """pi(s) in [-1, 1]; with Gaussian exploration noise (clipped to the box) unless deterministic."""
-    actions = actor.apply_fn(actor.params, observations)
-    if deterministic:
-        return actions
-    return jnp.clip(actions + exploration_noise * jax.random.normal(key, actions.shape), -1.0, 1.0)
-
-
-def act(state: TD3BCState, observations: jax.Array, key: jax.Array, deterministic: bool = False) -> jax.Array:
-    return actor_actions(state.actor, observations, key, deterministic, state.config.exploration_noise)
+    return td3.delayed_update(state, batch, key, td3bc_actor_loss)

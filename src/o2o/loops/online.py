@@ -96,12 +96,22 @@ def _sample(buffer, key, batch_size):
     return replay_sample(buffer, key, batch_size)
 
 
-@partial(jax.jit, static_argnames=("deterministic",))
-def _policy_step(actor, observations, key, step, deterministic=False):
-    """One batched policy call; the per-step key is folded in on the device (no host-side splits)."""
-    from o2o.agents.sac import actor_actions
+@partial(jax.jit, static_argnames=("deterministic", "actions_fn", "action_kwargs"))
+def _policy_step(actor, observations, key, step, deterministic=False, actions_fn=None, action_kwargs=()):
+    """One batched policy call; the per-step key is folded in on the device (no host-side splits).
+    ``actions_fn`` is the agent module's ``actor_actions`` (SAC's when None) and ``action_kwargs`` its
+    config-dependent arguments as (name, value) pairs, e.g. TD3's exploration noise."""
+    if actions_fn is None:
+        from o2o.agents.sac import actor_actions as actions_fn
 
-    return actor_actions(actor, observations, jax.random.fold_in(key, step), deterministic)
+    return actions_fn(actor, observations, jax.random.fold_in(key, step), deterministic, **dict(action_kwargs))
+
+
+def policy_step_kwargs(module, agent_cfg) -> dict:
+    """How ``_policy_step`` acts for an agent module: its ``actor_actions`` and, if the module defines
+    ``exploration_kwargs(cfg)``, those arguments (hashable, so they are static under jit)."""
+    extra = getattr(module, "exploration_kwargs", None)
+    return {"actions_fn": module.actor_actions, "action_kwargs": tuple(sorted(extra(agent_cfg).items())) if extra else ()}
 
 
 class OnlineTrainer:
@@ -141,6 +151,7 @@ class OnlineTrainer:
             "violating_episodes": 0,
         }
         self.update_many = _update_many(self.spec.module.update, cfg.agent.batch_size)
+        self.policy_kwargs = policy_step_kwargs(self.spec.module, cfg.agent)
         if obs_stats is None:
             obs_stats = (np.zeros(obs_dim, np.float32), np.ones(obs_dim, np.float32))
         self.obs_mean, self.obs_std = (np.asarray(x, np.float32) for x in obs_stats)
@@ -158,14 +169,14 @@ class OnlineTrainer:
 
         def policy(obs: np.ndarray) -> np.ndarray:
             counter[0] += 1
-            return np.asarray(_policy_step(actor, self._norm(obs), key, counter[0]))
+            return np.asarray(_policy_step(actor, self._norm(obs), key, counter[0], **self.policy_kwargs))
 
         return policy
 
     def deterministic_policy(self) -> Callable[[np.ndarray], np.ndarray]:
         actor = self.state.actor
         key = jax.random.PRNGKey(0)
-        return lambda obs: np.asarray(_policy_step(actor, self._norm(obs), key, 0, deterministic=True))
+        return lambda obs: np.asarray(_policy_step(actor, self._norm(obs), key, 0, deterministic=True, **self.policy_kwargs))
 
     def _norm(self, obs: np.ndarray) -> np.ndarray:
         return (obs - self.obs_mean) / self.obs_std if self.normalize else obs
