@@ -7,8 +7,173 @@ commands and ``cli.py`` only wires them in.
 
 from __future__ import annotations
 
-COMMANDS: dict = {}
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from o2o.errors import ConfigError
 
 
 def add_parsers(sub, add_config_args) -> None:
     """Add this layer's sub-commands to ``sub`` (an argparse sub-parsers action)."""
+    p = sub.add_parser(
+        "sweep",
+        help="run methods x tasks x seeds x config variants from a YAML spec (local pool or Ray); resumable",
+        description="Run every run a sweep spec plans (docs/experiments.md). Every run's config is built and checked "
+        "first: an unknown method, task or config key, or malformed YAML, is refused naming its line before anything "
+        "is launched. Runs go to SWEEP_DIR/runs/<method>/<task>/seed<k>; SWEEP_DIR/index.sqlite records each run's "
+        "config hash and status, so launching the same sweep again runs only what has not finished (stopped runs "
+        "continue from their checkpoints; failed runs only with --retry-failed).",
+    )
+    p.add_argument("spec", metavar="SPEC.yaml|SWEEP_DIR", help="a sweep spec, or the directory of a sweep to continue")
+    p.add_argument("--out", metavar="DIR", help="sweep directory (default: the spec's 'out', else runs/sweeps/<name>)")
+    p.add_argument("--backend", choices=["local", "ray", "sequential"], default="local",
+                   help="local: a process pool on this machine (default); ray: a Ray cluster (--address) or a local Ray "
+                   "instance; sequential: one run at a time in this process")
+    p.add_argument("--workers", type=int, help="parallel runs (default: one per core)")
+    p.add_argument("--threads-per-worker", type=int, help="cores per run (default: cores // workers)")
+    p.add_argument("--no-pin", action="store_true", help="do not pin each worker to its own cores")
+    p.add_argument("--address", metavar="HOST:PORT", help="Ray cluster to run on (with --backend ray; 'auto' finds a local one)")
+    p.add_argument("--retry-failed", action="store_true", help="run the runs that failed before again")
+    p.add_argument("--dry-run", action="store_true", help="check the spec and list the runs it plans; write nothing")
+    p.add_argument("--status", action="store_true", help="show the index of SWEEP_DIR (every run's status, attempts, error)")
+    p.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
+                   help="override one config key of every run, e.g. --set online.iterations=4 (repeatable; part of each "
+                   "run's config hash)")
+
+    p = sub.add_parser(
+        "report",
+        help="tables (markdown + CSV) and learning-curve figures from a sweep or run directories",
+        description="Aggregate finished runs over seeds and write a results page: DSRL-normalised reward and cost "
+        "(unsafe agents marked), D4RL-normalised scores, cumulative training cost, final and best (labelled) with the "
+        "budget each was measured at; one figure per task with reward and cost panels and the cost limit drawn. "
+        "Failed or unfinished runs are listed and left out.",
+    )
+    p.add_argument("sources", nargs="+", metavar="SWEEP_DIR|RUN_DIR", help="sweep directories, run directories, or folders holding runs")
+    p.add_argument("--out", metavar="FILE.md", help="results page (default: <sweep>/report/report.md or report/report.md); "
+                   "figures and CSVs go to FILE/ beside it")
+    p.add_argument("--aggregate", choices=["mean", "iqm"], default="mean",
+                   help="mean: mean and 95%% t interval (default); iqm: interquartile mean and 95%% bootstrap interval (rliable)")
+    p.add_argument("--title", help="the page's title")
+
+
+# ------------------------------------------------------------------------------------ sweep
+
+
+def _resolve_spec(args):
+    """(spec, sweep_dir) from a spec file or from a sweep directory (its recorded spec)."""
+    from o2o.experiments.index import INDEX_FILE, read_index
+    from o2o.experiments.spec import load_spec, parse_spec
+    from o2o.experiments.sweep import SPEC_COPY
+
+    given = Path(args.spec)
+    if given.is_dir():
+        if not (given / INDEX_FILE).is_file():
+            raise ConfigError(f"'{given}' is a directory but not a sweep directory (no {INDEX_FILE}); give a spec file")
+        meta, _ = read_index(given)
+        overrides = args.overrides or json.loads(meta.get("cli_overrides", "[]"))
+        source = Path(meta.get("spec_source", ""))
+        copy = given / SPEC_COPY
+        if source.is_file() and source.read_text() == copy.read_text():
+            return load_spec(source, cli_overrides=overrides), Path(args.out or given), overrides
+        from o2o.config import load_yaml
+
+        spec = parse_spec(load_yaml(copy), copy.read_text(), source=str(copy), base_dir=source.parent if meta.get("spec_source") else given,
+                          default_name=meta.get("name", given.name), cli_overrides=overrides)
+        return spec, Path(args.out or given), overrides
+    spec = load_spec(given, cli_overrides=args.overrides)
+    return spec, Path(args.out or spec.out), args.overrides
+
+
+def cmd_sweep(args) -> int:
+    from o2o.experiments.sweep import make_backend, run_dir_of, run_sweep
+
+    if args.status:
+        return _sweep_status(Path(args.spec))
+    spec, sweep_dir, overrides = _resolve_spec(args)
+    if args.dry_run:
+        return _dry_run(spec, sweep_dir)
+    backend = make_backend(args.backend, workers=args.workers, threads=args.threads_per_worker, address=args.address, pin=not args.no_pin)
+    try:
+        outcome = run_sweep(spec, sweep_dir, backend=backend, retry_failed=args.retry_failed, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"o2o: sweep interrupted; the runs in flight keep their last checkpoints. Continue with `o2o sweep {sweep_dir}`",
+              file=sys.stderr)
+        return 130
+    c = outcome.counts
+    ran = len(outcome.executed)
+    rate = f" ({ran / outcome.wall_time_s * 60:.2f} runs/min)" if ran and outcome.wall_time_s > 0 else ""
+    print(f"sweep {spec.name}: {c['finished']} finished, {c['failed']} failed, "
+          f"{c['pending'] + c['running'] + c['interrupted']} not finished; this call ran {ran} runs in {outcome.wall_time_s:.1f} s{rate}"
+          + (f" and kept {len(outcome.kept)} finished ones" if outcome.kept else ""))
+    for run_id, error in outcome.failed:
+        print(f"  FAILED {run_id}: {error}  (traceback: o2o sweep {sweep_dir} --status; run again with --retry-failed)")
+    print(f"outputs: {sweep_dir}/ (index.sqlite, spec.yaml, runs/); next: o2o report {sweep_dir} --out docs/results/{spec.name}.md")
+    return 1 if outcome.failed else 0
+
+
+def _dry_run(spec, sweep_dir: Path) -> int:
+    from o2o.experiments.index import INDEX_FILE, read_index
+
+    status = {}
+    if (sweep_dir / INDEX_FILE).is_file():
+        _, records = read_index(sweep_dir)
+        status = {r.run_id: (r.status, r.config_hash) for r in records}
+    print(f"sweep {spec.name}: {len(spec.runs)} runs planned -> {sweep_dir}/runs/")
+    for run in spec.runs:
+        st, h = status.get(run.run_id, ("new", run.config_hash))
+        if h != run.config_hash:
+            st = "CONFIG DIFFERS from the recorded run (refused at launch)"
+        print(f"  {run.run_id:<40} {run.kind:<9} hash {run.config_hash}  {st}" + (f"  [{run.variant}]" if run.variant else ""))
+    print("outputs: none written (dry run)")
+    return 0
+
+
+def _sweep_status(sweep_dir: Path) -> int:
+    from o2o.experiments.index import read_index
+
+    meta, records = read_index(sweep_dir)
+    print(f"sweep {meta.get('name', sweep_dir.name)} in {sweep_dir} (spec {meta.get('spec_source') or 'spec.yaml'}, "
+          f"sha256 {meta.get('spec_sha256', '?')[:12]}; last launched {meta.get('updated_at', '?')})")
+    print(f"  {'run':<40} {'status':<12} {'attempts':>8} {'wall s':>8}  {'continued from':>14}  error")
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r.status] = counts.get(r.status, 0) + 1
+        wall = f"{r.wall_time_s:.1f}" if r.wall_time_s is not None else "-"
+        cont = "-" if r.resumed_from is None else f"ckpt {r.resumed_from}"
+        print(f"  {r.run_id:<40} {r.status:<12} {r.attempts:>8} {wall:>8}  {cont:>14}  {r.error or ''}")
+    print("  " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    for r in records:
+        if r.status == "failed" and r.traceback:
+            print(f"\ntraceback of {r.run_id}:\n" + "\n".join(r.traceback.rstrip().splitlines()[-12:]))
+    print(f"outputs: none written ({sweep_dir / 'index.sqlite'} read)")
+    return 0
+
+
+# ------------------------------------------------------------------------------------ report
+
+
+def cmd_report(args) -> int:
+    from o2o.experiments.index import INDEX_FILE
+    from o2o.experiments.report import write_report
+
+    first = Path(args.sources[0])
+    out = Path(args.out) if args.out else ((first / "report" / "report.md") if (first / INDEX_FILE).is_file() else Path("report/report.md"))
+    command = "o2o report " + " ".join(shlex.quote(s) for s in args.sources) + f" --out {shlex.quote(str(out))}"
+    if args.aggregate != "mean":
+        command += f" --aggregate {args.aggregate}"
+    written = write_report(args.sources, out, how=args.aggregate, title=args.title, command=command)
+    for g in written["results"]:
+        line = f"{g.task:<12} {g.method:<24} n={g.n}  final norm. return {g.final_norm_return.fmt(3)}"
+        if g.final_norm_cost is not None:
+            line += f"  norm. cost {g.final_norm_cost.fmt(2)}{'  UNSAFE' if g.unsafe else ''}"
+        print(line)
+    if written["excluded"]:
+        print(f"left out: {len(written['excluded'])} runs (failed or unfinished; listed in the page)")
+    figs = ", ".join(p.name for p in written["figures"])
+    print(f"outputs: {written['markdown']} (+ {written['csv']}, figures {figs} in {written['csv'].parent}/)")
+    return 0
+
+
+COMMANDS = {"sweep": cmd_sweep, "report": cmd_report}

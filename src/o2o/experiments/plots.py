@@ -21,9 +21,13 @@ def plot_learning_curves(
     reward_metric: str = "eval/return",
     cost_metric: str | None = "eval/cost",
     reward_label: str = "evaluation return",
+    colors: dict[str, str] | None = None,
+    how: str = "mean",
+    x_label: str = "environment steps",
 ) -> Path:
-    """One panel for reward (and one for cost when ``cost_metric``), mean and 95% CI over the runs of
-    each group. Returns the PNG path."""
+    """One panel for reward (and one for cost when ``cost_metric``), the aggregate (``how``: mean or
+    iqm) and its 95% CI over the runs of each group. ``colors`` maps group labels to colours, so that a
+    method keeps its colour across figures (default: by position). Returns the PNG path."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -32,10 +36,10 @@ def plot_learning_curves(
     panels = 2 if cost_metric else 1
     fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 3.8), dpi=110, squeeze=False)
     for i, (label, runs) in enumerate(groups.items()):
-        color = COLORS[i % len(COLORS)]
+        color = (colors or {}).get(label, COLORS[i % len(COLORS)])
         metrics = [(axes[0, 0], reward_metric)] + ([(axes[0, 1], cost_metric)] if cost_metric else [])
         for ax, metric in metrics:
-            c = curve(runs, metric)
+            c = curve(runs, metric, how=how)
             ax.plot(c.x, c.mean, color=color, label=f"{label} (n={c.n})")
             ax.fill_between(c.x, c.low, c.high, color=color, alpha=0.2, lw=0)
     axes[0, 0].set_ylabel(reward_label)
@@ -45,10 +49,11 @@ def plot_learning_curves(
         if cost_limit is not None:
             axes[0, 1].axhline(cost_limit, color="k", ls="--", lw=1.2, label=f"cost limit {cost_limit:g}")
     for ax in axes[0]:
-        ax.set_xlabel("environment steps")
+        ax.set_xlabel(x_label)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(title + "  (mean and 95% CI over seeds)", fontsize=10)
+    what = "mean and 95% t CI" if how == "mean" else "IQM and 95% bootstrap CI"
+    fig.suptitle(f"{title}  ({what} over seeds)", fontsize=10)
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,215 @@
+"""The sweep index: one SQLite file per sweep directory recording every run's config hash and status.
+
+    <sweep>/index.sqlite
+      runs(run_id, method, task, seed, variant, kind, config_hash, config_json, status, attempts,
+           error, traceback, resumed_from, wall_time_s, started_at, finished_at, worker)
+      meta(key, value)                 name, spec text and its sha256, created / updated times
+
+A run's status moves pending -> running -> finished | failed (| interrupted). Only the process that
+drives the sweep writes the index (workers return their results to it), so there is one writer.
+
+Resume rules (``plan``): finished runs are never run again; running / interrupted runs (the sweep
+stopped while they were in flight) and pending runs are run, continuing from their last checkpoint
+when their run directory has one; failed runs are run again only when asked (``retry_failed``). A
+run whose config hash differs from the one recorded under the same run id is refused: the spec
+changed under a sweep that already ran, and reusing the directory would mix two experiments.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+from o2o.errors import ConfigError
+
+INDEX_FILE = "index.sqlite"
+STATUSES = ("pending", "running", "finished", "failed", "interrupted")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    method TEXT NOT NULL,
+    task TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    variant TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    config_hash TEXT NOT NULL,
+    config_json TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    traceback TEXT,
+    resumed_from INTEGER,
+    wall_time_s REAL,
+    started_at REAL,
+    finished_at REAL,
+    worker TEXT
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    method: str
+    task: str
+    seed: int
+    variant: str
+    kind: str
+    config_hash: str
+    config: dict
+    status: str
+    attempts: int
+    error: str | None
+    traceback: str | None
+    resumed_from: int | None
+    wall_time_s: float | None
+    started_at: float | None
+    finished_at: float | None
+    worker: str | None
+
+
+class SweepIndex:
+    """The index of the sweep in ``sweep_dir`` (created on first use)."""
+
+    def __init__(self, sweep_dir: str | Path):
+        self.path = Path(sweep_dir) / INDEX_FILE
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: autocommit; each write below is one statement or an explicit transaction
+        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        self._db.executescript(_SCHEMA)
+
+    @classmethod
+    def open_existing(cls, sweep_dir: str | Path) -> "SweepIndex":
+        if not (Path(sweep_dir) / INDEX_FILE).is_file():
+            raise ConfigError(f"'{sweep_dir}' is not a sweep directory (no {INDEX_FILE}); give the directory `o2o sweep` wrote")
+        return cls(sweep_dir)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ------------------------------------------------------------------ meta
+    def set_meta(self, **values: str) -> None:
+        with self._tx():
+            for k, v in values.items():
+                self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (k, str(v)))
+
+    def meta(self) -> dict[str, str]:
+        return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+
+    # ------------------------------------------------------------------ runs
+    def records(self) -> list[RunRecord]:
+        cur = self._db.execute("SELECT * FROM runs ORDER BY rowid")
+        names = [d[0] for d in cur.description]
+        out = []
+        for row in cur.fetchall():
+            d = dict(zip(names, row))
+            d["config"] = json.loads(d.pop("config_json"))
+            out.append(RunRecord(**d))
+        return out
+
+    def record(self, run_id: str) -> RunRecord | None:
+        return next((r for r in self.records() if r.run_id == run_id), None)
+
+    def register(self, runs) -> None:
+        """Add the planned runs not yet in the index (status pending). A run id already recorded with
+        another config hash is refused before anything is written."""
+        known = {r.run_id: r for r in self.records()}
+        for run in runs:
+            old = known.get(run.run_id)
+            if old is not None and old.config_hash != run.config_hash:
+                from o2o.config import diff_configs
+
+                diffs = diff_configs(old.config, run.config)
+                raise ConfigError(
+                    f"run '{run.run_id}' is already in {self.path} with another config ({'; '.join(diffs[:3]) or 'kind changed'}); "
+                    "the spec changed under a sweep that already ran: give the sweep another name or --out"
+                )
+        with self._tx():
+            for run in runs:
+                if run.run_id not in known:
+                    self._db.execute(
+                        "INSERT INTO runs(run_id, method, task, seed, variant, kind, config_hash, config_json, status) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending')",
+                        (run.run_id, run.method, run.task, run.seed, run.variant, run.kind, run.config_hash,
+                         json.dumps(run.config, sort_keys=True)),
+                    )
+
+    def plan(self, run_ids, *, retry_failed: bool = False) -> tuple[list[str], list[RunRecord], list[RunRecord]]:
+        """``(to_run, finished, failed_skipped)`` among ``run_ids``, by the resume rules above."""
+        by_id = {r.run_id: r for r in self.records()}
+        to_run, finished, failed = [], [], []
+        for run_id in run_ids:
+            rec = by_id[run_id]
+            if rec.status == "finished":
+                finished.append(rec)
+            elif rec.status == "failed" and not retry_failed:
+                failed.append(rec)
+            else:
+                to_run.append(run_id)
+        return to_run, finished, failed
+
+    def mark_running(self, run_id: str, worker: str = "") -> None:
+        self._db.execute(
+            "UPDATE runs SET status='running', attempts=attempts+1, started_at=?, worker=?, error=NULL, traceback=NULL "
+            "WHERE run_id=?",
+            (time.time(), worker, run_id),
+        )
+
+    def mark_finished(self, run_id: str, *, wall_time_s: float, resumed_from: int | None, worker: str = "") -> None:
+        self._db.execute(
+            "UPDATE runs SET status='finished', finished_at=?, wall_time_s=?, resumed_from=?, worker=?, error=NULL, "
+            "traceback=NULL WHERE run_id=?",
+            (time.time(), wall_time_s, resumed_from, worker, run_id),
+        )
+
+    def mark_failed(self, run_id: str, error: str, traceback: str = "", *, wall_time_s: float | None = None, worker: str = "") -> None:
+        self._db.execute(
+            "UPDATE runs SET status='failed', finished_at=?, error=?, traceback=?, wall_time_s=?, worker=? WHERE run_id=?",
+            (time.time(), error, traceback[-8000:], wall_time_s, worker, run_id),
+        )
+
+    def mark_interrupted(self, run_ids) -> None:
+        with self._tx():
+            for run_id in run_ids:
+                self._db.execute("UPDATE runs SET status='interrupted' WHERE run_id=? AND status='running'", (run_id,))
+
+    def reopen(self, run_id: str) -> None:
+        """Mark a run to be run again (its directory lost what made it finished)."""
+        self._db.execute("UPDATE runs SET status='interrupted' WHERE run_id=?", (run_id,))
+
+    def counts(self) -> dict[str, int]:
+        rows = self._db.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall()
+        return {s: 0 for s in STATUSES} | dict(rows)
+
+    def _tx(self):
+        db = self._db
+
+        class _Tx:
+            def __enter__(self):
+                db.execute("BEGIN IMMEDIATE")
+
+            def __exit__(self, exc_type, *_):
+                db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+        return _Tx()
+
+
+def read_index(sweep_dir: str | Path) -> tuple[dict[str, str], list[RunRecord]]:
+    """The meta data and run records of a sweep directory (for reports; read only)."""
+    path = Path(sweep_dir) / INDEX_FILE
+    if not path.is_file():
+        raise ConfigError(f"'{sweep_dir}' is not a sweep directory (no {INDEX_FILE})")
+    with closing(SweepIndex(sweep_dir)) as index:
+        return index.meta(), index.records()

@@ -1,0 +1,466 @@
+"""``o2o report``: tables and learning-curve figures from a sweep or from run directories.
+
+What a number in a report is:
+- **final**: each run's last evaluation (deterministic policy, fixed evaluation seeds), aggregated
+  over seeds; the budget it was measured at (env steps, or gradient steps for offline runs) is given
+  with it.
+- **best**: the maximum over evaluations of the seed-aggregated curve of the normalised return, with
+  the budget where it was reached. It selects on the evaluation episodes, so it is optimistic; it is
+  always labelled as best, never mixed with final.
+- **normalised return**: DSRL's (R - R_min) / (R_max - R_min) on safe tasks, D4RL's
+  100 (R - R_random) / (R_expert - R_random) on the others (reference returns: ``o2o tasks``).
+- **normalised cost**: DSRL's C / kappa; an agent whose aggregated final normalised cost exceeds 1
+  is marked unsafe.
+- **cumulative training cost**: the cost paid by every training episode of a run, warm-up included.
+
+Aggregation over seeds: ``mean`` (mean, 95% Student-t interval) or ``iqm`` (interquartile mean, 95%
+percentile-bootstrap interval; across tasks, a stratified bootstrap). Only finished runs count: a
+failed or unfinished run is listed as such and left out of every number.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from o2o.errors import O2OError, RunDirError
+from o2o.experiments.aggregate import aggregate, curve, read_run, stratified_bootstrap_ci, iqm, x_key_of
+
+AGGREGATE_TEXT = {
+    "mean": "mean and 95% Student-t confidence interval over seeds",
+    "iqm": "interquartile mean (IQM) and 95% percentile-bootstrap interval over seeds (2000 resamples; rliable)",
+}
+
+
+@dataclass
+class RunInfo:
+    path: Path
+    method: str  # group label: method name (+ variant)
+    task: str
+    seed: int
+    config: dict
+    metrics: dict
+    summary: dict
+
+
+@dataclass
+class Source:
+    """Where runs came from: a sweep (with its spec) or run directories given directly."""
+
+    label: str  # how tables and figures name it
+    path: Path
+    spec_text: str = ""
+    spec_sha256: str = ""
+    spec_source: str = ""
+    excluded: list = field(default_factory=list)  # (run, status, error)
+
+
+# ---------------------------------------------------------------------------------- collecting
+
+
+def _is_run_dir(path: Path) -> bool:
+    return (path / "config.yaml").is_file() and (path / "metrics.csv").is_file()
+
+
+def _method_of(config: dict) -> str:
+    return str(config.get("method") or config.get("algo") or "?")
+
+
+def collect(sources: list[str | Path]) -> tuple[list[RunInfo], list[Source]]:
+    """The finished runs of every source (a sweep directory, a run directory, or a folder searched for
+    run directories), and the sources with the runs they left out and why."""
+    from o2o.experiments.index import INDEX_FILE, read_index
+    from o2o.experiments.sweep import SPEC_COPY, run_dir_of
+
+    runs: list[RunInfo] = []
+    out_sources: list[Source] = []
+    loose = Source(label="run directories given on the command line", path=Path("."))
+    for given in sources:
+        path = Path(given)
+        if not path.exists():
+            raise RunDirError(f"'{path}' does not exist; give a sweep directory or run directories")
+        if (path / INDEX_FILE).is_file():
+            meta, records = read_index(path)
+            spec_text = (path / SPEC_COPY).read_text() if (path / SPEC_COPY).is_file() else ""
+            src = Source(
+                label=f"sweep spec `{meta.get('spec_source') or path / SPEC_COPY}`",
+                path=path, spec_text=spec_text, spec_sha256=meta.get("spec_sha256", ""), spec_source=meta.get("spec_source", ""),
+            )
+            for rec in records:
+                run_dir = run_dir_of(path, rec.run_id)
+                if rec.status != "finished":
+                    src.excluded.append((rec.run_id, rec.status, rec.error or ""))
+                    continue
+                if not (run_dir / "summary.json").is_file():
+                    src.excluded.append((rec.run_id, "finished in the index, but summary.json is missing", ""))
+                    continue
+                label = rec.method + (f" [{rec.variant}]" if rec.variant else "")
+                runs.append(_load(run_dir, label, rec.task, rec.seed))
+            out_sources.append(src)
+        elif _is_run_dir(path):
+            _add_loose(path, runs, loose)
+        elif path.is_dir():
+            found = sorted(p.parent for p in path.rglob("config.yaml") if _is_run_dir(p.parent))
+            if not found:
+                raise RunDirError(f"'{path}' holds no run directories (config.yaml + metrics.csv) and is not a sweep directory")
+            for run_dir in found:
+                _add_loose(run_dir, runs, loose)
+        else:
+            raise RunDirError(f"'{path}' is a file; give a sweep directory or run directories")
+    if loose.excluded or _has_loose(runs, out_sources):
+        out_sources.append(loose)
+    if not runs:
+        why = "; ".join(f"{r}: {st}" + (f" ({e})" if e else "") for s in out_sources for r, st, e in s.excluded[:5])
+        raise O2OError("no finished runs to report" + (f" ({why})" if why else ""))
+    return runs, out_sources
+
+
+def _has_loose(runs, sources) -> bool:
+    sweep_paths = [s.path.resolve() for s in sources]
+    return any(not any(sp in r.path.resolve().parents for sp in sweep_paths) for r in runs)
+
+
+def _add_loose(run_dir: Path, runs: list, loose: Source) -> None:
+    if not (run_dir / "summary.json").is_file():
+        loose.excluded.append((str(run_dir), "unfinished (no summary.json)", ""))
+        return
+    config, _ = read_run(run_dir)
+    runs.append(_load(run_dir, _method_of(config), str(config.get("task")), int(config.get("seed", 0))))
+
+
+def _load(run_dir: Path, method: str, task: str, seed: int) -> RunInfo:
+    config, metrics = read_run(run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return RunInfo(run_dir, method, task, seed, config, metrics, summary)
+
+
+# ---------------------------------------------------------------------------------- numbers
+
+
+@dataclass
+class Estimate:
+    value: float
+    low: float
+    high: float
+
+    def fmt(self, digits: int = 2) -> str:
+        if not math.isfinite(self.value):
+            return "-"
+        if self.low == self.high:
+            return f"{self.value:.{digits}f}"
+        return f"{self.value:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
+
+
+@dataclass
+class GroupResult:
+    task: str
+    method: str
+    n: int
+    seeds: list[int]
+    safe_task: bool
+    normalisation: str  # DSRL / D4RL / o2o reference returns
+    x_key: str  # env_steps | step
+    final_budget: tuple[int, int]  # min, max over seeds of the x value of the final evaluation
+    final_updates: tuple[int, int] | None
+    final_return: Estimate
+    final_norm_return: Estimate
+    best_norm_return: Estimate
+    best_at: int
+    final_cost: Estimate | None = None
+    final_norm_cost: Estimate | None = None
+    cost_limit: float | None = None
+    unsafe: bool | None = None
+    cum_train_cost: Estimate | None = None
+    violating_episodes: Estimate | None = None
+    train_episodes: Estimate | None = None
+    final_norm_return_per_seed: list = field(default_factory=list)
+
+
+def _last_eval(metrics: dict, name: str) -> tuple[float, int]:
+    """The value of ``name`` at a run's last evaluation row, and that row's index."""
+    ret = metrics["eval/return"]
+    idx = np.flatnonzero(~np.isnan(ret))
+    if not len(idx):
+        raise RunDirError("a run has no evaluation rows")
+    i = int(idx[-1])
+    return float(metrics[name][i]) if name in metrics else float("nan"), i
+
+
+def _last(metrics: dict, name: str) -> float:
+    if name not in metrics:
+        return float("nan")
+    col = metrics[name][~np.isnan(metrics[name])]
+    return float(col[-1]) if len(col) else float("nan")
+
+
+def _est(values, how: str) -> Estimate:
+    values = np.asarray(values, np.float64)
+    if np.isnan(values).any():
+        return Estimate(float("nan"), float("nan"), float("nan"))
+    v, lo, hi = aggregate(values, how)
+    return Estimate(float(v), float(lo), float(hi))
+
+
+def group_runs(runs: list[RunInfo]) -> dict[tuple[str, str], list[RunInfo]]:
+    groups: dict[tuple[str, str], list[RunInfo]] = {}
+    for run in sorted(runs, key=lambda r: (r.task, r.method, r.seed)):
+        groups.setdefault((run.task, run.method), []).append(run)
+    return groups
+
+
+def summarise_group(task: str, method: str, runs: list[RunInfo], how: str = "mean") -> GroupResult:
+    from o2o.envs import get_task
+
+    t = get_task(task)
+    x_key = x_key_of(runs[0].metrics)
+    finals = {k: [] for k in ("ret", "nret", "cost", "ncost", "x", "upd", "cum", "viol", "eps")}
+    for r in runs:
+        m = r.metrics
+        finals["ret"].append(_last_eval(m, "eval/return")[0])
+        finals["nret"].append(_last_eval(m, "eval/normalized_return")[0])
+        finals["cost"].append(_last_eval(m, "eval/cost")[0])
+        finals["ncost"].append(_last_eval(m, "eval/normalized_cost")[0])
+        i = _last_eval(m, "eval/return")[1]
+        finals["x"].append(int(m[x_key][i]))
+        finals["upd"].append(int(m["updates"][i]) if "updates" in m else -1)
+        finals["cum"].append(_last(m, "train/cumulative_cost"))
+        finals["viol"].append(_last(m, "train/violating_episodes"))
+        finals["eps"].append(float(r.summary.get("train_episodes", float("nan"))))
+    c = curve([r.path for r in runs], "eval/normalized_return", x_key=x_key, how=how)
+    best = int(np.argmax(c.mean))
+    result = GroupResult(
+        task=t.name, method=method, n=len(runs), seeds=[r.seed for r in runs], safe_task=t.safe,
+        normalisation={"DSRL": "DSRL", "D4RL": "D4RL"}.get(t.ref_source, "o2o reference returns, D4RL formula"),
+        x_key=x_key, final_budget=(min(finals["x"]), max(finals["x"])),
+        final_updates=None if min(finals["upd"]) < 0 else (min(finals["upd"]), max(finals["upd"])),
+        final_return=_est(finals["ret"], how), final_norm_return=_est(finals["nret"], how),
+        best_norm_return=Estimate(float(c.mean[best]), float(c.low[best]), float(c.high[best])), best_at=int(round(c.x[best])),
+        final_norm_return_per_seed=list(finals["nret"]),
+    )
+    if t.safe and "eval/cost" in runs[0].metrics:
+        result.final_cost = _est(finals["cost"], how)
+        result.final_norm_cost = _est(finals["ncost"], how)
+        limits = {r.summary.get("cost_limit") for r in runs}
+        result.cost_limit = limits.pop() if len(limits) == 1 else None
+        result.unsafe = bool(result.final_norm_cost.value > 1.0)
+    if "train/cumulative_cost" in runs[0].metrics and t.safe:
+        result.cum_train_cost = _est(finals["cum"], how)
+        result.violating_episodes = _est(finals["viol"], how)
+        result.train_episodes = _est(finals["eps"], how)
+    return result
+
+
+# ---------------------------------------------------------------------------------- tables
+
+
+def _budget(g: GroupResult) -> str:
+    lo, hi = g.final_budget
+    unit = "env steps" if g.x_key == "env_steps" else "gradient steps"
+    text = f"{lo}" if lo == hi else f"{lo}-{hi}"
+    return f"{text} {unit}"
+
+
+def safe_table(results: list[GroupResult]) -> str:
+    rows = [r for r in results if r.safe_task]
+    if not rows:
+        return ""
+    head = ("| task | method | seeds | budget (final) | final reward (DSRL-norm.) | final cost (DSRL-norm.) | safe? | "
+            "best reward (DSRL-norm.) [at env steps] | cumulative training cost | training episodes over the limit |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for g in rows:
+        unsafe = g.unsafe
+        reward = g.final_norm_return.fmt(3)
+        cost = g.final_norm_cost.fmt(2) if g.final_norm_cost else "-"
+        if unsafe:
+            reward, cost = f"_{reward}_", f"**{cost}**"
+        lines.append(
+            f"| {g.task} | {g.method} | {g.n} | {_budget(g)} | {reward} | {cost} | "
+            f"{'-' if unsafe is None else ('✗ unsafe' if unsafe else '✓')} | {g.best_norm_return.fmt(3)} [{g.best_at}] | "
+            f"{g.cum_train_cost.fmt(0) if g.cum_train_cost else '-'} | "
+            f"{g.violating_episodes.fmt(1) if g.violating_episodes else '-'}"
+            f"{f' of {g.train_episodes.value:.0f}' if g.train_episodes and math.isfinite(g.train_episodes.value) else ''} |"
+        )
+    return "\n".join(lines)
+
+
+def score_table(results: list[GroupResult]) -> str:
+    rows = [r for r in results if not r.safe_task]
+    if not rows:
+        return ""
+    head = ("| task | method | seeds | budget (final) | final score (normalised x100) | best score [at step] | "
+            "final eval return (raw) | normalisation |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for g in rows:
+        lines.append(
+            f"| {g.task} | {g.method} | {g.n} | {_budget(g)} | {g.final_norm_return.fmt(1)} | "
+            f"{g.best_norm_return.fmt(1)} [{g.best_at}] | {g.final_return.fmt(1)} | {g.normalisation} |"
+        )
+    return "\n".join(lines)
+
+
+def across_tasks_table(results: list[GroupResult]) -> str:
+    """IQM of the final normalised return pooled over the tasks of one normalisation family, with a
+    stratified-bootstrap interval; only for methods run on at least two tasks of that family."""
+    lines = []
+    for family, safe in (("safe tasks, DSRL-normalised reward", True), ("unconstrained tasks, normalised score x100", False)):
+        by_method: dict[str, list[GroupResult]] = {}
+        for g in results:
+            if g.safe_task == safe:
+                by_method.setdefault(g.method, []).append(g)
+        for method, gs in by_method.items():
+            if len(gs) < 2:
+                continue
+            est, lo, hi = stratified_bootstrap_ci([np.asarray(g.final_norm_return_per_seed) for g in gs], iqm)
+            digits = 3 if safe else 1
+            lines.append(f"| {family} | {method} | {len(gs)} ({', '.join(g.task for g in gs)}) | {sum(g.n for g in gs)} | "
+                         f"{est:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}] |")
+    if not lines:
+        return ""
+    head = "| tasks | method | tasks pooled | runs | IQM of final normalised return [95% stratified bootstrap CI] |"
+    return "\n".join([head, "|---|---|---|---|---|"] + lines)
+
+
+CSV_FIELDS = [
+    "task", "method", "seeds", "n", "aggregate", "normalisation", "budget_axis", "final_budget_min", "final_budget_max",
+    "final_updates", "final_norm_return", "final_norm_return_low", "final_norm_return_high", "final_return",
+    "final_return_low", "final_return_high", "best_norm_return", "best_norm_return_low", "best_norm_return_high",
+    "best_at", "final_cost", "final_cost_low", "final_cost_high", "final_norm_cost", "final_norm_cost_low",
+    "final_norm_cost_high", "cost_limit", "unsafe", "cum_train_cost", "cum_train_cost_low", "cum_train_cost_high",
+    "violating_episodes", "train_episodes",
+]
+
+
+def results_csv(results: list[GroupResult], how: str) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, CSV_FIELDS, lineterminator="\n")
+    w.writeheader()
+
+    def e(prefix: str, est: Estimate | None) -> dict:
+        if est is None:
+            return {}
+        return {prefix: est.value, f"{prefix}_low": est.low, f"{prefix}_high": est.high}
+
+    for g in results:
+        row = {
+            "task": g.task, "method": g.method, "seeds": " ".join(map(str, g.seeds)), "n": g.n, "aggregate": how,
+            "normalisation": g.normalisation, "budget_axis": g.x_key, "final_budget_min": g.final_budget[0],
+            "final_budget_max": g.final_budget[1], "final_updates": g.final_updates[1] if g.final_updates else "",
+            "best_at": g.best_at, "cost_limit": "" if g.cost_limit is None else g.cost_limit,
+            "unsafe": "" if g.unsafe is None else int(g.unsafe),
+            "violating_episodes": g.violating_episodes.value if g.violating_episodes else "",
+            "train_episodes": g.train_episodes.value if g.train_episodes else "",
+        }
+        row |= e("final_norm_return", g.final_norm_return) | e("final_return", g.final_return) | e("best_norm_return", g.best_norm_return)
+        row |= e("final_cost", g.final_cost) | e("final_norm_cost", g.final_norm_cost) | e("cum_train_cost", g.cum_train_cost)
+        w.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------- the page
+
+
+def method_colors(methods: list[str]) -> dict[str, str]:
+    """One colour per method for the whole report, by sorted name: every figure agrees."""
+    from o2o.experiments.plots import COLORS
+
+    import matplotlib
+
+    palette = COLORS if len(methods) <= len(COLORS) else [matplotlib.colormaps["tab20"](i % 20) for i in range(len(methods))]
+    return {m: palette[i] for i, m in enumerate(sorted(methods))}
+
+
+def write_report(
+    sources: list[str | Path],
+    out: str | Path,
+    *,
+    how: str = "mean",
+    title: str | None = None,
+    command: str = "",
+) -> dict:
+    """Write ``out`` (markdown), ``<out stem>/`` (one PNG per task, results.csv, per-table CSVs).
+    Returns the paths written."""
+    from o2o.experiments.plots import plot_learning_curves
+
+    runs, srcs = collect(sources)
+    results = [summarise_group(task, method, group, how) for (task, method), group in group_runs(runs).items()]
+    out = Path(out)
+    if out.suffix != ".md":
+        raise O2OError(f"--out '{out}' should be a markdown file path ending in .md (figures go next to it)")
+    assets = out.with_suffix("")
+    assets.mkdir(parents=True, exist_ok=True)
+    sweeps = [s for s in srcs if s.spec_text]
+    named_by = "; ".join(s.label + (f" (sha256 {s.spec_sha256[:12]})" if s.spec_sha256 else "") for s in srcs if s.path) or "run directories"
+    named_short = ", ".join(Path(s.spec_source).name if s.spec_source else s.label for s in srcs)
+    colors = method_colors(sorted({g.method for g in results}))
+
+    figures = []
+    groups = group_runs(runs)
+    for task in sorted({r.task for r in runs}):
+        from o2o.envs import get_task
+
+        t = get_task(task)
+        task_groups = {method: [r.path for r in g] for (tk, method), g in groups.items() if tk == task}
+        limit = next((g.cost_limit for g in results if g.task == task and g.cost_limit is not None), None)
+        safe = any(g.safe_task and g.final_cost is not None for g in results if g.task == task)
+        x_key = next(g.x_key for g in results if g.task == task)
+        png = assets / f"{task}.png"
+        plot_learning_curves(
+            task_groups, png, title=f"{task}  [{named_short}]", cost_limit=limit,
+            reward_metric="eval/normalized_return", cost_metric="eval/cost" if safe else None,
+            reward_label="DSRL-normalised return" if t.ref_source == "DSRL" else "normalised score (x100)",
+            colors=colors, how=how, x_label="environment steps" if x_key == "env_steps" else "gradient steps",
+        )
+        figures.append((task, png, limit))
+
+    csv_path = assets / "results.csv"
+    csv_path.write_text(results_csv(results, how))
+
+    rel = lambda p: Path(p).relative_to(out.parent).as_posix()  # noqa: E731
+    md = [f"# {title or 'Results: ' + named_short}", ""]
+    md.append(f"Generated by `{command or 'o2o report'}` on {time.strftime('%Y-%m-%d %H:%M')}. "
+              f"Every table and figure below comes from {named_by}.")
+    md.append("")
+    md.append(f"Aggregation: {AGGREGATE_TEXT[how]}. **Final** = each run's last evaluation, at the budget given "
+              "in the row. **Best** = the maximum over evaluations of the seed-aggregated normalised-return curve, "
+              "with the budget where it was reached (it selects on the evaluation episodes: optimistic). "
+              "Only finished runs are counted.")
+    for s in sweeps:
+        md += ["", f"## Sweep spec `{s.spec_source or s.path}`", "",
+               f"sha256 `{s.spec_sha256}`; sweep directory `{s.path}`.", "", "```yaml", s.spec_text.rstrip(), "```"]
+    st = safe_table(results)
+    if st:
+        md += ["", "## Safe tasks (DSRL normalisation)", "",
+               f"Table 1 — from {named_by}. Reward: DSRL-normalised return (R - R_min) / (R_max - R_min); cost: "
+               "DSRL-normalised cost C / kappa; an agent whose aggregated final normalised cost exceeds 1 is marked "
+               "**✗ unsafe** (its reward in italics: not a valid result under the constraint). Cumulative training cost: "
+               "every training episode's cost, warm-up included. Intervals in brackets.", "", st]
+    sc = score_table(results)
+    if sc:
+        md += ["", "## Unconstrained tasks (D4RL normalisation)", "",
+               f"Table 2 — from {named_by}. Score = 100 (R - R_random) / (R_expert - R_random) with each task's "
+               "reference returns (`o2o tasks`: D4RL's for MuJoCo, o2o's own for Pendulum).", "", sc]
+    at = across_tasks_table(results)
+    if at:
+        md += ["", "## Across tasks", "", f"Table 3 — from {named_by}. rliable-style aggregate: IQM over every run of "
+               "the tasks pooled, interval from a bootstrap that resamples seeds within each task (2000 resamples).", "", at]
+    md += ["", f"CSV of every number (with interval bounds): [{rel(csv_path)}]({rel(csv_path)})"]
+    md += ["", "## Learning curves", ""]
+    for task, png, limit in figures:
+        md += [f"![{task}]({rel(png)})", "",
+               f"*{task}: evaluation normalised return" + (f" and episode cost (dashed: the cost limit {limit:g})" if limit is not None else "")
+               + f", {AGGREGATE_TEXT[how].split(' over')[0]}; methods keep their colours across figures. From {named_by}.*", ""]
+    excluded = [(s, r, st_, e) for s in srcs for r, st_, e in s.excluded]
+    if excluded:
+        md += ["## Runs left out", "", "| run | status | error |", "|---|---|---|"]
+        md += [f"| {r} | {st_} | {e.replace('|', '/') if e else ''} |" for _, r, st_, e in excluded]
+        md.append("")
+    out.write_text("\n".join(md).rstrip() + "\n")
+    return {"markdown": out, "csv": csv_path, "figures": [p for _, p, _ in figures], "results": results,
+            "excluded": excluded, "runs": len(runs)}

@@ -1,0 +1,185 @@
+"""What a sweep can run: a small registry of run kinds, each a few functions around an existing loop.
+
+    kind       what it runs                       built from
+    train      o2o train --algo A  (online)       o2o.loops.online.run_online
+    pretrain   o2o pretrain --algo A (offline)    o2o.loops.offline.run_pretrain
+
+A kind builds a run's config exactly as its command does (presets, the method's config file, task,
+seed), checks it (the strict config classes refuse unknown keys; ``check`` adds the value checks the
+loop would otherwise make only once it starts), rebuilds it from its saved dict in a worker process
+(configs are dynamic dataclasses, so workers receive plain dicts, never pickled classes), and trains
+it into a run directory. Adding a kind (``o2o finetune`` methods, say) is one ``register_kind`` call:
+
+    register_kind(RunKind(
+        name="finetune",
+        algos=lambda: list(METHODS),
+        build=lambda m, t, seed: update_from_dict(finetune_config_class(m.algo)(), {"task": t.name, "seed": seed}),
+        check=lambda cfg: None,
+        load=lambda d: from_dict(finetune_config_class(d["method"]), d),
+        run=lambda cfg, out, resume: run_finetune(cfg, out, resume=resume, progress=False),
+    ))
+
+This module imports nothing heavy at import time: a spawned worker imports it before JAX is
+configured (thread counts are set through environment variables that JAX reads on import).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from o2o.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One entry of a sweep spec's ``methods``."""
+
+    name: str  # label in the index, run paths, tables and figures
+    kind: str  # key of KINDS
+    algo: str  # the algorithm (or recipe) the kind runs
+    config_file: str | None  # YAML laid over the presets, resolved against the spec's folder
+    overrides: tuple[tuple[str, Any], ...]  # dotted key -> value, in order
+    tasks: tuple[str, ...] | None  # only these tasks (None: all of the sweep's)
+    extra: dict  # kind-specific keys (``dataset`` for pretrain)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One entry of a sweep spec's ``tasks``."""
+
+    name: str  # canonical task name (o2o tasks)
+    overrides: tuple[tuple[str, Any], ...]
+    extra: dict  # kind-specific keys (``dataset``)
+
+
+@dataclass(frozen=True)
+class RunKind:
+    name: str
+    algos: Callable[[], list[str]]  # the valid ``algo`` values, for checks and messages
+    build: Callable[[MethodSpec, TaskSpec, int], Any]  # presets + method file + task + seed -> config
+    check: Callable[[Any], None]  # value checks on the final config (raise ConfigError)
+    load: Callable[[dict], Any]  # a config rebuilt from its plain dict (in the worker)
+    run: Callable[[Any, Path, bool], dict]  # (config, run_dir, resume) -> summary
+    method_keys: tuple[str, ...] = ()  # extra keys a method entry of this kind may carry
+    task_keys: tuple[str, ...] = ()  # extra keys a task entry may carry for this kind
+
+
+KINDS: dict[str, RunKind] = {}
+
+
+def register_kind(kind: RunKind) -> None:
+    KINDS[kind.name] = kind
+
+
+def get_kind(name: str) -> RunKind:
+    try:
+        return KINDS[name]
+    except KeyError:
+        raise ConfigError(f"unknown run kind '{name}'; choose one of: {', '.join(KINDS)}") from None
+
+
+# ---------------------------------------------------------------------------------------- train
+
+
+def _train_algos() -> list[str]:
+    from o2o.agents import ONLINE_AGENTS
+
+    return list(ONLINE_AGENTS)
+
+
+def _train_build(method: MethodSpec, task: TaskSpec, seed: int):
+    from o2o.presets import resolve_train_config
+
+    return resolve_train_config(method.algo, task.name, seed, config_file=method.config_file)
+
+
+def _train_check(cfg) -> None:
+    from o2o.agents import get_online_agent
+    from o2o.envs import get_task
+
+    spec = get_online_agent(cfg.algo)
+    if getattr(spec, "on_policy", False):  # PPO: its own loop section (loops/onpolicy.py)
+        from o2o.loops.onpolicy import check_config
+    else:
+        from o2o.loops.online import check_config
+    check_config(cfg)
+    if spec.safe and not get_task(cfg.task).safe:
+        raise ConfigError(f"algorithm '{cfg.algo}' needs a task with costs; '{cfg.task}' has none")
+
+
+def _train_load(d: dict):
+    from o2o.config import from_dict
+    from o2o.loops.online import train_config_class
+
+    return from_dict(train_config_class(d["algo"]), d)
+
+
+def _train_run(cfg, out: Path, resume: bool) -> dict:
+    from o2o.loops.online import run_online
+
+    return run_online(cfg, out, resume=resume, progress=False)
+
+
+register_kind(RunKind("train", _train_algos, _train_build, _train_check, _train_load, _train_run))
+
+
+# ---------------------------------------------------------------------------------------- pretrain
+
+
+def _pretrain_algos() -> list[str]:
+    from o2o.agents import OFFLINE_AGENTS
+
+    return list(OFFLINE_AGENTS)
+
+
+def _pretrain_build(method: MethodSpec, task: TaskSpec, seed: int):
+    from o2o.config import load_yaml, update_from_dict
+    from o2o.loops.offline import pretrain_config_class
+    from o2o.presets import preset_path
+
+    dataset = task.extra.get("dataset") or method.extra.get("dataset")
+    if not dataset:
+        raise ConfigError(
+            f"method '{method.name}' (pretrain) needs a dataset for task {task.name}: give the task as "
+            f"{{name: {task.name}, dataset: NAME}} or the method a 'dataset' ('{{task}}' is replaced by the task)"
+        )
+    cfg = pretrain_config_class(method.algo)()
+    for path in (preset_path(f"pretrain-{method.algo}"), method.config_file):
+        if path is not None:
+            cfg = update_from_dict(cfg, load_yaml(path))
+    return update_from_dict(cfg, {"dataset": str(dataset).replace("{task}", task.name), "task": task.name, "seed": seed})
+
+
+def _pretrain_check(cfg) -> None:
+    from o2o.loops.datagen import resolve_dataset
+
+    o = cfg.offline
+    for name in ("steps", "steps_per_call", "eval_every", "eval_episodes", "checkpoint_every"):
+        if getattr(o, name) <= 0:
+            raise ConfigError(f"offline.{name} must be > 0, got {getattr(o, name)}")
+    if o.steps % o.steps_per_call:
+        raise ConfigError(f"offline.steps ({o.steps}) must be a multiple of offline.steps_per_call ({o.steps_per_call})")
+    resolve_dataset(cfg.dataset)  # a missing dataset is refused before anything is launched
+
+
+def _pretrain_load(d: dict):
+    from o2o.config import from_dict
+    from o2o.loops.offline import pretrain_config_class
+
+    return from_dict(pretrain_config_class(d["algo"]), d)
+
+
+def _pretrain_run(cfg, out: Path, resume: bool) -> dict:
+    from o2o.loops.offline import run_pretrain
+
+    return run_pretrain(cfg, out, resume=resume, progress=False)
+
+
+register_kind(
+    RunKind(
+        "pretrain", _pretrain_algos, _pretrain_build, _pretrain_check, _pretrain_load, _pretrain_run,
+        method_keys=("dataset",), task_keys=("dataset",),
+    )
+)

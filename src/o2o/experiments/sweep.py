@@ -1,0 +1,467 @@
+"""Running a sweep: every planned run on a local process pool (default), one at a time in this process,
+or on a Ray cluster; the index records each run so that a stopped sweep resumes where it stopped.
+
+    <sweep>/
+      index.sqlite      every run's config hash, status, attempts, error, wall time (index.py)
+      spec.yaml         the spec the sweep was last launched with
+      runs/<method>/<task>/seed<k>[-<variant hash>]/     ordinary run directories
+
+Local pool: ``workers`` spawned processes (default: one per core), each given ``threads`` cores
+(default: cores // workers): its CPU affinity is pinned to its own cores and XLA / BLAS thread
+counts are set in its environment before it imports JAX. A worker keeps its compiled updates
+between runs, so a pool also saves the compile time a fresh process per run would pay.
+
+A run stopped mid-way (Ctrl-C, a killed sweep) continues from its last checkpoint the next time the
+sweep is launched; a run that raised is recorded as failed with its error and traceback and is run
+again only with ``retry_failed``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from o2o.errors import ConfigError, O2OError
+from o2o.experiments.index import SweepIndex
+from o2o.experiments.runners import get_kind
+
+RUNS_DIRNAME = "runs"
+SPEC_COPY = "spec.yaml"
+LOCK_FILE = ".sweep.lock"
+
+
+def run_dir_of(sweep_dir: str | Path, run_id: str) -> Path:
+    return Path(sweep_dir) / RUNS_DIRNAME / run_id
+
+
+# ------------------------------------------------------------------------------------ one run
+
+
+def execute_run(job: dict) -> dict:
+    """Train one planned run into its directory; never raises for a run's own failure.
+
+    ``job``: run_id, kind, config (plain dict), run_dir. A directory with a checkpoint is resumed;
+    one with ``summary.json`` has finished already (its sweep stopped before recording it) and is not
+    run again; one left before its first checkpoint is started afresh."""
+    from o2o.runs import checkpoint_step, latest_checkpoint
+
+    start = time.perf_counter()
+    run_dir = Path(job["run_dir"])
+    result = {"run_id": job["run_id"], "worker": f"{socket.gethostname()}:{os.getpid()}", "resumed_from": None}
+    try:
+        if (run_dir / "summary.json").is_file():
+            result.update(status="finished", summary=json.loads((run_dir / "summary.json").read_text()), recovered=True)
+        else:
+            kind = get_kind(job["kind"])
+            cfg = kind.load(job["config"])
+            ckpt = latest_checkpoint(run_dir) if run_dir.is_dir() else None
+            if ckpt is not None:
+                result["resumed_from"] = checkpoint_step(ckpt)
+            elif run_dir.is_dir() and (run_dir / "config.yaml").is_file():
+                shutil.rmtree(run_dir)  # stopped before its first checkpoint: nothing to continue from
+            summary = kind.run(cfg, run_dir, ckpt is not None)
+            result.update(status="finished", summary=summary)
+    except Exception as err:  # noqa: BLE001 - a run's failure is recorded, the sweep goes on
+        result.update(status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
+    result["wall_time_s"] = time.perf_counter() - start
+    return result
+
+
+# ------------------------------------------------------------------------------------ threads
+
+
+def available_cpus() -> list[int]:
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return list(range(os.cpu_count() or 1))
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """Environment that caps a worker's XLA and BLAS threads (read when JAX / NumPy are imported)."""
+    eigen = "false" if threads == 1 else "true"
+    xla = f"--xla_cpu_multi_thread_eigen={eigen} intra_op_parallelism_threads={threads}"
+    user = os.environ.get("XLA_FLAGS", "")
+    user = " ".join(f for f in user.split() if not f.startswith(("--xla_cpu_multi_thread_eigen", "intra_op_parallelism_threads")))
+    env = {"XLA_FLAGS": f"{user} {xla}".strip()}
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+        env[name] = str(threads)
+    return env
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill this worker when the sweep process dies (no orphan writing into a run dir)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _init_worker(threads: int, cpu_sets) -> None:
+    os.environ.update(thread_env(threads))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the sweep's to handle: it stops the workers
+    _die_with_parent()
+    if cpu_sets is not None:
+        try:
+            os.sched_setaffinity(0, cpu_sets.get(timeout=5))
+        except Exception:  # noqa: BLE001 - pinning is an optimisation, never a reason to fail
+            pass
+
+
+# ------------------------------------------------------------------------------------ backends
+
+
+class SequentialBackend:
+    """One run at a time in this process (all threads to it): debugging, and the speed baseline."""
+
+    name = "sequential"
+
+    def __init__(self):
+        self.slots = 1
+        self._queue: deque = deque()
+
+    def start(self) -> None:
+        pass
+
+    def submit(self, job: dict) -> None:
+        self._queue.append(job)
+
+    def results(self):
+        if self._queue:
+            yield execute_run(self._queue.popleft())
+
+    def stop(self) -> None:
+        self._queue.clear()
+
+
+class LocalPool:
+    """``workers`` spawned processes, each pinned to ``threads`` cores."""
+
+    name = "local"
+
+    def __init__(self, workers: int, threads: int, pin: bool = True):
+        self.workers, self.threads, self.pin = workers, threads, pin
+        self.slots = workers
+        self._executor = None
+        self._futures: dict = {}
+
+    def start(self) -> None:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx = mp.get_context("spawn")  # a fresh interpreter per worker: JAX is configured before import
+        cpu_sets = None
+        cpus = available_cpus()
+        if self.pin and len(cpus) >= self.workers * self.threads:
+            cpu_sets = ctx.Queue()
+            for w in range(self.workers):
+                cpu_sets.put(cpus[w * self.threads:(w + 1) * self.threads])
+        self._executor = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker, initargs=(self.threads, cpu_sets))
+
+    def submit(self, job: dict) -> None:
+        self._futures[self._executor.submit(execute_run, job)] = job["run_id"]
+
+    def results(self):
+        from concurrent.futures import FIRST_COMPLETED, wait
+        from concurrent.futures.process import BrokenProcessPool
+
+        done, _ = wait(list(self._futures), timeout=0.5, return_when=FIRST_COMPLETED)
+        broken = False
+        for fut in done:
+            run_id = self._futures.pop(fut)
+            try:
+                yield fut.result()
+            except BrokenProcessPool:
+                broken = True
+                yield {"run_id": run_id, "status": "failed", "worker": "", "resumed_from": None,
+                       "error": "the worker process died (killed, out of memory or crashed) while this run was in flight",
+                       "traceback": ""}
+        if broken:  # a dead worker breaks the whole pool: start a fresh one for the runs still to come
+            self.stop()
+            self.start()
+
+    def stop(self) -> None:
+        if self._executor is None:
+            return
+        for proc in list(getattr(self._executor, "_processes", {}).values()):
+            if proc.is_alive():
+                proc.terminate()  # workers ignore SIGINT; their runs keep their last checkpoint
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._executor = None
+        self._futures.clear()
+
+
+def check_ray_address(address: str) -> str:
+    """Refuse an address no Ray cluster answers at, in seconds (``ray.init`` would wait minutes)."""
+    if address == "auto":
+        found = os.environ.get("RAY_ADDRESS")
+        bootstrap = Path("/tmp/ray/ray_current_cluster")
+        if not found and bootstrap.is_file():
+            found = bootstrap.read_text().strip()
+        if not found:
+            raise ConfigError("--address auto: no Ray cluster is running on this machine; start one with "
+                              "`ray start --head`, give its HOST:PORT, or drop --address to start a local Ray instance")
+        address = found
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--address '{address}' is malformed; write HOST:PORT (e.g. 10.0.0.5:6379) or ray://HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise ConfigError(f"cannot reach a Ray cluster at {address} ({reason}); start one there with "
+                          f"`ray start --head --port {port}`, or drop --address to start a local Ray instance") from None
+    return address
+
+
+class RayBackend:
+    """Runs as Ray tasks of ``threads`` CPUs each: on the cluster at ``address``, or on a local instance
+    started here (``workers * threads`` CPUs), or on the instance this process already started.
+    Run directories are written by the Ray workers: on a cluster the sweep directory must be on a
+    file system every node shares, with o2o installed on every node."""
+
+    name = "ray"
+
+    def __init__(self, workers: int, threads: int, address: str | None):
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise ConfigError("--backend ray needs Ray: pip install 'o2o[ray]' (make test installs it)") from None
+        self.workers, self.threads = workers, threads
+        self.address = check_ray_address(address) if address else None
+        self._owned = False
+        self._refs: dict = {}
+        self.slots = workers
+
+    def start(self) -> None:
+        import ray
+
+        os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+        if not ray.is_initialized():
+            kwargs = dict(log_to_driver=False, logging_level="ERROR", configure_logging=True)
+            if self.address:
+                ray.init(address=self.address, **kwargs)
+            else:
+                ray.init(num_cpus=self.workers * self.threads, include_dashboard=False, **kwargs)
+            self._owned = True
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        self.slots = max(1, cpus // self.threads)
+        self._remote = ray.remote(execute_run).options(
+            num_cpus=self.threads, max_retries=0, runtime_env={"env_vars": thread_env(self.threads)}
+        )
+
+    def submit(self, job: dict) -> None:
+        self._refs[self._remote.remote(job)] = job["run_id"]
+
+    def results(self):
+        import ray
+
+        if not self._refs:
+            return
+        done, _ = ray.wait(list(self._refs), num_returns=1, timeout=0.5)
+        for ref in done:
+            run_id = self._refs.pop(ref)
+            try:
+                yield ray.get(ref)
+            except Exception as err:  # noqa: BLE001 - the worker died; execute_run itself never raises
+                yield {"run_id": run_id, "status": "failed", "worker": "ray", "resumed_from": None,
+                       "error": f"Ray task failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
+                       "traceback": str(err)}
+
+    def stop(self) -> None:
+        import ray
+
+        for ref in list(self._refs):
+            try:
+                ray.cancel(ref, force=True)
+            except Exception:  # noqa: BLE001
+                pass
+        self._refs.clear()
+        if self._owned and ray.is_initialized():
+            ray.shutdown()
+        self._owned = False
+
+
+def make_backend(backend: str, *, workers: int | None = None, threads: int | None = None, address: str | None = None, pin: bool = True):
+    """The backend, with every check that can fail done now (before the sweep writes or launches anything)."""
+    cores = len(available_cpus())
+    if workers is not None and workers <= 0:
+        raise ConfigError(f"--workers must be > 0, got {workers}")
+    if threads is not None and threads <= 0:
+        raise ConfigError(f"--threads-per-worker must be > 0, got {threads}")
+    if address and backend != "ray":
+        raise ConfigError("--address is for --backend ray")
+    if backend == "sequential":
+        return SequentialBackend()
+    workers = workers or cores
+    threads = threads or max(1, cores // workers)
+    if backend == "local":
+        return LocalPool(workers, threads, pin)
+    if backend == "ray":
+        return RayBackend(workers, threads, address)
+    raise ConfigError(f"unknown backend '{backend}'; choose local, ray or sequential")
+
+
+# ------------------------------------------------------------------------------------ the sweep
+
+
+@dataclass
+class SweepOutcome:
+    sweep_dir: Path
+    counts: dict
+    executed: list[str] = field(default_factory=list)  # run ids run (or continued) by this call
+    kept: list[str] = field(default_factory=list)  # finished before this call: not run again
+    failed: list = field(default_factory=list)  # (run_id, error) of every failed run now
+    wall_time_s: float = 0.0
+
+
+class _Lock:
+    """One sweep process per sweep directory (flock: released by the OS when the process dies)."""
+
+    def __init__(self, sweep_dir: Path):
+        import fcntl
+
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        self._file = open(sweep_dir / LOCK_FILE, "a+")
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.seek(0)
+            pid = self._file.read().strip() or "?"
+            self._file.close()
+            raise ConfigError(f"another o2o sweep (pid {pid}) is running on '{sweep_dir}'; wait for it or stop it first") from None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(str(os.getpid()))
+        self._file.flush()
+
+    def release(self) -> None:
+        self._file.close()
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def run_sweep(
+    spec,
+    sweep_dir: str | Path,
+    *,
+    backend,
+    retry_failed: bool = False,
+    progress: bool = True,
+    echo=print,
+) -> SweepOutcome:
+    """Run every planned run of ``spec`` that the index does not record as finished (nor as failed,
+    unless ``retry_failed``). ``backend`` comes from ``make_backend`` (checked before anything is
+    written). Ctrl-C or SIGTERM stops the workers, marks their runs interrupted and re-raises
+    ``KeyboardInterrupt``; launching the sweep again continues them from their checkpoints."""
+    from o2o.runs.checkpoint import write_text_atomic
+
+    sweep_dir = Path(sweep_dir)
+    lock = _Lock(sweep_dir)
+    index = SweepIndex(sweep_dir)
+    start = time.perf_counter()
+    in_flight: set[str] = set()
+    try:
+        old_term = signal.signal(signal.SIGTERM, _raise_interrupt)  # a killed sweep stops like Ctrl-C
+    except ValueError:  # not the main thread: leave SIGTERM alone
+        old_term = None
+    try:
+        index.register(spec.runs)
+        write_text_atomic(sweep_dir / SPEC_COPY, spec.text)
+        meta = index.meta()
+        index.set_meta(
+            name=spec.name, spec_source=str(spec.path or ""), spec_sha256=spec.sha256, cli_overrides=json.dumps(list(spec.cli_overrides)),
+            created_at=meta.get("created_at", time.strftime("%Y-%m-%d %H:%M:%S")), updated_at=time.strftime("%Y-%m-%d %H:%M:%S"),
+        )
+        run_ids = [r.run_id for r in spec.runs]
+        for rec in index.records():  # finished in the index, but its directory lost its summary: run it again
+            if rec.run_id in run_ids and rec.status == "finished" and not (run_dir_of(sweep_dir, rec.run_id) / "summary.json").is_file():
+                echo(f"warning: {rec.run_id} is recorded finished but its summary.json is gone; running it again")
+                index.reopen(rec.run_id)
+        to_run, finished, skipped = index.plan(run_ids, retry_failed=retry_failed)
+        outcome = SweepOutcome(sweep_dir, {}, kept=[r.run_id for r in finished])
+        by_id = {r.run_id: r for r in spec.runs}
+        interrupted = [r.run_id for r in index.records() if r.run_id in to_run and r.status in ("running", "interrupted")]
+        echo(f"sweep {spec.name}: {len(run_ids)} runs; {len(finished)} finished (kept, not run again), "
+             f"{len(skipped)} failed (skipped; --retry-failed runs them), {len(to_run)} to run"
+             + (f" ({len(interrupted)} stopped mid-way: continued from their checkpoints)" if interrupted else "")
+             + f"; backend {backend.name}, {backend.slots} at a time")
+        for rec in skipped:
+            echo(f"  failed earlier: {rec.run_id}: {rec.error}")
+        if not to_run:
+            outcome.counts = index.counts()
+            outcome.failed = [(r.run_id, r.error) for r in index.records() if r.status == "failed"]
+            outcome.wall_time_s = time.perf_counter() - start
+            return outcome
+
+        queue = deque(to_run)
+        backend.start()
+        bar = _progress(progress)
+        with bar:
+            task = bar.add_task(f"sweep {spec.name}", total=len(run_ids), completed=len(finished), status="")
+            say = bar.console.print if progress else echo
+            while queue or in_flight:
+                while queue and len(in_flight) < backend.slots:
+                    run_id = queue.popleft()
+                    run = by_id[run_id]
+                    index.mark_running(run_id, backend.name)
+                    backend.submit({"run_id": run_id, "kind": run.kind, "config": run.config, "run_dir": str(run_dir_of(sweep_dir, run_id).resolve())})
+                    in_flight.add(run_id)
+                for result in backend.results():
+                    run_id = result["run_id"]
+                    in_flight.discard(run_id)
+                    outcome.executed.append(run_id)
+                    say(_record(index, result))
+                bar.update(task, completed=index.counts()["finished"], status="running: " + ", ".join(sorted(in_flight)))
+        backend.stop()
+        outcome.counts = index.counts()
+        outcome.failed = [(r.run_id, r.error) for r in index.records() if r.status == "failed"]
+        outcome.wall_time_s = time.perf_counter() - start
+        return outcome
+    except BaseException:  # Ctrl-C, SIGTERM, or a bug: the runs in flight keep their checkpoints
+        index.mark_interrupted(in_flight)
+        backend.stop()
+        raise
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+        index.close()
+        lock.release()
+
+
+def _record(index: SweepIndex, result: dict) -> str:
+    run_id, wall = result["run_id"], result.get("wall_time_s")
+    if result["status"] == "finished":
+        index.mark_finished(run_id, wall_time_s=wall or 0.0, resumed_from=result.get("resumed_from"), worker=result.get("worker", ""))
+        s = result.get("summary", {})
+        how = " (found finished: recorded)" if result.get("recovered") else (
+            f" (continued from checkpoint {result['resumed_from']})" if result.get("resumed_from") is not None else "")
+        numbers = ", ".join(
+            f"{label} {s[key]:.1f}" for key, label in (("final_eval_return", "final eval return"), ("final_eval_cost", "cost"))
+            if isinstance(s.get(key), (int, float))
+        )
+        return f"finished {run_id} in {wall:.1f} s{how}" + (f": {numbers}" if numbers else "")
+    index.mark_failed(run_id, result.get("error", "?"), result.get("traceback", ""), wall_time_s=wall, worker=result.get("worker", ""))
+    return f"FAILED {run_id}: {result.get('error')}"
+
+
+def _progress(enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"), disable=not enabled, transient=False,
+    )
