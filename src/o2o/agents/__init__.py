@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import ModuleType
 
-from o2o.agents import sac, sac_lag, td3
+from o2o.agents import ppo, sac, sac_lag, td3
 from o2o.errors import ConfigError
 
 
@@ -30,6 +30,7 @@ ONLINE_AGENTS: dict[str, AgentSpec] = {
         "sac-lag", sac_lag, sac_lag.SACLagConfig, True, "SAC-Lagrangian: SAC + cost critic + multiplier"
     ),
     "td3": AgentSpec("td3", td3, td3.TD3Config, False, "Twin Delayed DDPG (Fujimoto et al. 2018)"),
+    "ppo": AgentSpec("ppo", ppo, ppo.PPOConfig, False, "Proximal Policy Optimization, clip (Schulman et al. 2017)", on_policy=True),
 }
 
 

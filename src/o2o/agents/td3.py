@@ -25,7 +25,7 @@ it counts from 1). Only ``terminals`` stop bootstrapping; a time-limit truncatio
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any, Callable
 
 import flax.struct
@@ -64,19 +64,27 @@ class TD3State:
     config: Any = flax.struct.field(pytree_node=False)  # TD3Config, or TD3BCConfig (same fields + alpha)
 
 
+@lru_cache(maxsize=None)
+def _cached(factory, *args):
+    """One module definition / optimiser per argument tuple: TrainState keeps apply_fn and tx as static
+    fields that jit compares by identity, so trainers share one compiled update only if they are the
+    same objects."""
+    return factory(*args)
+
+
 def init(key: jax.Array, obs_dim: int, act_dim: int, cfg) -> TD3State:
     actor_key, critic_key = jax.random.split(key)
     obs = jnp.zeros((1, obs_dim), jnp.float32)
     act = jnp.zeros((1, act_dim), jnp.float32)
-    actor_def = DeterministicActor(cfg.hidden_dims, act_dim)
+    actor_def = _cached(DeterministicActor, tuple(cfg.hidden_dims), act_dim)
     actor_params = actor_def.init(actor_key, obs)
-    critic_def = CriticEnsemble(cfg.hidden_dims, cfg.num_critics, cfg.critic_layer_norm)
+    critic_def = _cached(CriticEnsemble, tuple(cfg.hidden_dims), cfg.num_critics, cfg.critic_layer_norm)
     critic_params = critic_def.init(critic_key, obs, act)
     # Targets start as copies (distinct buffers: the update donates its inputs).
     return TD3State(
-        actor=TrainState.create(apply_fn=actor_def.apply, params=actor_params, tx=adam(cfg.actor_lr)),
+        actor=TrainState.create(apply_fn=actor_def.apply, params=actor_params, tx=_cached(adam, cfg.actor_lr)),
         target_actor_params=jax.tree_util.tree_map(jnp.copy, actor_params),
-        critic=TrainState.create(apply_fn=critic_def.apply, params=critic_params, tx=adam(cfg.critic_lr)),
+        critic=TrainState.create(apply_fn=critic_def.apply, params=critic_params, tx=_cached(adam, cfg.critic_lr)),
         target_critic_params=jax.tree_util.tree_map(jnp.copy, critic_params),
         step=jnp.zeros((), jnp.int32),
         config=cfg,

@@ -57,6 +57,10 @@ def train_config_class(algo: str) -> type:
     multiplier controller. Built per algorithm so that ``agent.*`` keys are checked against that
     algorithm's own config."""
     spec = get_online_agent(algo)
+    if spec.on_policy:  # PPO: no replay, its own loop section (loops/onpolicy.py)
+        from o2o.loops.onpolicy import onpolicy_train_config_class
+
+        return onpolicy_train_config_class(algo)
     fields = [
         ("algo", str, field(default=algo, metadata={"help": "online algorithm"})),
         ("task", str, field(default="BallCircle", metadata={"help": "task name (o2o tasks)"})),
@@ -112,6 +116,16 @@ def policy_step_kwargs(module, agent_cfg) -> dict:
     ``exploration_kwargs(cfg)``, those arguments (hashable, so they are static under jit)."""
     extra = getattr(module, "exploration_kwargs", None)
     return {"actions_fn": module.actor_actions, "action_kwargs": tuple(sorted(extra(agent_cfg).items())) if extra else ()}
+
+
+def make_trainer(cfg, **kwargs):
+    """The trainer of ``cfg.algo``: ``OnlineTrainer`` (replay, off-policy), or for an on-policy agent
+    (PPO) ``loops.onpolicy.OnPolicyTrainer``; both have the surface ``run_online`` drives."""
+    if get_online_agent(cfg.algo).on_policy:
+        from o2o.loops.onpolicy import OnPolicyTrainer
+
+        return OnPolicyTrainer(cfg, **kwargs)
+    return OnlineTrainer(cfg, **kwargs)
 
 
 class OnlineTrainer:
@@ -335,7 +349,7 @@ def run_online(
     from o2o.config import to_dict
     from o2o.runs import MetricsWriter, RunDir
 
-    trainer = trainer or OnlineTrainer(cfg, progress=progress)  # validates everything before touching disk
+    trainer = trainer or make_trainer(cfg, progress=progress)  # validates everything before touching disk
     if resume:
         upgrade_saved_config(out_dir, cfg)
     rundir = RunDir.create(out_dir, to_dict(cfg), resume=resume)

@@ -1,0 +1,254 @@
+"""The on-policy training loop (PPO): collect a fresh rollout -> advantages -> epochs of minibatch updates.
+
+    for each iteration:
+        collect ``steps_per_iteration`` env steps from ``num_envs`` env copies with the current
+            stochastic policy (one batched policy call per step; each env contributes
+            steps_per_iteration / num_envs consecutive steps, carrying its episode over to the next
+            iteration when the segment ends mid-episode)
+        scale rewards, evaluate V(s), V(s'), log pi_old(a|s), compute GAE     (one jitted call)
+        [advantage_fn: a caller may reshape the advantages, e.g. O2PPO's auxiliary advantage]
+        ``num_epochs`` x (rollout / minibatch_size) gradient steps                 (one jitted call)
+        merge the rollout's observations into the normalisation statistics
+        every E iterations: deterministic evaluation (fixed evaluation seeds)
+        log metrics; checkpoint every C iterations (and at the end)
+
+There is no replay buffer. The trainer has the same surface as ``OnlineTrainer`` (``iteration``,
+``evaluate``, ``checkpoint_arrays``, ``host_state``, ``restore``, ``counters``), so
+``o2o.loops.online.run_online`` drives it with the same run directory, metrics and exact resume.
+The checkpoint holds the agent (networks, optimisers, observation and return statistics), the RNG
+key, each env's discounted-return carry (reward scaling), the collector (per-env RNG and any
+episode in progress) and the counters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from o2o.agents import AgentSpec, get_online_agent
+from o2o.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class OnPolicyConfig:
+    iterations: int = field(default=488, metadata={"help": "rollout -> update iterations (488 x 2048 ~ 1M env steps)"})
+    steps_per_iteration: int = field(default=2048, metadata={"help": "env steps per rollout, all envs together (a multiple of num_envs)"})
+    num_envs: int = field(default=1, metadata={"help": "env copies stepped together (one batched policy call)"})
+    eval_every: int = field(default=10, metadata={"help": "evaluate every E iterations (and after the last)"})
+    eval_episodes: int = field(default=5, metadata={"help": "deterministic evaluation episodes"})
+    checkpoint_every: int = field(default=25, metadata={"help": "checkpoint every C iterations (and at the end)"})
+    cost_limit: float | None = field(default=None, metadata={"help": "episode cost limit kappa (reported only); None = the task's default"})
+
+
+@lru_cache(maxsize=None)
+def onpolicy_train_config_class(algo: str) -> type:
+    """The top-level config of ``o2o train --algo ppo``: task, seed, agent, loop (section ``online``
+    as for the off-policy agents, so ``--set online.steps_per_iteration=...`` reads the same)."""
+    spec = get_online_agent(algo)
+    fields = [
+        ("algo", str, field(default=algo, metadata={"help": "online algorithm"})),
+        ("task", str, field(default="Hopper", metadata={"help": "task name (o2o tasks)"})),
+        ("seed", int, field(default=0, metadata={"help": "random seed"})),
+        ("agent", spec.config_cls, field(default_factory=spec.config_cls, metadata={"help": "agent hyper-parameters"})),
+        ("online", OnPolicyConfig, field(default_factory=OnPolicyConfig, metadata={"help": "training loop"})),
+    ]
+    return dataclasses.make_dataclass("TrainConfig", fields, frozen=True)
+
+
+def check_config(cfg) -> None:
+    o, a = cfg.online, cfg.agent
+    for name in ("iterations", "steps_per_iteration", "num_envs", "eval_every", "eval_episodes", "checkpoint_every"):
+        if getattr(o, name) <= 0:
+            raise ConfigError(f"online.{name} must be > 0, got {getattr(o, name)}")
+    if o.steps_per_iteration % o.num_envs:
+        raise ConfigError(
+            f"online.steps_per_iteration ({o.steps_per_iteration}) must be a multiple of online.num_envs ({o.num_envs})"
+        )
+    if a.minibatch_size <= 0 or o.steps_per_iteration % a.minibatch_size:
+        raise ConfigError(
+            f"agent.minibatch_size ({a.minibatch_size}) must be > 0 and divide online.steps_per_iteration ({o.steps_per_iteration})"
+        )
+    if a.num_epochs <= 0:
+        raise ConfigError(f"agent.num_epochs must be > 0, got {a.num_epochs}")
+    if not 0 < a.gamma <= 1 or not 0 <= a.gae_lambda <= 1 or a.clip_ratio <= 0:
+        raise ConfigError("agent.gamma must be in (0, 1], agent.gae_lambda in [0, 1], agent.clip_ratio > 0")
+    if o.cost_limit is not None and o.cost_limit < 0:
+        raise ConfigError(f"online.cost_limit must be >= 0, got {o.cost_limit}")
+
+
+# One compiled function each per (agent config, shapes) per process, shared by every trainer.
+@lru_cache(maxsize=None)
+def _jitted(module):
+    return (
+        jax.jit(module.prepare_batch),
+        jax.jit(module.update, donate_argnums=(0,)),
+        jax.jit(module.observe, donate_argnums=(0,)),
+    )
+
+
+@jax.jit
+def _sample_step(policy, observations, key, step):
+    from o2o.agents.ppo import sample_actions
+
+    return sample_actions(policy, observations, jax.random.fold_in(key, step))
+
+
+class OnPolicyTrainer:
+    """Owns everything of one on-policy run; ``run_online`` drives it."""
+
+    def __init__(self, cfg, rundir=None, *, progress: bool = True, agent_state=None,
+                 advantage_fn: Callable[["OnPolicyTrainer", dict], dict] | None = None):
+        """``agent_state``: start from this agent (e.g. a PPO state whose actor is a pre-trained one).
+        ``advantage_fn(trainer, batch) -> batch`` may change the batch between GAE and the update."""
+        from o2o.envs import Collector, get_task
+
+        check_config(cfg)
+        self.cfg = cfg
+        self.rundir = rundir
+        self.progress = progress
+        self.spec: AgentSpec = get_online_agent(cfg.algo)
+        if not self.spec.on_policy:
+            raise ConfigError(f"algorithm '{cfg.algo}' is off-policy; it trains with loops.online.OnlineTrainer")
+        self.task = get_task(cfg.task)
+        self.cost_limit = cfg.online.cost_limit if cfg.online.cost_limit is not None else self.task.cost_limit
+        module = self.spec.module
+        root = jax.random.PRNGKey(cfg.seed)
+        init_key, self.key = jax.random.split(root)
+        self.state = agent_state if agent_state is not None else module.init(init_key, self.task.obs_dim, self.task.act_dim, cfg.agent)
+        self.collector = Collector(self.task, cfg.online.num_envs, cfg.seed)
+        self.return_carry = np.zeros(cfg.online.num_envs, np.float32)
+        self.advantage_fn = advantage_fn
+        self.counters = {
+            "iteration": 0,
+            "env_steps": 0,
+            "episodes": 0,
+            "updates": 0,
+            "cumulative_cost": 0.0,
+            "violating_episodes": 0,
+        }
+        self._prepare, self._update, self._observe = _jitted(module)
+
+    # ------------------------------------------------------------------ policies
+    def _make_policy(self, key, pre_tanh: list) -> Callable[[np.ndarray], np.ndarray]:
+        """The sampling policy; it records each call's pre-tanh sample u in ``pre_tanh``."""
+        policy_params = self.spec.module.policy_of(self.state)
+        counter = [0]
+
+        def policy(obs: np.ndarray) -> np.ndarray:
+            counter[0] += 1
+            actions, u = jax.device_get(_sample_step(policy_params, obs, key, counter[0]))
+            pre_tanh.append(u)
+            return actions
+
+        return policy
+
+    def deterministic_policy(self) -> Callable[[np.ndarray], np.ndarray]:
+        policy_params = self.spec.module.policy_of(self.state)
+        act = self.spec.module.actor_actions
+        key = jax.random.PRNGKey(0)
+        return lambda obs: np.asarray(act(policy_params, obs, key, True))
+
+    # ------------------------------------------------------------------ one iteration
+    def _segments(self, rollout, pre_tanh: list) -> dict:
+        """The rollout as [num_envs, T, ...] arrays. Every policy call stepped every env (the step count
+        is a multiple of num_envs), and the rollout is env-major, so row e is env e's T steps in order."""
+        n_envs = self.cfg.online.num_envs
+        T = rollout.num_steps // n_envs
+        u = np.stack(pre_tanh).transpose(1, 0, 2)  # [num_envs, T, act_dim]
+        out = {
+            name: getattr(rollout, name).reshape((n_envs, T) + getattr(rollout, name).shape[1:])
+            for name in ("observations", "rewards", "next_observations", "terminals", "timeouts")
+        }
+        out["pre_tanh_actions"] = u
+        executed = rollout.actions.reshape(n_envs, T, -1)
+        if u.shape != executed.shape or not np.allclose(np.tanh(u), executed, atol=1e-5):
+            raise RuntimeError("on-policy rollout: recorded samples do not match the executed actions")
+        return out
+
+    def iteration(self) -> dict[str, float]:
+        o = self.cfg.online
+        metrics: dict[str, float] = {}
+        self.key, collect_key, update_key = jax.random.split(self.key, 3)
+        pre_tanh: list[np.ndarray] = []
+        t0 = time.perf_counter()
+        rollout = self.collector.collect(self._make_policy(collect_key, pre_tanh), num_steps=o.steps_per_iteration)
+        collect_time = time.perf_counter() - t0
+        self.last_rollout = rollout
+
+        c = self.counters
+        c["env_steps"] += int(rollout.num_steps)
+        c["episodes"] += len(rollout.episode_returns)
+        c["cumulative_cost"] += float(np.sum(rollout.costs))
+        metrics["perf/env_steps_per_s"] = rollout.num_steps / max(collect_time, 1e-9)
+        if len(rollout.episode_returns):
+            metrics["train/episode_return"] = float(np.mean(rollout.episode_returns))
+            metrics["train/episode_cost"] = float(np.mean(rollout.episode_costs))
+            metrics["train/episode_length"] = float(np.mean(rollout.episode_lengths))
+            if self.cost_limit is not None:
+                c["violating_episodes"] += int(np.sum(rollout.episode_costs > self.cost_limit))
+
+        t0 = time.perf_counter()
+        self.state, batch, carry, info = self._prepare(self.state, self._segments(rollout, pre_tanh), jnp.asarray(self.return_carry))
+        self.return_carry = np.asarray(carry, np.float32)
+        if self.advantage_fn is not None:
+            batch = self.advantage_fn(self, batch)
+        lr_fraction = jnp.asarray(1.0 - c["iteration"] / o.iterations, jnp.float32)
+        self.state, update_metrics = self._update(self.state, batch, update_key, lr_fraction)
+        self.state = self._observe(self.state, jnp.asarray(rollout.observations))
+        update_metrics = jax.device_get({**update_metrics, **info})
+        update_time = time.perf_counter() - t0
+        a = self.cfg.agent
+        num_updates = a.num_epochs * (o.steps_per_iteration // a.minibatch_size)
+        c["updates"] += num_updates
+        metrics["perf/updates_per_s"] = num_updates / max(update_time, 1e-9)
+        for k, v in update_metrics.items():
+            metrics[f"loss/{k}"] = float(v)
+
+        c["iteration"] += 1
+        metrics["train/cumulative_cost"] = c["cumulative_cost"]
+        metrics["train/violating_episodes"] = float(c["violating_episodes"])
+        if c["iteration"] % o.eval_every == 0 or c["iteration"] == o.iterations:
+            metrics.update(self.evaluate())
+        metrics.update({"env_steps": c["env_steps"], "episodes": c["episodes"], "updates": c["updates"]})
+        return metrics
+
+    def evaluate(self, num_episodes: int | None = None) -> dict[str, float]:
+        """Deterministic evaluation on fixed evaluation seeds (the same episodes every time)."""
+        from o2o.loops.evaluation import evaluation_metrics
+
+        n = num_episodes or self.cfg.online.eval_episodes
+        return evaluation_metrics(self.task, self.deterministic_policy(), n, self.cfg.seed, self.cost_limit)
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_arrays(self) -> dict:
+        from flax.serialization import to_state_dict
+
+        return {"agent": to_state_dict(self.state), "key": self.key, "return_carry": self.return_carry}
+
+    def host_state(self) -> dict:
+        return {"counters": dict(self.counters), "collector": self.collector.state_dict()}
+
+    def restore(self, arrays: dict, host: dict) -> None:
+        from flax.serialization import from_state_dict
+
+        self.state = from_state_dict(self.state, arrays["agent"])
+        self.key = jnp.asarray(arrays["key"], jnp.uint32)
+        self.return_carry = np.asarray(arrays["return_carry"], np.float32)
+        self.counters = dict(host["counters"])
+        self.collector.load_state_dict(host["collector"])
+
+
+def run_onpolicy(cfg, out_dir, *, resume: bool = False, progress: bool = True, trainer: OnPolicyTrainer | None = None, **kwargs) -> dict:
+    """Train an on-policy ``cfg`` into ``out_dir`` (or continue it with ``resume``): ``run_online``'s
+    driver (run directory, metrics, checkpoints, summary) around an ``OnPolicyTrainer``."""
+    from o2o.loops.online import run_online
+
+    trainer = trainer or OnPolicyTrainer(cfg, progress=progress)
+    return run_online(cfg, out_dir, resume=resume, progress=progress, trainer=trainer, **kwargs)
