@@ -1,0 +1,298 @@
+"""o2o sweep: spec checks before launch, the index's resume rules, failed runs, interruption and resume
+on the local process pool (a real SIGINT), and the Ray backend on a local Ray instance."""
+
+import dataclasses
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from o2o.cli import main
+from o2o.errors import ConfigError
+from o2o.experiments import runners, sweep as sweep_mod
+from o2o.experiments.index import SweepIndex
+from o2o.experiments.spec import PlannedRun, load_spec
+from o2o.experiments.sweep import SequentialBackend, make_backend, run_sweep
+
+TINY = """\
+name: tiny
+seeds: {seeds}
+tasks: [Pendulum]
+methods: [sac]
+set:
+  agent.hidden_dims: [16, 16]
+  agent.batch_size: 32
+  online.iterations: {iterations}
+  online.steps_per_iteration: 100
+  online.updates_per_iteration: 5
+  online.warmup_steps: 50
+  online.update_after: 50
+  online.eval_every: 1
+  online.eval_episodes: 1
+  online.checkpoint_every: 1
+"""
+
+
+def write_spec(tmp_path, text, name="spec.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def one_error_line(err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("o2o: error: ") and "Traceback" not in err
+    return lines[0]
+
+
+# ------------------------------------------------------------------------------ bad input
+
+
+BAD_SPECS = [
+    # (spec text, what the error must name)
+    ("tasks: [Pendulum]\nmethods:\n  - sac\n  - name: fast\n    algo: sax\n", ["line 5", "methods[1].algo", "'sax'", "sac-lag"]),
+    ("tasks: [Pendulum, Hoper]\nmethods: [sac]\n", ["line 1", "tasks[1]", "'Hoper'", "Hopper"]),
+    ("tasks: [Pendulum]\nmethods: [sac]\nset:\n  online.iteratons: 3\n", ["line 4", "set.online.iteratons", "did you mean 'online.iterations'"]),
+    ("tasks: [Pendulum]\nmethods: [sac]\ngrid:\n  agent.actr_lr: [1.0e-4, 3.0e-4]\n", ["line 4", "grid.agent.actr_lr", "agent.actor_lr"]),
+    ("tasks: [Pendulum]\nmethods:\n  - name: sac\n    sett: {online.iterations: 2}\n", ["line 4", "methods[0].sett", "did you mean 'set'"]),
+    ("seed: 3\ntasks: [Pendulum]\nmethods: [sac]\n", ["line 1", "'seed'", "did you mean 'seeds'"]),
+    ("tasks: [Pendulum\nmethods: [sac]\n", ["not valid YAML", "line 2"]),
+    ("tasks: [Pendulum]\nmethods: [sac-lag]\n", ["line 2", "needs a task with costs"]),
+    ("tasks: [Pendulum]\nmethods: [sac]\nset: {online.iterations: 0}\n", ["online.iterations must be > 0"]),
+]
+
+
+@pytest.mark.parametrize("text,needles", BAD_SPECS)
+def test_bad_spec_refused_before_anything_is_written(tmp_path, capsys, text, needles):
+    spec = write_spec(tmp_path, text)
+    code = main(["--no-progress", "sweep", str(spec), "--out", str(tmp_path / "sweep")])
+    line = one_error_line(capsys.readouterr().err)
+    assert code == 2
+    for needle in needles:
+        assert needle in line, (needle, line)
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_unreachable_ray_address_refused_quickly(tmp_path, capsys):
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'o2o[ray]')")
+    spec = write_spec(tmp_path, TINY.format(seeds=1, iterations=1))
+    start = time.perf_counter()
+    code = main(["--no-progress", "sweep", str(spec), "--out", str(tmp_path / "sweep"), "--backend", "ray", "--address", "127.0.0.1:1"])
+    line = one_error_line(capsys.readouterr().err)
+    assert code == 2 and "cannot reach a Ray cluster at 127.0.0.1:1" in line
+    assert time.perf_counter() - start < 15  # ray.init itself would wait minutes
+    assert not (tmp_path / "sweep").exists()
+    with pytest.raises(ConfigError, match="malformed"):
+        sweep_mod.check_ray_address("nohost")
+
+
+def test_spec_plans_every_combination_and_grid_variants(tmp_path):
+    spec = load_spec(write_spec(tmp_path, TINY.format(seeds=2, iterations=1) + "grid:\n  agent.actor_lr: [1.0e-4, 3.0e-4]\n"))
+    assert len(spec.runs) == 4
+    ids = [r.run_id for r in spec.runs]
+    assert len(set(ids)) == 4 and all(i.startswith("sac/Pendulum/seed") for i in ids)
+    lrs = sorted({r.config["agent"]["actor_lr"] for r in spec.runs})
+    assert lrs == [1e-4, 3e-4]
+    assert len({r.config_hash for r in spec.runs}) == 4
+    assert all(r.config["online"]["iterations"] == 1 for r in spec.runs)
+
+
+# ------------------------------------------------------------------------------ the index
+
+
+def planned(run_id, h="h0", seed=0):
+    return PlannedRun(run_id, "sac", "Pendulum", seed, "", "train", {"seed": seed, "x": h}, h)
+
+
+def test_index_resume_rules(tmp_path):
+    runs = [planned(f"sac/Pendulum/seed{i}", seed=i) for i in range(5)]
+    with SweepIndex(tmp_path) as index:
+        index.register(runs)
+        ids = [r.run_id for r in runs]
+        assert index.plan(ids)[0] == ids  # all pending
+        index.mark_running(ids[0])
+        index.mark_finished(ids[0], wall_time_s=1.0, resumed_from=None)
+        index.mark_running(ids[1])
+        index.mark_failed(ids[1], "RuntimeError: boom", "Traceback ...")
+        index.mark_running(ids[2])  # the sweep died with this one in flight: left 'running'
+        index.mark_running(ids[3])
+        index.mark_interrupted([ids[3]])
+    with SweepIndex(tmp_path) as index:  # a new sweep process opens the same file
+        to_run, finished, failed = index.plan(ids)
+        assert to_run == [ids[2], ids[3], ids[4]]
+        assert [r.run_id for r in finished] == [ids[0]]
+        assert [(r.run_id, r.error) for r in failed] == [(ids[1], "RuntimeError: boom")]
+        assert index.plan(ids, retry_failed=True)[0] == [ids[1], ids[2], ids[3], ids[4]]
+        assert index.counts() == {"pending": 1, "running": 1, "finished": 1, "failed": 1, "interrupted": 1}
+        assert index.record(ids[3]).status == "interrupted" and index.record(ids[3]).attempts == 1
+        index.register(runs)  # registering the same runs again changes nothing
+        assert index.record(ids[0]).status == "finished"
+        with pytest.raises(ConfigError, match="already in .* with another config"):
+            index.register([planned(ids[0], h="h1")])  # the spec changed under a finished run
+        assert index.record(ids[0]).config_hash == "h0"
+
+
+# ------------------------------------------------------------------------------ end to end, in process
+
+
+def test_failed_run_is_reported_not_counted_and_can_be_retried(tmp_path, monkeypatch):
+    spec = load_spec(write_spec(tmp_path, TINY.format(seeds=2, iterations=2)))
+    sweep_dir = tmp_path / "sweep"
+    blocker = sweep_dir / "runs" / "sac" / "Pendulum" / "seed1"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("not a directory")  # RunDir.create refuses: this run fails at run time
+
+    out = run_sweep(spec, sweep_dir, backend=SequentialBackend(), progress=False, echo=lambda *_: None)
+    assert out.counts["finished"] == 1 and out.counts["failed"] == 1
+    assert [run_id for run_id, _ in out.failed] == ["sac/Pendulum/seed1"]
+    assert "is a file, not a directory" in out.failed[0][1]
+    with SweepIndex(sweep_dir) as index:
+        rec = index.record("sac/Pendulum/seed1")
+        assert rec.status == "failed" and "RunDirError" in rec.traceback
+
+    # launched again: the finished run is kept, the failed one skipped (not retried silently)
+    calls = []
+    real_execute = sweep_mod.execute_run
+    monkeypatch.setattr(sweep_mod, "execute_run", lambda job: calls.append(job["run_id"]) or real_execute(job))
+    out = run_sweep(spec, sweep_dir, backend=SequentialBackend(), progress=False, echo=lambda *_: None)
+    assert calls == [] and out.kept == ["sac/Pendulum/seed0"] and out.counts["failed"] == 1
+
+    blocker.unlink()
+    out = run_sweep(spec, sweep_dir, backend=SequentialBackend(), retry_failed=True, progress=False, echo=lambda *_: None)
+    assert calls == ["sac/Pendulum/seed1"]
+    assert out.counts == {"pending": 0, "running": 0, "finished": 2, "failed": 0, "interrupted": 0}
+    with SweepIndex(sweep_dir) as index:
+        assert index.record("sac/Pendulum/seed1").attempts == 2
+        assert index.record("sac/Pendulum/seed0").attempts == 1
+
+
+def test_interrupted_sweep_resumes_without_rerunning_finished_runs(tmp_path, monkeypatch):
+    """Ctrl-C in the middle of the second run: the first stays finished and is not run again; the
+    second continues from its checkpoint; the metrics of the continued run match an uninterrupted one."""
+    from o2o.loops.online import run_online
+    from o2o.runs import read_metrics_csv
+
+    spec = load_spec(write_spec(tmp_path, TINY.format(seeds=2, iterations=3)))
+    sweep_dir = tmp_path / "sweep"
+    real_run = runners.KINDS["train"].run
+    started = []
+
+    def interrupting_run(cfg, out, resume):
+        started.append((out.name, resume))
+        if out.name == "seed1" and not resume:
+            def stop_after_two(trainer, metrics):
+                if trainer.counters["iteration"] == 2:
+                    raise KeyboardInterrupt
+            return run_online(cfg, out, resume=resume, progress=False, after_iteration=stop_after_two)
+        return real_run(cfg, out, resume)
+
+    monkeypatch.setitem(runners.KINDS, "train", dataclasses.replace(runners.KINDS["train"], run=interrupting_run))
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec, sweep_dir, backend=SequentialBackend(), progress=False, echo=lambda *_: None)
+    with SweepIndex(sweep_dir) as index:
+        assert index.record("sac/Pendulum/seed0").status == "finished"
+        assert index.record("sac/Pendulum/seed1").status == "interrupted"
+    summary0 = sweep_dir / "runs/sac/Pendulum/seed0/summary.json"
+    mtime0 = summary0.stat().st_mtime_ns
+
+    out = run_sweep(spec, sweep_dir, backend=SequentialBackend(), progress=False, echo=lambda *_: None)
+    assert started == [("seed0", False), ("seed1", False), ("seed1", True)]  # seed0 ran once
+    assert out.kept == ["sac/Pendulum/seed0"] and out.executed == ["sac/Pendulum/seed1"]
+    assert summary0.stat().st_mtime_ns == mtime0
+    with SweepIndex(sweep_dir) as index:
+        rec = index.record("sac/Pendulum/seed1")
+        assert rec.status == "finished" and rec.resumed_from == 1 and rec.attempts == 2
+
+    # the continued run equals an uninterrupted one
+    fresh = run_online(runners.KINDS["train"].load(spec.runs[1].config), tmp_path / "fresh", progress=False)
+    got = read_metrics_csv(sweep_dir / "runs/sac/Pendulum/seed1")
+    want = read_metrics_csv(tmp_path / "fresh")
+    assert fresh["env_steps"] == 300
+    for key in ("eval/return", "loss/critic_loss", "env_steps"):
+        assert list(got[key]) == list(want[key]), key
+
+
+def test_second_sweep_process_on_the_same_directory_is_refused(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    lock = sweep_mod._Lock(sweep_dir)
+    try:
+        code = subprocess.run(
+            [sys.executable, "-c", f"from o2o.experiments.sweep import _Lock; from pathlib import Path; _Lock(Path({str(sweep_dir)!r}))"],
+            capture_output=True, text=True,
+        )
+        assert code.returncode != 0 and f"pid {os.getpid()}" in code.stderr
+    finally:
+        lock.release()
+
+
+# ------------------------------------------------------------------------------ local pool, real signal
+
+
+def _index_status(sweep_dir: Path) -> dict[str, tuple[str, int]]:
+    path = sweep_dir / "index.sqlite"
+    if not path.exists():
+        return {}
+    with sqlite3.connect(path) as db:
+        return {r: (s, a) for r, s, a in db.execute("SELECT run_id, status, attempts FROM runs")}
+
+
+def test_local_pool_interrupted_by_sigint_and_resumed(tmp_path):
+    """The must-show in small: `o2o sweep` on a 2-worker pool, SIGINT once the first run has finished,
+    then the same command again: it finishes without running the finished runs again."""
+    spec = write_spec(tmp_path, TINY.format(seeds=3, iterations=4))
+    sweep_dir = tmp_path / "sweep"
+    cmd = [str(Path(sys.executable).parent / "o2o"), "--no-progress", "sweep", str(spec), "--out", str(sweep_dir), "--workers", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 400
+        while time.time() < deadline:
+            if any(s == "finished" for s, _ in _index_status(sweep_dir).values()) or proc.poll() is not None:
+                break
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    status = _index_status(sweep_dir)
+    finished_first = {r for r, (s, _) in status.items() if s == "finished"}
+    assert proc.returncode == 130, (out, err)
+    assert "sweep interrupted" in err and "Traceback" not in err, err
+    assert 1 <= len(finished_first) < 3, status
+    assert all(s in ("finished", "interrupted", "pending") for s, _ in status.values()), status
+    mtimes = {r: (sweep_dir / "runs" / r / "summary.json").stat().st_mtime_ns for r in finished_first}
+
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=500)
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert f"{len(finished_first)} finished (kept, not run again)" in done.stdout
+    status = _index_status(sweep_dir)
+    assert all(s == "finished" for s, _ in status.values()), status
+    for r in finished_first:
+        assert status[r][1] == 1  # one attempt: never run again
+        assert (sweep_dir / "runs" / r / "summary.json").stat().st_mtime_ns == mtimes[r]
+
+
+# ------------------------------------------------------------------------------ Ray
+
+
+@pytest.mark.filterwarnings("ignore:os.fork")  # ray.init starts its processes with fork + exec: harmless
+def test_ray_backend_on_a_local_instance(tmp_path):
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'o2o[ray]'; make test installs it)")
+    spec = load_spec(write_spec(tmp_path, TINY.format(seeds=2, iterations=2)))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        backend = make_backend("ray", workers=2, threads=1)
+        out = run_sweep(spec, tmp_path / "sweep", backend=backend, progress=False, echo=lambda *_: None)
+    finally:
+        ray.shutdown()
+    assert out.counts["finished"] == 2 and not out.failed
+    with SweepIndex(tmp_path / "sweep") as index:
+        workers = {r.worker for r in index.records()}
+    assert all((tmp_path / "sweep/runs" / r.run_id / "summary.json").is_file() for r in spec.runs)
+    assert all(w and str(os.getpid()) not in w for w in workers)  # ran in Ray worker processes
