@@ -40,7 +40,7 @@ def plot_learning_curves(
         metrics = [(axes[0, 0], reward_metric)] + ([(axes[0, 1], cost_metric)] if cost_metric else [])
         for ax, metric in metrics:
             c = curve(runs, metric, how=how)
-            ax.plot(c.x, c.mean, color=color, label=f"{label} (n={c.n})")
+            ax.plot(c.x, c.mean, color=color, marker="o", ms=3, label=f"{label} (n={c.n})")
             ax.fill_between(c.x, c.low, c.high, color=color, alpha=0.2, lw=0)
     axes[0, 0].set_ylabel(reward_label)
     if cost_metric:

@@ -264,6 +264,10 @@ def _budget(g: GroupResult) -> str:
     lo, hi = g.final_budget
     unit = "env steps" if g.x_key == "env_steps" else "gradient steps"
     text = f"{lo}" if lo == hi else f"{lo}-{hi}"
+    if g.final_updates is not None and g.x_key == "env_steps":
+        ulo, uhi = g.final_updates
+        text += f" {unit}, {ulo if ulo == uhi else f'{ulo}-{uhi}'} updates"
+        return text
     return f"{text} {unit}"
 
 
@@ -272,7 +276,7 @@ def safe_table(results: list[GroupResult]) -> str:
     if not rows:
         return ""
     head = ("| task | method | seeds | budget (final) | final reward (DSRL-norm.) | final cost (DSRL-norm.) | safe? | "
-            "best reward (DSRL-norm.) [at env steps] | cumulative training cost | training episodes over the limit |")
+            "best reward (DSRL-norm.) @ env steps | cumulative training cost | training episodes over the limit |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for g in rows:
         unsafe = g.unsafe
@@ -282,7 +286,7 @@ def safe_table(results: list[GroupResult]) -> str:
             reward, cost = f"_{reward}_", f"**{cost}**"
         lines.append(
             f"| {g.task} | {g.method} | {g.n} | {_budget(g)} | {reward} | {cost} | "
-            f"{'-' if unsafe is None else ('✗ unsafe' if unsafe else '✓')} | {g.best_norm_return.fmt(3)} [{g.best_at}] | "
+            f"{'-' if unsafe is None else ('✗ unsafe' if unsafe else '✓')} | {g.best_norm_return.fmt(3)} @ {g.best_at} | "
             f"{g.cum_train_cost.fmt(0) if g.cum_train_cost else '-'} | "
             f"{g.violating_episodes.fmt(1) if g.violating_episodes else '-'}"
             f"{f' of {g.train_episodes.value:.0f}' if g.train_episodes and math.isfinite(g.train_episodes.value) else ''} |"
@@ -294,13 +298,13 @@ def score_table(results: list[GroupResult]) -> str:
     rows = [r for r in results if not r.safe_task]
     if not rows:
         return ""
-    head = ("| task | method | seeds | budget (final) | final score (normalised x100) | best score [at step] | "
+    head = ("| task | method | seeds | budget (final) | final score (normalised x100) | best score @ step | "
             "final eval return (raw) | normalisation |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for g in rows:
         lines.append(
             f"| {g.task} | {g.method} | {g.n} | {_budget(g)} | {g.final_norm_return.fmt(1)} | "
-            f"{g.best_norm_return.fmt(1)} [{g.best_at}] | {g.final_return.fmt(1)} | {g.normalisation} |"
+            f"{g.best_norm_return.fmt(1)} @ {g.best_at} | {g.final_return.fmt(1)} | {g.normalisation} |"
         )
     return "\n".join(lines)
 

@@ -1,0 +1,193 @@
+"""Does VPA align the critics? (Marvel, Table 1.)
+
+For a fine-tuning run with VPA, the critics before VPA (the pre-trained run's) and after (the run's
+``bridge/``) are scored against Monte-Carlo returns of the policy they evaluate (the frozen
+pre-trained policy pi0) by Spearman rank correlation, for the reward critic (min over the ensemble)
+and the cost critic (the ensemble reduction the agent uses).
+
+State-action pairs come from two sources:
+- ``policy``: states visited by pi0's own (stochastic) episodes, with the action pi0 took there;
+- ``random``: states visited by uniformly random episodes, with the random action taken there (the
+  paper's "random rollouts": actions pi0 would rarely choose).
+Dataset state-actions cannot be used: an observation does not determine the simulator state, and the
+datasets do not record simulator states. The simulator is put back into a recorded state exactly by
+re-running its episode from the episode seed with the recorded actions (``SeededEnv.reset_episode``:
+every episode is a pure function of its seed and actions), then the pair's action is taken and pi0
+followed until the episode ends (or ``horizon`` steps), ``rollouts`` times with different policy
+samples; the Monte-Carlo value is their mean, discounted with the critic's gamma (or undiscounted),
+rewards in the critic's units (times the reward scale).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from o2o.errors import ConfigError, RunDirError
+
+
+def _episodes(task, behaviour, count: int, seed: int):
+    """``count`` whole episodes: (episode_seed, observations [T], actions [T])."""
+    from o2o.envs import make_env
+
+    env = make_env(task, seed)
+    out = []
+    for _ in range(count):
+        obs, info = env.reset()
+        observations, actions = [], []
+        done = False
+        while not done:
+            a = behaviour(obs)
+            observations.append(obs)
+            actions.append(a)
+            obs, _, term, trunc, _ = env.step(a)
+            done = term or trunc
+        out.append((info["episode_seed"], np.asarray(observations), np.asarray(actions)))
+    env.close()
+    return out
+
+
+def _monte_carlo(task, episode_seed, prefix, action, policy_batch, rollouts: int, horizon, gamma: float, reward_scale: float):
+    """Mean discounted (reward, cost) of ``rollouts`` continuations after restoring the state."""
+    from o2o.envs import make_env
+
+    envs = [make_env(task, 0) for _ in range(rollouts)]
+    obs = []
+    for env in envs:
+        o, _ = env.reset_episode(episode_seed)
+        for a in prefix:
+            o, *_ = env.step(a)
+        obs.append(o)
+    returns = np.zeros(rollouts)
+    costs = np.zeros(rollouts)
+    alive = np.ones(rollouts, bool)
+    actions = np.repeat(action[None], rollouts, 0)
+    k = 0
+    while alive.any() and (horizon is None or k < horizon):
+        for i, env in enumerate(envs):
+            if not alive[i]:
+                continue
+            o, r, term, trunc, info = env.step(actions[i])
+            returns[i] += gamma**k * reward_scale * r
+            costs[i] += gamma**k * info["cost"]
+            obs[i] = o
+            alive[i] = not (term or trunc)
+        k += 1
+        if alive.any():
+            actions = policy_batch(np.asarray(obs))
+    for env in envs:
+        env.close()
+    return returns.mean(), costs.mean()
+
+
+def diagnose_critic(run_dir, *, pairs: int = 64, rollouts: int = 3, horizon: int | None = None, discounted: bool = True,
+                    seed: int = 0, progress: bool = True):
+    from scipy.stats import spearmanr
+
+    from o2o.agents.sac import actor_actions
+    from o2o.agents.sac_lag import reduce_costs
+    from o2o.bridge.pretrained import load_pretrained, to_sac_lag
+    from o2o.config import from_dict, load_yaml
+    from o2o.envs import get_task
+    from o2o.loops.finetune import finetune_config_class, load_bridge
+    from o2o.methods import get_method
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise RunDirError(f"'{run_dir}' is not a run directory (no config.yaml)")
+    saved = load_yaml(run_dir / "config.yaml")
+    if "method" not in saved:
+        raise ConfigError(f"'{run_dir}' is not a fine-tuning run; diagnose-critic reads runs of `o2o finetune` with VPA")
+    cfg = from_dict(finetune_config_class(saved["method"]), saved)
+    if not get_method(cfg.method).vpa:
+        raise ConfigError(f"'{run_dir}' ran method '{cfg.method}', which has no VPA stage to compare before/after")
+    if pairs < 2 or rollouts < 1:
+        raise ConfigError("--pairs must be >= 2 and --rollouts >= 1")
+    task = get_task(cfg.task)
+    pre = load_pretrained(cfg.pretrained, task=task.name, need_cost_critic=True)
+    before = to_sac_lag(pre, cfg.agent, jax.random.PRNGKey(0))
+    loaded = load_bridge(run_dir / "bridge", before)
+    if loaded is None:
+        raise RunDirError(f"'{run_dir}/bridge' holds no aligned agent (the run stopped during VPA); resume the run first")
+    after, _ = loaded
+    mean, std = pre.obs_stats
+    a = cfg.agent
+    gamma = a.gamma if discounted else 1.0
+    key = jax.random.PRNGKey(seed)
+    step = [0]
+
+    def policy_batch(obs):
+        step[0] += 1
+        return np.asarray(actor_actions(before.actor, jnp.asarray((obs - mean) / std), jax.random.fold_in(key, step[0]), False))
+
+    rng = np.random.default_rng(seed)
+    behaviours = {
+        "policy": lambda o: policy_batch(o[None])[0],
+        "random": lambda o: rng.uniform(-1, 1, task.act_dim).astype(np.float32),
+    }
+    result = {"run": str(run_dir), "task": task.name, "method": cfg.method, "pretrained": cfg.pretrained, "pairs": pairs,
+              "rollouts": rollouts, "gamma": gamma, "horizon": horizon, "sources": {}}
+    from o2o.loops.online import _progress
+
+    with _progress(progress) as bar:
+        tid = bar.add_task(f"diagnose-critic {task.name}", total=2 * pairs, completed=0, status="")
+        for src_i, (source, behaviour) in enumerate(behaviours.items()):
+            episodes = _episodes(task, behaviour, max(4, pairs // 16), seed * 1000 + src_i)
+            chosen = [(e, int(rng.integers(len(episodes[e][1]) - 1))) for e in rng.integers(len(episodes), size=pairs)]
+            S, A, G, Gc = [], [], [], []
+            for e, t in chosen:
+                ep_seed, observations, actions = episodes[e]
+                g, gc = _monte_carlo(task, ep_seed, actions[:t], actions[t], policy_batch, rollouts, horizon, gamma, a.reward_scale)
+                S.append(observations[t]); A.append(actions[t]); G.append(g); Gc.append(gc)
+                bar.advance(tid)
+            S = jnp.asarray((np.asarray(S) - mean) / std)
+            A = jnp.asarray(np.asarray(A))
+            G, Gc = np.asarray(G), np.asarray(Gc)
+            entry = {"mc_return_mean": float(G.mean()), "mc_cost_mean": float(Gc.mean())}
+            for name, state in (("before", before), ("after", after)):
+                q = np.asarray(state.critic.apply_fn(state.critic.params, S, A).min(axis=0))
+                qc = np.asarray(reduce_costs(state.cost_critic.apply_fn(state.cost_critic.params, S, A), a.cost_reduce))
+                entry[name] = {
+                    "reward_spearman": _spearman(spearmanr, q, G),
+                    "cost_spearman": _spearman(spearmanr, qc, Gc),
+                    "q_mean": float(q.mean()),
+                    "qc_mean": float(qc.mean()),
+                    "reward_abs_error": float(np.abs(q - G).mean()),
+                    "cost_abs_error": float(np.abs(qc - Gc).mean()),
+                }
+            result["sources"][source] = entry
+    out = run_dir / "diagnose_critic.json"
+    out.write_text(json.dumps(result, indent=2))
+    md = out.with_suffix(".md")
+    md.write_text(format_table(result))
+    return result, md
+
+
+def _spearman(spearmanr, x, y) -> float | None:
+    if np.std(x) == 0 or np.std(y) == 0:
+        return None  # undefined (e.g. no cost anywhere): reported as n/a, not as 0
+    return float(spearmanr(x, y).statistic)
+
+
+def format_table(result: dict) -> str:
+    fmt = lambda v: "n/a" if v is None else f"{v:+.3f}"
+    lines = [
+        f"# Critic vs Monte-Carlo: {result['task']} ({result['run']})",
+        "",
+        f"Spearman rank correlation of the critics with Monte-Carlo returns of the pre-trained policy; {result['pairs']} "
+        f"state-actions per source, {result['rollouts']} rollouts each, gamma {result['gamma']}.",
+        "",
+        "| source | critic | before VPA | after VPA | MC mean | critic mean before | after | mean abs. error before | after |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for source, e in result["sources"].items():
+        b, a = e["before"], e["after"]
+        lines.append(f"| {source} | reward Q | {fmt(b['reward_spearman'])} | {fmt(a['reward_spearman'])} | {e['mc_return_mean']:.2f} | "
+                     f"{b['q_mean']:.2f} | {a['q_mean']:.2f} | {b['reward_abs_error']:.2f} | {a['reward_abs_error']:.2f} |")
+        lines.append(f"| {source} | cost Qc | {fmt(b['cost_spearman'])} | {fmt(a['cost_spearman'])} | {e['mc_cost_mean']:.2f} | "
+                     f"{b['qc_mean']:.2f} | {a['qc_mean']:.2f} | {b['cost_abs_error']:.2f} | {a['cost_abs_error']:.2f} |")
+    return "\n".join(lines) + "\n"

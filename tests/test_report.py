@@ -1,0 +1,186 @@
+"""o2o report: aggregation against hand-computed means and intervals, tables and figures from a sweep
+whose runs are written by hand (known numbers), a failed run left out and listed."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from o2o.cli import main
+from o2o.errors import O2OError
+from o2o.experiments.aggregate import bootstrap_ci, iqm, mean_ci, stratified_bootstrap_ci
+from o2o.experiments.index import SweepIndex
+from o2o.experiments.report import collect, write_report
+from o2o.experiments.spec import PlannedRun
+
+# ------------------------------------------------------------------------------ aggregation
+
+
+def test_mean_and_t_interval_against_hand_computation():
+    # mean 2.5; s = sqrt(5/3) = 1.2909944; t_{0.975, 3} = 3.1824463; half width = 3.1824463 * 1.2909944 / 2 = 2.0542601
+    mean, low, high = mean_ci(np.array([1.0, 2.0, 3.0, 4.0]))
+    assert mean == pytest.approx(2.5)
+    assert low == pytest.approx(0.4457399, abs=1e-6) and high == pytest.approx(4.5542601, abs=1e-6)
+    # per column (a curve): the second column is constant, its interval has no width
+    mean, low, high = mean_ci(np.array([[0.5, 1.0], [0.6, 1.0], [0.7, 1.0]]))
+    # t_{0.975, 2} = 4.3026527; s = 0.1; half = 4.3026527 * 0.1 / sqrt(3) = 0.2484138
+    np.testing.assert_allclose(mean, [0.6, 1.0])
+    np.testing.assert_allclose(low, [0.6 - 0.2484138, 1.0], atol=1e-6)
+    np.testing.assert_allclose(high, [0.6 + 0.2484138, 1.0], atol=1e-6)
+
+
+def test_iqm_trims_a_quarter_at_each_end():
+    assert iqm(np.array([1, 2, 3, 4, 5, 6, 7, 100.0])) == pytest.approx(4.5)  # mean of 3, 4, 5, 6
+    assert iqm(np.array([0, 0, 0, 0, 10.0])) == pytest.approx(0.0)  # int(1.25) = 1 cut per side
+    assert iqm(np.array([1.0, 2.0, 9.0])) == pytest.approx(4.0)  # n = 3: nothing to cut, the mean
+
+
+def test_bootstrap_interval_against_hand_computation():
+    # Two seeds 0 and 1: a resample's mean is 0, 0.5 or 1 with probabilities 1/4, 1/2, 1/4, so the
+    # 2.5% and 97.5% percentiles of the bootstrap distribution are 0 and 1.
+    est, low, high = bootstrap_ci(np.array([0.0, 1.0]), np.mean)
+    assert (est, low, high) == (0.5, 0.0, 1.0)
+    est, low, high = bootstrap_ci(np.full(4, 3.0))
+    assert est == low == high == 3.0
+    a = bootstrap_ci(np.array([0.1, 0.5, 0.2, 0.9, 0.4]), seed=3)
+    assert a == bootstrap_ci(np.array([0.1, 0.5, 0.2, 0.9, 0.4]), seed=3)  # reproducible
+    assert a[1] <= a[0] <= a[2]
+
+
+def test_stratified_bootstrap_resamples_within_tasks():
+    # Task A's seeds all score 0, task B's all 1: every stratified resample pools {0, 0, 1, 1}, whose
+    # IQM is (0 + 1) / 2, so the interval has no width. (An unstratified bootstrap would vary.)
+    est, low, high = stratified_bootstrap_ci([np.zeros(2), np.ones(2)], iqm)
+    assert (est, low, high) == (0.5, 0.5, 0.5)
+
+
+# ------------------------------------------------------------------------------ a hand-written sweep
+
+HEADER = ["step", "env_steps", "updates", "train/cumulative_cost", "train/violating_episodes",
+          "eval/return", "eval/normalized_return", "eval/cost", "eval/normalized_cost"]
+
+
+def write_run(path, *, algo, task, seed, evals, cum_cost, safe=True, cost_limit=20.0):
+    """A run directory with two evaluations: ``evals`` = [(nret, ncost) at 1000 steps, (nret, ncost) at 2000]."""
+    path.mkdir(parents=True)
+    (path / "config.yaml").write_text(yaml.safe_dump({"algo": algo, "task": task, "seed": seed}))
+    rows = []
+    for step in (1, 2, 3, 4):
+        row = {"step": step, "env_steps": 500 * step, "updates": 100 * step, "train/cumulative_cost": cum_cost * step / 4,
+               "train/violating_episodes": step}
+        if step in (2, 4):
+            nret, ncost = evals[step // 2 - 1]
+            row |= {"eval/return": 1000 * nret, "eval/normalized_return": nret}
+            if safe:
+                row |= {"eval/cost": cost_limit * ncost, "eval/normalized_cost": ncost}
+        rows.append([repr(float(row[k])) if k in row and k != "step" else (str(step) if k == "step" else "") for k in HEADER])
+    (path / "metrics.csv").write_text("\n".join([",".join(HEADER)] + [",".join(r) for r in rows]) + "\n")
+    (path / "summary.json").write_text(json.dumps({"algo": algo, "task": task, "seed": seed, "cost_limit": cost_limit if safe else None,
+                                                   "train_episodes": 10}))
+
+
+SPEC_TEXT = "name: hand\nseeds: 4\ntasks: [BallCircle, Pendulum]\nmethods: [sac, sac-lag]\n"
+
+
+@pytest.fixture
+def hand_sweep(tmp_path):
+    sweep = tmp_path / "sweep"
+    runs = []
+    # (method, task, seed): (eval at 1000, eval at 2000), cumulative training cost
+    table = {
+        ("sac-lag", "BallCircle", 0): ([(0.7, 0.2), (0.5, 0.5)], 100.0),
+        ("sac-lag", "BallCircle", 1): ([(0.8, 0.2), (0.6, 0.5)], 200.0),
+        ("sac-lag", "BallCircle", 2): ([(0.9, 0.2), (0.7, 0.8)], 300.0),
+        ("sac", "BallCircle", 0): ([(0.1, 2.0), (0.9, 1.2)], 900.0),
+        ("sac", "BallCircle", 1): ([(0.2, 2.0), (0.9, 1.5)], 900.0),
+        ("sac", "BallCircle", 2): ([(0.3, 2.0), (0.9, 1.2)], 1200.0),
+        ("sac", "Pendulum", 0): ([(-50.0, 0), (-10.0, 0)], 0.0),
+        ("sac", "Pendulum", 1): ([(-40.0, 0), (30.0, 0)], 0.0),
+    }
+    for (method, task, seed), (evals, cum) in table.items():
+        run_id = f"{method}/{task}/seed{seed}"
+        write_run(sweep / "runs" / run_id, algo=method, task=task, seed=seed, evals=evals, cum_cost=cum, safe=task == "BallCircle")
+        runs.append(PlannedRun(run_id, method, task, seed, "", "train", {"seed": seed}, f"h{len(runs)}"))
+    runs.append(PlannedRun("sac-lag/BallCircle/seed3", "sac-lag", "BallCircle", 3, "", "train", {"seed": 3}, "hf"))
+    with SweepIndex(sweep) as index:
+        index.register(runs)
+        for r in runs[:-1]:
+            index.mark_running(r.run_id)
+            index.mark_finished(r.run_id, wall_time_s=1.0, resumed_from=None)
+        index.mark_running("sac-lag/BallCircle/seed3")
+        index.mark_failed("sac-lag/BallCircle/seed3", "FloatingPointError: critic loss is NaN", "Traceback ...")
+        index.set_meta(name="hand", spec_source="specs/hand.yaml", spec_sha256="abc123def4567890")
+    (sweep / "spec.yaml").write_text(SPEC_TEXT)
+    # a run dir of the failed run with numbers that would change every mean if it were counted
+    write_run(sweep / "runs/sac-lag/BallCircle/seed3", algo="sac-lag", task="BallCircle", seed=3,
+              evals=[(100.0, 100.0), (100.0, 100.0)], cum_cost=1e6)
+    return sweep
+
+
+def read_csv(path):
+    with open(path) as f:
+        return {(r["task"], r["method"]): r for r in csv.DictReader(f)}
+
+
+def test_report_numbers_match_hand_computation(hand_sweep, tmp_path):
+    written = write_report([hand_sweep], tmp_path / "docs" / "hand.md", command="o2o report sweep --out docs/hand.md")
+    rows = read_csv(written["csv"])
+    lag = rows[("BallCircle", "sac-lag")]
+    assert lag["n"] == "3" and lag["seeds"] == "0 1 2"  # the failed seed 3 is not counted
+    # final normalised return 0.5, 0.6, 0.7: mean 0.6, half width t_{0.975,2} * 0.1 / sqrt(3) = 0.2484138
+    assert float(lag["final_norm_return"]) == pytest.approx(0.6)
+    assert float(lag["final_norm_return_low"]) == pytest.approx(0.6 - 0.2484138, abs=1e-6)
+    assert float(lag["final_norm_return_high"]) == pytest.approx(0.6 + 0.2484138, abs=1e-6)
+    # best: the seed-mean curve is 0.8 at 1000 steps, 0.6 at 2000: best 0.8 at 1000 (not the final)
+    assert float(lag["best_norm_return"]) == pytest.approx(0.8) and lag["best_at"] == "1000"
+    assert lag["final_budget_min"] == lag["final_budget_max"] == "2000" and lag["final_updates"] == "400"
+    # cost: 0.5, 0.5, 0.8 -> mean 0.6 (safe); cumulative training cost 100, 200, 300 -> mean 200
+    assert float(lag["final_norm_cost"]) == pytest.approx(0.6) and lag["unsafe"] == "0"
+    assert float(lag["final_cost"]) == pytest.approx(12.0)
+    assert float(lag["cum_train_cost"]) == pytest.approx(200.0)
+    # t_{0.975,2} * 100 / sqrt(3) = 248.41377
+    assert float(lag["cum_train_cost_high"]) == pytest.approx(448.41377, abs=1e-4)
+    sac = rows[("BallCircle", "sac")]
+    assert float(sac["final_norm_cost"]) == pytest.approx(1.3) and sac["unsafe"] == "1"  # mean C/kappa > 1
+    assert float(sac["final_norm_return_low"]) == float(sac["final_norm_return_high"]) == pytest.approx(0.9)
+    pend = rows[("Pendulum", "sac")]
+    # -10 and 30: mean 10; s = 28.284271; t_{0.975,1} = 12.7062047; half = 12.7062047 * 20 = 254.124095
+    assert float(pend["final_norm_return"]) == pytest.approx(10.0)
+    assert float(pend["final_norm_return_high"]) == pytest.approx(264.124095, abs=1e-5)
+    assert pend["final_norm_cost"] == "" and pend["unsafe"] == ""
+
+    page = written["markdown"].read_text()
+    assert "| BallCircle | sac | 3 | 2000 env steps, 400 updates" in page and "✗ unsafe" in page
+    assert "| BallCircle | sac-lag | 3 |" in page and "| ✓ |" in page
+    assert page.count("specs/hand.yaml") >= 4  # the page, tables and figures name the spec
+    assert "abc123def456" in page and SPEC_TEXT.strip().splitlines()[0] in page
+    assert "**Final**" in page and "**Best**" in page
+    assert "sac-lag/BallCircle/seed3 | failed | FloatingPointError: critic loss is NaN" in page
+    for png in written["figures"]:
+        assert png.stat().st_size > 10_000 and f"]({png.parent.name}/{png.name})" in page
+    assert {p.name for p in written["figures"]} == {"BallCircle.png", "Pendulum.png"}
+
+
+def test_iqm_report_and_plain_run_dirs(hand_sweep, tmp_path, capsys):
+    # run directories given directly: grouped by their config's algo and task
+    code = main(["report", str(hand_sweep / "runs/sac/BallCircle"), "--out", str(tmp_path / "r.md"), "--aggregate", "iqm"])
+    out = capsys.readouterr().out
+    assert code == 0 and "BallCircle   sac" in out and "UNSAFE" in out
+    rows = read_csv(tmp_path / "r" / "results.csv")
+    assert list(rows) == [("BallCircle", "sac")] and rows[("BallCircle", "sac")]["aggregate"] == "iqm"
+    assert float(rows[("BallCircle", "sac")]["final_norm_cost"]) == pytest.approx(1.3)  # n = 3: IQM = mean
+    assert "interquartile mean" in (tmp_path / "r.md").read_text()
+
+
+def test_report_refuses_what_holds_no_finished_run(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(O2OError, match="holds no run directories"):
+        collect([tmp_path / "empty"])
+    with SweepIndex(tmp_path / "failed_only") as index:
+        index.register([PlannedRun("sac/Pendulum/seed0", "sac", "Pendulum", 0, "", "train", {}, "h")])
+        index.mark_running("sac/Pendulum/seed0")
+        index.mark_failed("sac/Pendulum/seed0", "RuntimeError: boom")
+    with pytest.raises(O2OError, match="no finished runs to report.*RuntimeError: boom"):
+        collect([tmp_path / "failed_only"])
