@@ -67,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--episodes", type=int, default=10, help="evaluation episodes (default 10)")
 
-    p = sub.add_parser("config", help="list every config key of an algorithm with type, default and help")
+    p = sub.add_parser("config", help="list every config key of an algorithm or method with type, default and help")
     p.add_argument("--algo", choices=["sac", "sac-lag"], default="sac-lag")
+    p.add_argument("--method", default=None, help="show a fine-tuning method's config instead (o2o finetune --method)")
     p.add_argument("--task", default=None, help="show the values resolved for this task's presets")
 
     p = sub.add_parser(
@@ -122,9 +123,68 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--plot", metavar="PNG", help="also write the cost-vs-return scatter (or return histogram) here")
     dsub.add_parser("list", help="the datasets in the data directory")
 
-    p = sub.add_parser("demo", help="short SAC-Lag run on BallCircle; prints a summary", description="Runs the demo preset (o2o/configs/demo.yaml) into runs/demo (replaced if present).")
-    p.add_argument("--out", default="runs/demo", metavar="DIR", help="run directory (default runs/demo; replaced)")
-    _add_config_args(p)
+    p = sub.add_parser(
+        "finetune",
+        help="offline-to-online fine-tuning of a pre-trained run (marvel, warm-start, from-scratch, ...)",
+        description="Start an online agent from a pre-trained run (o2o pretrain) the way METHOD says (which parts are "
+        "copied, whether the critics are re-aligned by VPA, which multiplier controller) and fine-tune it online. "
+        "Writes the bridge's metrics and aligned agent to RUN_DIR/bridge/, then the online run as o2o train does. "
+        "Methods: " + ", ".join(_method_names()) + ". Config keys: o2o config --method METHOD.",
+    )
+    p.add_argument("--method", help="offline-to-online method, e.g. marvel, warm-start, from-scratch")
+    p.add_argument("--pretrained", metavar="RUN_DIR", help="pre-trained run directory (o2o pretrain)")
+    p.add_argument("--task", help="task (default: the pre-trained run's)")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--out", metavar="DIR", help="run directory (default runs/<method>-<task>-s<seed>)")
+    p.add_argument("--resume", metavar="DIR", help="continue the fine-tuning run in DIR")
+    _add_config_args(p, "--set online.iterations=40 --set vpa.steps=5000 --set lagrange.kp=0.02")
+
+    p = sub.add_parser(
+        "marvel",
+        help="end to end: dataset -> CPQ pre-training -> VPA -> aPID fine-tuning, with a report",
+        description="The whole safe offline-to-online pipeline for one task: the <Task>-dsrl dataset (generated when "
+        "missing), offline pre-training per seed, then fine-tuning with each method, then OUT/report.md (offline vs "
+        "fine-tuned policy, reward and cost) and OUT/curves.png. Finished stages are reused, interrupted ones resumed.",
+    )
+    p.add_argument("--task", required=True, help="safe task, e.g. BallCircle, CarRun")
+    p.add_argument("--dataset", help="dataset name or path (default <Task>-dsrl, generated if missing)")
+    p.add_argument("--offline-algo", default="cpq", help="safe offline algorithm (default cpq; bear-lag)")
+    p.add_argument("--methods", default="marvel", help="comma-separated methods (default marvel), e.g. marvel,warm-start,from-scratch")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    p.add_argument("--budget", metavar="FILE", help="YAML with per-stage budgets {data: ..., pretrain: ..., finetune: ...}")
+    p.add_argument("--out", metavar="DIR", help="pipeline directory (default runs/marvel-<Task>)")
+    p.add_argument(
+        "--set", dest="overrides", metavar="STAGE.KEY=VALUE", action="append", default=[],
+        help="override one key of one stage, e.g. --set finetune.online.iterations=20 --set pretrain.offline.steps=50000",
+    )
+
+    p = sub.add_parser(
+        "diagnose-critic",
+        help="Spearman correlation of the critics with Monte-Carlo returns, before and after VPA",
+        description="For a fine-tuning run with VPA: the critics before VPA (the pre-trained run's) and after (RUN_DIR/"
+        "bridge), scored against Monte-Carlo returns and costs of the pre-trained policy from state-actions of the "
+        "dataset and of random rollouts (the simulator is put back into each recorded state to roll out). Marvel's "
+        "Table 1. Writes RUN_DIR/diagnose_critic.json and .md.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--pairs", type=int, default=64, help="state-action pairs per source (default 64)")
+    p.add_argument("--rollouts", type=int, default=3, help="Monte-Carlo rollouts per pair (default 3)")
+    p.add_argument("--horizon", type=int, default=None, help="Monte-Carlo rollout length (default: to the episode's end)")
+    p.add_argument("--undiscounted", action="store_true", help="undiscounted Monte-Carlo sums (default: the critic's gamma)")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser(
+        "demo",
+        help="the Marvel pipeline on the embedded BallCircle dataset at a small budget (minutes)",
+        description="o2o marvel on the embedded BallCircle-dsrl-small dataset with the budget in o2o/configs/pipeline-demo.yaml: "
+        "CPQ pre-training, VPA, aPID fine-tuning; prints the offline-vs-fine-tuned table and writes a learning-curve figure. "
+        "OUT is replaced.",
+    )
+    p.add_argument("--out", default="runs/demo", metavar="DIR", help="pipeline directory (default runs/demo; replaced)")
+    p.add_argument(
+        "--set", dest="overrides", metavar="STAGE.KEY=VALUE", action="append", default=[],
+        help="override one key of one stage, e.g. --set finetune.online.iterations=5",
+    )
 
     from o2o.experiments.commands import add_parsers as add_experiment_parsers
 
@@ -242,8 +302,14 @@ def cmd_config(args) -> int:
     from o2o.loops.online import train_config_class
     from o2o.presets import resolve_train_config
 
-    cfg = resolve_train_config(args.algo, args.task)
-    rows = config_help(train_config_class(args.algo))
+    if args.method:
+        from o2o.loops.finetune import finetune_config_class, resolve_finetune_config
+
+        cfg = resolve_finetune_config(args.method, None, args.task or "BallCircle", require_pretrained=False)
+        rows = config_help(finetune_config_class(args.method))
+    else:
+        cfg = resolve_train_config(args.algo, args.task)
+        rows = config_help(train_config_class(args.algo))
     from o2o.config import to_dict
 
     flat = {}
@@ -262,21 +328,106 @@ def cmd_config(args) -> int:
     return 0
 
 
+def _method_names() -> list[str]:
+    from o2o.methods import METHODS
+
+    return list(METHODS)
+
+
+def cmd_finetune(args) -> int:
+    from o2o.config import apply_overrides, from_dict, load_yaml
+    from o2o.loops.finetune import finetune_config_class, resolve_finetune_config, run_finetune
+
+    if args.resume:
+        run = Path(args.resume)
+        if not (run / "config.yaml").exists():
+            raise O2OError(f"cannot resume '{run}': no config.yaml there (is it a run directory?)")
+        saved = load_yaml(run / "config.yaml")
+        if "method" not in saved:
+            raise O2OError(f"'{run}' is not a fine-tuning run (no method in its config); use o2o train --resume")
+        cfg = apply_overrides(from_dict(finetune_config_class(saved["method"]), saved), args.overrides)
+        out = run
+    else:
+        if not args.method:
+            raise O2OError("o2o finetune needs --method (e.g. marvel) or --resume DIR")
+        cfg = resolve_finetune_config(
+            args.method, args.pretrained, args.task, args.seed, config_file=args.config, overrides=args.overrides
+        )
+        out = Path(args.out or f"runs/{cfg.method}-{cfg.task}-s{cfg.seed}")
+    summary = run_finetune(cfg, out, resume=bool(args.resume), progress=not args.no_progress)
+    _print_summary({**summary, "algo": f"{summary['method']} ({summary['algo']})"}, out)
+    print(f"outputs: {out}/ (config.yaml, bridge/, metrics.csv, tb/, checkpoints/, summary.json)")
+    return 0
+
+
+def _print_pipeline(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"offline policy vs fine-tuned policy (deterministic evaluation; cost limit {result.rows[0]['cost_limit']:g})")
+    for col in ("method", "seeds", "offline return", "offline cost", "fine-tuned return", "fine-tuned cost", "safe", "training cost (cumulative)"):
+        table.add_column(col, justify="right" if col not in ("method",) else "left")
+    for r in result.rows:
+        table.add_row(
+            r["method"], str(r["seeds"]), f"{r['start_return']:.1f}", f"{r['start_cost']:.1f}", f"{r['final_return']:.1f}",
+            f"{r['final_cost']:.1f}", "yes" if r["final_normalized_cost"] <= 1 else "NO", f"{r['train_cumulative_cost']:.0f}",
+        )
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    print(f"outputs: {result.root}/ (pretrain/, finetune/, report.md, {result.figure.name})")
+
+
+def cmd_marvel(args) -> int:
+    from o2o.config import load_yaml
+    from o2o.loops.pipeline import run_pipeline
+
+    budget = load_yaml(args.budget) if args.budget else {}
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    try:
+        seeds = tuple(int(x) for x in args.seeds.split(","))
+    except ValueError:
+        raise O2OError(f"--seeds must be comma-separated integers, got '{args.seeds}'") from None
+    from o2o.envs import get_task
+
+    task = get_task(args.task)
+    if not task.safe:
+        raise O2OError(f"o2o marvel needs a safe task (with costs); '{task.name}' has none")
+    root = Path(args.out or f"runs/marvel-{task.name}")
+    result = run_pipeline(
+        task.name, root=root, dataset=args.dataset, offline_algo=args.offline_algo, methods=methods, seeds=seeds,
+        budget=budget, overrides=args.overrides, progress=not args.no_progress,
+    )
+    _print_pipeline(result)
+    return 0
+
+
 def cmd_demo(args) -> int:
     import shutil
 
     from o2o.config import load_yaml
-    from o2o.loops.online import run_online
-    from o2o.presets import PRESET_DIR, resolve_train_config
+    from o2o.loops.pipeline import run_pipeline
+    from o2o.presets import PRESET_DIR
 
-    demo = load_yaml(PRESET_DIR / "demo.yaml")
-    cfg = resolve_train_config(demo["algo"], demo["task"], config_file=str(PRESET_DIR / "demo.yaml"), overrides=args.overrides)
+    demo = load_yaml(PRESET_DIR / "pipeline-demo.yaml")
     out = Path(args.out)
     if out.exists():
         shutil.rmtree(out)
-    summary = run_online(cfg, out, progress=not args.no_progress)
-    _print_summary(summary, out)
-    print(f"outputs: {out}/ (config.yaml, metrics.csv, tb/, checkpoints/, summary.json)")
+    result = run_pipeline(
+        demo.pop("task"), root=out, dataset=demo.pop("dataset"), methods=tuple(demo.pop("methods")),
+        budget=demo, overrides=args.overrides, progress=not args.no_progress,
+    )
+    _print_pipeline(result)
+    return 0
+
+
+def cmd_diagnose_critic(args) -> int:
+    from o2o.experiments.diagnose import diagnose_critic
+
+    result, md = diagnose_critic(
+        args.run_dir, pairs=args.pairs, rollouts=args.rollouts, horizon=args.horizon,
+        discounted=not args.undiscounted, seed=args.seed, progress=not args.no_progress,
+    )
+    print(md.read_text())
+    print(f"outputs: {md} (+ {md.with_suffix('.json').name})")
     return 0
 
 
@@ -397,7 +548,7 @@ def _data_inspect(args) -> int:
 def cmd_pretrain(args) -> int:
     from o2o.config import apply_overrides, from_dict, load_yaml, update_from_dict
     from o2o.loops.offline import pretrain_config_class, run_pretrain
-    from o2o.presets import preset_path
+    from o2o.presets import resolve_pretrain_config
 
     if args.resume:
         run = Path(args.resume)
@@ -409,18 +560,9 @@ def cmd_pretrain(args) -> int:
     else:
         if not args.algo or not args.dataset:
             raise O2OError("o2o pretrain needs --algo and --dataset (or --resume DIR)")
-        cfg = pretrain_config_class(args.algo)()
-        for name in (f"pretrain-{args.algo}",):
-            path = preset_path(name)
-            if path is not None:
-                cfg = update_from_dict(cfg, load_yaml(path))
-        if args.config:
-            cfg = update_from_dict(cfg, load_yaml(args.config))
-        given = {"dataset": args.dataset, "task": args.task, "seed": args.seed}
-        cfg = update_from_dict(cfg, {k: v for k, v in given.items() if v is not None})
-        if args.steps is not None:
-            cfg = update_from_dict(cfg, {"offline": {"steps": args.steps}})
-        cfg = apply_overrides(cfg, args.overrides)
+        cfg = resolve_pretrain_config(
+            args.algo, args.dataset, args.task, args.seed, steps=args.steps, config_file=args.config, overrides=args.overrides
+        )
         out = Path(args.out or f"runs/pretrain-{cfg.algo}-{Path(cfg.dataset).stem}-s{cfg.seed}")
     summary = run_pretrain(cfg, out, resume=bool(args.resume), progress=not args.no_progress)
     for k, v in summary.items():
@@ -429,7 +571,7 @@ def cmd_pretrain(args) -> int:
     return 0
 
 
-COMMANDS = {"pretrain": cmd_pretrain, "data": cmd_data, "tasks": cmd_tasks, "train": cmd_train, "eval": cmd_eval, "config": cmd_config, "demo": cmd_demo}
+COMMANDS = {"finetune": cmd_finetune, "marvel": cmd_marvel, "diagnose-critic": cmd_diagnose_critic, "pretrain": cmd_pretrain, "data": cmd_data, "tasks": cmd_tasks, "train": cmd_train, "eval": cmd_eval, "config": cmd_config, "demo": cmd_demo}
 
 
 def _all_commands() -> dict:

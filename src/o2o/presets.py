@@ -50,3 +50,34 @@ def resolve_train_config(
     if seed is not None:
         cfg = update_from_dict(cfg, {"seed": seed})
     return apply_overrides(cfg, list(overrides))
+
+
+def resolve_pretrain_config(
+    algo: str,
+    dataset: str,
+    task: str | None = None,
+    seed: int | None = None,
+    *,
+    steps: int | None = None,
+    layer: dict | None = None,
+    config_file: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+):
+    """The ``PretrainConfig`` of ``o2o pretrain``: defaults < ``pretrain-<algo>.yaml`` < ``layer`` (a
+    caller's budget, e.g. the pipeline's) < ``--config FILE`` < dataset/task/seed/steps < ``--set``."""
+    from o2o.loops.offline import pretrain_config_class
+
+    cfg = pretrain_config_class(algo)()
+    for path, data in [(preset_path(f"pretrain-{algo}"), None), ("budget", layer), (config_file, None)]:
+        if path is None or (path == "budget" and not data):
+            continue
+        data = data if data is not None else load_yaml(path)
+        try:
+            cfg = update_from_dict(cfg, data)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
+    given = {"dataset": dataset, "task": task, "seed": seed}
+    cfg = update_from_dict(cfg, {k: v for k, v in given.items() if v is not None})
+    if steps is not None:
+        cfg = update_from_dict(cfg, {"offline": {"steps": steps}})
+    return apply_overrides(cfg, list(overrides))

@@ -339,6 +339,7 @@ def run_online(
     before_iteration: Callable[[OnlineTrainer], None] | None = None,
     after_iteration: Callable[[OnlineTrainer, dict], None] | None = None,
     description: str | None = None,
+    rundir=None,
 ) -> dict:
     """Train ``cfg`` into the run directory ``out_dir`` (or continue it with ``resume``); returns the
     summary also written to ``summary.json``.
@@ -350,11 +351,12 @@ def run_online(
     from o2o.runs import MetricsWriter, RunDir
 
     trainer = trainer or make_trainer(cfg, progress=progress)  # validates everything before touching disk
-    if resume:
-        upgrade_saved_config(out_dir, cfg)
-    rundir = RunDir.create(out_dir, to_dict(cfg), resume=resume)
+    if rundir is None:  # a caller that prepared the run (fine-tuning: bridge outputs) passes its RunDir
+        if resume:
+            upgrade_saved_config(out_dir, cfg)
+        rundir = RunDir.create(out_dir, to_dict(cfg), resume=resume)
     writer = MetricsWriter(rundir)
-    if resume:
+    if resume and rundir.latest_checkpoint() is not None:
         arrays, host = rundir.load_checkpoint(template=trainer.checkpoint_arrays())
         trainer.restore(arrays, host)
         writer.truncate_after(trainer.counters["iteration"])

@@ -1,0 +1,267 @@
+"""Offline-to-online fine-tuning: pre-trained run -> bridge -> online loop, one run directory.
+
+    o2o finetune --method marvel --pretrained runs/cpq-BallCircle-s0 --seed 0 --out runs/ft
+
+    1. load the pre-trained run (config + latest checkpoint), check it fits the task and the method
+    2. build the online agent: copy the parts the method starts from (actor, critics), fresh optimisers
+    3. bridge (Marvel: VPA on the pre-trained run's own dataset, policy frozen); its metrics go to
+       ``bridge/metrics.csv`` and the aligned agent to ``bridge/checkpoints/`` (read by
+       ``o2o diagnose-critic`` and reused by ``--resume``)
+    4. the online loop (``loops.online``) from that agent, with the method's multiplier controller
+
+Config resolution (later wins): dataclass defaults < ``<algo>.yaml`` < ``finetune-<family>.yaml``
+< the method's fixed keys < ``finetune-<family>-<Task>.yaml`` (the authors' per-task values)
+< ``<method>-<Task>.yaml`` < ``--config FILE`` < ``--set``. The network shapes then follow the
+pre-trained run. The resolved config is what the run directory records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import field
+from functools import lru_cache
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from o2o.bridge.vpa import VPAConfig, check_vpa_config
+from o2o.errors import ConfigError, RunDirError
+from o2o.methods import MethodSpec, get_method
+
+
+@lru_cache(maxsize=None)
+def finetune_config_class(method: str) -> type:
+    """``o2o finetune --method M``'s config: the online algorithm's training config plus the method,
+    the pre-trained run and the bridge's settings."""
+    from o2o.loops.online import train_config_class
+
+    spec = get_method(method)
+    base = train_config_class(spec.algo)
+    extra = [
+        ("method", str, field(default=method, metadata={"help": "offline-to-online method (o2o.methods)"})),
+        ("pretrained", str | None, field(default=None, metadata={"help": "pre-trained run directory (o2o pretrain)"})),
+        ("vpa", VPAConfig, field(default_factory=VPAConfig, metadata={"help": "value pre-alignment (methods with VPA)"})),
+    ]
+    fields = [(f.name, f.type, f) for f in dataclasses.fields(base)] + extra
+    # dataclasses.fields() returns Field objects already bound to names; rebuild clean ones
+    clean = []
+    for name, typ, f in fields:
+        kwargs = {"metadata": f.metadata}
+        if f.default is not dataclasses.MISSING:
+            kwargs["default"] = f.default
+        if f.default_factory is not dataclasses.MISSING:
+            kwargs["default_factory"] = f.default_factory
+        clean.append((name, typ, field(**kwargs)))
+    return dataclasses.make_dataclass("FinetuneConfig", clean, frozen=True)
+
+
+def resolve_finetune_config(
+    method: str,
+    pretrained: str | None = None,
+    task: str | None = None,
+    seed: int | None = None,
+    *,
+    layer: dict | None = None,
+    config_file: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    require_pretrained: bool = True,
+):
+    """Resolve a fine-tuning config (order in the module docstring); ``layer`` is a caller's budget
+    (the pipeline's), applied just below the user's ``--config`` file."""
+    from o2o.bridge.pretrained import adopt_shapes, load_pretrained
+    from o2o.config import apply_overrides, load_yaml, update_from_dict
+    from o2o.envs import get_task
+    from o2o.presets import preset_path
+
+    spec = get_method(method)
+    cls = finetune_config_class(method)
+    cfg = cls()
+    user = load_yaml(config_file) if config_file else {}
+    pretrained = pretrained or user.get("pretrained")
+    pre = None
+    if spec.needs_pretrained and (pretrained or require_pretrained):
+        if not pretrained:
+            raise ConfigError(f"method '{method}' starts from a pre-trained run: pass --pretrained RUN_DIR (o2o pretrain)")
+        pre = load_pretrained(pretrained, task=task, need_cost_critic=spec.init_critics or spec.vpa)
+        task_name = pre.task
+    else:
+        task_name = get_task(task or user.get("task") or cfg.task).name
+        if pretrained:
+            pre = load_pretrained(pretrained, task=task_name)
+    layers = [
+        preset_path(spec.algo),
+        preset_path(f"finetune-{spec.family}"),
+        ("method:" + method, _nested(spec.overrides)),
+        preset_path(f"finetune-{spec.family}-{task_name}"),
+        preset_path(f"{method}-{task_name}"),
+        ("budget", layer or {}),
+        (config_file, user),
+    ]
+    for layer in layers:
+        if layer is None:
+            continue
+        path, data = (layer, load_yaml(layer)) if isinstance(layer, Path) else layer
+        try:
+            cfg = update_from_dict(cfg, data)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
+    cfg = update_from_dict(cfg, {"method": method, "task": task_name, "pretrained": str(pretrained) if pretrained else None})
+    if seed is not None:
+        cfg = update_from_dict(cfg, {"seed": seed})
+    cfg = apply_overrides(cfg, list(overrides))
+    if pre is not None and get_task(cfg.task).name != pre.task:
+        raise ConfigError(f"pre-trained run '{pretrained}' is for task {pre.task}, not {cfg.task}")
+    if pre is not None and (spec.init_actor or spec.init_critics):
+        cfg = dataclasses.replace(cfg, agent=adopt_shapes(cfg.agent, pre))
+    check_vpa_config(cfg.vpa)
+    return cfg
+
+
+def _nested(flat: dict) -> dict:
+    out: dict = {}
+    for key, value in flat.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def build_agent(cfg, spec: MethodSpec, pre, key):
+    """The online agent the method starts from (before any bridge)."""
+    from o2o.agents import get_online_agent
+    from o2o.bridge.pretrained import to_sac_lag
+    from o2o.envs import get_task
+
+    if pre is None or not (spec.init_actor or spec.init_critics):
+        task = get_task(cfg.task)
+        return get_online_agent(spec.algo).module.init(key, task.obs_dim, task.act_dim, cfg.agent)
+    if spec.algo != "sac-lag":
+        raise ConfigError(f"method '{spec.name}': no converter from {pre.algo} to {spec.algo}")
+    copy_critics = spec.init_critics and not (spec.vpa and cfg.vpa.init == "fresh")
+    return to_sac_lag(pre, cfg.agent, key, actor=spec.init_actor, critics=copy_critics)
+
+
+def offline_dataset(pre, task):
+    from o2o.data import load_hdf5
+    from o2o.loops.datagen import resolve_dataset
+
+    return load_hdf5(resolve_dataset(pre.config.dataset), task=task, require_costs=True)
+
+
+def run_bridge(cfg, spec: MethodSpec, pre, state, bridge_dir: Path, progress: bool = True):
+    """VPA for methods that have it; writes bridge/metrics.csv and bridge/checkpoints/. Returns the
+    aligned state and a summary."""
+    from o2o.bridge.vpa import offline_buffer, run_vpa
+    from o2o.envs import get_task
+    from o2o.loops.online import _progress
+    from o2o.runs import MetricsWriter
+    from o2o.runs.checkpoint import save_checkpoint
+
+    task = get_task(cfg.task)
+    dataset = offline_dataset(pre, task)
+    buffer = offline_buffer(dataset, pre.obs_mean, pre.obs_std, timeouts_terminal=cfg.vpa.timeouts_terminal)
+    bridge_dir.mkdir(parents=True, exist_ok=True)
+    writer = MetricsWriter(bridge_dir, tensorboard=False)
+    key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 0xB41D6E)
+    start = time.perf_counter()
+    with _progress(progress) as bar:
+        tid = bar.add_task(f"VPA {cfg.task} seed {cfg.seed}", total=cfg.vpa.steps, completed=0, status="")
+
+        def on_call(step, metrics):
+            writer.write(step, metrics)
+            bar.update(tid, completed=step, status=f"Q {metrics['vpa_q_mean']:.2f} Qc {metrics['vpa_qc_mean']:.2f}")
+
+        state, last = run_vpa(state, buffer, cfg.vpa, key, on_call=on_call)
+    writer.close()
+    summary = {"stage": "vpa", "steps": cfg.vpa.steps, "dataset": pre.config.dataset, "transitions": int(dataset.num_transitions),
+               "wall_time_s": time.perf_counter() - start, **last}
+    save_checkpoint(bridge_dir / "checkpoints", cfg.vpa.steps, arrays={"agent": _state_dict(state)}, host_state=summary)
+    return state, summary
+
+
+def _state_dict(state):
+    from flax.serialization import to_state_dict
+
+    return to_state_dict(state)
+
+
+def load_bridge(bridge_dir: Path, template_state):
+    """The aligned agent saved by ``run_bridge`` (None when the bridge did not finish)."""
+    from flax.serialization import from_state_dict
+
+    from o2o.runs.checkpoint import latest_checkpoint, load_checkpoint
+
+    if latest_checkpoint(bridge_dir / "checkpoints") is None:
+        return None
+    arrays, host = load_checkpoint(bridge_dir / "checkpoints", template={"agent": _state_dict(template_state)})
+    return from_state_dict(template_state, arrays["agent"]), host
+
+
+def run_finetune(cfg, out_dir, *, resume: bool = False, progress: bool = True) -> dict:
+    """Fine-tune into ``out_dir`` (or continue it). Returns the summary written to summary.json."""
+    from o2o.bridge.pretrained import load_pretrained, reset_optimisers
+    from o2o.config import to_dict
+    from o2o.loops.online import OnlineTrainer, check_config, run_online
+    from o2o.runs import RunDir
+    from o2o.runs.rundir import _read_config
+    from o2o.config import diff_configs
+
+    spec = get_method(cfg.method)
+    check_config(cfg)
+    check_vpa_config(cfg.vpa)
+    pre = None
+    if cfg.pretrained:
+        pre = load_pretrained(cfg.pretrained, task=cfg.task, need_cost_critic=spec.init_critics or spec.vpa)
+    elif spec.needs_pretrained:
+        raise ConfigError(f"method '{cfg.method}' needs a pre-trained run: pass --pretrained RUN_DIR")
+    out = Path(out_dir)
+    init_key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 0x5EED)
+    state = build_agent(cfg, spec, pre, init_key)  # also the template of every checkpoint
+    obs_stats = pre.obs_stats if (pre is not None and spec.init_actor) else None
+
+    if resume:
+        if not out.is_dir():
+            raise RunDirError(f"cannot resume '{out}': no such directory; start a new run with --out {out}")
+        diffs = diff_configs(_read_config(out), to_dict(cfg))
+        if diffs:
+            raise RunDirError(f"cannot resume '{out}': config differs: {'; '.join(diffs[:5])}; start a new run with another --out")
+        has_online = RunDir.open(out).latest_checkpoint() is not None
+        rundir = RunDir.create(out, to_dict(cfg), resume=True) if has_online else RunDir.open(out)
+    else:
+        rundir = RunDir.create(out, to_dict(cfg))
+        has_online = False
+
+    bridge_summary = None
+    if not has_online:
+        if spec.vpa:
+            loaded = load_bridge(out / "bridge", state) if resume else None
+            if loaded is not None:
+                state, bridge_summary = loaded
+            else:
+                state, bridge_summary = run_bridge(cfg, spec, pre, state, out / "bridge", progress)
+            state = reset_optimisers(state)
+    trainer = OnlineTrainer(cfg, progress=progress, agent_state=state, obs_stats=obs_stats)
+    if not has_online:
+        # iteration 0: the policy the online stage starts from, on the evaluation episodes
+        from o2o.runs import MetricsWriter
+
+        with MetricsWriter(rundir) as w:
+            w.truncate_after(-1)  # a resumed run that never reached its first online checkpoint starts over
+            w.write(0, {**trainer.evaluate(), "env_steps": 0, "episodes": 0, "updates": 0})
+    summary = run_online(
+        cfg, out, resume=has_online, progress=progress, trainer=trainer, rundir=rundir,
+        description=f"{cfg.method} {cfg.task} seed {cfg.seed}",
+    )
+    if bridge_summary is None and (out / "bridge" / "checkpoints").exists():
+        from o2o.runs.checkpoint import load_checkpoint
+
+        _, bridge_summary = load_checkpoint(out / "bridge" / "checkpoints")
+    summary = {"method": cfg.method, "pretrained": cfg.pretrained, **summary}
+    if bridge_summary is not None:
+        summary["vpa"] = {k: v for k, v in bridge_summary.items() if k != "stage"}
+    rundir.write_summary(summary)
+    return summary

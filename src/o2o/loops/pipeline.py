@@ -1,0 +1,218 @@
+"""The end-to-end safe offline-to-online pipeline (``o2o marvel``, ``o2o demo``):
+
+    dataset  (a name in the data directory; <Task>-dsrl is generated if missing)
+      -> pretrain/<algo>-s<seed>/          offline pre-training (CPQ by default)
+      -> finetune/<method>-s<seed>/        bridge (VPA) + online fine-tuning, for each method
+      -> report.md, curves.png             offline vs fine-tuned policy, learning curves
+
+Every stage reuses a finished run (summary.json present and the same resolved config), resumes an
+interrupted one (a checkpoint present) and refuses a directory that holds a run with another
+config. Budgets come as nested dicts per stage (``budget = {"data": ..., "pretrain": ..., "finetune":
+...}``), e.g. from ``configs/pipeline-demo.yaml``; ``--set stage.key=value`` overrides one key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from o2o.errors import ConfigError, O2OError, RunDirError
+
+STAGES = ("data", "pretrain", "finetune")
+
+
+@dataclass
+class PipelineResult:
+    root: Path
+    dataset: Path
+    pretrained: dict[int, Path] = field(default_factory=dict)
+    finetuned: dict[str, dict[int, Path]] = field(default_factory=dict)
+    report: Path | None = None
+    figure: Path | None = None
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def split_overrides(overrides: list[str]) -> dict[str, list[str]]:
+    """``data.dsrl.iterations=5`` -> {"data": ["dsrl.iterations=5"]}; every key needs a stage prefix."""
+    out: dict[str, list[str]] = {s: [] for s in STAGES}
+    for item in overrides:
+        stage, _, rest = item.partition(".")
+        if stage not in STAGES or not rest:
+            raise ConfigError(f"--set {item}: pipeline keys start with the stage, one of {', '.join(STAGES)} (e.g. finetune.online.iterations=20)")
+        out[stage].append(rest)
+    return out
+
+
+def _stage_state(out: Path, cfg_dict: dict) -> str:
+    """'new' | 'done' | 'resume'; raises when ``out`` holds a run with another config."""
+    from o2o.config import diff_configs
+    from o2o.runs.checkpoint import latest_checkpoint
+    from o2o.runs.rundir import _read_config
+
+    if not (out / "config.yaml").exists():
+        if out.exists() and any(out.iterdir()):
+            raise RunDirError(f"'{out}' exists and holds no o2o run; empty it or choose another --out")
+        return "new"
+    diffs = diff_configs(_read_config(out), cfg_dict)
+    if diffs:
+        raise RunDirError(
+            f"'{out}' holds a run with another config ({'; '.join(diffs[:3])}); choose another --out or delete it"
+        )
+    if (out / "summary.json").exists():
+        return "done"
+    if latest_checkpoint(out) is not None or (out / "bridge").exists():
+        return "resume"
+    import shutil
+
+    shutil.rmtree(out)  # stopped before its first checkpoint: nothing to keep
+    return "new"
+
+
+def ensure_dataset(task: str, dataset: str | None, budget: dict, overrides: list[str], progress: bool) -> Path:
+    from o2o.config import apply_overrides, update_from_dict
+    from o2o.loops.datagen import GenerateConfig, data_dir, generate, resolve_dataset
+
+    name = dataset or f"{task}-dsrl"
+    try:
+        return resolve_dataset(name)
+    except O2OError:
+        if name != f"{task}-dsrl":
+            raise  # only the task's default dataset is generated on demand
+    cfg = update_from_dict(GenerateConfig(), {"task": task, "recipe": "dsrl", **(budget or {})})
+    cfg = apply_overrides(cfg, overrides)
+    path, _ = generate(cfg, data_dir() / f"{name}.hdf5", progress=progress)
+    return path
+
+
+def run_pipeline(
+    task: str,
+    *,
+    root: str | Path,
+    dataset: str | None = None,
+    offline_algo: str = "cpq",
+    methods: tuple[str, ...] = ("marvel",),
+    seeds: tuple[int, ...] = (0,),
+    budget: dict | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    progress: bool = True,
+) -> PipelineResult:
+    from o2o.config import to_dict
+    from o2o.envs import get_task
+    from o2o.loops.finetune import resolve_finetune_config, run_finetune
+    from o2o.loops.offline import run_pretrain
+    from o2o.methods import get_method
+    from o2o.presets import resolve_pretrain_config
+
+    task = get_task(task).name
+    budget = budget or {}
+    unknown = set(budget) - set(STAGES)
+    if unknown:
+        raise ConfigError(f"pipeline budget has unknown stage(s) {sorted(unknown)}; stages: {', '.join(STAGES)}")
+    for m in methods:
+        get_method(m)
+    per_stage = split_overrides(list(overrides))
+    root = Path(root)
+    result = PipelineResult(root=root, dataset=Path())
+
+    # Validate every stage's config before any work (an unknown key fails here, not an hour in).
+    dataset_name = dataset or f"{task}-dsrl"
+    pre_cfgs = {s: resolve_pretrain_config(offline_algo, dataset_name, task, s, layer=budget.get("pretrain"), overrides=per_stage["pretrain"]) for s in seeds}
+
+    result.dataset = ensure_dataset(task, dataset, budget.get("data", {}), per_stage["data"], progress)
+    for seed in seeds:
+        out = root / "pretrain" / f"{offline_algo}-s{seed}"
+        from o2o.loops.offline import OfflineTrainer
+
+        cfg = OfflineTrainer(pre_cfgs[seed]).cfg  # resolved as the run directory records it
+        state = _stage_state(out, to_dict(cfg))
+        if state != "done":
+            run_pretrain(pre_cfgs[seed], out, resume=state == "resume", progress=progress)
+        result.pretrained[seed] = out
+
+    for method in methods:
+        result.finetuned[method] = {}
+        for seed in seeds:
+            pretrained = str(result.pretrained[seed]) if get_method(method).needs_pretrained else None
+            cfg = resolve_finetune_config(
+                method, pretrained, task, seed, layer=budget.get("finetune"), overrides=per_stage["finetune"]
+            )
+            out = root / "finetune" / f"{method}-s{seed}"
+            state = _stage_state(out, to_dict(cfg))
+            if state != "done":
+                run_finetune(cfg, out, resume=state == "resume", progress=progress)
+            result.finetuned[method][seed] = out
+
+    write_report(result, task)
+    return result
+
+
+def _first_last_eval(run: Path) -> tuple[dict, dict]:
+    from o2o.runs import read_metrics_csv
+
+    m = read_metrics_csv(run / "metrics.csv")
+    ret = m["eval/return"]
+    idx = np.flatnonzero(~np.isnan(ret))
+    pick = lambda i: {k: float(m[k][i]) for k in ("eval/return", "eval/cost", "eval/normalized_return", "eval/normalized_cost") if k in m}
+    return pick(idx[0]), pick(idx[-1])
+
+
+def write_report(result: PipelineResult, task_name: str) -> None:
+    """``report.md`` (offline vs fine-tuned, per method, mean over seeds) and ``curves.png``."""
+    import json
+
+    from o2o.envs import get_task
+    from o2o.experiments.plots import plot_learning_curves
+
+    task = get_task(task_name)
+    rows = []
+    for method, runs in result.finetuned.items():
+        firsts, lasts, cum = [], [], []
+        for seed, run in sorted(runs.items()):
+            first, last = _first_last_eval(run)
+            summary = json.loads((run / "summary.json").read_text())
+            firsts.append(first)
+            lasts.append(last)
+            cum.append(summary["train_cumulative_cost"])
+            limit = summary.get("cost_limit")
+        mean = lambda xs, k: float(np.mean([x[k] for x in xs]))
+        rows.append({
+            "method": method, "seeds": len(runs), "cost_limit": limit,
+            "start_return": mean(firsts, "eval/return"), "start_cost": mean(firsts, "eval/cost"),
+            "final_return": mean(lasts, "eval/return"), "final_cost": mean(lasts, "eval/cost"),
+            "final_normalized_return": mean(lasts, "eval/normalized_return"),
+            "final_normalized_cost": mean(lasts, "eval/normalized_cost"),
+            "train_cumulative_cost": float(np.mean(cum)),
+        })
+    result.rows = rows
+    limit = rows[0]["cost_limit"] if rows else task.cost_limit
+    figure = plot_learning_curves(
+        {m: [str(p) for p in runs.values()] for m, runs in result.finetuned.items()},
+        result.root / "curves.png",
+        title=f"{task.name}: fine-tuning from {', '.join(sorted({p.name.split('-s')[0] for p in result.pretrained.values()}))}",
+        cost_limit=limit,
+        x_label="environment steps",
+    )
+    lines = [
+        f"# {task.name}: offline-to-online pipeline",
+        "",
+        f"Dataset `{result.dataset}`; pre-trained runs: {', '.join(str(p) for p in result.pretrained.values())}.",
+        f"Evaluation: deterministic policy, the run's fixed evaluation episodes; cost limit {limit:g}.",
+        "'start' = the policy the online stage starts from (iteration 0: the offline policy for methods that start from it);",
+        "'final' = after the last online iteration. Means over seeds.",
+        "",
+        "| method | seeds | start return | start cost | final return | final cost | final norm. return | final norm. cost | safe | cumulative training cost |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        safe = "yes" if r["final_normalized_cost"] <= 1.0 else "**no**"
+        lines.append(
+            f"| {r['method']} | {r['seeds']} | {r['start_return']:.1f} | {r['start_cost']:.1f} | {r['final_return']:.1f} | "
+            f"{r['final_cost']:.1f} | {r['final_normalized_return']:.3f} | {r['final_normalized_cost']:.2f} | {safe} | {r['train_cumulative_cost']:.0f} |"
+        )
+    lines += ["", f"![learning curves]({figure.name})", ""]
+    result.report = result.root / "report.md"
+    result.report.write_text("\n".join(lines))
+    result.figure = figure
