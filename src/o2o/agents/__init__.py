@@ -2,7 +2,9 @@
 
 Contract (every module): ``Config`` dataclass, ``init(key, obs_dim, act_dim, cfg) -> state``,
 ``update(state, batch, key, **signals) -> (state, metrics)`` (jit- and scan-able),
-``act(state, obs, key, deterministic) -> actions`` and ``actor_actions(actor, obs, key, deterministic)``.
+``act(state, obs, key, deterministic) -> actions`` and ``actor_actions(actor, obs, key, deterministic)``
+(PPO's takes ``ppo.policy_of(state)``: the actor with its observation statistics). An on-policy agent
+(``AgentSpec.on_policy``: PPO) trains in ``loops/onpolicy.py`` from whole rollouts instead of replay.
 """
 
 from __future__ import annotations
