@@ -153,6 +153,7 @@ class LocalPool:
         self.workers, self.threads, self.pin = workers, threads, pin
         self.slots = workers
         self._executor = None
+        self._cpu_sets = None
         self._futures: dict = {}
 
     def start(self) -> None:
@@ -166,6 +167,7 @@ class LocalPool:
             cpu_sets = ctx.Queue()
             for w in range(self.workers):
                 cpu_sets.put(cpus[w * self.threads:(w + 1) * self.threads])
+        self._cpu_sets = cpu_sets
         self._executor = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker, initargs=(self.threads, cpu_sets))
 
     def submit(self, job: dict) -> None:
@@ -199,6 +201,10 @@ class LocalPool:
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._executor = None
         self._futures.clear()
+        if self._cpu_sets is not None:
+            self._cpu_sets.close()
+            self._cpu_sets.join_thread()
+            self._cpu_sets = None
 
 
 def check_ray_address(address: str) -> str:
