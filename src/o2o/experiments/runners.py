@@ -1,23 +1,16 @@
 """What a sweep can run: a small registry of run kinds, each a few functions around an existing loop.
 
-    kind       what it runs                       built from
-    train      o2o train --algo A  (online)       o2o.loops.online.run_online
-    pretrain   o2o pretrain --algo A (offline)    o2o.loops.offline.run_pretrain
+    kind       what it runs                          built from
+    train      o2o train --algo A  (online)          o2o.loops.online.run_online
+    pretrain   o2o pretrain --algo A (offline)       o2o.loops.offline.run_pretrain
+    finetune   o2o finetune --method M (o2o)         o2o.loops.finetune.run_finetune
 
 A kind builds a run's config exactly as its command does (presets, the method's config file, task,
 seed), checks it (the strict config classes refuse unknown keys; ``check`` adds the value checks the
 loop would otherwise make only once it starts), rebuilds it from its saved dict in a worker process
 (configs are dynamic dataclasses, so workers receive plain dicts, never pickled classes), and trains
-it into a run directory. Adding a kind (``o2o finetune`` methods, say) is one ``register_kind`` call:
-
-    register_kind(RunKind(
-        name="finetune",
-        algos=lambda: list(METHODS),
-        build=lambda m, t, seed: update_from_dict(finetune_config_class(m.algo)(), {"task": t.name, "seed": seed}),
-        check=lambda cfg: None,
-        load=lambda d: from_dict(finetune_config_class(d["method"]), d),
-        run=lambda cfg, out, resume: run_finetune(cfg, out, resume=resume, progress=False),
-    ))
+it into a run directory. Adding a kind is one ``register_kind`` call with five small functions (see
+``finetune`` at the bottom: about 30 lines).
 
 This module imports nothing heavy at import time: a spawned worker imports it before JAX is
 configured (thread counts are set through environment variables that JAX reads on import).
@@ -181,5 +174,54 @@ register_kind(
     RunKind(
         "pretrain", _pretrain_algos, _pretrain_build, _pretrain_check, _pretrain_load, _pretrain_run,
         method_keys=("dataset",), task_keys=("dataset",),
+    )
+)
+
+
+# ---------------------------------------------------------------------------------------- finetune
+
+
+def _finetune_algos() -> list[str]:
+    from o2o.methods import METHODS
+
+    return list(METHODS)
+
+
+def _finetune_build(method: MethodSpec, task: TaskSpec, seed: int):
+    from o2o.loops.finetune import resolve_finetune_config
+
+    # a pre-trained run per task (and seed): '{task}' and '{seed}' are replaced, e.g.
+    # runs/sweeps/pre/runs/cpq/{task}/seed{seed}; the run must exist when the sweep is launched
+    pretrained = task.extra.get("pretrained") or method.extra.get("pretrained")
+    if pretrained:
+        pretrained = str(pretrained).replace("{task}", task.name).replace("{seed}", str(seed))
+    return resolve_finetune_config(method.algo, pretrained, task.name, seed, config_file=method.config_file)
+
+
+def _finetune_check(cfg) -> None:
+    from o2o.bridge.vpa import check_vpa_config
+    from o2o.loops.online import check_config
+
+    check_config(cfg)
+    check_vpa_config(cfg.vpa)
+
+
+def _finetune_load(d: dict):
+    from o2o.config import from_dict
+    from o2o.loops.finetune import finetune_config_class
+
+    return from_dict(finetune_config_class(d["method"]), d)
+
+
+def _finetune_run(cfg, out: Path, resume: bool) -> dict:
+    from o2o.loops.finetune import run_finetune
+
+    return run_finetune(cfg, out, resume=resume, progress=False)
+
+
+register_kind(
+    RunKind(
+        "finetune", _finetune_algos, _finetune_build, _finetune_check, _finetune_load, _finetune_run,
+        method_keys=("pretrained",), task_keys=("pretrained",),
     )
 )
