@@ -1,5 +1,7 @@
 """Multiplier controllers respond to scripted episode-cost sequences."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -59,3 +61,100 @@ def test_pid_responds_to_violation_with_anti_windup_and_one_sided_derivative():
 def test_pid_rejects_negative_gains():
     with pytest.raises(ConfigError, match="kp"):
         make_controller(LagrangeConfig(controller="pid", kp=-1.0), 20.0)
+
+
+# ------------------------------------------------------------------------------------- adaptive PID
+
+
+def _apid(**kw):
+    return make_controller(LagrangeConfig(controller="apid", **kw), cost_limit=20.0)
+
+
+def test_apid_defaults_are_marvels_and_a_sustained_violation_raises_lambda():
+    c = _apid()
+    assert (c.ema_p, c.ema_d, c.d_delay) == (0.9, 0.9, 10)
+    lam = [c.update(40.0)[0] for _ in range(15)]  # sustained 2x violation
+    assert np.all(np.diff(lam) > 0)
+    # the gains grew (m > kappa): K_p, K_i up by 1 + 0.05 (m - kappa) / m per update
+    m = 40.0 + 0.1
+    np.testing.assert_allclose(c.gains["kp"][0], 0.01 * (1 + 0.05 * (m - 20) / m) ** 15, rtol=1e-9)
+    # first update by hand: e~ = e = 20, I = K_i e, D = 0 (the smoothed cost starts at the first measurement)
+    d = _apid()
+    np.testing.assert_allclose(d.update(40.0)[0], 0.01 * 20 + 0.005 * 20)
+
+
+def test_apid_satisfaction_brings_lambda_to_zero_and_anti_windup_holds():
+    c = _apid()
+    for _ in range(10):
+        c.update(60.0)
+    assert c.lagrange[0] > 0.5
+    for _ in range(150):
+        lam = c.update(0.0)[0]
+    assert lam == 0.0 and c.integral[0] == 0.0  # the integral stops at 0, never negative
+    # after a long satisfied stretch a violation acts at once (no wound-up negative integral to undo)
+    assert c.update(60.0)[0] > 0.0
+
+
+def test_apid_gains_stay_in_bounds_and_the_raw_rule_defect_is_reachable():
+    for rule in ("bounded", "exp", "raw"):
+        c = _apid(gain_update=rule)
+        rng = np.random.default_rng(0)
+        for cost in np.concatenate([np.full(30, 200.0), np.zeros(30), rng.uniform(0, 100, 60)]):
+            c.update(cost)
+            for g in ("kp", "ki", "kd"):
+                k0 = c.gains0[g][0]
+                assert k0 / 10 - 1e-15 <= c.gains[g][0] <= 10 * k0 + 1e-15
+    # m << kappa: the released rule's factor 1 - 0.05 (20 - 0.1) / 0.1 is negative; only the clip catches it,
+    # so K_p drops to K0/10 in one step. The bounded rule at most halves it.
+    raw, bounded = _apid(gain_update="raw"), _apid(gain_update="bounded")
+    raw.update(0.0), bounded.update(0.0)
+    assert raw.gains["kp"][0] == pytest.approx(0.01 / 10)
+    assert bounded.gains["kp"][0] == pytest.approx(0.01 / 2)
+
+
+def test_apid_kd_only_grows_without_reset_and_resets_on_a_regime_change_only():
+    rng = np.random.default_rng(1)
+    stationary = _apid(kd_reset=True)
+    for _ in range(200):
+        stationary.update(20.0 + rng.normal(0, 3.0))
+    assert stationary.kd_resets == 0
+
+    shifted = _apid(kd_reset=True)
+    noise = np.random.default_rng(2)
+    for _ in range(40):
+        shifted.update(5.0 + noise.normal(0, 1.0))
+    kd_before = shifted.gains["kd"][0]
+    for _ in range(15):
+        shifted.update(60.0 + noise.normal(0, 1.0))
+    assert shifted.kd_resets >= 1
+    assert shifted.gains["kd"][0] < max(kd_before, shifted.gains0["kd"][0] * 1.5)
+
+    never = _apid(kd_reset=False)
+    kd = [never.gains["kd"][0]]
+    for cost in [5.0] * 40 + [60.0] * 15 + [0.0] * 30:
+        never.update(cost)
+        kd.append(never.gains["kd"][0])
+    assert np.all(np.diff(kd) >= 0) and never.kd_resets == 0  # the paper's limitation: K_d only grows
+
+
+def test_apid_vector_constraints_and_state_round_trip():
+    cfg = LagrangeConfig(controller="apid")
+    c = make_controller(cfg, cost_limit=[20.0, 5.0], num_costs=2)
+    for _ in range(8):
+        c.update([40.0, 0.0])
+    assert c.lagrange[0] > 0.3 and c.lagrange[1] == 0.0
+    d = make_controller(cfg, cost_limit=[20.0, 5.0], num_costs=2)
+    d.load_state_dict(json.loads(json.dumps(c.state_dict())))  # checkpoints hold it as JSON
+    for cost in ([30.0, 10.0], [10.0, 1.0], [50.0, 7.0]):
+        np.testing.assert_allclose(c.update(cost), d.update(cost))
+    np.testing.assert_allclose(c.gains["kd"], d.gains["kd"])
+
+
+def test_negative_gains_and_bad_adaptation_settings_are_refused():
+    for key in ("kp", "ki", "kd", "adapt_rate_p"):
+        with pytest.raises(ConfigError, match=key):
+            _apid(**{key: -0.1})
+    with pytest.raises(ConfigError, match="gain_bound"):
+        _apid(gain_bound=0.5)
+    with pytest.raises(ConfigError, match="ema_p"):
+        _apid(ema_p=1.0)

@@ -210,9 +210,15 @@ def run_finetune(cfg, out_dir, *, resume: bool = False, progress: bool = True) -
     from o2o.runs.rundir import _read_config
     from o2o.config import diff_configs
 
+    from o2o.envs import get_task
+    from o2o.lagrange import make_controller
+
     spec = get_method(cfg.method)
     check_config(cfg)
     check_vpa_config(cfg.vpa)
+    task = get_task(cfg.task)
+    if task.safe:  # a bad controller setting fails here, before the bridge runs or anything is written
+        make_controller(cfg.lagrange, cfg.online.cost_limit if cfg.online.cost_limit is not None else task.cost_limit)
     pre = None
     if cfg.pretrained:
         pre = load_pretrained(cfg.pretrained, task=cfg.task, need_cost_critic=spec.init_critics or spec.vpa)

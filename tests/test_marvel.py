@@ -1,0 +1,225 @@
+"""Marvel end to end: VPA's targets, methods, the finetune / marvel / diagnose-critic commands, bad input.
+
+One tiny CPQ run on the embedded BallCircle dataset is shared by the module (module fixture)."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from o2o.cli import main
+from o2o.errors import ConfigError
+
+TINY_PRETRAIN = {"offline": {"steps": 200, "steps_per_call": 100, "eval_every": 200, "eval_episodes": 1, "checkpoint_every": 200},
+                 "agent": {"batch_size": 64, "num_ood_actions": 2, "hidden_dims": [32, 32], "vae_hidden_dims": [32, 32]}}
+TINY_FINETUNE = [
+    "vpa.steps=100", "vpa.steps_per_call=50", "vpa.batch_size=64",
+    "online.iterations=2", "online.episodes_per_iteration=1", "online.updates_per_iteration=20",
+    "online.eval_every=1", "online.eval_episodes=1", "online.checkpoint_every=1", "agent.batch_size=64",
+]
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    from o2o.loops.offline import run_pretrain
+    from o2o.presets import resolve_pretrain_config
+
+    out = tmp_path_factory.mktemp("pre") / "cpq"
+    cfg = resolve_pretrain_config("cpq", "BallCircle-dsrl-small", seed=0, layer=TINY_PRETRAIN)
+    run_pretrain(cfg, out, progress=False)
+    return out
+
+
+def _cfg(method, pretrained, *extra):
+    from o2o.loops.finetune import resolve_finetune_config
+
+    return resolve_finetune_config(method, str(pretrained) if pretrained else None, "BallCircle", 0, overrides=TINY_FINETUNE + list(extra))
+
+
+# ---------------------------------------------------------------------------------------------- VPA
+
+
+def test_vpa_target_matches_a_hand_computed_case():
+    from o2o.agents import sac_lag
+    from o2o.bridge.vpa import vpa_targets
+    from o2o.nn import tanh_gaussian_sample
+
+    cfg = sac_lag.SACLagConfig(hidden_dims=(8,), reward_scale=0.1, gamma=0.9, num_cost_critics=2, cost_reduce="max")
+    state = sac_lag.init(jax.random.PRNGKey(0), 3, 2, cfg)
+    rng = np.random.default_rng(0)
+    batch = {
+        "observations": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32),
+        "actions": jnp.asarray(rng.uniform(-1, 1, (4, 2)), jnp.float32),
+        "next_observations": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32),
+        "rewards": jnp.asarray([1.0, 2.0, -1.0, 0.5]),
+        "costs": jnp.asarray([0.0, 1.0, 1.0, 0.0]),
+        "terminals": jnp.asarray([0.0, 0.0, 1.0, 0.0]),  # a timeout is not terminal: only row 2 stops
+    }
+    key = jax.random.PRNGKey(7)
+    y, y_c = vpa_targets(state, batch, key, 0.2, 0.05)
+    # by hand: the same a' ~ pi0(.|s'), min over reward targets, max over cost targets
+    mean, log_std = state.actor.apply_fn(state.actor.params, batch["next_observations"])
+    a2, logp = tanh_gaussian_sample(key, mean, log_std)
+    q = np.asarray(state.critic.apply_fn(state.target_critic_params, batch["next_observations"], a2))
+    qc = np.asarray(state.cost_critic.apply_fn(state.target_cost_critic_params, batch["next_observations"], a2))
+    r, c, d, logp = map(np.asarray, (batch["rewards"], batch["costs"], batch["terminals"], logp))
+    np.testing.assert_allclose(y, 0.1 * r + 0.9 * (1 - d) * (q.min(0) - 0.2 * logp), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(y_c, c + 0.9 * (1 - d) * (qc.max(0) - 0.05 * logp), rtol=1e-5, atol=1e-6)
+    assert y[2] == pytest.approx(0.1 * -1.0) and y_c[2] == pytest.approx(1.0)
+
+
+def test_vpa_updates_the_critics_only_and_defaults_alpha_from_the_temperature():
+    from o2o.agents import sac_lag
+    from o2o.bridge.vpa import VPAConfig, run_vpa
+    from o2o.data.replay import replay_from_dataset
+
+    cfg = sac_lag.SACLagConfig(hidden_dims=(16,), init_temperature=0.3, auto_temperature=False)
+    state = sac_lag.init(jax.random.PRNGKey(1), 3, 2, cfg)
+    actor_before = jax.tree_util.tree_map(np.asarray, state.actor.params)
+    critic_before = jax.tree_util.tree_map(np.asarray, state.critic.params)
+    n = 256
+    rng = np.random.default_rng(0)
+    data = {
+        "observations": rng.normal(size=(n, 3)).astype(np.float32), "actions": rng.uniform(-1, 1, (n, 2)).astype(np.float32),
+        "rewards": np.ones(n, np.float32), "costs": (rng.uniform(size=n) < 0.3).astype(np.float32),
+        "next_observations": rng.normal(size=(n, 3)).astype(np.float32),
+        "terminals": np.zeros(n, bool), "timeouts": np.zeros(n, bool),
+    }
+    losses = []
+    state, last = run_vpa(state, replay_from_dataset(data), VPAConfig(steps=200, steps_per_call=50, batch_size=64), jax.random.PRNGKey(2),
+                          on_call=lambda s, m: losses.append(m["vpa_critic_loss"]))
+    assert last["vpa_alpha"] == pytest.approx(0.3) and last["vpa_cost_alpha"] == pytest.approx(0.03)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, actor_before, jax.tree_util.tree_map(np.asarray, state.actor.params))
+    changed = jax.tree_util.tree_map(lambda a, b: not np.allclose(a, np.asarray(b)), critic_before, state.critic.params)
+    assert any(jax.tree_util.tree_leaves(changed))
+    assert losses[-1] < losses[0]
+
+
+# ------------------------------------------------------------------------------------------ methods
+
+
+def test_methods_fix_their_structure_and_presets_their_values(pretrained):
+    from o2o.methods import METHODS
+
+    assert set(METHODS) >= {"marvel", "from-scratch", "warm-start", "vpa-only", "vpa-init", "apid-only", "vpa-pid"}
+    marvel = _cfg("marvel", pretrained)
+    assert marvel.lagrange.controller == "apid" and marvel.online.warmup_steps == 0
+    assert marvel.agent.actor_lr == pytest.approx(5e-5) and marvel.agent.critic_lr == pytest.approx(5e-3)  # authors' BallCircle
+    assert marvel.agent.hidden_dims == (32, 32) and marvel.agent.num_cost_critics == 2  # follows the pre-trained run
+    assert _cfg("warm-start", pretrained).lagrange.controller == "dual-ascent"
+    assert _cfg("vpa-init", pretrained).lagrange.init_lambda == pytest.approx(0.65)
+    pid = _cfg("vpa-pid", pretrained).lagrange
+    assert (pid.controller, pid.ema_p, pid.d_delay) == ("pid", 0.9, 10)
+    scratch = _cfg("from-scratch", None)
+    assert scratch.pretrained is None and scratch.lagrange.controller == "apid"
+    with pytest.raises(ConfigError, match="unknown method"):
+        _cfg("marvle", pretrained)
+
+
+def test_warm_start_starts_from_the_pretrained_networks(pretrained, tmp_path):
+    from o2o.bridge.pretrained import load_pretrained
+    from o2o.loops.finetune import build_agent
+    from o2o.methods import get_method
+
+    pre = load_pretrained(pretrained)
+    cfg = _cfg("warm-start", pretrained)
+    state = build_agent(cfg, get_method("warm-start"), pre, jax.random.PRNGKey(0))
+    for a, b in [(state.actor.params, pre.state.actor.params), (state.cost_critic.params, pre.state.cost_critic.params),
+                 (state.target_critic_params, pre.state.critic.params)]:
+        jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
+    scratch = build_agent(_cfg("from-scratch", None), get_method("from-scratch"), None, jax.random.PRNGKey(0))
+    assert not np.allclose(jax.tree_util.tree_leaves(scratch.actor.params)[0], jax.tree_util.tree_leaves(pre.state.actor.params)[0]) \
+        if jax.tree_util.tree_leaves(scratch.actor.params)[0].shape == jax.tree_util.tree_leaves(pre.state.actor.params)[0].shape else True
+
+
+# ------------------------------------------------------------------------------------------ commands
+
+
+def test_finetune_marvel_then_resume_then_diagnose(pretrained, tmp_path, capsys):
+    out = tmp_path / "ft"
+    args = ["--no-progress", "finetune", "--method", "marvel", "--pretrained", str(pretrained), "--out", str(out)]
+    for kv in TINY_FINETUNE:
+        args += ["--set", kv]
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "marvel" and summary["iterations"] == 2 and summary["vpa"]["steps"] == 100
+    assert (out / "bridge" / "metrics.csv").exists()
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert rows[1].startswith("0,")  # iteration 0: the policy fine-tuning starts from, evaluated
+    assert "lagrange_kp" in rows[0]  # the controller's gains are logged
+    # continuing a finished run is a no-op that keeps its results
+    assert main(["--no-progress", "finetune", "--resume", str(out)]) == 0
+    assert json.loads((out / "summary.json").read_text())["iterations"] == 2
+    capsys.readouterr()
+    assert main(["--no-progress", "diagnose-critic", str(out), "--pairs", "4", "--rollouts", "1", "--horizon", "30"]) == 0
+    result = json.loads((out / "diagnose_critic.json").read_text())
+    for source in ("policy", "random"):
+        for when in ("before", "after"):
+            v = result["sources"][source][when]["reward_spearman"]
+            assert v is None or -1.0 <= v <= 1.0
+    assert "before VPA" in capsys.readouterr().out
+
+
+def test_finetune_bad_input_is_refused_before_training(pretrained, tmp_path, capsys):
+    def err(*args):
+        assert main(["--no-progress", "finetune", *args, "--out", str(tmp_path / "x")]) == 2
+        assert not (tmp_path / "x").exists()
+        return capsys.readouterr().err
+
+    assert "for task BallCircle, not CarRun" in err("--method", "marvel", "--pretrained", str(pretrained), "--task", "CarRun")
+    assert "does not exist" in err("--method", "marvel", "--pretrained", str(tmp_path / "nope"))
+    assert "needs" in err("--method", "marvel") or "pre-trained" in err("--method", "marvel")
+    assert "lagrange.kp" in err("--method", "marvel", "--pretrained", str(pretrained), "--set", "lagrange.kp=-1")
+    # a run without a checkpoint
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "config.yaml").write_text((pretrained / "config.yaml").read_text())
+    assert "no checkpoint" in err("--method", "marvel", "--pretrained", str(empty))
+    # an offline algorithm without a cost critic
+    from o2o.loops.offline import run_pretrain
+    from o2o.presets import resolve_pretrain_config
+
+    bc = tmp_path / "bc"
+    run_pretrain(resolve_pretrain_config("bc", "BallCircle-dsrl-small", layer={"offline": TINY_PRETRAIN["offline"]}), bc, progress=False)
+    assert "no cost critic" in err("--method", "marvel", "--pretrained", str(bc))
+
+
+def test_marvel_pipeline_end_to_end_and_reuses_finished_stages(pretrained, tmp_path, capsys):
+    import yaml
+
+    budget = tmp_path / "budget.yaml"
+    budget.write_text(yaml.safe_dump({"pretrain": TINY_PRETRAIN, "finetune": _nested(TINY_FINETUNE)}))
+    root = tmp_path / "pipe"
+    args = ["--no-progress", "marvel", "--task", "BallCircle", "--dataset", "BallCircle-dsrl-small", "--methods", "marvel,warm-start",
+            "--budget", str(budget), "--out", str(root)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "offline return" in out and "marvel" in out and "warm-start" in out
+    report = (root / "report.md").read_text()
+    assert "| marvel | 1 |" in report and (root / "curves.png").stat().st_size > 10_000
+    stamp = (root / "finetune" / "marvel-s0" / "summary.json").stat().st_mtime_ns
+    assert main(args) == 0  # everything finished: reused, not re-run
+    assert (root / "finetune" / "marvel-s0" / "summary.json").stat().st_mtime_ns == stamp
+    # a stage directory with another config is refused, not overwritten
+    assert main(args + ["--set", "finetune.online.iterations=3"]) == 2
+    assert "another config" in capsys.readouterr().err
+
+
+def _nested(overrides):
+    out = {}
+    for kv in overrides:
+        key, value = kv.split("=")
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml_value(value)
+    return out
+
+
+def yaml_value(text):
+    import yaml
+
+    return yaml.safe_load(text)
