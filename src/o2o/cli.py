@@ -151,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offline-algo", default="cpq", help="safe offline algorithm (default cpq; bear-lag)")
     p.add_argument("--methods", default="marvel", help="comma-separated methods (default marvel), e.g. marvel,warm-start,from-scratch")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    p.add_argument("--pretrain-seed", type=int, default=None, help="start every fine-tuning seed from this one pre-training seed (default: one pre-training run per seed)")
     p.add_argument("--budget", metavar="FILE", help="YAML with per-stage budgets {data: ..., pretrain: ..., finetune: ...}")
     p.add_argument("--out", metavar="DIR", help="pipeline directory (default runs/marvel-<Task>)")
     p.add_argument(
@@ -394,7 +395,7 @@ def cmd_marvel(args) -> int:
     root = Path(args.out or f"runs/marvel-{task.name}")
     result = run_pipeline(
         task.name, root=root, dataset=args.dataset, offline_algo=args.offline_algo, methods=methods, seeds=seeds,
-        budget=budget, overrides=args.overrides, progress=not args.no_progress,
+        budget=budget, overrides=args.overrides, progress=not args.no_progress, pretrain_seed=args.pretrain_seed,
     )
     _print_pipeline(result)
     return 0

@@ -98,7 +98,11 @@ def run_pipeline(
     budget: dict | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     progress: bool = True,
+    pretrain_seed: int | None = None,
 ) -> PipelineResult:
+    """Run (or complete) the pipeline under ``root``. One pre-training run per seed, each fine-tuning
+    seed starting from its own; with ``pretrain_seed`` every fine-tuning seed starts from that one
+    pre-trained run (cheaper; the spread over seeds then leaves out pre-training's)."""
     from o2o.config import to_dict
     from o2o.envs import get_task
     from o2o.loops.finetune import resolve_finetune_config, run_finetune
@@ -119,10 +123,11 @@ def run_pipeline(
 
     # Validate every stage's config before any work (an unknown key fails here, not an hour in).
     dataset_name = dataset or f"{task}-dsrl"
-    pre_cfgs = {s: resolve_pretrain_config(offline_algo, dataset_name, task, s, layer=budget.get("pretrain"), overrides=per_stage["pretrain"]) for s in seeds}
+    pre_seeds = sorted({pretrain_seed} if pretrain_seed is not None else set(seeds))
+    pre_cfgs = {s: resolve_pretrain_config(offline_algo, dataset_name, task, s, layer=budget.get("pretrain"), overrides=per_stage["pretrain"]) for s in pre_seeds}
 
     result.dataset = ensure_dataset(task, dataset, budget.get("data", {}), per_stage["data"], progress)
-    for seed in seeds:
+    for seed in pre_seeds:
         out = root / "pretrain" / f"{offline_algo}-s{seed}"
         from o2o.loops.offline import OfflineTrainer
 
@@ -135,7 +140,8 @@ def run_pipeline(
     for method in methods:
         result.finetuned[method] = {}
         for seed in seeds:
-            pretrained = str(result.pretrained[seed]) if get_method(method).needs_pretrained else None
+            source = result.pretrained[seed if pretrain_seed is None else pretrain_seed]
+            pretrained = str(source) if get_method(method).needs_pretrained else None
             cfg = resolve_finetune_config(
                 method, pretrained, task, seed, layer=budget.get("finetune"), overrides=per_stage["finetune"]
             )
