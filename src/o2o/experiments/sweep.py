@@ -253,13 +253,17 @@ class RayBackend:
     def start(self) -> None:
         import ray
 
+        import warnings
+
         os.environ.setdefault("RAY_DEDUP_LOGS", "0")
         if not ray.is_initialized():
             kwargs = dict(log_to_driver=False, logging_level="ERROR", configure_logging=True)
-            if self.address:
-                ray.init(address=self.address, **kwargs)
-            else:
-                ray.init(num_cpus=self.workers * self.threads, include_dashboard=False, **kwargs)
+            with warnings.catch_warnings():  # Ray starts its processes with fork + exec: JAX's fork warning does not apply
+                warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
+                if self.address:
+                    ray.init(address=self.address, **kwargs)
+                else:
+                    ray.init(num_cpus=self.workers * self.threads, include_dashboard=False, **kwargs)
             self._owned = True
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.slots = max(1, cpus // self.threads)
@@ -400,11 +404,17 @@ def run_sweep(
         to_run, finished, skipped = index.plan(run_ids, retry_failed=retry_failed)
         outcome = SweepOutcome(sweep_dir, {}, kept=[r.run_id for r in finished])
         by_id = {r.run_id: r for r in spec.runs}
+        from o2o.runs import latest_checkpoint
+
         interrupted = [r.run_id for r in index.records() if r.run_id in to_run and r.status in ("running", "interrupted")]
+        with_ckpt = sum(latest_checkpoint(run_dir_of(sweep_dir, r)) is not None for r in interrupted if run_dir_of(sweep_dir, r).is_dir())
+        stopped = ""
+        if interrupted:
+            stopped = (f" ({len(interrupted)} stopped mid-way: {with_ckpt} continue from their checkpoints, "
+                       f"{len(interrupted) - with_ckpt} start again as they stopped before their first)")
         echo(f"sweep {spec.name}: {len(run_ids)} runs; {len(finished)} finished (kept, not run again), "
-             f"{len(skipped)} failed (skipped; --retry-failed runs them), {len(to_run)} to run"
-             + (f" ({len(interrupted)} stopped mid-way: continued from their checkpoints)" if interrupted else "")
-             + f"; backend {backend.name}, {backend.slots} at a time")
+             f"{len(skipped)} failed (skipped; --retry-failed runs them), {len(to_run)} to run{stopped}"
+             f"; backend {backend.name}, {backend.slots} at a time")
         for rec in skipped:
             echo(f"  failed earlier: {rec.run_id}: {rec.error}")
         if not to_run:
