@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         "TensorBoard events in tb/, checkpoints/, summary.json). Config: the algorithm's preset, then the "
         "task's preset, then --config FILE, then --set overrides.",
     )
-    p.add_argument("--algo", choices=["sac", "sac-lag"], help="online algorithm")
+    p.add_argument("--algo", choices=["sac", "sac-lag", "td3", "ppo"], help="online algorithm")
     p.add_argument("--task", help="task name (see `o2o tasks`), e.g. BallCircle, Hopper")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--out", metavar="DIR", help="run directory to create (default runs/<algo>-<task>-s<seed>)")
@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=10, help="evaluation episodes (default 10)")
 
     p = sub.add_parser("config", help="list every config key of an algorithm or method with type, default and help")
-    p.add_argument("--algo", choices=["sac", "sac-lag"], default="sac-lag")
+    p.add_argument("--algo", choices=["sac", "sac-lag", "td3", "ppo"], default="sac-lag")
     p.add_argument("--method", default=None, help="show a fine-tuning method's config instead (o2o finetune --method)")
     p.add_argument("--task", default=None, help="show the values resolved for this task's presets")
 
@@ -266,7 +266,7 @@ def cmd_train(args) -> int:
         out = run
     else:
         if not args.algo:
-            raise O2OError("o2o train needs --algo (sac or sac-lag) or --resume DIR")
+            raise O2OError("o2o train needs --algo (sac, sac-lag, td3 or ppo) or --resume DIR")
         cfg = resolve_train_config(args.algo, args.task, args.seed, config_file=args.config, overrides=args.overrides)
         out = Path(args.out or f"runs/{cfg.algo}-{cfg.task}-s{cfg.seed}")
     summary = run_online(cfg, out, resume=bool(args.resume), progress=not args.no_progress)
@@ -279,13 +279,18 @@ def cmd_eval(args) -> int:
     import numpy as np
 
     from o2o.config import from_dict, load_yaml
-    from o2o.loops.online import OnlineTrainer, train_config_class
+    from o2o.loops.online import make_trainer, train_config_class
     from o2o.runs import RunDir
 
     run = RunDir.open(args.run_dir)
     saved = load_yaml(run.config_path)
-    cfg = from_dict(train_config_class(saved.get("algo", "sac")), saved)
-    trainer = OnlineTrainer(cfg, progress=False)
+    if "method" in saved:  # a fine-tuning run
+        from o2o.loops.finetune import finetune_config_class
+
+        cfg = from_dict(finetune_config_class(saved["method"]), saved)
+    else:
+        cfg = from_dict(train_config_class(saved.get("algo", "sac")), saved)
+    trainer = make_trainer(cfg, progress=False)
     arrays, host = run.load_checkpoint(template=trainer.checkpoint_arrays())
     trainer.restore(arrays, host)
     metrics = trainer.evaluate(args.episodes)

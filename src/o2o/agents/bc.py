@@ -26,7 +26,7 @@ from flax.training.train_state import TrainState
 from o2o.agents import sac
 from o2o.agents.common import adam
 from o2o.errors import DatasetError
-from o2o.nn import TanhGaussianActor, tanh_gaussian_log_prob
+from o2o.nn import TanhGaussianActor, tanh_gaussian_log_prob, shared_module
 
 act = sac.act
 actor_actions = sac.actor_actions
@@ -49,7 +49,7 @@ class BCState:
 
 
 def init(key: jax.Array, obs_dim: int, act_dim: int, cfg: BCConfig) -> BCState:
-    actor_def = TanhGaussianActor(cfg.hidden_dims, act_dim, cfg.log_std_min, cfg.log_std_max)
+    actor_def = shared_module(TanhGaussianActor, tuple(cfg.hidden_dims), act_dim, cfg.log_std_min, cfg.log_std_max)
     params = actor_def.init(key, jnp.zeros((1, obs_dim), jnp.float32))
     return BCState(actor=TrainState.create(apply_fn=actor_def.apply, params=params, tx=adam(cfg.actor_lr)), config=cfg)
 

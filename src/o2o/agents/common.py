@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any, Callable
 
 import jax
 import optax
 
 
+@lru_cache(maxsize=None)
 def adam(learning_rate: float, max_grad_norm: float | None = None) -> optax.GradientTransformation:
+    """Adam (optionally after global-norm clipping). Cached: the optimiser is a static part of every
+    TrainState, and jit compares static parts by identity, so a new object per agent would recompile
+    the update for every new agent (every run of a sweep, every test)."""
     if max_grad_norm is None:
         return optax.adam(learning_rate)
     return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(learning_rate))

@@ -72,7 +72,7 @@ from o2o.agents.common import adam
 from o2o.agents.cql import q_many, sample_actions
 from o2o.agents.sac_lag import reduce_costs
 from o2o.errors import ConfigError
-from o2o.nn import CriticEnsemble, TanhGaussianActor, polyak_update, tanh_gaussian_sample
+from o2o.nn import CriticEnsemble, TanhGaussianActor, polyak_update, tanh_gaussian_sample, shared_module
 from o2o.nn.vae import vae_kl, vae_train_state, vae_update
 
 act = sac.act
@@ -162,11 +162,11 @@ def init(key: jax.Array, obs_dim: int, act_dim: int, cfg: CPQConfig) -> CPQState
     actor_key, critic_key, cost_key, vae_key = jax.random.split(key, 4)
     obs = jnp.zeros((1, obs_dim), jnp.float32)
     act = jnp.zeros((1, act_dim), jnp.float32)
-    actor_def = TanhGaussianActor(cfg.hidden_dims, act_dim, cfg.log_std_min, cfg.log_std_max)
+    actor_def = shared_module(TanhGaussianActor, tuple(cfg.hidden_dims), act_dim, cfg.log_std_min, cfg.log_std_max)
     actor = TrainState.create(apply_fn=actor_def.apply, params=actor_def.init(actor_key, obs), tx=adam(cfg.actor_lr))
-    critic_def = CriticEnsemble(cfg.hidden_dims, cfg.num_critics, cfg.critic_layer_norm)
+    critic_def = shared_module(CriticEnsemble, tuple(cfg.hidden_dims), cfg.num_critics, cfg.critic_layer_norm)
     critic_params = critic_def.init(critic_key, obs, act)
-    cost_def = CriticEnsemble(cfg.hidden_dims, cfg.num_cost_critics, cfg.critic_layer_norm)
+    cost_def = shared_module(CriticEnsemble, tuple(cfg.hidden_dims), cfg.num_cost_critics, cfg.critic_layer_norm)
     cost_params = cost_def.init(cost_key, obs, act)
     # log alpha is only read when auto-tuned; with a fixed alpha (possibly 0) it is a placeholder
     log_alpha = jnp.log(cfg.init_temperature) if cfg.init_temperature > 0 else 0.0

@@ -32,7 +32,7 @@ from flax.training.train_state import TrainState
 
 from o2o.agents import sac
 from o2o.agents.common import adam
-from o2o.nn import CriticEnsemble, TanhGaussianActor, ValueNet, polyak_update, tanh_gaussian_log_prob
+from o2o.nn import CriticEnsemble, TanhGaussianActor, ValueNet, polyak_update, tanh_gaussian_log_prob, shared_module
 
 act = sac.act
 actor_actions = sac.actor_actions
@@ -74,14 +74,14 @@ def init(key: jax.Array, obs_dim: int, act_dim: int, cfg: IQLConfig) -> IQLState
     actor_key, critic_key, value_key = jax.random.split(key, 3)
     obs = jnp.zeros((1, obs_dim), jnp.float32)
     act = jnp.zeros((1, act_dim), jnp.float32)
-    actor_def = TanhGaussianActor(cfg.hidden_dims, act_dim, cfg.log_std_min, cfg.log_std_max)
+    actor_def = shared_module(TanhGaussianActor, tuple(cfg.hidden_dims), act_dim, cfg.log_std_min, cfg.log_std_max)
     actor_lr = cfg.actor_lr
     if cfg.actor_cosine_decay_steps is not None:
         actor_lr = optax.cosine_decay_schedule(cfg.actor_lr, cfg.actor_cosine_decay_steps)
     actor = TrainState.create(apply_fn=actor_def.apply, params=actor_def.init(actor_key, obs), tx=adam(actor_lr))
-    critic_def = CriticEnsemble(cfg.hidden_dims, cfg.num_critics, cfg.critic_layer_norm)
+    critic_def = shared_module(CriticEnsemble, tuple(cfg.hidden_dims), cfg.num_critics, cfg.critic_layer_norm)
     critic_params = critic_def.init(critic_key, obs, act)
-    value_def = ValueNet(cfg.hidden_dims, cfg.critic_layer_norm)
+    value_def = shared_module(ValueNet, tuple(cfg.hidden_dims), cfg.critic_layer_norm)
     return IQLState(
         actor=actor,
         critic=TrainState.create(apply_fn=critic_def.apply, params=critic_params, tx=adam(cfg.critic_lr)),

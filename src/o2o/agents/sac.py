@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from flax.training.train_state import TrainState
 
 from o2o.agents.common import adam
-from o2o.nn import CriticEnsemble, TanhGaussianActor, polyak_update, tanh_gaussian_mode, tanh_gaussian_sample
+from o2o.nn import CriticEnsemble, TanhGaussianActor, polyak_update, tanh_gaussian_mode, tanh_gaussian_sample, shared_module
 
 
 @dataclass(frozen=True)
@@ -67,9 +67,9 @@ def init_actor_critic(key: jax.Array, obs_dim: int, act_dim: int, cfg) -> tuple[
     actor_key, critic_key = jax.random.split(key)
     obs = jnp.zeros((1, obs_dim), jnp.float32)
     act = jnp.zeros((1, act_dim), jnp.float32)
-    actor_def = TanhGaussianActor(cfg.hidden_dims, act_dim, cfg.log_std_min, cfg.log_std_max)
+    actor_def = shared_module(TanhGaussianActor, tuple(cfg.hidden_dims), act_dim, cfg.log_std_min, cfg.log_std_max)
     actor = TrainState.create(apply_fn=actor_def.apply, params=actor_def.init(actor_key, obs), tx=adam(cfg.actor_lr))
-    critic_def = CriticEnsemble(cfg.hidden_dims, cfg.num_critics, cfg.critic_layer_norm)
+    critic_def = shared_module(CriticEnsemble, tuple(cfg.hidden_dims), cfg.num_critics, cfg.critic_layer_norm)
     critic_params = critic_def.init(critic_key, obs, act)
     critic = TrainState.create(apply_fn=critic_def.apply, params=critic_params, tx=adam(cfg.critic_lr))
     temperature = TrainState.create(

@@ -24,7 +24,7 @@ from flax.training.train_state import TrainState
 
 from o2o.agents import sac
 from o2o.agents.common import adam
-from o2o.nn import CriticEnsemble, polyak_update, tanh_gaussian_sample
+from o2o.nn import CriticEnsemble, polyak_update, tanh_gaussian_sample, shared_module
 
 act = sac.act
 actor_actions = sac.actor_actions
@@ -53,7 +53,7 @@ class SACLagState:
 def init(key: jax.Array, obs_dim: int, act_dim: int, cfg: SACLagConfig) -> SACLagState:
     key, cost_key = jax.random.split(key)
     actor, critic, target, temperature = sac.init_actor_critic(key, obs_dim, act_dim, cfg)
-    cost_def = CriticEnsemble(cfg.hidden_dims, cfg.num_cost_critics, cfg.critic_layer_norm)
+    cost_def = shared_module(CriticEnsemble, tuple(cfg.hidden_dims), cfg.num_cost_critics, cfg.critic_layer_norm)
     cost_params = cost_def.init(cost_key, jnp.zeros((1, obs_dim)), jnp.zeros((1, act_dim)))
     cost_critic = TrainState.create(apply_fn=cost_def.apply, params=cost_params, tx=adam(cfg.cost_critic_lr))
     return SACLagState(
