@@ -98,6 +98,9 @@ def cmd_sweep(args) -> int:
     try:
         outcome = run_sweep(spec, sweep_dir, backend=backend, retry_failed=args.retry_failed, progress=not args.no_progress)
     except KeyboardInterrupt:
+        import gc
+
+        gc.collect()  # the stopped pool's queues: release their semaphores now, not in a warning at exit
         print(f"o2o: sweep interrupted; the runs in flight keep their last checkpoints. Continue with `o2o sweep {sweep_dir}`",
               file=sys.stderr)
         return 130

@@ -107,14 +107,27 @@ def _die_with_parent() -> None:
         pass
 
 
-def _init_worker(threads: int, cpu_sets) -> None:
+def _exit_on_term(signum, frame):
+    """The sweep is stopping this worker: unwind (so that the run's files and the semaphores of its
+    TensorBoard writer are released at exit) with stderr silenced, since the writer's background thread
+    reports its queue closing under it as an error while the interpreter exits."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+    except OSError:
+        pass
+    raise SystemExit(128 + signum)
+
+
+def _init_worker(threads: int, cpus) -> None:
     os.environ.update(thread_env(threads))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the sweep's to handle: it stops the workers
+    signal.signal(signal.SIGTERM, _exit_on_term)
     _die_with_parent()
-    if cpu_sets is not None:
+    if cpus:
         try:
-            os.sched_setaffinity(0, cpu_sets.get(timeout=5))
-        except Exception:  # noqa: BLE001 - pinning is an optimisation, never a reason to fail
+            os.sched_setaffinity(0, cpus)
+        except (OSError, AttributeError):  # pinning is an optimisation, never a reason to fail
             pass
 
 
@@ -145,66 +158,96 @@ class SequentialBackend:
 
 
 class LocalPool:
-    """``workers`` spawned processes, each pinned to ``threads`` cores."""
+    """``workers`` spawned processes, each pinned to ``threads`` cores.
+
+    The pool is hand-made rather than a ``ProcessPoolExecutor`` so that the sweep always knows which
+    worker holds which run: a worker that dies fails only its own run (and is replaced), and stopping
+    the pool can let idle workers exit and make busy ones unwind (SIGTERM -> SystemExit), so that a
+    stopped run's files are closed properly."""
 
     name = "local"
 
     def __init__(self, workers: int, threads: int, pin: bool = True):
         self.workers, self.threads, self.pin = workers, threads, pin
         self.slots = workers
-        self._executor = None
-        self._cpu_sets = None
-        self._futures: dict = {}
+        self._ctx = None
+        self._workers: list[dict] = []  # {"proc", "jobs" (queue), "run_id" (held) or None, "cpus"}
+        self._results = None
 
     def start(self) -> None:
         import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
 
-        ctx = mp.get_context("spawn")  # a fresh interpreter per worker: JAX is configured before import
-        cpu_sets = None
+        self._ctx = mp.get_context("spawn")  # a fresh interpreter per worker: JAX is configured before import
+        self._results = self._ctx.Queue()
         cpus = available_cpus()
-        if self.pin and len(cpus) >= self.workers * self.threads:
-            cpu_sets = ctx.Queue()
-            for w in range(self.workers):
-                cpu_sets.put(cpus[w * self.threads:(w + 1) * self.threads])
-        self._cpu_sets = cpu_sets
-        self._executor = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker, initargs=(self.threads, cpu_sets))
+        pin = self.pin and len(cpus) >= self.workers * self.threads
+        self._workers = []
+        for w in range(self.workers):
+            self._workers.append({"cpus": cpus[w * self.threads:(w + 1) * self.threads] if pin else None})
+            self._spawn(self._workers[-1])
+
+    def _spawn(self, worker: dict) -> None:
+        worker["jobs"] = self._ctx.Queue()
+        worker["run_id"] = None
+        worker["proc"] = self._ctx.Process(
+            target=_worker_loop, args=(worker["jobs"], self._results, self.threads, worker["cpus"]), name="o2o-sweep-worker"
+        )
+        worker["proc"].start()
 
     def submit(self, job: dict) -> None:
-        self._futures[self._executor.submit(execute_run, job)] = job["run_id"]
+        worker = next(w for w in self._workers if w["run_id"] is None)  # the sweep submits only into a free slot
+        worker["run_id"] = job["run_id"]
+        worker["jobs"].put(job)
 
     def results(self):
-        from concurrent.futures import FIRST_COMPLETED, wait
-        from concurrent.futures.process import BrokenProcessPool
+        import queue
 
-        done, _ = wait(list(self._futures), timeout=0.5, return_when=FIRST_COMPLETED)
-        broken = False
-        for fut in done:
-            run_id = self._futures.pop(fut)
-            try:
-                yield fut.result()
-            except BrokenProcessPool:
-                broken = True
-                yield {"run_id": run_id, "status": "failed", "worker": "", "resumed_from": None,
-                       "error": "the worker process died (killed, out of memory or crashed) while this run was in flight",
-                       "traceback": ""}
-        if broken:  # a dead worker breaks the whole pool: start a fresh one for the runs still to come
-            self.stop()
-            self.start()
+        try:
+            message = self._results.get(timeout=0.5)
+        except queue.Empty:
+            message = None
+        if message is not None:
+            pid, result = message
+            for w in self._workers:
+                if w["proc"].pid == pid:
+                    w["run_id"] = None
+            yield result
+        for w in self._workers:  # a worker that died (killed, out of memory) fails the run it held
+            if not w["proc"].is_alive() and w["run_id"] is not None:
+                run_id = w["run_id"]
+                code = w["proc"].exitcode
+                self._spawn(w)
+                yield {"run_id": run_id, "status": "failed", "worker": "", "resumed_from": None, "traceback": "",
+                       "error": f"the worker process died (exit code {code}: killed, out of memory or crashed) during this run"}
 
     def stop(self) -> None:
-        if self._executor is None:
+        if not self._workers:
             return
-        for proc in list(getattr(self._executor, "_processes", {}).values()):
-            if proc.is_alive():
-                proc.terminate()  # workers ignore SIGINT; their runs keep their last checkpoint
-        self._executor.shutdown(wait=True, cancel_futures=True)
-        self._executor = None
-        self._futures.clear()
-        if self._cpu_sets is not None:
-            self._cpu_sets.close()
-            self._cpu_sets.join_thread()
-            self._cpu_sets = None
+        for w in self._workers:
+            if w["run_id"] is None:
+                w["jobs"].put(None)  # an idle worker exits
+            else:
+                w["proc"].terminate()  # SIGTERM: the run unwinds and keeps its last checkpoint
+        deadline = time.monotonic() + 20
+        for w in self._workers:
+            w["proc"].join(max(0.0, deadline - time.monotonic()))
+            if w["proc"].is_alive():  # stuck in a long C call (an XLA compile): do not wait for it
+                w["proc"].kill()
+                w["proc"].join()
+        for q in [w["jobs"] for w in self._workers] + [self._results]:
+            q.close()
+            q.cancel_join_thread()
+        self._workers = []
+
+
+def _worker_loop(jobs, results, threads: int, cpus) -> None:
+    """A pool worker: configure threads before anything imports JAX, then run jobs until told to stop."""
+    _init_worker(threads, cpus)
+    while True:
+        job = jobs.get()
+        if job is None:
+            return
+        results.put((os.getpid(), execute_run(job)))
 
 
 def check_ray_address(address: str) -> str:
@@ -410,8 +453,9 @@ def run_sweep(
         with_ckpt = sum(latest_checkpoint(run_dir_of(sweep_dir, r)) is not None for r in interrupted if run_dir_of(sweep_dir, r).is_dir())
         stopped = ""
         if interrupted:
-            stopped = (f" ({len(interrupted)} stopped mid-way: {with_ckpt} continue from their checkpoints, "
-                       f"{len(interrupted) - with_ckpt} start again as they stopped before their first)")
+            fresh = len(interrupted) - with_ckpt
+            stopped = (f" ({len(interrupted)} stopped mid-way: {with_ckpt} continue{'s' if with_ckpt == 1 else ''} from a checkpoint, "
+                       f"{fresh} start{'s' if fresh == 1 else ''} again, stopped before a first checkpoint)")
         echo(f"sweep {spec.name}: {len(run_ids)} runs; {len(finished)} finished (kept, not run again), "
              f"{len(skipped)} failed (skipped; --retry-failed runs them), {len(to_run)} to run{stopped}"
              f"; backend {backend.name}, {backend.slots} at a time")
