@@ -221,6 +221,8 @@ def _print_summary(summary: dict, out: Path) -> None:
 
     table = Table(title=f"{summary['algo']} on {summary['task']} (seed {summary['seed']})", show_header=False)
     labels = [
+        ("start_eval_return", "eval return at the start (iteration 0)"),
+        ("start_eval_cost", "eval episode cost at the start"),
         ("final_eval_return", "final eval return"),
         ("final_eval_normalized_return", "final eval normalised return"),
         ("best_eval_return", "best eval return (over the curve)"),

@@ -250,8 +250,9 @@ class OnlineTrainer:
 
         if will_update:
             t0 = time.perf_counter()
+            buffers, signals, step_signals = self.update_inputs(signals, step_signals, o.updates_per_iteration)
             self.state, update_metrics = self.update_many(
-                self.state, self.buffer, update_key, signals, num_steps=o.updates_per_iteration, step_signals=step_signals
+                self.state, buffers, update_key, signals, num_steps=o.updates_per_iteration, step_signals=step_signals
             )
             update_metrics = jax.device_get(update_metrics)
             update_time = time.perf_counter() - t0
@@ -268,6 +269,11 @@ class OnlineTrainer:
             metrics.update(self.evaluate())
         metrics.update({"env_steps": c["env_steps"], "episodes": c["episodes"], "updates": c["updates"]})
         return metrics
+
+    def update_inputs(self, signals: dict, step_signals: dict | None, num_steps: int):
+        """What the K-step update samples from, and its signals. A subclass adds its own (OCR-CFT:
+        offline + online replay, the reference policy, the constraint threshold per step)."""
+        return self.buffer, signals, step_signals
 
     def evaluate(self, num_episodes: int | None = None) -> dict[str, float]:
         """Deterministic evaluation on fixed evaluation seeds (the same episodes every time)."""
@@ -439,10 +445,15 @@ def summarize(rundir, trainer: OnlineTrainer, wall_time: float) -> dict:
         ret = m["eval/return"]
         valid = ~np.isnan(ret)
         idx = np.flatnonzero(valid)
+        trained = np.flatnonzero(valid & (m["step"] > 0))  # iteration 0 (fine-tuning's start) is not a result of training
         if len(idx):
             out["final_eval_return"] = float(ret[idx[-1]])
             out["final_eval_normalized_return"] = float(m["eval/normalized_return"][idx[-1]])
-            out["best_eval_return"] = float(np.nanmax(ret))
+            out["best_eval_return"] = float(np.max(ret[trained])) if len(trained) else float(ret[idx[-1]])
+            if idx[0] != idx[-1] and m["step"][idx[0]] == 0:
+                out["start_eval_return"] = float(ret[idx[0]])
+                if "eval/cost" in m:
+                    out["start_eval_cost"] = float(m["eval/cost"][idx[0]])
             if "eval/cost" in m:
                 out["final_eval_cost"] = float(m["eval/cost"][idx[-1]])
             if "eval/normalized_cost" in m:

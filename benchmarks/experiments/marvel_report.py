@@ -1,0 +1,84 @@
+"""Figures and the claims table of the Marvel comparison (docs/results.md#marvel).
+
+    .venv/bin/python benchmarks/experiments/marvel_report.py RUNS_ROOT OUT_DIR
+
+RUNS_ROOT holds marvel-<Task>/finetune/<method>-s<seed>/ from `o2o marvel` (budget:
+benchmarks/experiments/marvel-budget.yaml). Writes OUT_DIR/marvel-<Task>-main.png (marvel, warm-start,
+from-scratch), OUT_DIR/marvel-<Task>-ablation.png (vpa-only, apid-only, vpa-pid, marvel) and prints a
+markdown table per task: start (iteration 0) and final evaluation return and cost, the first
+iteration from which the evaluation cost stays <= kappa, cumulative training cost, violating training
+episodes; mean and 95% t-interval over seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from o2o.experiments.aggregate import mean_ci
+from o2o.experiments.plots import plot_learning_curves
+from o2o.runs import read_metrics_csv
+
+MAIN = ["marvel", "warm-start", "from-scratch"]
+ABLATION = ["vpa-only", "apid-only", "vpa-pid", "marvel"]
+COLORS = {"marvel": "tab:red", "warm-start": "tab:blue", "from-scratch": "tab:gray", "vpa-only": "tab:green",
+          "apid-only": "tab:purple", "vpa-pid": "tab:orange", "vpa-init": "tab:brown"}
+
+
+def fmt(values) -> str:
+    values = np.asarray(values, float)
+    if len(values) < 2:
+        return f"{values.mean():.1f}"
+    m, lo, hi = mean_ci(values)
+    return f"{float(m):.1f} ± {float(hi - m):.1f}"
+
+
+def run_stats(run: Path, limit: float) -> dict:
+    m = read_metrics_csv(run / "metrics.csv")
+    valid = ~np.isnan(m["eval/return"])
+    it, ret, cost = m["step"][valid], m["eval/return"][valid], m["eval/cost"][valid]
+    ok = cost <= limit
+    settle = next((int(it[i]) for i in range(len(it)) if ok[i:].all()), None)
+    s = json.loads((run / "summary.json").read_text())
+    return {"start_return": ret[0], "start_cost": cost[0], "final_return": ret[-1], "final_cost": cost[-1],
+            "best_return": ret[1:].max() if len(ret) > 1 else ret[0], "settle": settle,
+            "cum_cost": s["train_cumulative_cost"], "violations": s["train_violating_episodes"], "episodes": s["train_episodes"],
+            "iterations": s["iterations"], "env_steps": s["env_steps"]}
+
+
+def main(root: str, out: str) -> None:
+    root, out = Path(root), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for task_dir in sorted(root.glob("marvel-*")):
+        task = task_dir.name.split("-", 1)[1]
+        runs: dict[str, list[Path]] = {}
+        for run in sorted((task_dir / "finetune").glob("*-s*")):
+            if (run / "summary.json").exists():
+                runs.setdefault(run.name.rsplit("-s", 1)[0], []).append(run)
+        if not runs:
+            continue
+        limit = json.loads(next(iter(runs.values()))[0].joinpath("summary.json").read_text())["cost_limit"]
+        for name, group in (("main", MAIN), ("ablation", ABLATION)):
+            groups = {m: [str(r) for r in runs[m]] for m in group if m in runs}
+            if len(groups) >= 2:
+                png = plot_learning_curves(groups, out / f"marvel-{task}-{name}.png", title=f"{task}: {', '.join(groups)}",
+                                           cost_limit=limit, colors=COLORS)
+                print(f"figure: {png}")
+        print(f"\n### {task} (cost limit {limit:g}; mean ± 95% t-interval over seeds)\n")
+        print("| method | seeds | start return | start cost | final return | final cost | best return | eval cost <= limit from iteration | cumulative training cost | violating training episodes |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for method, group in runs.items():
+            st = [run_stats(r, limit) for r in group]
+            settle = [s["settle"] for s in st]
+            settle_txt = ", ".join("never" if x is None else str(x) for x in settle)
+            print(f"| {method} | {len(st)} | {fmt([s['start_return'] for s in st])} | {fmt([s['start_cost'] for s in st])} | "
+                  f"{fmt([s['final_return'] for s in st])} | {fmt([s['final_cost'] for s in st])} | {fmt([s['best_return'] for s in st])} | "
+                  f"{settle_txt} | {fmt([s['cum_cost'] for s in st])} | {fmt([s['violations'] for s in st])} of {st[0]['episodes']} |")
+        print(f"\nbudget per run: {st[0]['iterations']} iterations, {st[0]['env_steps']} env steps")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])
