@@ -35,10 +35,15 @@ class MethodSpec:
     vpa: bool  # Marvel's value pre-alignment
     description: str
     overrides: dict[str, Any] = field(default_factory=dict)  # config keys the method fixes (a preset layer)
+    # OCR-CFT's stages (family "ocr-cft"): policy re-evaluation, value alignment, constrained fine-tuning
+    reeval: bool = False
+    align: bool = False
+    constraint: bool = False
+    offline_algo: str | None = None  # the offline algorithm the method is defined from (the pipeline's default)
 
     @property
     def needs_pretrained(self) -> bool:
-        return self.init_actor or self.init_critics or self.vpa
+        return self.init_actor or self.init_critics or self.vpa or self.reeval
 
 
 _DUAL0 = {"lagrange.controller": "dual-ascent", "lagrange.init_lambda": 0.0}
@@ -60,6 +65,51 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec("marvel", "safe", "sac-lag", True, True, True, "Marvel: pi0 + VPA-aligned critics + aPID multiplier", {**_APID, **_FINETUNE}),
     ]
 }
+
+
+# OCR-CFT family (``../shared/specs/ocr_cft.md``; online SAC / TD3 / PPO, unconstrained tasks). The online
+# algorithm is the constrained agent (o2sac, o2td3) where the method has the constraint, the plain one
+# otherwise; PPO's constraint is the auxiliary advantage (``loops/ocr.py``). Any offline actor can be
+# the starting point (``bridge/ocr.py`` clones it into another policy class); ``offline_algo`` is only
+# the default of ``o2o ocr``.
+#
+# | method            | algo  | actor | critics          | re-eval | align | constraint | replay |
+# |-------------------|-------|-------|------------------|---------|-------|------------|--------|
+# | o2sac             | o2sac | pi_off| fresh            | yes     | yes   | KL         | half   |
+# | o2sac-no-reeval   | o2sac | pi_off| offline (CQL)    | -       | yes   | KL         | half   |
+# | o2sac-no-align    | o2sac | pi_off| fresh            | yes     | -     | KL         | half   |
+# | o2sac-no-cft      | sac   | pi_off| fresh            | yes     | yes   | -          | half   |
+# | o2sac-naive       | sac   | pi_off| offline (CQL)    | -       | -     | -          | none   |
+# | o2sac-scratch     | sac   | fresh | fresh            | -       | -     | -          | none   |
+# (the same six for o2td3 from TD3+BC; o2ppo from IQL has no alignment stage of its own)
+_NO_REPLAY = {"ocr.replay": "none"}
+
+
+def _ocr_methods(name: str, algo: str, plain: str, offline: str, f: str) -> list[MethodSpec]:
+    scratch = {"sac": {"online.warmup_steps": 5000, "online.update_after": 5000},
+               "td3": {"online.warmup_steps": 25000, "online.update_after": 25000}, "ppo": {}}[plain]
+    has_align = plain != "ppo"
+    M = MethodSpec
+    out = [
+        M(name, "ocr-cft", algo, True, False, False, f"{name.upper()}: re-evaluation + alignment + {f} constraint (from {offline})",
+          reeval=True, align=has_align, constraint=True, offline_algo=offline),
+        M(f"{name}-no-reeval", "ocr-cft", algo, True, True, False, f"{name} without re-evaluation (the offline critic is aligned)",
+          reeval=False, align=has_align, constraint=True, offline_algo=offline),
+        M(f"{name}-no-cft", "ocr-cft", plain, True, False, False, f"{name} without the constraint (plain {plain} online)",
+          reeval=True, align=has_align, constraint=False, offline_algo=offline),
+        M(f"{name}-naive", "ocr-cft", plain, True, True, False, f"naive fine-tuning: the offline actor and critic continued by {plain}",
+          dict(_NO_REPLAY), offline_algo=offline),
+        M(f"{name}-scratch", "ocr-cft", plain, False, False, False, f"{plain} from a random init", {**_NO_REPLAY, **scratch}, offline_algo=offline),
+    ]
+    if has_align:
+        out.insert(2, M(f"{name}-no-align", "ocr-cft", algo, True, False, False, f"{name} without value alignment",
+                        reeval=True, align=False, constraint=True, offline_algo=offline))
+    return out
+
+
+for _spec in _ocr_methods("o2sac", "o2sac", "sac", "cql", "KL") + _ocr_methods("o2td3", "o2td3", "td3", "td3bc", "MSE") \
+        + _ocr_methods("o2ppo", "ppo", "ppo", "iql", "auxiliary-advantage"):
+    METHODS[_spec.name] = _spec
 
 
 def get_method(name: str) -> MethodSpec:

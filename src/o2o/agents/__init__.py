@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import ModuleType
 
-from o2o.agents import ppo, sac, sac_lag, td3
+from o2o.agents import o2sac, o2td3, ppo, sac, sac_lag, td3
 from o2o.errors import ConfigError
 
 
@@ -33,6 +33,9 @@ ONLINE_AGENTS: dict[str, AgentSpec] = {
     ),
     "td3": AgentSpec("td3", td3, td3.TD3Config, False, "Twin Delayed DDPG (Fujimoto et al. 2018)"),
     "ppo": AgentSpec("ppo", ppo, ppo.PPOConfig, False, "Proximal Policy Optimization, clip (Schulman et al. 2017)", on_policy=True),
+    # OCR-CFT's constrained online agents (fine-tuning only: o2o finetune --method o2sac | o2td3)
+    "o2sac": AgentSpec("o2sac", o2sac, o2sac.O2SACConfig, False, "SAC + KL constraint to a reference policy (OCR-CFT)"),
+    "o2td3": AgentSpec("o2td3", o2td3, o2td3.O2TD3Config, False, "TD3 + MSE constraint to a reference policy (OCR-CFT)"),
 }
 
 

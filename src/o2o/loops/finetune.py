@@ -42,8 +42,13 @@ def finetune_config_class(method: str) -> type:
     extra = [
         ("method", str, field(default=method, metadata={"help": "offline-to-online method (o2o.methods)"})),
         ("pretrained", str | None, field(default=None, metadata={"help": "pre-trained run directory (o2o pretrain)"})),
-        ("vpa", VPAConfig, field(default_factory=VPAConfig, metadata={"help": "value pre-alignment (methods with VPA)"})),
     ]
+    if spec.family == "ocr-cft":
+        from o2o.bridge.ocr import OCRConfig
+
+        extra.append(("ocr", OCRConfig, field(default_factory=OCRConfig, metadata={"help": "OCR-CFT: re-evaluation, alignment, constraint, replay"})))
+    else:
+        extra.append(("vpa", VPAConfig, field(default_factory=VPAConfig, metadata={"help": "value pre-alignment (methods with VPA)"})))
     fields = [(f.name, f.type, f) for f in dataclasses.fields(base)] + extra
     # dataclasses.fields() returns Field objects already bound to names; rebuild clean ones
     clean = []
@@ -84,7 +89,7 @@ def resolve_finetune_config(
     if spec.needs_pretrained and (pretrained or require_pretrained):
         if not pretrained:
             raise ConfigError(f"method '{method}' starts from a pre-trained run: pass --pretrained RUN_DIR (o2o pretrain)")
-        pre = load_pretrained(pretrained, task=task, need_cost_critic=spec.init_critics or spec.vpa)
+        pre = load_pretrained(pretrained, task=task, need_cost_critic=_needs_cost_critic(spec))
         task_name = pre.task
     else:
         task_name = get_task(task or user.get("task") or cfg.task).name
@@ -93,6 +98,8 @@ def resolve_finetune_config(
     layers = [
         preset_path(spec.algo),
         preset_path(f"finetune-{spec.family}"),
+        # OCR-CFT: one file per online algorithm (o2sac and its plain-SAC ablations share finetune-ocr-cft-sac)
+        preset_path(f"finetune-{spec.family}-{spec.algo.removeprefix('o2')}") if spec.family == "ocr-cft" else None,
         ("method:" + method, _nested(spec.overrides)),
         preset_path(f"finetune-{spec.family}-{task_name}"),
         preset_path(f"{method}-{task_name}"),
@@ -113,10 +120,22 @@ def resolve_finetune_config(
     cfg = apply_overrides(cfg, list(overrides))
     if pre is not None and get_task(cfg.task).name != pre.task:
         raise ConfigError(f"pre-trained run '{pretrained}' is for task {pre.task}, not {cfg.task}")
+    if spec.family == "ocr-cft":
+        from o2o.bridge.ocr import adopt_ocr_shapes, check_ocr_config, resolve_ocr_defaults
+
+        if pre is not None and (spec.init_actor or spec.init_critics):
+            cfg = dataclasses.replace(cfg, agent=adopt_ocr_shapes(cfg.agent, pre, spec.algo, actor=spec.init_actor, critics=spec.init_critics))
+        cfg = resolve_ocr_defaults(cfg, pre.config.dataset if pre is not None else None)
+        check_ocr_config(cfg.ocr)
+        return cfg
     if pre is not None and (spec.init_actor or spec.init_critics):
         cfg = dataclasses.replace(cfg, agent=adopt_shapes(cfg.agent, pre))
     check_vpa_config(cfg.vpa)
     return cfg
+
+
+def _needs_cost_critic(spec: MethodSpec) -> bool:
+    return spec.family == "safe" and (spec.init_critics or spec.vpa)
 
 
 def _nested(flat: dict) -> dict:
@@ -136,6 +155,18 @@ def build_agent(cfg, spec: MethodSpec, pre, key):
     from o2o.bridge.pretrained import to_sac_lag
     from o2o.envs import get_task
 
+    if spec.family == "ocr-cft":
+        from o2o.bridge.ocr import build_ocr_agent, online_kind, same_class
+
+        observations = None
+        if pre is not None and spec.init_actor and not same_class(pre.algo, spec.algo):
+            from o2o.loops.ocr import load_offline_dataset
+
+            data = load_offline_dataset(pre, get_task(cfg.task))
+            observations = (data.observations - pre.obs_mean) / pre.obs_std
+            if online_kind(spec.algo) == "ppo":  # PPO's actor sees its own normalisation of the raw observation
+                observations = data.observations
+        return build_ocr_agent(cfg, spec, pre, key, observations)
     if pre is None or not (spec.init_actor or spec.init_critics):
         task = get_task(cfg.task)
         return get_online_agent(spec.algo).module.init(key, task.obs_dim, task.act_dim, cfg.agent)
@@ -210,18 +241,30 @@ def run_finetune(cfg, out_dir, *, resume: bool = False, progress: bool = True) -
     from o2o.runs.rundir import _read_config
     from o2o.config import diff_configs
 
+    from o2o.agents import get_online_agent
     from o2o.envs import get_task
     from o2o.lagrange import make_controller
 
     spec = get_method(cfg.method)
-    check_config(cfg)
-    check_vpa_config(cfg.vpa)
+    ocr = spec.family == "ocr-cft"
+    if get_online_agent(spec.algo).on_policy:
+        from o2o.loops.onpolicy import check_config as check_onpolicy
+
+        check_onpolicy(cfg)
+    else:
+        check_config(cfg)
+    if ocr:
+        from o2o.bridge.ocr import check_ocr_config
+
+        check_ocr_config(cfg.ocr)
+    else:
+        check_vpa_config(cfg.vpa)
     task = get_task(cfg.task)
     if task.safe:  # a bad controller setting fails here, before the bridge runs or anything is written
         make_controller(cfg.lagrange, cfg.online.cost_limit if cfg.online.cost_limit is not None else task.cost_limit)
     pre = None
     if cfg.pretrained:
-        pre = load_pretrained(cfg.pretrained, task=cfg.task, need_cost_critic=spec.init_critics or spec.vpa)
+        pre = load_pretrained(cfg.pretrained, task=cfg.task, need_cost_critic=_needs_cost_critic(spec))
     elif spec.needs_pretrained:
         raise ConfigError(f"method '{cfg.method}' needs a pre-trained run: pass --pretrained RUN_DIR")
     out = Path(out_dir)
@@ -242,7 +285,9 @@ def run_finetune(cfg, out_dir, *, resume: bool = False, progress: bool = True) -
         has_online = False
 
     bridge_summary = None
-    if not has_online:
+    if ocr:
+        trainer, bridge_summary = _ocr_stage(cfg, spec, pre, state, out, resume=resume, has_online=has_online, progress=progress)
+    elif not has_online:
         if spec.vpa:
             loaded = load_bridge(out / "bridge", state) if resume else None
             if loaded is not None:
@@ -250,7 +295,8 @@ def run_finetune(cfg, out_dir, *, resume: bool = False, progress: bool = True) -
             else:
                 state, bridge_summary = run_bridge(cfg, spec, pre, state, out / "bridge", progress)
             state = reset_optimisers(state)
-    trainer = OnlineTrainer(cfg, progress=progress, agent_state=state, obs_stats=obs_stats)
+    if not ocr:
+        trainer = OnlineTrainer(cfg, progress=progress, agent_state=state, obs_stats=obs_stats)
     if not has_online:
         # iteration 0: the policy the online stage starts from, on the evaluation episodes
         from o2o.runs import MetricsWriter
@@ -268,6 +314,35 @@ def run_finetune(cfg, out_dir, *, resume: bool = False, progress: bool = True) -
         _, bridge_summary = load_checkpoint(out / "bridge" / "checkpoints")
     summary = {"method": cfg.method, "pretrained": cfg.pretrained, **summary}
     if bridge_summary is not None:
-        summary["vpa"] = {k: v for k, v in bridge_summary.items() if k != "stage"}
+        summary["bridge" if ocr else "vpa"] = {k: v for k, v in bridge_summary.items() if k != "stage"}
     rundir.write_summary(summary)
     return summary
+
+
+def _ocr_stage(cfg, spec, pre, state, out: Path, *, resume: bool, has_online: bool, progress: bool):
+    """OCR-CFT: the trainer (also the bridge's evaluator), and the bridge run or loaded from out/bridge/.
+    Returns (trainer, bridge summary or None)."""
+    from functools import partial
+
+    from o2o.loops.ocr import evaluate_actor, make_ocr_trainer, run_ocr_bridge
+    from o2o.runs.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+
+    trainer = make_ocr_trainer(cfg, spec, pre, state, None, progress=progress)
+    if has_online:  # the online checkpoint holds the agent and the reference policy
+        return trainer, None
+    bridge_dir = out / "bridge"
+    template = {"agent": _state_dict(state), "reference": state.actor.params}
+    summary = None
+    if resume and latest_checkpoint(bridge_dir / "checkpoints") is not None:
+        from flax.serialization import from_state_dict
+
+        arrays, summary = load_checkpoint(bridge_dir / "checkpoints", template=template)
+        state, reference = from_state_dict(state, arrays["agent"]), arrays["reference"]
+    elif not (spec.reeval or spec.align):
+        reference = state.actor.params  # nothing to bridge: pi_ref = the starting actor
+    else:
+        state, reference, summary = run_ocr_bridge(cfg, spec, pre, state, bridge_dir, evaluator=partial(evaluate_actor, trainer), progress=progress)
+        save_checkpoint(bridge_dir / "checkpoints", 1, arrays={"agent": _state_dict(state), "reference": reference}, host_state=summary)
+    trainer.state = state
+    trainer._init_reference(reference, spec.constraint)
+    return trainer, summary

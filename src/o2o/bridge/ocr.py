@@ -1,0 +1,266 @@
+"""OCR-CFT's settings (config section ``ocr``) and the conversion of any pre-trained actor into the online
+algorithm's policy class (Luo et al. 2024: "general" offline-to-online RL, any offline algorithm to any of
+SAC, TD3, PPO).
+
+    pre-trained actor   online policy        conversion
+    tanh-Gaussian       SAC / PPO            copied as it is (CQL, IQL, BC, CPQ, ... -> o2sac, o2ppo)
+    deterministic       TD3                  copied as it is (TD3+BC -> o2td3; the state layout is TD3's)
+    tanh-Gaussian       TD3                  behaviour cloning: MSE of pi(s) to the mode tanh(mean_off(s))
+    deterministic       SAC / PPO            behaviour cloning: max likelihood of pi_off(s) + N(0, clone_noise^2)
+
+Cloning runs ``ocr.clone_steps`` steps on the offline dataset's states; the clone is then pi_off for the
+re-evaluation and alignment stages. Critics are copied only by methods that start from them (naive
+fine-tuning, the no-re-evaluation ablation): CQL's / TD3+BC's critic ensembles, IQL's V for PPO.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from o2o.errors import ConfigError
+
+REPLAY_MODES = ("half", "all", "part", "none")
+REFERENCE_RULES = ("best", "interval")
+
+# tau_t (start, end) per online algorithm and dataset kind (spec: 100k-step linear loosening)
+THRESHOLDS = {
+    ("sac", False): (0.125, 2.0), ("sac", True): (0.005, 0.125),
+    ("td3", False): (0.0025, 0.04), ("td3", True): (2.5e-5, 6.25e-4),
+    ("ppo", False): (0.0, 0.0), ("ppo", True): (0.0, 0.0),  # O2PPO has no lambda
+}
+
+
+@dataclass(frozen=True)
+class OCRConfig:
+    replay: str = field(default="half", metadata={"help": "offline data online: half (50/50 batches) | all (preloaded) | part (top trajectories preloaded) | none"})
+    offline_ratio: float = field(default=0.5, metadata={"help": "offline share of each minibatch in half mode"})
+    part_trajectories: int = field(default=50, metadata={"help": "trajectories (highest return) preloaded in part mode"})
+    reference: str = field(default="best", metadata={"help": "reference policy rule: best (best so far by evaluation) | interval (replace every reference_every)"})
+    reference_every: int = field(default=1000, metadata={"help": "env steps between reference evaluations / replacements (10000 for narrow datasets)"})
+    reference_episodes: int = field(default=10, metadata={"help": "evaluation episodes of the best-so-far rule (not counted in the budget)"})
+    threshold_start: float | None = field(default=None, metadata={"help": "tau_0 of the constraint; None = the authors' value for the algorithm and dataset"})
+    threshold_end: float | None = field(default=None, metadata={"help": "tau after threshold_steps; None = the authors' value"})
+    threshold_steps: int = field(default=100_000, metadata={"help": "env steps over which tau loosens linearly"})
+    expert_data: bool | None = field(default=None, metadata={"help": "expert / medium-expert settings (alpha, tau); None = 'expert' in the dataset name"})
+    reeval_steps: int = field(default=500_000, metadata={"help": "gradient steps of policy re-evaluation (authors: 500k)"})
+    reeval_batch_size: int = field(default=256, metadata={"help": "re-evaluation minibatch size"})
+    reeval_lr: float = field(default=3e-4, metadata={"help": "re-evaluation Adam learning rate"})
+    reeval_alpha: float | None = field(default=None, metadata={"help": "SAC's fixed alpha in re-evaluation and alignment (0.2; 0.5 expert); None = by dataset"})
+    reeval_ignore_timeouts: bool = field(default=False, metadata={"help": "PPO: Monte-Carlo returns run across timeouts (the released code's bug)"})
+    align_steps: int = field(default=500_000, metadata={"help": "gradient steps of value alignment (authors: 500k, 1M AntMaze)"})
+    align_batch_size: int = field(default=256, metadata={"help": "alignment minibatch size"})
+    td3_align_rule: str = field(default="code", metadata={"help": "O2TD3 distance rule: code (released) | poster"})
+    td3_align_k: float = field(default=1.0, metadata={"help": "O2TD3 k of the distance decay"})
+    td3_align_sigma: float = field(default=0.2, metadata={"help": "O2TD3 sigma (floor in the poster, cap in the code)"})
+    actor_after_align: str = field(default="best", metadata={"help": "online actor after alignment: best (better of pi_off, pi_on) | aligned (pi_on)"})
+    steps_per_call: int = field(default=1000, metadata={"help": "bridge steps per jitted call (one metrics row each)"})
+    clone_steps: int = field(default=20_000, metadata={"help": "behaviour-cloning steps when the offline actor has another policy class"})
+    clone_batch_size: int = field(default=256, metadata={"help": "behaviour-cloning minibatch size"})
+    clone_lr: float = field(default=3e-4, metadata={"help": "behaviour-cloning Adam learning rate"})
+    clone_noise: float = field(default=0.1, metadata={"help": "std of the noise around a deterministic teacher's action (stochastic clone)"})
+    ppo_aux_rule: str = field(default="code", metadata={"help": "O2PPO auxiliary advantage: code (floored, scaled, decaying mix) | poster (A + beta A_alpha)"})
+    ppo_aux_alpha: float = field(default=2.0, metadata={"help": "alpha of A_alpha = alpha (log pi_ref + H(pi_ref))"})
+    ppo_aux_beta: float = field(default=1.0, metadata={"help": "beta of the poster's A + beta A_alpha"})
+    ppo_aux_decay_steps: int = field(default=250_000, metadata={"help": "code rule: env steps over which the mixing weight w_t decays 1 -> 0"})
+
+
+def check_ocr_config(o: OCRConfig) -> None:
+    if o.replay not in REPLAY_MODES:
+        raise ConfigError(f"unknown replay mode ocr.replay='{o.replay}'; choose one of: {', '.join(REPLAY_MODES)}")
+    if o.reference not in REFERENCE_RULES:
+        raise ConfigError(f"unknown reference rule ocr.reference='{o.reference}'; choose one of: {', '.join(REFERENCE_RULES)}")
+    if o.td3_align_rule not in ("code", "poster") or o.ppo_aux_rule not in ("code", "poster"):
+        raise ConfigError("ocr.td3_align_rule and ocr.ppo_aux_rule must be code | poster")
+    if o.actor_after_align not in ("best", "aligned"):
+        raise ConfigError(f"ocr.actor_after_align must be best | aligned, got '{o.actor_after_align}'")
+    if not 0.0 <= o.offline_ratio <= 1.0:
+        raise ConfigError(f"ocr.offline_ratio must be in [0, 1], got {o.offline_ratio}")
+    for name in ("reference_every", "reference_episodes", "threshold_steps", "reeval_batch_size", "align_batch_size",
+                 "steps_per_call", "clone_batch_size", "part_trajectories", "ppo_aux_decay_steps"):
+        if getattr(o, name) <= 0:
+            raise ConfigError(f"ocr.{name} must be > 0, got {getattr(o, name)}")
+    for name in ("reeval_steps", "align_steps", "clone_steps"):
+        value = getattr(o, name)
+        if value < 0 or value % o.steps_per_call:
+            raise ConfigError(f"ocr.{name} ({value}) must be >= 0 and a multiple of ocr.steps_per_call ({o.steps_per_call})")
+
+
+def online_kind(algo: str) -> str:
+    """sac | td3 | ppo: the evaluation rule and policy class of an online algorithm."""
+    return {"sac": "sac", "o2sac": "sac", "td3": "td3", "o2td3": "td3", "ppo": "ppo"}[algo]
+
+
+def actor_kind(offline_algo: str) -> str:
+    """The policy class of an offline agent's actor."""
+    return "deterministic" if offline_algo == "td3bc" else "stochastic"
+
+
+def same_class(offline_algo: str, algo: str) -> bool:
+    return (actor_kind(offline_algo) == "deterministic") == (online_kind(algo) == "td3")
+
+
+def resolve_ocr_defaults(cfg, dataset_name: str | None):
+    """Fill the dataset-dependent settings left at None (expert flag, alpha, tau_0 and tau_end)."""
+    o = cfg.ocr
+    expert = o.expert_data if o.expert_data is not None else ("expert" in (dataset_name or "").lower())
+    kind = online_kind(cfg.algo)
+    start, end = THRESHOLDS[(kind, expert)]
+    changes = {"expert_data": expert}
+    if o.reeval_alpha is None:
+        changes["reeval_alpha"] = 0.5 if expert else 0.2
+    if o.threshold_start is None:
+        changes["threshold_start"] = start
+    if o.threshold_end is None:
+        changes["threshold_end"] = end
+    return dataclasses.replace(cfg, ocr=dataclasses.replace(o, **changes))
+
+
+def adopt_ocr_shapes(agent_cfg, pre, algo: str, *, actor: bool, critics: bool):
+    """The online agent config with the shapes of what is copied from the pre-trained run."""
+    src = pre.config.agent
+    names = {f.name for f in dataclasses.fields(agent_cfg)}
+    changes = {}
+    if (actor and same_class(pre.algo, algo)) or critics:
+        changes["hidden_dims"] = tuple(src.hidden_dims)
+        for k in ("log_std_min", "log_std_max"):
+            if k in names and hasattr(src, k):
+                changes[k] = getattr(src, k)
+    if critics:
+        if online_kind(algo) == "ppo":
+            changes["value_hidden_dims"] = tuple(src.hidden_dims)
+        else:
+            changes.update({k: getattr(src, k) for k in ("num_critics", "critic_layer_norm") if hasattr(src, k)})
+    return dataclasses.replace(agent_cfg, **{k: v for k, v in changes.items() if k in names})
+
+
+def check_pretrained_fits(pre, task) -> None:
+    """The pre-trained actor acts in the task's action space and its observation statistics fit the
+    task's observations; a one-line error otherwise (before any training)."""
+    params = pre.state.actor.params["params"]
+    last = sorted(k for k in params if k.startswith("Dense_"))
+    out_dims = {int(np.shape(params[k]["bias"])[-1]) for k in last} if last else set()
+    if not out_dims:  # deterministic actor: MLP inside
+        mlp = params.get("MLP_0", {})
+        dense = sorted((k for k in mlp if k.startswith("Dense_")), key=lambda k: int(k.split("_")[1]))
+        out_dims = {int(np.shape(mlp[dense[-1]]["bias"])[-1])} if dense else set()
+    if out_dims and out_dims != {task.act_dim}:
+        raise ConfigError(
+            f"pre-trained run '{pre.path}': its actor outputs {sorted(out_dims)[0]} action dimensions, task {task.name} has {task.act_dim}; "
+            "pre-train on this task's dataset"
+        )
+    mean, std = np.asarray(pre.obs_mean), np.asarray(pre.obs_std)
+    if mean.shape != (task.obs_dim,) or std.shape != (task.obs_dim,) or not np.all(np.isfinite(mean)) or not np.all(np.isfinite(std)) or np.any(std <= 0):
+        raise ConfigError(
+            f"pre-trained run '{pre.path}': its observation normalisation (mean/std of shape {mean.shape}) does not fit task "
+            f"{task.name} ({task.obs_dim} observations, finite, std > 0); pre-train on this task's dataset"
+        )
+
+
+# ------------------------------------------------------------------------------------- behaviour cloning
+
+
+def clone_actor(student, teacher_apply, teacher_params, observations: np.ndarray, *, to: str, steps: int, batch_size: int,
+                learning_rate: float, noise: float, key) -> tuple:
+    """Fit ``student`` (a TrainState) to the teacher actor on ``observations`` (normalised as the
+    actors see them). ``to``: 'deterministic' (MSE to the teacher's mode) or 'stochastic' (max
+    likelihood of the teacher's action plus N(0, noise^2)). Returns (params, final loss)."""
+    from o2o.agents.common import adam, make_update_many
+    from o2o.bridge.pretrained import _fresh
+    from o2o.nn import tanh_gaussian_log_prob, tanh_gaussian_mode
+
+    student = _fresh(student, student.params, adam(learning_rate))
+
+    def teacher_action(obs, key):
+        out = teacher_apply(teacher_params, obs)
+        mode = tanh_gaussian_mode(out[0]) if isinstance(out, tuple) else out
+        if to == "stochastic":
+            mode = jnp.clip(mode + noise * jax.random.normal(key, mode.shape), -1.0, 1.0)
+        return mode
+
+    def update(state, batch, key):
+        target = jax.lax.stop_gradient(teacher_action(batch["observations"], key))
+
+        def loss(params):
+            if to == "deterministic":
+                return ((state.apply_fn(params, batch["observations"]) - target) ** 2).mean()
+            mean, log_std = state.apply_fn(params, batch["observations"])
+            return -tanh_gaussian_log_prob(mean, log_std, target, clip=0.999).mean()
+
+        value, grads = jax.value_and_grad(loss)(state.params)
+        return state.apply_gradients(grads=grads), {"clone_loss": value}
+
+    def sample(data, key):
+        index = jax.random.randint(key, (batch_size,), 0, data.shape[0])
+        return {"observations": data[index]}
+
+    many = make_update_many(update, sample)
+    metrics = {"clone_loss": float("nan")}
+    data = jnp.asarray(observations, jnp.float32)
+    if steps > 0:
+        student, metrics = many(student, data, key, {}, num_steps=steps)
+    return student.params, float(metrics["clone_loss"])
+
+
+# ------------------------------------------------------------------------------------- the online agent
+
+
+def build_ocr_agent(cfg, spec, pre, key, observations: np.ndarray | None = None):
+    """The online agent of an OCR-CFT-family method before the bridge: the pre-trained actor copied
+    or cloned into the online policy class, critics copied only when the method starts from them.
+    ``observations``: normalised dataset states for cloning (needed only across policy classes)."""
+    from o2o.agents import get_online_agent
+    from o2o.bridge.pretrained import _check_same_tree, _fresh
+    from o2o.envs import get_task
+
+    task = get_task(cfg.task)
+    module = get_online_agent(cfg.algo).module
+    init_key, clone_key = jax.random.split(key)
+    state = module.init(init_key, task.obs_dim, task.act_dim, cfg.agent)
+    if pre is None or not (spec.init_actor or spec.init_critics):
+        return state
+    check_pretrained_fits(pre, task)
+    kind = online_kind(cfg.algo)
+    src = pre.state
+    copy = lambda tree: jax.tree_util.tree_map(jnp.array, tree)
+    if spec.init_actor:
+        if same_class(pre.algo, cfg.algo):
+            _check_same_tree(state.actor.params, src.actor.params, "actor")
+            state = state.replace(actor=_fresh(state.actor, src.actor.params))
+            if kind == "td3":
+                state = state.replace(target_actor_params=copy(src.actor.params))
+        else:
+            if observations is None:
+                raise ConfigError("cloning the pre-trained actor into another policy class needs the offline dataset")
+            o = cfg.ocr
+            params, _ = clone_actor(
+                state.actor, src.actor.apply_fn, src.actor.params, observations,
+                to="deterministic" if kind == "td3" else "stochastic", steps=o.clone_steps, batch_size=o.clone_batch_size,
+                learning_rate=o.clone_lr, noise=o.clone_noise, key=clone_key,
+            )
+            state = state.replace(actor=_fresh(state.actor, params))
+            if kind == "td3":
+                state = state.replace(target_actor_params=copy(params))
+        if kind == "ppo":
+            from o2o.agents.ppo import running_stats_from
+
+            state = state.replace(obs_stats=running_stats_from(pre.obs_mean, pre.obs_std))
+    if spec.init_critics:
+        if kind == "ppo":
+            if not hasattr(src, "value"):
+                raise ConfigError(f"pre-trained {pre.algo} has no state-value network to start PPO's from (iql has one)")
+            _check_same_tree(state.value.params, src.value.params, "value network")
+            state = state.replace(value=_fresh(state.value, src.value.params))
+        else:
+            if not hasattr(src, "critic"):
+                raise ConfigError(f"pre-trained {pre.algo} has no critic to start {cfg.algo}'s from")
+            _check_same_tree(state.critic.params, src.critic.params, "critics")
+            target = src.target_critic_params if hasattr(src, "target_critic_params") else src.critic.params
+            state = state.replace(critic=_fresh(state.critic, src.critic.params), target_critic_params=copy(target))
+            if kind == "sac" and hasattr(src, "temperature"):
+                state = state.replace(temperature=_fresh(state.temperature, src.temperature.params))
+    return state
