@@ -160,6 +160,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser(
+        "ocr",
+        help="end to end: dataset -> offline pre-training -> re-evaluation -> alignment -> constrained fine-tuning (OCR-CFT)",
+        description="OCR-CFT for one MuJoCo task: the dataset (<Task>-medium generated when missing), offline pre-training with "
+        "each method's own algorithm (o2sac: cql, o2td3: td3bc, o2ppo: iql; --offline-algo for transfers), then each method: "
+        "policy re-evaluation, value alignment, constrained fine-tuning; then OUT/report.md and OUT/curves.png. Finished stages "
+        "are reused, interrupted ones resumed. Methods: " + ", ".join(m for m in _method_names() if m.startswith("o2")) + ".",
+    )
+    p.add_argument("--task", required=True, help="task, e.g. Hopper, HalfCheetah, Walker2d")
+    p.add_argument("--dataset", help="dataset name or path (default <Task>-medium, generated with the d4rl recipe if missing)")
+    p.add_argument("--method", "--methods", dest="methods", default="o2sac", help="comma-separated methods (default o2sac), e.g. o2sac,o2sac-naive,o2sac-scratch")
+    p.add_argument("--offline-algo", default=None, help="pre-train every method from this offline algorithm (default: each method's own)")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    p.add_argument("--pretrain-seed", type=int, default=None, help="start every fine-tuning seed from this one pre-training seed")
+    p.add_argument("--budget", metavar="FILE", help="YAML with per-stage budgets {data: ..., pretrain: ..., finetune: ...}")
+    p.add_argument("--out", metavar="DIR", help="pipeline directory (default runs/ocr-<Task>)")
+    p.add_argument(
+        "--set", dest="overrides", metavar="STAGE.KEY=VALUE", action="append", default=[],
+        help="override one key of one stage, e.g. --set finetune.ocr.reeval_steps=50000 --set pretrain.offline.steps=100000",
+    )
+
+    p = sub.add_parser(
         "diagnose-critic",
         help="Spearman correlation of the critics with Monte-Carlo returns, before and after VPA",
         description="For a fine-tuning run with VPA: the critics before VPA (the pre-trained run's) and after (RUN_DIR/"
@@ -408,6 +429,42 @@ def cmd_marvel(args) -> int:
     return 0
 
 
+def cmd_ocr(args) -> int:
+    from o2o.config import load_yaml
+    from o2o.envs import get_task
+    from o2o.loops.pipeline import run_pipeline
+    from o2o.methods import get_method
+
+    budget = load_yaml(args.budget) if args.budget else {}
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    for m in methods:
+        if get_method(m).family != "ocr-cft":
+            raise O2OError(f"o2o ocr runs OCR-CFT methods (o2sac, o2td3, o2ppo and their ablations); '{m}' is a {get_method(m).family} method")
+    try:
+        seeds = tuple(int(x) for x in args.seeds.split(","))
+    except ValueError:
+        raise O2OError(f"--seeds must be comma-separated integers, got '{args.seeds}'") from None
+    task = get_task(args.task)
+    root = Path(args.out or f"runs/ocr-{task.name}")
+    result = run_pipeline(
+        task.name, root=root, dataset=args.dataset, offline_algo=args.offline_algo, methods=methods, seeds=seeds,
+        budget=budget, overrides=args.overrides, progress=not args.no_progress, pretrain_seed=args.pretrain_seed,
+        recipe="d4rl", quality="medium",
+    )
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{task.name}: the policy fine-tuning starts from vs the fine-tuned policy (deterministic evaluation)")
+    for col in ("method", "seeds", "start return", "start norm.", "final return", "final norm."):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    for r in result.rows:
+        table.add_row(r["method"], str(r["seeds"]), f"{r['start_return']:.1f}", f"{r['start_normalized_return']:.1f}",
+                      f"{r['final_return']:.1f}", f"{r['final_normalized_return']:.1f}")
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    print(f"outputs: {result.root}/ (pretrain/, finetune/, report.md, {result.figure.name})")
+    return 0
+
+
 def cmd_demo(args) -> int:
     import shutil
 
@@ -579,7 +636,7 @@ def cmd_pretrain(args) -> int:
     return 0
 
 
-COMMANDS = {"finetune": cmd_finetune, "marvel": cmd_marvel, "diagnose-critic": cmd_diagnose_critic, "pretrain": cmd_pretrain, "data": cmd_data, "tasks": cmd_tasks, "train": cmd_train, "eval": cmd_eval, "config": cmd_config, "demo": cmd_demo}
+COMMANDS = {"finetune": cmd_finetune, "marvel": cmd_marvel, "ocr": cmd_ocr, "diagnose-critic": cmd_diagnose_critic, "pretrain": cmd_pretrain, "data": cmd_data, "tasks": cmd_tasks, "train": cmd_train, "eval": cmd_eval, "config": cmd_config, "demo": cmd_demo}
 
 
 def _all_commands() -> dict:

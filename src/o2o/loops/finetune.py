@@ -91,6 +91,9 @@ def resolve_finetune_config(
             raise ConfigError(f"method '{method}' starts from a pre-trained run: pass --pretrained RUN_DIR (o2o pretrain)")
         pre = load_pretrained(pretrained, task=task, need_cost_critic=_needs_cost_critic(spec))
         task_name = pre.task
+    elif pretrained and not (task or user.get("task")):  # the task of the given pre-trained run
+        pre = load_pretrained(pretrained)
+        task_name = pre.task
     else:
         task_name = get_task(task or user.get("task") or cfg.task).name
         if pretrained:

@@ -1,7 +1,8 @@
-"""The end-to-end safe offline-to-online pipeline (``o2o marvel``, ``o2o demo``):
+"""The end-to-end offline-to-online pipeline (``o2o marvel``, ``o2o demo``, ``o2o ocr``):
 
-    dataset  (a name in the data directory; <Task>-dsrl is generated if missing)
-      -> pretrain/<algo>-s<seed>/          offline pre-training (CPQ by default)
+    dataset  (a name in the data directory; <Task>-dsrl, or for o2o ocr <Task>-medium, is generated if missing)
+      -> pretrain/<algo>-s<seed>/          offline pre-training (CPQ by default; o2o ocr: each method's
+                                           own offline algorithm, cql / td3bc / iql)
       -> finetune/<method>-s<seed>/        bridge (VPA) + online fine-tuning, for each method
       -> report.md, curves.png             offline vs fine-tuned policy, learning curves
 
@@ -28,7 +29,7 @@ STAGES = ("data", "pretrain", "finetune")
 class PipelineResult:
     root: Path
     dataset: Path
-    pretrained: dict[int, Path] = field(default_factory=dict)
+    pretrained: dict[tuple[str, int], Path] = field(default_factory=dict)  # (offline algo, seed) -> run
     finetuned: dict[str, dict[int, Path]] = field(default_factory=dict)
     report: Path | None = None
     figure: Path | None = None
@@ -71,17 +72,23 @@ def _stage_state(out: Path, cfg_dict: dict) -> str:
     return "new"
 
 
-def ensure_dataset(task: str, dataset: str | None, budget: dict, overrides: list[str], progress: bool) -> Path:
+def default_dataset(task: str, recipe: str = "dsrl", quality: str | None = None) -> str:
+    return f"{task}-{quality}" if recipe == "d4rl" else f"{task}-dsrl"
+
+
+def ensure_dataset(task: str, dataset: str | None, budget: dict, overrides: list[str], progress: bool,
+                   recipe: str = "dsrl", quality: str | None = None) -> Path:
     from o2o.config import apply_overrides, update_from_dict
     from o2o.loops.datagen import GenerateConfig, data_dir, generate, resolve_dataset
 
-    name = dataset or f"{task}-dsrl"
+    default = default_dataset(task, recipe, quality)
+    name = dataset or default
     try:
         return resolve_dataset(name)
     except O2OError:
-        if name != f"{task}-dsrl":
+        if name != default:
             raise  # only the task's default dataset is generated on demand
-    cfg = update_from_dict(GenerateConfig(), {"task": task, "recipe": "dsrl", **(budget or {})})
+    cfg = update_from_dict(GenerateConfig(), {"task": task, "recipe": recipe, "quality": quality, **(budget or {})})
     cfg = apply_overrides(cfg, overrides)
     path, _ = generate(cfg, data_dir() / f"{name}.hdf5", progress=progress)
     return path
@@ -92,17 +99,21 @@ def run_pipeline(
     *,
     root: str | Path,
     dataset: str | None = None,
-    offline_algo: str = "cpq",
+    offline_algo: str | None = "cpq",
     methods: tuple[str, ...] = ("marvel",),
     seeds: tuple[int, ...] = (0,),
     budget: dict | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     progress: bool = True,
     pretrain_seed: int | None = None,
+    recipe: str = "dsrl",
+    quality: str | None = None,
 ) -> PipelineResult:
     """Run (or complete) the pipeline under ``root``. One pre-training run per seed, each fine-tuning
     seed starting from its own; with ``pretrain_seed`` every fine-tuning seed starts from that one
-    pre-trained run (cheaper; the spread over seeds then leaves out pre-training's)."""
+    pre-trained run (cheaper; the spread over seeds then leaves out pre-training's). ``offline_algo``
+    None: each method pre-trains with its own (``MethodSpec.offline_algo``: o2sac cql, o2td3 td3bc,
+    o2ppo iql). ``recipe``/``quality``: how the default dataset is generated when missing."""
     from o2o.config import to_dict
     from o2o.envs import get_task
     from o2o.loops.finetune import resolve_finetune_config, run_finetune
@@ -115,32 +126,36 @@ def run_pipeline(
     unknown = set(budget) - set(STAGES)
     if unknown:
         raise ConfigError(f"pipeline budget has unknown stage(s) {sorted(unknown)}; stages: {', '.join(STAGES)}")
-    for m in methods:
-        get_method(m)
+    algo_of = {m: offline_algo or get_method(m).offline_algo or "cpq" for m in methods}
     per_stage = split_overrides(list(overrides))
     root = Path(root)
     result = PipelineResult(root=root, dataset=Path())
 
     # Validate every stage's config before any work (an unknown key fails here, not an hour in).
-    dataset_name = dataset or f"{task}-dsrl"
+    dataset_name = dataset or default_dataset(task, recipe, quality)
     pre_seeds = sorted({pretrain_seed} if pretrain_seed is not None else set(seeds))
-    pre_cfgs = {s: resolve_pretrain_config(offline_algo, dataset_name, task, s, layer=budget.get("pretrain"), overrides=per_stage["pretrain"]) for s in pre_seeds}
+    algos = sorted({algo_of[m] for m in methods if get_method(m).needs_pretrained or offline_algo})
+    pre_cfgs = {(a, s): resolve_pretrain_config(a, dataset_name, task, s, layer=budget.get("pretrain"), overrides=per_stage["pretrain"])
+                for a in algos for s in pre_seeds}
 
-    result.dataset = ensure_dataset(task, dataset, budget.get("data", {}), per_stage["data"], progress)
-    for seed in pre_seeds:
-        out = root / "pretrain" / f"{offline_algo}-s{seed}"
+    for m in methods:  # an unknown key or bad value of a fine-tuning stage fails here, before any work
+        resolve_finetune_config(m, None, task, seeds[0], layer=budget.get("finetune"), overrides=per_stage["finetune"], require_pretrained=False)
+
+    result.dataset = ensure_dataset(task, dataset, budget.get("data", {}), per_stage["data"], progress, recipe, quality)
+    for (algo, seed), pre_cfg in pre_cfgs.items():
+        out = root / "pretrain" / f"{algo}-s{seed}"
         from o2o.loops.offline import OfflineTrainer
 
-        cfg = OfflineTrainer(pre_cfgs[seed]).cfg  # resolved as the run directory records it
+        cfg = OfflineTrainer(pre_cfg).cfg  # resolved as the run directory records it
         state = _stage_state(out, to_dict(cfg))
         if state != "done":
-            run_pretrain(pre_cfgs[seed], out, resume=state == "resume", progress=progress)
-        result.pretrained[seed] = out
+            run_pretrain(pre_cfg, out, resume=state == "resume", progress=progress)
+        result.pretrained[(algo, seed)] = out
 
     for method in methods:
         result.finetuned[method] = {}
         for seed in seeds:
-            source = result.pretrained[seed if pretrain_seed is None else pretrain_seed]
+            source = result.pretrained.get((algo_of[method], seed if pretrain_seed is None else pretrain_seed))
             pretrained = str(source) if get_method(method).needs_pretrained else None
             cfg = resolve_finetune_config(
                 method, pretrained, task, seed, layer=budget.get("finetune"), overrides=per_stage["finetune"]
@@ -173,6 +188,8 @@ def write_report(result: PipelineResult, task_name: str) -> None:
     from o2o.experiments.plots import plot_learning_curves
 
     task = get_task(task_name)
+    if not task.safe:
+        return _write_unconstrained_report(result, task)
     rows = []
     for method, runs in result.finetuned.items():
         firsts, lasts, cum = [], [], []
@@ -218,6 +235,45 @@ def write_report(result: PipelineResult, task_name: str) -> None:
             f"| {r['method']} | {r['seeds']} | {r['start_return']:.1f} | {r['start_cost']:.1f} | {r['final_return']:.1f} | "
             f"{r['final_cost']:.1f} | {r['final_normalized_return']:.3f} | {r['final_normalized_cost']:.2f} | {safe} | {r['train_cumulative_cost']:.0f} |"
         )
+    lines += ["", f"![learning curves]({figure.name})", ""]
+    result.report = result.root / "report.md"
+    result.report.write_text("\n".join(lines))
+    result.figure = figure
+
+
+def _write_unconstrained_report(result: PipelineResult, task) -> None:
+    """``report.md`` and ``curves.png`` for a task without costs (OCR-CFT): returns only."""
+    from o2o.experiments.plots import plot_learning_curves
+
+    rows = []
+    for method, runs in result.finetuned.items():
+        firsts, lasts = zip(*(_first_last_eval(run) for _, run in sorted(runs.items())))
+        mean = lambda xs, k: float(np.mean([x[k] for x in xs]))
+        rows.append({
+            "method": method, "seeds": len(runs),
+            "start_return": mean(firsts, "eval/return"), "start_normalized_return": mean(firsts, "eval/normalized_return"),
+            "final_return": mean(lasts, "eval/return"), "final_normalized_return": mean(lasts, "eval/normalized_return"),
+        })
+    result.rows = rows
+    sources = sorted({p.name.split("-s")[0] for p in result.pretrained.values()}) or ["scratch"]
+    figure = plot_learning_curves(
+        {m: [str(p) for p in runs.values()] for m, runs in result.finetuned.items()},
+        result.root / "curves.png", title=f"{task.name}: fine-tuning from {', '.join(sources)}", x_label="environment steps",
+    )
+    lines = [
+        f"# {task.name}: offline-to-online pipeline",
+        "",
+        f"Dataset `{result.dataset}`; pre-trained runs: {', '.join(str(p) for p in result.pretrained.values()) or 'none'}.",
+        "Evaluation: deterministic policy, the run's fixed evaluation episodes. 'start' = the policy the online stage",
+        "starts from (iteration 0: after the bridge); 'final' = after the last online iteration. Means over seeds;",
+        "normalised returns are D4RL's 0-100 scale (o2o tasks' reference returns).",
+        "",
+        "| method | seeds | start return | start norm. | final return | final norm. |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['seeds']} | {r['start_return']:.1f} | {r['start_normalized_return']:.1f} | "
+                     f"{r['final_return']:.1f} | {r['final_normalized_return']:.1f} |")
     lines += ["", f"![learning curves]({figure.name})", ""]
     result.report = result.root / "report.md"
     result.report.write_text("\n".join(lines))

@@ -1,0 +1,255 @@
+"""OCR-CFT's pieces against hand-computed cases: alignment targets (O2SAC, O2TD3 poster and code), the
+expectile dual, the threshold schedule, the reference-policy rule, the half replay mode, PPO's Monte-Carlo
+returns with timeouts, O2PPO's auxiliary advantage, and bad input refused before training."""
+
+from types import SimpleNamespace
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from o2o.errors import ConfigError
+
+
+# ------------------------------------------------------------------------------------- alignment
+
+
+def test_o2sac_alignment_target_by_hand():
+    from o2o.bridge.align import o2sac_alignment_target
+
+    # Qbar(s,a_dot) = 10, alpha = 0.2, log pi_off(a_dot) = 1, log pi_off(a) = -2 -> 10 - 0.2 * 3 = 9.4
+    q = o2sac_alignment_target(qbar_a=jnp.array([12.0, 5.0]), qbar_anchor=jnp.array([10.0, 10.0]),
+                               log_prob_off_a=jnp.array([-2.0, -2.0]), log_prob_off_anchor=jnp.array([1.0, 1.0]), alpha=0.2)
+    np.testing.assert_allclose(q, [9.4, 5.0], rtol=1e-6)  # the min with Qbar(s,a) caps the second
+
+
+def test_o2sac_alignment_targets_on_networks_are_bounded_by_both_terms():
+    from o2o.agents import sac
+    from o2o.bridge.align import o2sac_targets
+    from o2o.nn import tanh_gaussian_log_prob
+
+    cfg = sac.SACConfig(hidden_dims=(8,))
+    state = sac.init(jax.random.PRNGKey(0), 3, 2, cfg)
+    offline = sac.init(jax.random.PRNGKey(1), 3, 2, cfg).actor.params
+    obs = jnp.asarray(np.random.default_rng(0).normal(size=(16, 3)), jnp.float32)
+    actions, anchor, target, anchor_target = o2sac_targets(state, {"observations": obs}, jax.random.PRNGKey(2), offline, 0.2)
+    mean, log_std = state.actor.apply_fn(offline, obs)
+    np.testing.assert_allclose(anchor, np.clip(np.tanh(mean), -0.9999, 0.9999), rtol=1e-6)
+    qbar = lambda a: np.asarray(state.critic.apply_fn(state.target_critic_params, obs, a).min(0))
+    lp = lambda a: np.asarray(tanh_gaussian_log_prob(mean, log_std, a, clip=0.9999))
+    by_hand = np.minimum(qbar(anchor) - 0.2 * (lp(anchor) - lp(actions)), qbar(actions))
+    np.testing.assert_allclose(target, by_hand, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(anchor_target, qbar(anchor), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "q_anchor,qbar_tilde,d,poster,code",
+    [
+        (10.0, 20.0, 0.1, 10 / 1.04, 10 / 1.01),   # poster floors d at sigma; the code uses d (< sigma)
+        (10.0, 20.0, 0.5, 10 / 1.25, 10 / 1.04),   # the code caps d at sigma
+        (-10.0, -9.0, 0.5, -9.0, -10.4),           # negative Q: poster divides (-8, capped by Qbar), code multiplies
+        (10.0, 5.0, 0.5, 5.0, 5.0),                # Qbar(s, a~) below both: the min keeps it
+    ],
+)
+def test_o2td3_alignment_target_poster_and_code_by_hand(q_anchor, qbar_tilde, d, poster, code):
+    from o2o.bridge.align import o2td3_alignment_target
+
+    args = (jnp.array([qbar_tilde]), jnp.array([q_anchor]), jnp.array([d]), 1.0, 0.2)
+    assert float(o2td3_alignment_target(*args, rule="poster")[0]) == pytest.approx(poster, rel=1e-6)
+    assert float(o2td3_alignment_target(*args, rule="code")[0]) == pytest.approx(code, rel=1e-6)
+
+
+def test_alignment_keeps_targets_frozen_and_trains_the_actor():
+    from o2o.agents import o2td3
+    from o2o.bridge.align import align_many
+    from o2o.data.replay import replay_from_dataset
+
+    state = o2td3.init(jax.random.PRNGKey(0), 3, 2, o2td3.O2TD3Config(hidden_dims=(8,), batch_size=32))
+    offline = jax.tree_util.tree_map(jnp.copy, state.actor.params)
+    before = jax.tree_util.tree_map(np.asarray, (state.target_critic_params, state.actor.params))
+    rng = np.random.default_rng(0)
+    buf = replay_from_dataset({"observations": rng.normal(size=(64, 3)), "actions": rng.uniform(-1, 1, (64, 2)), "rewards": np.ones(64),
+                               "next_observations": rng.normal(size=(64, 3)), "terminals": np.zeros(64)})
+    state, m = align_many("td3", 32, "code", 1.0, 0.2)(state, buf, jax.random.PRNGKey(1), {"offline_actor_params": offline}, num_steps=10)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, before[0], jax.tree_util.tree_map(np.asarray, state.target_critic_params))
+    assert not np.allclose(jax.tree_util.tree_leaves(before[1])[0], jax.tree_util.tree_leaves(state.actor.params)[0])
+    assert np.isfinite(float(m["align_critic_loss"]))
+
+
+# ------------------------------------------------------------------------------------- CFT
+
+
+def test_expectile_dual_weight_by_hand_and_lambda_direction():
+    from o2o.agents.cft import dual_step, expectile_dual_weight, init_log_lambda
+
+    # f = [0.5, 0.1], tau = 0.2: u = [-0.3, 0.1] -> mean(0.7 * -0.3, 0.3 * 0.1) = -0.09
+    assert float(expectile_dual_weight(jnp.array([0.5, 0.1]), 0.2, 0.7)) == pytest.approx(-0.09)
+    lam = lambda ll: float(ll.apply_fn(ll.params))
+    violated = satisfied = init_log_lambda(1.0, 0.01)
+    for _ in range(20):
+        violated = dual_step(violated, jnp.array([0.5, 0.4, 0.1]), 0.2, 0.7)
+        satisfied = dual_step(satisfied, jnp.array([0.05, 0.1, 0.3]), 0.2, 0.7)
+    assert lam(violated) > 1.1 and lam(satisfied) < 0.9
+
+
+def test_o2sac_update_raises_lambda_when_far_from_the_reference_and_once_per_dual_period():
+    from o2o.agents import o2sac
+
+    cfg = o2sac.O2SACConfig(hidden_dims=(8,), lambda_lr=0.05, dual_every=2)
+    state = o2sac.init(jax.random.PRNGKey(0), 3, 2, cfg)
+    reference = o2sac.init(jax.random.PRNGKey(5), 3, 2, cfg).actor.params
+    reference = jax.tree_util.tree_map(lambda x: x * 30.0, reference)  # a very different pi_ref: large KL
+    rng = np.random.default_rng(0)
+    batch = {k: jnp.asarray(v, jnp.float32) for k, v in {
+        "observations": rng.normal(size=(32, 3)), "actions": rng.uniform(-1, 1, (32, 2)), "rewards": np.ones(32),
+        "next_observations": rng.normal(size=(32, 3)), "terminals": np.zeros(32)}.items()}
+    lams = []
+    for i in range(4):
+        state, m = o2sac.update(state, batch, jax.random.PRNGKey(i), reference, 0.01)
+        lams.append(float(m["lambda"]))
+        assert float(m["kl_reference"]) > 0.01
+    assert lams[0] > 1.0 and lams[1] == lams[0] and lams[2] > lams[1]  # steps 0 and 2 take dual steps
+
+
+def test_threshold_schedule_and_interval_rule():
+    from o2o.agents.cft import threshold_schedule
+    from o2o.loops.ocr import ReferencePolicy
+
+    np.testing.assert_allclose(threshold_schedule([0, 50_000, 100_000, 200_000], 0.125, 2.0, 100_000), [0.125, 1.0625, 2.0, 2.0])
+    fake = SimpleNamespace(cfg=SimpleNamespace(ocr=SimpleNamespace(reference="interval", threshold_start=0.125, threshold_end=2.0, threshold_steps=100)))
+    np.testing.assert_allclose(ReferencePolicy.threshold(fake, np.array([0, 500])), [0.5, 0.5])  # tau_end / 4
+
+
+class _Scripted:
+    """A trainer stand-in whose evaluations return scripted scores."""
+
+    def __init__(self, rule, scores):
+        from o2o.agents import sac
+
+        self.cfg = SimpleNamespace(ocr=SimpleNamespace(reference=rule, reference_every=1000, reference_episodes=10),
+                                   online=SimpleNamespace(eval_episodes=10))
+        self.state = sac.init(jax.random.PRNGKey(0), 3, 2, sac.SACConfig(hidden_dims=(4,)))
+        self.counters = {"env_steps": 0}
+        self.scores = list(scores)
+        self.evaluations = 0
+
+    def evaluate(self, n):
+        self.evaluations += 1
+        return {"eval/return": self.scores.pop(0)}
+
+    def move(self, steps, value):  # the online actor changes
+        self.counters["env_steps"] = steps
+        self.state = self.state.replace(actor=self.state.actor.replace(params=jax.tree_util.tree_map(lambda x: x * 0 + value, self.state.actor.params)))
+
+
+def _ref_value(t):
+    return float(jax.tree_util.tree_leaves(t.reference)[0].ravel()[0])
+
+
+def test_reference_policy_best_so_far_rule():
+    from o2o.loops.ocr import ReferencePolicy
+
+    class T(_Scripted, ReferencePolicy):
+        pass
+
+    t = T("best", [10.0, 12.0, 11.0])
+    t._init_reference(jax.tree_util.tree_map(lambda x: x * 0 + 1.0, t.state.actor.params), constraint=True)
+    t.move(500, 2.0)
+    assert t.reference_step({}) == {} and _ref_value(t) == 1.0  # before the first 1k env steps: nothing
+    t.move(1000, 3.0)
+    m = t.reference_step({})  # scores the starting reference (10), then the current policy (12): replaced
+    assert m["reference/updated"] == 1.0 and m["reference/best_return"] == 12.0 and _ref_value(t) == 3.0
+    t.move(2000, 4.0)
+    m = t.reference_step({})  # 11 < 12: kept
+    assert m["reference/updated"] == 0.0 and _ref_value(t) == 3.0
+    t.move(3000, 5.0)
+    m = t.reference_step({"eval/return": 15.0})  # this iteration's evaluation is reused, not repeated
+    assert m["reference/updated"] == 1.0 and _ref_value(t) == 5.0 and t.evaluations == 3
+
+
+def test_reference_policy_interval_rule_replaces_without_evaluating():
+    from o2o.loops.ocr import ReferencePolicy
+
+    class T(_Scripted, ReferencePolicy):
+        pass
+
+    t = T("interval", [])
+    t._init_reference(None, constraint=True)
+    t.move(1000, 7.0)
+    assert t.reference_step({})["reference/updated"] == 1.0 and _ref_value(t) == 7.0 and t.evaluations == 0
+
+
+def test_half_replay_batches_are_half_offline():
+    from o2o.data.replay import replay_add, replay_from_dataset, replay_init
+    from o2o.loops.ocr import _mixed_sample
+
+    rng = np.random.default_rng(0)
+    rows = lambda n, r: {"observations": rng.normal(size=(n, 3)), "actions": rng.uniform(-1, 1, (n, 2)), "rewards": np.full(n, r),
+                         "next_observations": rng.normal(size=(n, 3)), "terminals": np.zeros(n)}
+    offline = replay_from_dataset(rows(500, 1.0))
+    online = replay_add(replay_init(3, 2, 1000), rows(40, 0.0))
+    batch = jax.jit(lambda k: _mixed_sample((offline, online), k, 256, 0.5))(jax.random.PRNGKey(0))
+    assert batch["rewards"].shape == (256,) and float(batch["rewards"].sum()) == 128.0
+    assert float(batch["rewards"][:128].min()) == 1.0 and float(batch["rewards"][128:].max()) == 0.0
+
+
+# ------------------------------------------------------------------------------------- PPO
+
+
+def test_monte_carlo_returns_cut_at_timeouts_and_terminals():
+    from o2o.bridge.reeval import monte_carlo_returns
+
+    r, d = [1.0, 1.0, 1.0, 1.0, 1.0], [0, 0, 0, 1, 0]
+    timeouts = [0, 1, 0, 0, 0]
+    np.testing.assert_allclose(monte_carlo_returns(r, d, timeouts, 0.5), [1.5, 1.0, 1.5, 1.0, 1.0])
+    # the released code's bug: the return runs on across the timeout
+    np.testing.assert_allclose(monte_carlo_returns(r, d, timeouts, 0.5, ignore_timeouts=True), [1.875, 1.75, 1.5, 1.0, 1.0])
+
+
+def test_o2ppo_auxiliary_advantage_by_hand():
+    from o2o.bridge.align import o2ppo_advantages
+
+    adv, lp, ent = jnp.array([1.0, -1.0]), jnp.array([-1.0, -3.0]), jnp.array([2.0, 2.0])
+    # poster: A + beta alpha (log pi_ref + H) = [1 + 0.5 * 2 * 1, -1 + 0.5 * 2 * -1]
+    np.testing.assert_allclose(o2ppo_advantages(adv, lp, ent, rule="poster", alpha=2.0, beta=0.5, mix_weight=0.0, act_dim=3), [2.0, -2.0])
+    # code: with w_t = 0 the advantages are PPO's own; with w_t = 1 the mean of A and the scaled A_ref
+    np.testing.assert_allclose(o2ppo_advantages(adv, lp, ent, rule="code", alpha=2.0, beta=0.5, mix_weight=0.0, act_dim=3), adv)
+    mixed = np.asarray(o2ppo_advantages(adv, lp, ent, rule="code", alpha=2.0, beta=0.5, mix_weight=1.0, act_dim=3))
+    aux = -12.0 + np.log1p(np.exp(np.array([2.0, -2.0]) + 12.0))
+    aux = aux * np.std([1.0, -1.0]) / np.std(aux)
+    np.testing.assert_allclose(mixed, (np.array([1.0, -1.0]) + aux) / 2, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------- bad input
+
+
+def test_unknown_method_and_replay_mode_are_refused_before_training(tmp_path, capsys):
+    from o2o.cli import main
+
+    out = tmp_path / "x"
+    assert main(["--no-progress", "finetune", "--method", "o2sax", "--task", "Hopper", "--out", str(out)]) == 2
+    assert "unknown method 'o2sax'" in capsys.readouterr().err
+    assert main(["--no-progress", "finetune", "--method", "o2sac-scratch", "--task", "Hopper", "--out", str(out), "--set", "ocr.replay=quarter"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown replay mode ocr.replay='quarter'" in err and "half, all, part, none" in err
+    assert main(["--no-progress", "finetune", "--method", "o2sac", "--task", "Hopper", "--out", str(out)]) == 2
+    assert "--pretrained" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_pretrained_actor_that_does_not_fit_the_task_is_refused():
+    from o2o.agents import sac
+    from o2o.bridge.ocr import check_pretrained_fits
+    from o2o.envs import get_task
+
+    hopper = get_task("Hopper")
+    state = sac.init(jax.random.PRNGKey(0), 11, 3, sac.SACConfig(hidden_dims=(4,)))
+    ok = SimpleNamespace(path="run", state=state, obs_mean=np.zeros(11), obs_std=np.ones(11))
+    check_pretrained_fits(ok, hopper)
+    with pytest.raises(ConfigError, match="outputs 3 action dimensions, task HalfCheetah has 6"):
+        check_pretrained_fits(ok, get_task("HalfCheetah"))
+    with pytest.raises(ConfigError, match="observation normalisation"):
+        check_pretrained_fits(SimpleNamespace(path="run", state=state, obs_mean=np.zeros(17), obs_std=np.ones(17)), hopper)
+    with pytest.raises(ConfigError, match="observation normalisation"):
+        check_pretrained_fits(SimpleNamespace(path="run", state=state, obs_mean=np.zeros(11), obs_std=np.zeros(11)), hopper)
