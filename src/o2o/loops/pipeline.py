@@ -259,6 +259,7 @@ def _write_unconstrained_report(result: PipelineResult, task) -> None:
     figure = plot_learning_curves(
         {m: [str(p) for p in runs.values()] for m, runs in result.finetuned.items()},
         result.root / "curves.png", title=f"{task.name}: fine-tuning from {', '.join(sources)}", x_label="environment steps",
+        cost_metric=None,
     )
     lines = [
         f"# {task.name}: offline-to-online pipeline",

@@ -1,0 +1,128 @@
+"""OCR-CFT end to end at a tiny budget: `o2o ocr` (dataset -> pre-training -> re-evaluation -> alignment ->
+constrained fine-tuning, finished stages reused), `o2o finetune` for O2TD3 and O2PPO with resume, a
+cross-class transfer, and a pre-trained run that does not fit the task refused before training.
+
+The dataset is a small random Hopper file (shapes are what matters here, not learning)."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+
+from o2o.cli import main
+
+PRETRAIN = {"offline": {"steps": 20, "steps_per_call": 10, "eval_every": 20, "eval_episodes": 1, "checkpoint_every": 20},
+            "agent": {"hidden_dims": [16, 16], "batch_size": 32}}
+BRIDGE = ["ocr.reeval_steps=100", "ocr.align_steps=100", "ocr.steps_per_call=50", "ocr.reeval_batch_size=32", "ocr.align_batch_size=32",
+          "ocr.reference_every=50", "ocr.reference_episodes=1", "ocr.clone_steps=50"]
+LOOP = ["online.iterations=2", "online.eval_every=1", "online.eval_episodes=1", "online.checkpoint_every=1"]
+OFF_POLICY = ["online.steps_per_iteration=50", "online.update_after=0", "online.updates_per_iteration=40", "agent.batch_size=32"]
+PPO = ["online.steps_per_iteration=64", "agent.minibatch_size=32", "agent.num_epochs=1"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ocr") / "Hopper-tiny.hdf5"
+    rng = np.random.default_rng(0)
+    n = 600
+    with h5py.File(path, "w") as f:
+        f.create_dataset("observations", data=rng.normal(size=(n, 11)).astype(np.float32))
+        f.create_dataset("next_observations", data=rng.normal(size=(n, 11)).astype(np.float32))
+        f.create_dataset("actions", data=rng.uniform(-1, 1, (n, 3)).astype(np.float32))
+        f.create_dataset("rewards", data=rng.uniform(0, 1, n).astype(np.float32))
+        f.create_dataset("terminals", data=np.arange(n) % 150 == 149)
+        f.create_dataset("timeouts", data=np.arange(n) % 100 == 99)
+    return path
+
+
+def _pretrain(algo, data, out):
+    from o2o.loops.offline import run_pretrain
+    from o2o.presets import resolve_pretrain_config
+
+    if not out.exists():
+        run_pretrain(resolve_pretrain_config(algo, str(data), "Hopper", 0, layer=PRETRAIN), out, progress=False)
+    return out
+
+
+def _sets(items):
+    return [x for kv in items for x in ("--set", kv)]
+
+
+def _nested(items):
+    out = {}
+    for kv in items:
+        key, value = kv.split("=")
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(value)
+    return out
+
+
+def test_ocr_pipeline_end_to_end_and_reuses_finished_stages(data, tmp_path, capsys):
+    budget = tmp_path / "budget.yaml"
+    budget.write_text(yaml.safe_dump({"pretrain": PRETRAIN, "finetune": _nested(BRIDGE + LOOP + OFF_POLICY)}))
+    root = tmp_path / "pipe"
+    args = ["--no-progress", "ocr", "--task", "Hopper", "--dataset", str(data), "--methods", "o2sac",
+            "--budget", str(budget), "--out", str(root)]
+    assert main(args) == 0, capsys.readouterr().err
+    assert "o2sac" in capsys.readouterr().out
+    assert (root / "pretrain" / "cql-s0" / "summary.json").exists()  # o2sac's own offline algorithm
+    run = root / "finetune" / "o2sac-s0"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["bridge"]["reeval"]["steps"] == 100 and summary["bridge"]["align"]["steps"] == 100
+    assert summary["bridge"]["reference"]["chosen"] in ("offline", "aligned")
+    header = (run / "metrics.csv").read_text().splitlines()[0]
+    assert "loss/lambda" in header and "loss/kl_reference" in header and "reference/updated" in header
+    bridge = (run / "bridge" / "metrics.csv").read_text()
+    assert "reeval_critic_loss" in bridge and "align_critic_loss" in bridge
+    assert "| o2sac | 1 |" in (root / "report.md").read_text()
+    stamp = (run / "summary.json").stat().st_mtime_ns
+    assert main(args) == 0  # everything finished: reused, not re-run
+    assert (run / "summary.json").stat().st_mtime_ns == stamp
+
+
+def test_o2td3_finetune_resume_and_transfer_from_cql(data, tmp_path, capsys):
+    td3bc = _pretrain("td3bc", data, tmp_path / "td3bc")
+    out = tmp_path / "o2td3"
+    args = ["--no-progress", "finetune", "--method", "o2td3", "--pretrained", str(td3bc), "--out", str(out),
+            *_sets(BRIDGE + LOOP + OFF_POLICY + ["ocr.td3_align_rule=poster"])]
+    assert main(args) == 0, capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["algo"] == "o2td3" and summary["iterations"] == 2 and "mse_reference" in (out / "metrics.csv").read_text()
+    assert main(["--no-progress", "finetune", "--resume", str(out)]) == 0  # finished: a no-op
+    assert json.loads((out / "summary.json").read_text())["iterations"] == 2
+
+
+def test_transfer_of_a_stochastic_actor_into_td3(data, tmp_path, capsys):
+    # a stochastic CQL actor into deterministic TD3: behaviour-cloned to its mode, then the same stages
+    cql = _pretrain("cql", data, tmp_path / "cql")
+    out = tmp_path / "o2td3-from-cql"
+    assert main(["--no-progress", "finetune", "--method", "o2td3", "--pretrained", str(cql), "--out", str(out),
+                 *_sets(BRIDGE + LOOP + OFF_POLICY + ["ocr.replay=all"])]) == 0, capsys.readouterr().err
+
+
+def test_o2ppo_finetune_from_iql(data, tmp_path, capsys):
+    iql = _pretrain("iql", data, tmp_path / "iql")
+    out = tmp_path / "o2ppo"
+    assert main(["--no-progress", "finetune", "--method", "o2ppo", "--pretrained", str(iql), "--out", str(out), *_sets(BRIDGE + LOOP + PPO)]) == 0, \
+        capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["bridge"]["reeval"]["steps"] == 100 and "reeval_value_loss" in summary["bridge"]["reeval"]
+    header = (out / "metrics.csv").read_text().splitlines()[0]
+    assert "aux/mix_weight" in header and "reference/updated" in header
+
+
+def test_pretrained_run_for_another_action_space_is_refused(data, tmp_path, capsys):
+    cql = _pretrain("cql", data, tmp_path / "cql")
+    cfg = yaml.safe_load((cql / "config.yaml").read_text())
+    cfg["task"] = "HalfCheetah"  # a run whose networks were made for Hopper's 11 observations / 3 actions
+    (cql / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    out = tmp_path / "x"
+    assert main(["--no-progress", "finetune", "--method", "o2sac", "--pretrained", str(cql), "--out", str(out), *_sets(BRIDGE + LOOP)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("o2o: error:") and "different network size or task" in err[0]
+    assert not out.exists()
