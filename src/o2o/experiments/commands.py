@@ -32,7 +32,7 @@ def add_parsers(sub, add_config_args) -> None:
                    help="local: a process pool on this machine (default); ray: a Ray cluster (--address) or a local Ray "
                    "instance; sequential: one run at a time in this process")
     p.add_argument("--workers", type=int, help="parallel runs (default: one per core)")
-    p.add_argument("--threads-per-worker", type=int, help="cores per run (default: cores // workers)")
+    p.add_argument("--threads-per-worker", type=int, help="cores per run (default: cores // workers; sequential: all cores)")
     p.add_argument("--no-pin", action="store_true", help="do not pin each worker to its own cores")
     p.add_argument("--address", metavar="HOST:PORT", help="Ray cluster to run on (with --backend ray; 'auto' finds a local one)")
     p.add_argument("--retry-failed", action="store_true", help="run the runs that failed before again")
@@ -91,6 +91,13 @@ def cmd_sweep(args) -> int:
 
     if args.status:
         return _sweep_status(Path(args.spec))
+    if args.backend == "sequential" and "jax" not in sys.modules:
+        # the runs execute in this process: its XLA threads are set here, before the spec's checks import JAX
+        import os
+
+        from o2o.experiments.sweep import available_cpus, thread_env
+
+        os.environ.update(thread_env(args.threads_per_worker or len(available_cpus())))
     spec, sweep_dir, overrides = _resolve_spec(args)
     if args.dry_run:
         return _dry_run(spec, sweep_dir)

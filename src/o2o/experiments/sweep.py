@@ -4,6 +4,7 @@ or on a Ray cluster; the index records each run so that a stopped sweep resumes 
     <sweep>/
       index.sqlite      every run's config hash, status, attempts, error, wall time (index.py)
       spec.yaml         the spec the sweep was last launched with
+      jax-cache/        XLA's persistent compilation cache, shared by the sweep's workers
       runs/<method>/<task>/seed<k>[-<variant hash>]/     ordinary run directories
 
 Local pool: ``workers`` spawned processes (default: one per core), each given ``threads`` cores
@@ -36,6 +37,7 @@ from o2o.experiments.runners import get_kind
 RUNS_DIRNAME = "runs"
 SPEC_COPY = "spec.yaml"
 LOCK_FILE = ".sweep.lock"
+JAX_CACHE_DIRNAME = "jax-cache"
 
 
 def run_dir_of(sweep_dir: str | Path, run_id: str) -> Path:
@@ -119,8 +121,9 @@ def _exit_on_term(signum, frame):
     raise SystemExit(128 + signum)
 
 
-def _init_worker(threads: int, cpus) -> None:
+def _init_worker(threads: int, cpus, extra_env: dict | None = None) -> None:
     os.environ.update(thread_env(threads))
+    os.environ.update(extra_env or {})
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the sweep's to handle: it stops the workers
     signal.signal(signal.SIGTERM, _exit_on_term)
     _die_with_parent()
@@ -142,9 +145,15 @@ class SequentialBackend:
     def __init__(self):
         self.slots = 1
         self._queue: deque = deque()
+        self.env: dict = {}
 
     def start(self) -> None:
-        pass
+        cache = self.env.get("JAX_COMPILATION_CACHE_DIR")
+        if cache:  # effective only if this process has compiled nothing yet (the CLI's case)
+            import jax
+
+            if not jax.config.jax_compilation_cache_dir:
+                jax.config.update("jax_compilation_cache_dir", cache)
 
     def submit(self, job: dict) -> None:
         self._queue.append(job)
@@ -173,6 +182,7 @@ class LocalPool:
         self._ctx = None
         self._workers: list[dict] = []  # {"proc", "jobs" (queue), "run_id" (held) or None, "cpus"}
         self._results = None
+        self.env: dict = {}  # set by run_sweep: the compilation cache
 
     def start(self) -> None:
         import multiprocessing as mp
@@ -190,7 +200,8 @@ class LocalPool:
         worker["jobs"] = self._ctx.Queue()
         worker["run_id"] = None
         worker["proc"] = self._ctx.Process(
-            target=_worker_loop, args=(worker["jobs"], self._results, self.threads, worker["cpus"]), name="o2o-sweep-worker"
+            target=_worker_loop, args=(worker["jobs"], self._results, self.threads, worker["cpus"], self.env),
+            name="o2o-sweep-worker",
         )
         worker["proc"].start()
 
@@ -240,9 +251,9 @@ class LocalPool:
         self._workers = []
 
 
-def _worker_loop(jobs, results, threads: int, cpus) -> None:
+def _worker_loop(jobs, results, threads: int, cpus, extra_env: dict) -> None:
     """A pool worker: configure threads before anything imports JAX, then run jobs until told to stop."""
-    _init_worker(threads, cpus)
+    _init_worker(threads, cpus, extra_env)
     while True:
         job = jobs.get()
         if job is None:
@@ -292,6 +303,7 @@ class RayBackend:
         self._owned = False
         self._refs: dict = {}
         self.slots = workers
+        self.env: dict = {}
 
     def start(self) -> None:
         import ray
@@ -311,7 +323,7 @@ class RayBackend:
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.slots = max(1, cpus // self.threads)
         self._remote = ray.remote(execute_run).options(
-            num_cpus=self.threads, max_retries=0, runtime_env={"env_vars": thread_env(self.threads)}
+            num_cpus=self.threads, max_retries=0, runtime_env={"env_vars": {**thread_env(self.threads), **self.env}}
         )
 
     def submit(self, job: dict) -> None:
@@ -468,6 +480,9 @@ def run_sweep(
             return outcome
 
         queue = deque(to_run)
+        # One persistent XLA compilation cache per sweep: a worker that starts after another compiled the
+        # same update (a resumed sweep, a replaced worker, a second run kind) loads it instead of compiling.
+        backend.env = {"JAX_COMPILATION_CACHE_DIR": str((sweep_dir / JAX_CACHE_DIRNAME).resolve())}
         backend.start()
         bar = _progress(progress)
         with bar:
