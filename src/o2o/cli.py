@@ -314,7 +314,10 @@ def cmd_eval(args) -> int:
     else:
         cfg = from_dict(train_config_class(saved.get("algo", "sac")), saved)
     trainer = make_trainer(cfg, progress=False)
-    arrays, host = run.load_checkpoint(template=trainer.checkpoint_arrays())
+    template = trainer.checkpoint_arrays()
+    if hasattr(cfg, "ocr"):  # OCR-CFT runs also checkpoint their reference policy
+        template["reference"] = trainer.state.actor.params
+    arrays, host = run.load_checkpoint(template=template)
     trainer.restore(arrays, host)
     metrics = trainer.evaluate(args.episodes)
     result = {"run": str(args.run_dir), "iteration": trainer.counters["iteration"], "episodes": args.episodes, **metrics}
