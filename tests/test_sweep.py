@@ -103,6 +103,33 @@ def test_spec_plans_every_combination_and_grid_variants(tmp_path):
     assert all(r.config["online"]["iterations"] == 1 for r in spec.runs)
 
 
+def test_pretrain_and_finetune_kinds_build_and_check_up_front(tmp_path):
+    text = (
+        "tasks: [{name: BallCircle, dataset: BallCircle-dsrl-small}]\n"
+        "methods:\n"
+        "  - {name: bc-safe, kind: pretrain, set: {offline.steps: 200, offline.steps_per_call: 100}}\n"
+        "  - {name: from-scratch, kind: finetune, set: {online.iterations: 2}}\n"
+    )
+    spec = load_spec(write_spec(tmp_path, text))
+    pre, fine = spec.runs
+    assert (pre.kind, pre.config["algo"], pre.config["dataset"], pre.config["offline"]["steps"]) == ("pretrain", "bc-safe", "BallCircle-dsrl-small", 200)
+    assert (fine.kind, fine.config["method"], fine.config["online"]["iterations"]) == ("finetune", "from-scratch", 2)
+    assert runners.KINDS["pretrain"].load(pre.config).offline.steps == 200  # what a worker rebuilds
+    bad = [
+        ("tasks: [BallCircle]\nmethods:\n  - {name: cpq, kind: pretrain, dataset: no-such-data}\n", ["line 3", "no dataset named 'no-such-data'"]),
+        ("tasks: [BallCircle]\nmethods:\n  - {name: cpq, kind: pretrain}\n", ["line 3", "needs a dataset for task BallCircle"]),
+        ("tasks: [BallCircle]\nmethods:\n  - name: mv\n    kind: finetune\n    algo: marvel\n    pretrained: /nowhere/{task}/s{seed}\n",
+         ["line 3", "/nowhere/BallCircle/s0"]),
+        ("tasks: [BallCircle]\nmethods:\n  - {name: x, kind: finetune, algo: marvl}\n", ["line 3", "'marvl'", "marvel"]),
+        ("tasks: [BallCircle]\nmethods:\n  - {name: x, kind: finetun}\n", ["line 3", "unknown run kind 'finetun'"]),
+    ]
+    for text, needles in bad:
+        with pytest.raises(ConfigError) as err:
+            load_spec(write_spec(tmp_path, text, "bad.yaml"))
+        for needle in needles:
+            assert needle in str(err.value), (needle, str(err.value))
+
+
 # ------------------------------------------------------------------------------ the index
 
 
