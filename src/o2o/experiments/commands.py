@@ -87,7 +87,7 @@ def _resolve_spec(args):
 
 
 def cmd_sweep(args) -> int:
-    from o2o.experiments.sweep import make_backend, run_dir_of, run_sweep
+    from o2o.experiments.sweep import make_backend, run_sweep
 
     if args.status:
         return _sweep_status(Path(args.spec))

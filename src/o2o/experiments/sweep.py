@@ -30,7 +30,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from o2o.errors import ConfigError, O2OError
+from o2o.errors import ConfigError
 from o2o.experiments.index import SweepIndex
 from o2o.experiments.runners import get_kind
 
