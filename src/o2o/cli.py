@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "train",
-        help="train an online agent (sac, sac-lag) from scratch",
+        help="train an online agent (sac, sac-lag, td3, ppo) from scratch",
         description="Train an online agent from scratch into a run directory (config.yaml, metrics.csv, "
         "TensorBoard events in tb/, checkpoints/, summary.json). Config: the algorithm's preset, then the "
         "task's preset, then --config FILE, then --set overrides.",
