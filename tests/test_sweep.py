@@ -275,7 +275,9 @@ def test_local_pool_interrupted_by_sigint_and_resumed(tmp_path):
     spec = write_spec(tmp_path, TINY.format(seeds=3, iterations=4))
     sweep_dir = tmp_path / "sweep"
     cmd = [str(Path(sys.executable).parent / "o2o"), "--no-progress", "sweep", str(spec), "--out", str(sweep_dir), "--workers", "2"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT as a terminal's Ctrl-C delivers it (a test run in the background would pass on "ignore SIGINT")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 400
         while time.time() < deadline:
