@@ -38,6 +38,21 @@ def _add_config_args(
     )
 
 
+def _add_pipeline_args(p: argparse.ArgumentParser, name: str, example: str) -> None:
+    """The arguments every end-to-end pipeline command shares (o2o marvel, o2o ocr)."""
+    p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    p.add_argument(
+        "--pretrain-seed", type=int, default=None,
+        help="start every fine-tuning seed from this one pre-training seed (default: one pre-training run per seed)",
+    )
+    p.add_argument("--budget", metavar="FILE", help="YAML with per-stage budgets {data: ..., pretrain: ..., finetune: ...}")
+    p.add_argument("--out", metavar="DIR", help=f"pipeline directory (default runs/{name}-<Task>)")
+    p.add_argument(
+        "--set", dest="overrides", metavar="STAGE.KEY=VALUE", action="append", default=[],
+        help=f"override one key of one stage, e.g. {example}",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="o2o",
@@ -150,14 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="dataset name or path (default <Task>-dsrl, generated if missing)")
     p.add_argument("--offline-algo", default="cpq", help="safe offline algorithm (default cpq; bear-lag)")
     p.add_argument("--methods", default="marvel", help="comma-separated methods (default marvel), e.g. marvel,warm-start,from-scratch")
-    p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
-    p.add_argument("--pretrain-seed", type=int, default=None, help="start every fine-tuning seed from this one pre-training seed (default: one pre-training run per seed)")
-    p.add_argument("--budget", metavar="FILE", help="YAML with per-stage budgets {data: ..., pretrain: ..., finetune: ...}")
-    p.add_argument("--out", metavar="DIR", help="pipeline directory (default runs/marvel-<Task>)")
-    p.add_argument(
-        "--set", dest="overrides", metavar="STAGE.KEY=VALUE", action="append", default=[],
-        help="override one key of one stage, e.g. --set finetune.online.iterations=20 --set pretrain.offline.steps=50000",
-    )
+    _add_pipeline_args(p, "marvel", "--set finetune.online.iterations=20 --set pretrain.offline.steps=50000")
 
     p = sub.add_parser(
         "ocr",
@@ -171,22 +179,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="dataset name or path (default <Task>-medium, generated with the d4rl recipe if missing)")
     p.add_argument("--method", "--methods", dest="methods", default="o2sac", help="comma-separated methods (default o2sac), e.g. o2sac,o2sac-naive,o2sac-scratch")
     p.add_argument("--offline-algo", default=None, help="pre-train every method from this offline algorithm (default: each method's own)")
-    p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
-    p.add_argument("--pretrain-seed", type=int, default=None, help="start every fine-tuning seed from this one pre-training seed")
-    p.add_argument("--budget", metavar="FILE", help="YAML with per-stage budgets {data: ..., pretrain: ..., finetune: ...}")
-    p.add_argument("--out", metavar="DIR", help="pipeline directory (default runs/ocr-<Task>)")
-    p.add_argument(
-        "--set", dest="overrides", metavar="STAGE.KEY=VALUE", action="append", default=[],
-        help="override one key of one stage, e.g. --set finetune.ocr.reeval_steps=50000 --set pretrain.offline.steps=100000",
-    )
+    _add_pipeline_args(p, "ocr", "--set finetune.ocr.reeval_steps=50000 --set pretrain.offline.steps=100000")
 
     p = sub.add_parser(
         "diagnose-critic",
         help="Spearman correlation of the critics with Monte-Carlo returns, before and after VPA",
         description="For a fine-tuning run with VPA: the critics before VPA (the pre-trained run's) and after (RUN_DIR/"
-        "bridge), scored against Monte-Carlo returns and costs of the pre-trained policy from state-actions of the "
-        "dataset and of random rollouts (the simulator is put back into each recorded state to roll out). Marvel's "
-        "Table 1. Writes RUN_DIR/diagnose_critic.json and .md.",
+        "bridge), scored against Monte-Carlo returns and costs of the pre-trained policy from state-actions of its own "
+        "episodes and of random episodes (the simulator is put back into each recorded state exactly by replaying "
+        "its episode). Marvel's Table 1. Writes RUN_DIR/diagnose_critic.json and .md.",
     )
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--pairs", type=int, default=64, help="state-action pairs per source (default 64)")
