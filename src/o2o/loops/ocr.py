@@ -234,10 +234,15 @@ class ReferencePolicy:
 
         return threshold_schedule(env_steps, o.threshold_start, o.threshold_end, o.threshold_steps)
 
-    def _reference_arrays(self) -> dict:
-        return {"reference": self.reference}
+    # The reference policy is part of the checkpoint (cooperative with the trainer's own methods).
+    def checkpoint_arrays(self):
+        return {**super().checkpoint_arrays(), "reference": self.reference}
 
-    def _restore_reference(self, arrays, host):
+    def host_state(self):
+        return {**super().host_state(), "reference": dict(self.reference_host)}
+
+    def restore(self, arrays, host):
+        super().restore(arrays, host)
         self.reference = jax.tree_util.tree_map(jnp.asarray, arrays["reference"])
         self.reference_host = dict(host["reference"])
 
@@ -290,16 +295,6 @@ class OCRTrainer(ReferencePolicy, OnlineTrainer):
         metrics.update(self.reference_step(metrics))
         return metrics
 
-    def checkpoint_arrays(self):
-        return {**super().checkpoint_arrays(), **self._reference_arrays()}
-
-    def host_state(self):
-        return {**super().host_state(), "reference": dict(self.reference_host)}
-
-    def restore(self, arrays, host):
-        super().restore(arrays, host)
-        self._restore_reference(arrays, host)
-
 
 class OCRPPOTrainer(ReferencePolicy, OnPolicyTrainer):
     """PPO's online stage with O2PPO's auxiliary advantage from the reference policy."""
@@ -327,16 +322,6 @@ class OCRPPOTrainer(ReferencePolicy, OnPolicyTrainer):
         metrics.update(self._aux_info)
         metrics.update(self.reference_step(metrics))
         return metrics
-
-    def checkpoint_arrays(self):
-        return {**super().checkpoint_arrays(), **self._reference_arrays()}
-
-    def host_state(self):
-        return {**super().host_state(), "reference": dict(self.reference_host)}
-
-    def restore(self, arrays, host):
-        super().restore(arrays, host)
-        self._restore_reference(arrays, host)
 
 
 def make_ocr_trainer(cfg, spec, pre, state, reference_params, *, progress: bool = True):

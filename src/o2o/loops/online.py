@@ -128,6 +128,22 @@ def make_trainer(cfg, **kwargs):
     return OnlineTrainer(cfg, **kwargs)
 
 
+def record_rollout(counters: dict, rollout, collect_time: float, cost_limit) -> dict[str, float]:
+    """Count a collected rollout into the run's counters (env steps, episodes, cumulative training cost,
+    episodes over the limit) and return its training metrics. Shared by the off- and on-policy loops."""
+    counters["env_steps"] += int(rollout.num_steps)
+    counters["episodes"] += len(rollout.episode_returns)
+    counters["cumulative_cost"] += float(np.sum(rollout.costs))
+    metrics = {"perf/env_steps_per_s": rollout.num_steps / max(collect_time, 1e-9)}
+    if len(rollout.episode_returns):
+        metrics["train/episode_return"] = float(np.mean(rollout.episode_returns))
+        metrics["train/episode_cost"] = float(np.mean(rollout.episode_costs))
+        metrics["train/episode_length"] = float(np.mean(rollout.episode_lengths))
+        if cost_limit is not None:
+            counters["violating_episodes"] += int(np.sum(rollout.episode_costs > cost_limit))
+    return metrics
+
+
 class OnlineTrainer:
     """Owns everything of one online run. ``run()`` trains to the configured number of iterations,
     writing metrics and checkpoints through the given run directory."""
@@ -220,16 +236,7 @@ class OnlineTrainer:
         self.last_rollout = rollout
 
         c = self.counters
-        c["env_steps"] += int(rollout.num_steps)
-        c["episodes"] += len(rollout.episode_returns)
-        c["cumulative_cost"] += float(np.sum(rollout.costs))
-        metrics["perf/env_steps_per_s"] = rollout.num_steps / max(collect_time, 1e-9)
-        if len(rollout.episode_returns):
-            metrics["train/episode_return"] = float(np.mean(rollout.episode_returns))
-            metrics["train/episode_cost"] = float(np.mean(rollout.episode_costs))
-            metrics["train/episode_length"] = float(np.mean(rollout.episode_lengths))
-            if self.cost_limit is not None:
-                c["violating_episodes"] += int(np.sum(rollout.episode_costs > self.cost_limit))
+        metrics.update(record_rollout(c, rollout, collect_time, self.cost_limit))
 
         will_update = c["env_steps"] >= o.update_after and o.updates_per_iteration > 0
         signals, step_signals = {}, None

@@ -182,17 +182,10 @@ class OnPolicyTrainer:
         collect_time = time.perf_counter() - t0
         self.last_rollout = rollout
 
+        from o2o.loops.online import record_rollout
+
         c = self.counters
-        c["env_steps"] += int(rollout.num_steps)
-        c["episodes"] += len(rollout.episode_returns)
-        c["cumulative_cost"] += float(np.sum(rollout.costs))
-        metrics["perf/env_steps_per_s"] = rollout.num_steps / max(collect_time, 1e-9)
-        if len(rollout.episode_returns):
-            metrics["train/episode_return"] = float(np.mean(rollout.episode_returns))
-            metrics["train/episode_cost"] = float(np.mean(rollout.episode_costs))
-            metrics["train/episode_length"] = float(np.mean(rollout.episode_lengths))
-            if self.cost_limit is not None:
-                c["violating_episodes"] += int(np.sum(rollout.episode_costs > self.cost_limit))
+        metrics.update(record_rollout(c, rollout, collect_time, self.cost_limit))
 
         t0 = time.perf_counter()
         self.state, batch, carry, info = self._prepare(self.state, self._segments(rollout, pre_tanh), jnp.asarray(self.return_carry))
