@@ -142,3 +142,15 @@ def test_real_process_prints_no_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "o2o.cli", "train", "--algo", "sac", "--task", "Nope"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("o2o: error: unknown task 'Nope'") and "Traceback" not in proc.stderr
+
+
+def test_config_lists_offline_and_online_algorithms(capsys):
+    code, out, _ = run(capsys, "config", "--algo", "cpq")
+    assert code == 0
+    keys = {line.split()[0] for line in out.splitlines() if line.strip()}
+    assert {"agent.cost_reduce", "agent.num_ood_actions", "offline.steps", "dataset"} <= keys
+    code, out, _ = run(capsys, "config", "--algo", "iql", "--task", "Hopper")
+    assert code == 0 and "agent.expectile" in out and '"Hopper"' in out
+    code, _, err = run(capsys, "config", "--algo", "cpqq")
+    assert code == 2
+    assert "unknown algorithm 'cpqq'" in one_error_line(err)

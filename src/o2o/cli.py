@@ -82,8 +82,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--episodes", type=int, default=10, help="evaluation episodes (default 10)")
 
-    p = sub.add_parser("config", help="list every config key of an algorithm or method with type, default and help")
-    p.add_argument("--algo", choices=["sac", "sac-lag", "td3", "ppo"], default="sac-lag")
+    p = sub.add_parser(
+        "config",
+        help="list every config key of an algorithm or method with type, default and help",
+        description="Every config key of an online algorithm (o2o train), an offline one (o2o pretrain) or a "
+        "fine-tuning method (o2o finetune), with its type, resolved value and meaning.",
+    )
+    p.add_argument(
+        "--algo", default="sac-lag",
+        help="online (sac, sac-lag, td3, ppo) or offline (cpq, bear-lag, bc-safe, bc, cql, iql, td3bc) algorithm",
+    )
     p.add_argument("--method", default=None, help="show a fine-tuning method's config instead (o2o finetune --method)")
     p.add_argument("--task", default=None, help="show the values resolved for this task's presets")
 
@@ -335,11 +343,23 @@ def cmd_config(args) -> int:
     from o2o.loops.online import train_config_class
     from o2o.presets import resolve_train_config
 
+    from o2o.agents import OFFLINE_AGENTS, ONLINE_AGENTS
+
     if args.method:
         from o2o.loops.finetune import finetune_config_class, resolve_finetune_config
 
         cfg = resolve_finetune_config(args.method, None, args.task or "BallCircle", require_pretrained=False)
         rows = config_help(finetune_config_class(args.method))
+    elif args.algo in OFFLINE_AGENTS:
+        from o2o.loops.offline import pretrain_config_class
+        from o2o.presets import resolve_pretrain_config
+
+        default = pretrain_config_class(args.algo)()
+        cfg = resolve_pretrain_config(args.algo, default.dataset, args.task)
+        rows = config_help(pretrain_config_class(args.algo))
+    elif args.algo not in ONLINE_AGENTS:
+        known = ", ".join([*ONLINE_AGENTS, *OFFLINE_AGENTS])
+        raise O2OError(f"unknown algorithm '{args.algo}'; known: {known}")
     else:
         cfg = resolve_train_config(args.algo, args.task)
         rows = config_help(train_config_class(args.algo))
