@@ -115,6 +115,8 @@ def test_pretrain_and_finetune_kinds_build_and_check_up_front(tmp_path):
     assert (pre.kind, pre.config["algo"], pre.config["dataset"], pre.config["offline"]["steps"]) == ("pretrain", "bc-safe", "BallCircle-dsrl-small", 200)
     assert (fine.kind, fine.config["method"], fine.config["online"]["iterations"]) == ("finetune", "from-scratch", 2)
     assert runners.KINDS["pretrain"].load(pre.config).offline.steps == 200  # what a worker rebuilds
+    ocr = load_spec(write_spec(tmp_path, "tasks: [Hopper]\nmethods:\n  - {name: sc, kind: finetune, algo: o2td3-scratch}\n", "ocr.yaml"))
+    assert ocr.runs[0].config["method"] == "o2td3-scratch" and "ocr" in ocr.runs[0].config
     bad = [
         ("tasks: [BallCircle]\nmethods:\n  - {name: cpq, kind: pretrain, dataset: no-such-data}\n", ["line 3", "no dataset named 'no-such-data'"]),
         ("tasks: [BallCircle]\nmethods:\n  - {name: cpq, kind: pretrain}\n", ["line 3", "needs a dataset for task BallCircle"]),
@@ -122,6 +124,9 @@ def test_pretrain_and_finetune_kinds_build_and_check_up_front(tmp_path):
          ["line 3", "/nowhere/BallCircle/s0"]),
         ("tasks: [BallCircle]\nmethods:\n  - {name: x, kind: finetune, algo: marvl}\n", ["line 3", "'marvl'", "marvel"]),
         ("tasks: [BallCircle]\nmethods:\n  - {name: x, kind: finetun}\n", ["line 3", "unknown run kind 'finetun'"]),
+        # OCR-CFT methods are checked by their own rules (they have no VPA stage)
+        ("tasks: [Hopper]\nmethods:\n  - {name: sc, kind: finetune, algo: o2td3-scratch, set: {ocr.reference: bestt}}\n",
+         ["line 3", "ocr.reference='bestt'", "best, interval"]),
     ]
     for text, needles in bad:
         with pytest.raises(ConfigError) as err:

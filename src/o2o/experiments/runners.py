@@ -203,7 +203,12 @@ def _finetune_check(cfg) -> None:
     from o2o.loops.online import check_config
 
     check_config(cfg)
-    check_vpa_config(cfg.vpa)
+    if hasattr(cfg, "vpa"):  # safe family (Marvel and its ablations)
+        check_vpa_config(cfg.vpa)
+    if hasattr(cfg, "ocr"):  # OCR-CFT family
+        from o2o.bridge.ocr import check_ocr_config
+
+        check_ocr_config(cfg.ocr)
 
 
 def _finetune_load(d: dict):
