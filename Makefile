@@ -31,6 +31,7 @@ bench-install: $(STAMP)
 bench: bench-install
 	$(BIN)/python benchmarks/bench_sac_update.py
 	$(BIN)/python benchmarks/bench_collection.py
+	$(BIN)/python benchmarks/bench_offline_update.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info
