@@ -1,0 +1,88 @@
+"""The claims table of the OCR-CFT comparisons (docs/results.md#ocr-cft).
+
+    .venv/bin/python benchmarks/experiments/ocr_claims.py SWEEP_DIR [--method M ...]
+
+SWEEP_DIR is an `o2o sweep` directory of finetune runs (e.g. runs/sweeps/ocr-hopper-td3 from
+benchmarks/experiments/ocr-hopper-td3.yaml). For every method and task it prints, as a markdown table
+with the mean and 95% t-interval over the finished seeds (D4RL-normalised evaluation score):
+- **offline**: the evaluation before any online step (iteration 0: the policy the method starts from,
+  after re-evaluation / alignment where the method has them);
+- **lowest, first 10%**: the lowest evaluation in the first 10% of the online env-step budget
+  (iteration 0 excluded); **dip** = offline - that (the paper claims no dip for O2SAC / O2TD3 / O2PPO);
+- **final** (the last evaluation) and **final - offline** (the paper claims improvement);
+- **best** (max over evaluations after iteration 0; optimistic: it selects on the evaluation episodes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from o2o.experiments.aggregate import mean_ci
+from o2o.runs import read_metrics_csv
+
+KEY = "eval/normalized_return"
+
+
+def fmt(values) -> str:
+    values = np.asarray(values, float)
+    if len(values) < 2:
+        return f"{values.mean():.1f}"
+    m, lo, hi = mean_ci(values)
+    return f"{float(m):.1f} ± {float(hi - m):.1f}"
+
+
+def run_stats(run: Path) -> dict | None:
+    if not (run / "summary.json").exists():
+        return None
+    m = read_metrics_csv(run / "metrics.csv")
+    steps = np.asarray(m["env_steps"], float)
+    score = np.asarray(m[KEY], float)
+    ok = ~np.isnan(score)
+    steps, score = steps[ok], score[ok]
+    budget = steps.max()
+    early = (steps > 0) & (steps <= 0.1 * budget)
+    online = steps > 0
+    return {
+        "offline": score[steps == 0][0],
+        "lowest_early": score[early].min() if early.any() else np.nan,
+        "final": score[-1],
+        "best": score[online].max(),
+        "budget": budget,
+    }
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("sweep", type=Path)
+    p.add_argument("--method", action="append", default=None, help="only these methods (repeatable)")
+    args = p.parse_args(argv)
+    runs = args.sweep / "runs"
+    all_stats: list[dict] = []
+    print("| method | task | seeds | offline | lowest, first 10% | dip | final | final - offline | best |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for method_dir in sorted(runs.iterdir()):
+        if args.method and method_dir.name not in args.method:
+            continue
+        for task_dir in sorted(method_dir.iterdir()):
+            stats = [s for s in (run_stats(r) for r in sorted(task_dir.iterdir())) if s is not None]
+            if not stats:
+                continue
+            all_stats += stats
+            col = {k: [s[k] for s in stats] for k in stats[0]}
+            dip = np.subtract(col["offline"], col["lowest_early"])
+            gain = np.subtract(col["final"], col["offline"])
+            print(
+                f"| {method_dir.name} | {task_dir.name} | {len(stats)} | {fmt(col['offline'])} | {fmt(col['lowest_early'])} | "
+                f"{fmt(dip)} | {fmt(col['final'])} | {fmt(gain)} | {fmt(col['best'])} |"
+            )
+    budgets = sorted({int(s["budget"]) for s in all_stats})
+    print(f"\nonline budget(s): {budgets} env steps; D4RL-normalised scores ({KEY})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
