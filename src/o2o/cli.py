@@ -106,9 +106,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="dataset name (o2o data list) or path to an HDF5 file")
     p.add_argument("--task", help="task (default: from the dataset's metadata)")
     p.add_argument("--steps", type=int, help="gradient steps (offline.steps)")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--out", metavar="DIR", help="run directory (default runs/pretrain-<algo>-<dataset>-s<seed>)")
-    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
+    p.add_argument("--seed", type=int, default=None, help="random seed of the one run (default 0)")
+    p.add_argument(
+        "--seeds", type=int, nargs="+", metavar="S",
+        help="train these seeds of the config as ONE vectorised program (seeds as a batch axis, one shared dataset "
+        "buffer) into one ordinary run directory per seed, DIR/seed<k>; each seed's numbers are those of its own "
+        "--seed run up to float rounding. On a CPU it does not pay (measured: docs/experiments.md, 'Seeds as a batch "
+        "axis'); it is meant for a GPU, where it has not been measured yet. Not with --seed",
+    )
+    p.add_argument(
+        "--out", metavar="DIR",
+        help="run directory (default runs/pretrain-<algo>-<dataset>-s<seed>); with --seeds the folder of the seeds' "
+        "run directories DIR/seed<k> (default runs/pretrain-<algo>-<dataset>)",
+    )
+    p.add_argument(
+        "--resume", metavar="DIR",
+        help="continue the run in DIR; a folder of --seeds run directories continues all its seeds as one program "
+        "(they must be at the same checkpoint step)",
+    )
     _add_config_args(p, "--set agent.batch_size=256 --set offline.eval_every=5000 --set cost_limit=10")
 
     p = sub.add_parser(
@@ -316,20 +331,25 @@ def cmd_eval(args) -> int:
 
     run = RunDir.open(args.run_dir)
     saved = load_yaml(run.config_path)
-    if "method" in saved:  # a fine-tuning run
-        from o2o.loops.finetune import finetune_config_class
+    if "offline" in saved and "method" not in saved:  # a pre-training run (o2o pretrain)
+        from o2o.loops.offline import evaluate_run
 
-        cfg = from_dict(finetune_config_class(saved["method"]), saved)
+        result = evaluate_run(args.run_dir, args.episodes)
     else:
-        cfg = from_dict(train_config_class(saved.get("algo", "sac")), saved)
-    trainer = make_trainer(cfg, progress=False)
-    template = trainer.checkpoint_arrays()
-    if hasattr(cfg, "ocr"):  # OCR-CFT runs also checkpoint their reference policy
-        template["reference"] = trainer.state.actor.params
-    arrays, host = run.load_checkpoint(template=template)
-    trainer.restore(arrays, host)
-    metrics = trainer.evaluate(args.episodes)
-    result = {"run": str(args.run_dir), "iteration": trainer.counters["iteration"], "episodes": args.episodes, **metrics}
+        if "method" in saved:  # a fine-tuning run
+            from o2o.loops.finetune import finetune_config_class
+
+            cfg = from_dict(finetune_config_class(saved["method"]), saved)
+        else:
+            cfg = from_dict(train_config_class(saved.get("algo", "sac")), saved)
+        trainer = make_trainer(cfg, progress=False)
+        template = trainer.checkpoint_arrays()
+        if hasattr(cfg, "ocr"):  # OCR-CFT runs also checkpoint their reference policy
+            template["reference"] = trainer.state.actor.params
+        arrays, host = run.load_checkpoint(template=template)
+        trainer.restore(arrays, host)
+        metrics = trainer.evaluate(args.episodes)
+        result = {"run": str(args.run_dir), "iteration": trainer.counters["iteration"], "episodes": args.episodes, **metrics}
     for k, v in result.items():
         print(f"{k:>24}: {v:.3f}" if isinstance(v, float) else f"{k:>24}: {v}")
     out = Path(args.run_dir) / "eval.json"
@@ -635,12 +655,30 @@ def _data_inspect(args) -> int:
 
 
 def cmd_pretrain(args) -> int:
-    from o2o.config import apply_overrides, from_dict, load_yaml, update_from_dict
-    from o2o.loops.offline import pretrain_config_class, run_pretrain
+    from o2o.config import apply_overrides, from_dict, load_yaml
+    from o2o.loops.offline import pretrain_config_class, run_pretrain, run_pretrain_seeds
     from o2o.presets import resolve_pretrain_config
 
+    if args.seed is not None and args.seeds:
+        raise O2OError("--seed and --seeds are mutually exclusive: --seed S trains one run, --seeds S1 S2 ... trains several as one program")
+    if args.seeds and len(set(args.seeds)) != len(args.seeds):
+        raise O2OError(f"--seeds {' '.join(map(str, args.seeds))} lists a seed twice")
     if args.resume:
+        if args.seeds:
+            raise O2OError("--resume takes the seeds from the run directories it continues; drop --seeds")
         run = Path(args.resume)
+        group = _seed_group_dirs(run)
+        if group:
+            saved = {seed: load_yaml(path / "config.yaml") for seed, path in group.items()}
+            first = next(iter(saved.values()))
+            for seed, conf in saved.items():
+                if {**conf, "seed": None} != {**first, "seed": None}:
+                    raise O2OError(f"cannot resume '{run}' as one group: {group[seed]} has another config than "
+                                   f"{next(iter(group.values()))}; resume each with o2o pretrain --resume DIR/seed<k>")
+            cfg = apply_overrides(from_dict(pretrain_config_class(first.get("algo", "")), first), args.overrides)
+            summaries = run_pretrain_seeds(cfg, list(group), list(group.values()), resume=True, progress=not args.no_progress)
+            _print_seed_group(summaries, list(group.values()))
+            return 0
         if not (run / "config.yaml").exists():
             raise O2OError(f"cannot resume '{run}': no config.yaml there (is it a run directory?)")
         saved = load_yaml(run / "config.yaml")
@@ -649,15 +687,42 @@ def cmd_pretrain(args) -> int:
     else:
         if not args.algo or not args.dataset:
             raise O2OError("o2o pretrain needs --algo and --dataset (or --resume DIR)")
+        seed = args.seeds[0] if args.seeds else args.seed
         cfg = resolve_pretrain_config(
-            args.algo, args.dataset, args.task, args.seed, steps=args.steps, config_file=args.config, overrides=args.overrides
+            args.algo, args.dataset, args.task, seed, steps=args.steps, config_file=args.config, overrides=args.overrides
         )
+        if args.seeds:
+            root = Path(args.out or f"runs/pretrain-{cfg.algo}-{Path(cfg.dataset).stem}")
+            outs = [root / f"seed{s}" for s in args.seeds]
+            summaries = run_pretrain_seeds(cfg, args.seeds, outs, progress=not args.no_progress)
+            _print_seed_group(summaries, outs)
+            return 0
         out = Path(args.out or f"runs/pretrain-{cfg.algo}-{Path(cfg.dataset).stem}-s{cfg.seed}")
     summary = run_pretrain(cfg, out, resume=bool(args.resume), progress=not args.no_progress)
     for k, v in summary.items():
         print(f"{k:>32}: {v:.3f}" if isinstance(v, float) else f"{k:>32}: {v}")
     print(f"outputs: {out}/ (config.yaml, metrics.csv, tb/, checkpoints/, summary.json)")
     return 0
+
+
+def _seed_group_dirs(path: Path) -> dict[int, Path]:
+    """``{seed: run dir}`` of a folder written by ``o2o pretrain --seeds`` (its seed<k>/ run directories)."""
+    import re
+
+    if not path.is_dir() or (path / "config.yaml").exists():
+        return {}
+    found = {int(m.group(1)): p for p in path.iterdir() if (m := re.fullmatch(r"seed(\d+)", p.name)) and (p / "config.yaml").is_file()}
+    return dict(sorted(found.items()))
+
+
+def _print_seed_group(summaries: list[dict], outs: list[Path]) -> None:
+    keys = [k for k in summaries[0] if k not in ("seed", "seed_group")]
+    print(f"{'seed':>32}: " + "  ".join(f"{s['seed']:>10}" for s in summaries))
+    for k in keys:
+        cells = [s.get(k) for s in summaries]
+        print(f"{k:>32}: " + "  ".join(f"{v:>10.3f}" if isinstance(v, float) else f"{str(v):>10}" for v in cells))
+    root = outs[0].parent
+    print(f"outputs: {root}/ ({', '.join(o.name for o in outs)}: each config.yaml, metrics.csv, tb/, checkpoints/, summary.json)")
 
 
 COMMANDS = {"finetune": cmd_finetune, "marvel": cmd_marvel, "ocr": cmd_ocr, "diagnose-critic": cmd_diagnose_critic, "pretrain": cmd_pretrain, "data": cmd_data, "tasks": cmd_tasks, "train": cmd_train, "eval": cmd_eval, "config": cmd_config, "demo": cmd_demo}

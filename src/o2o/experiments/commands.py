@@ -135,7 +135,8 @@ def _dry_run(spec, sweep_dir: Path) -> int:
         st, h = status.get(run.run_id, ("new", run.config_hash))
         if h != run.config_hash:
             st = "CONFIG DIFFERS from the recorded run (refused at launch)"
-        print(f"  {run.run_id:<40} {run.kind:<9} hash {run.config_hash}  {st}" + (f"  [{run.variant}]" if run.variant else ""))
+        print(f"  {run.run_id:<40} {run.kind:<9} hash {run.config_hash}  {st}" + (f"  [{run.variant}]" if run.variant else "")
+              + (f"  (one program with the other seeds of {run.group})" if run.group else ""))
     print("outputs: none written (dry run)")
     return 0
 

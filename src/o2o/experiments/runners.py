@@ -2,7 +2,8 @@
 
     kind       what it runs                          built from
     train      o2o train --algo A  (online)          o2o.loops.online.run_online
-    pretrain   o2o pretrain --algo A (offline)       o2o.loops.offline.run_pretrain
+    pretrain   o2o pretrain --algo A (offline)       o2o.loops.offline.run_pretrain (run_pretrain_seeds
+                                                     for a method with vectorize_seeds)
     finetune   o2o finetune --method M (o2o)         o2o.loops.finetune.run_finetune
 
 A kind builds a run's config exactly as its command does (presets, the method's config file, task,
@@ -36,6 +37,7 @@ class MethodSpec:
     overrides: tuple[tuple[str, Any], ...]  # dotted key -> value, in order
     tasks: tuple[str, ...] | None  # only these tasks (None: all of the sweep's)
     extra: dict  # kind-specific keys (``dataset`` for pretrain)
+    vectorize_seeds: bool = False  # the sweep's seeds as one vectorised program (kinds with ``run_seeds``)
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,9 @@ class RunKind:
     run: Callable[[Any, Path, bool], dict]  # (config, run_dir, resume) -> summary
     method_keys: tuple[str, ...] = ()  # extra keys a method entry of this kind may carry
     task_keys: tuple[str, ...] = ()  # extra keys a task entry may carry for this kind
+    # (configs differing only in seed, run_dirs, resume) -> summaries: the seeds as one vectorised program;
+    # None: the kind cannot (``vectorize_seeds`` is refused for it)
+    run_seeds: Callable[[list, list[Path], bool], list[dict]] | None = None
 
 
 KINDS: dict[str, RunKind] = {}
@@ -147,13 +152,9 @@ def _pretrain_build(method: MethodSpec, task: TaskSpec, seed: int):
 
 def _pretrain_check(cfg) -> None:
     from o2o.loops.datagen import resolve_dataset
+    from o2o.loops.offline import check_offline_config
 
-    o = cfg.offline
-    for name in ("steps", "steps_per_call", "eval_every", "eval_episodes", "checkpoint_every"):
-        if getattr(o, name) <= 0:
-            raise ConfigError(f"offline.{name} must be > 0, got {getattr(o, name)}")
-    if o.steps % o.steps_per_call:
-        raise ConfigError(f"offline.steps ({o.steps}) must be a multiple of offline.steps_per_call ({o.steps_per_call})")
+    check_offline_config(cfg.offline)
     resolve_dataset(cfg.dataset)  # a missing dataset is refused before anything is launched
 
 
@@ -170,10 +171,21 @@ def _pretrain_run(cfg, out: Path, resume: bool) -> dict:
     return run_pretrain(cfg, out, resume=resume, progress=False)
 
 
+def _pretrain_run_seeds(cfgs: list, outs: list[Path], resume: bool) -> list[dict]:
+    import dataclasses
+
+    from o2o.loops.offline import run_pretrain_seeds
+
+    first = dataclasses.replace(cfgs[0], seed=0)
+    if any(dataclasses.replace(c, seed=0) != first for c in cfgs):
+        raise ConfigError("runs vectorised as one program must differ only in their seed")
+    return run_pretrain_seeds(cfgs[0], [c.seed for c in cfgs], outs, resume=resume, progress=False)
+
+
 register_kind(
     RunKind(
         "pretrain", _pretrain_algos, _pretrain_build, _pretrain_check, _pretrain_load, _pretrain_run,
-        method_keys=("dataset",), task_keys=("dataset",),
+        method_keys=("dataset",), task_keys=("dataset",), run_seeds=_pretrain_run_seeds,
     )
 )
 

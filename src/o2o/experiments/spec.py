@@ -12,6 +12,9 @@
         config: my.yaml                # laid over the presets; relative to the spec's folder
         set: {lagrange.dual_lr: 0.01}  # this method's overrides
         tasks: [BallCircle]            # only these of the sweep's tasks
+      - name: iql                      # kind pretrain only: the sweep's seeds of each task / variant
+        kind: pretrain                 # train as ONE vectorised program (seeds as a batch axis) on one
+        vectorize_seeds: true          # worker; still one run directory and index row per seed
     set:                               # overrides for every run
       online.iterations: 4
     grid:                              # crossed: one variant per combination of values
@@ -39,7 +42,7 @@ from o2o.errors import ConfigError, O2OError
 from o2o.experiments.runners import MethodSpec, TaskSpec, get_kind, KINDS
 
 SPEC_KEYS = ("name", "description", "out", "seeds", "tasks", "methods", "set", "grid")
-METHOD_KEYS = ("name", "kind", "algo", "config", "set", "tasks")
+METHOD_KEYS = ("name", "kind", "algo", "config", "set", "tasks", "vectorize_seeds")
 TASK_KEYS = ("name", "set")
 
 
@@ -53,6 +56,7 @@ class PlannedRun:
     kind: str
     config: dict  # the resolved config, plain (what the run directory's config.yaml holds)
     config_hash: str
+    group: str = ""  # runs with the same non-empty group train as one vectorised program (vectorize_seeds)
 
 
 @dataclass(frozen=True)
@@ -209,13 +213,13 @@ def parse_spec(
 
                     plain = to_dict(cfg)
                     label = _variant_label(variant)
-                    run_id = f"{method.name}/{task.name}/seed{seed}"
-                    if variant:
-                        run_id += "-" + hashlib.sha256(label.encode()).hexdigest()[:8]
+                    variant_hash = hashlib.sha256(label.encode()).hexdigest()[:8] if variant else ""
+                    run_id = f"{method.name}/{task.name}/seed{seed}" + (f"-{variant_hash}" if variant else "")
+                    group = f"{method.name}/{task.name}" + (f"/{variant_hash}" if variant else "") if method.vectorize_seeds else ""
                     if run_id in seen:
                         raise where.error(("methods", mi), f"run '{run_id}' is planned twice; give each method a distinct name and each seed once")
                     seen[run_id] = ()
-                    runs.append(PlannedRun(run_id, method.name, task.name, seed, label, method.kind, plain, config_hash(method.kind, plain)))
+                    runs.append(PlannedRun(run_id, method.name, task.name, seed, label, method.kind, plain, config_hash(method.kind, plain), group))
     if not runs:
         raise where.error(("methods",), "the spec plans no runs (every method's 'tasks' excludes every task)")
     return SweepSpec(
@@ -326,8 +330,16 @@ def _methods(value, where: _Where, base_dir: Path, task_names: set[str]) -> list
             missing = [t for t in only if t not in task_names]
             if missing:
                 raise where.error(("methods", i, "tasks"), f"{', '.join(missing)} not among the sweep's tasks")
+        vectorize = entry.get("vectorize_seeds", False)
+        if not isinstance(vectorize, bool):
+            raise where.error(("methods", i, "vectorize_seeds"), f"vectorize_seeds must be true or false, got {vectorize!r}")
+        if vectorize and kind.run_seeds is None:
+            raise where.error(("methods", i, "vectorize_seeds"),
+                              f"vectorize_seeds is for methods of kind pretrain (seeds sharing one dataset, no environments "
+                              f"in the update loop); method '{name}' is of kind {kind_name}: remove the key")
         extra = {k: entry[k] for k in kind.method_keys if k in entry}
-        out.append(MethodSpec(name, kind_name, algo, config_file, _overrides(entry.get("set"), where, ("methods", i, "set")), only, extra))
+        out.append(MethodSpec(name, kind_name, algo, config_file, _overrides(entry.get("set"), where, ("methods", i, "set")), only, extra,
+                              vectorize))
     return out
 
 

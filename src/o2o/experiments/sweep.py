@@ -7,6 +7,10 @@ or on a Ray cluster; the index records each run so that a stopped sweep resumes 
       jax-cache/        XLA's persistent compilation cache, shared by the sweep's workers
       runs/<method>/<task>/seed<k>[-<variant hash>]/     ordinary run directories
 
+A method with ``vectorize_seeds`` (kind pretrain) has its unfinished seeds of one task and variant
+submitted as ONE job (``execute_group``): they train as one vectorised program on one worker, each
+still into its own run directory and index row.
+
 Local pool: ``workers`` spawned processes (default: one per core), each given ``threads`` cores
 (default: cores // workers): its CPU affinity is pinned to its own cores and XLA / BLAS thread
 counts are set in its environment before it imports JAX. A worker keeps its compiled updates
@@ -53,8 +57,6 @@ def execute_run(job: dict) -> dict:
     ``job``: run_id, kind, config (plain dict), run_dir. A directory with a checkpoint is resumed;
     one with ``summary.json`` has finished already (its sweep stopped before recording it) and is not
     run again; one left before its first checkpoint is started afresh."""
-    from o2o.runs import checkpoint_step, latest_checkpoint
-
     start = time.perf_counter()
     run_dir = Path(job["run_dir"])
     result = {"run_id": job["run_id"], "worker": f"{socket.gethostname()}:{os.getpid()}", "resumed_from": None}
@@ -64,17 +66,76 @@ def execute_run(job: dict) -> dict:
         else:
             kind = get_kind(job["kind"])
             cfg = kind.load(job["config"])
-            ckpt = latest_checkpoint(run_dir) if run_dir.is_dir() else None
-            if ckpt is not None:
-                result["resumed_from"] = checkpoint_step(ckpt)
-            elif run_dir.is_dir() and (run_dir / "config.yaml").is_file():
-                shutil.rmtree(run_dir)  # stopped before its first checkpoint: nothing to continue from
-            summary = kind.run(cfg, run_dir, ckpt is not None)
+            result["resumed_from"] = _prepare(run_dir)
+            summary = kind.run(cfg, run_dir, result["resumed_from"] is not None)
             result.update(status="finished", summary=summary)
     except Exception as err:  # noqa: BLE001 - a run's failure is recorded, the sweep goes on
         result.update(status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
     result["wall_time_s"] = time.perf_counter() - start
     return result
+
+
+def _prepare(run_dir: Path) -> int | None:
+    """The checkpoint step a run continues from (None: it starts afresh; a directory left before its
+    first checkpoint is removed)."""
+    from o2o.runs import checkpoint_step, latest_checkpoint
+
+    ckpt = latest_checkpoint(run_dir) if run_dir.is_dir() else None
+    if ckpt is None and run_dir.is_dir() and (run_dir / "config.yaml").is_file():
+        shutil.rmtree(run_dir)  # stopped before its first checkpoint: nothing to continue from
+    return None if ckpt is None else checkpoint_step(ckpt)
+
+
+def execute_group(job: dict) -> list[dict]:
+    """Train the runs of one vectorised group (``job["runs"]``: run_id, config, run_dir each; configs that
+    differ only in their seed) as one program per resume point; one result per run, never raises.
+
+    A run with ``summary.json`` has finished already and is recorded as such; the others are grouped by
+    the checkpoint step they continue from (None: afresh), and each such group runs as one program
+    (``RunKind.run_seeds``); a group's failure fails each of its runs. A run's wall time is its
+    program's."""
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    results, by_step = [], {}
+    for run in job["runs"]:
+        start = time.perf_counter()
+        run_dir = Path(run["run_dir"])
+        result = {"run_id": run["run_id"], "worker": worker, "resumed_from": None}
+        try:
+            if (run_dir / "summary.json").is_file():
+                result.update(status="finished", summary=json.loads((run_dir / "summary.json").read_text()), recovered=True,
+                              wall_time_s=time.perf_counter() - start)
+                results.append(result)
+                continue
+            result["resumed_from"] = _prepare(run_dir)
+            by_step.setdefault(result["resumed_from"], []).append((run, result))
+        except Exception as err:  # noqa: BLE001
+            result.update(status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc(),
+                          wall_time_s=time.perf_counter() - start)
+            results.append(result)
+    for step, members in by_step.items():
+        start = time.perf_counter()
+        try:
+            kind = get_kind(job["kind"])
+            cfgs = [kind.load(run["config"]) for run, _ in members]
+            summaries = kind.run_seeds(cfgs, [Path(run["run_dir"]) for run, _ in members], step is not None)
+            for (_, result), summary in zip(members, summaries):
+                result.update(status="finished", summary=summary)
+        except Exception as err:  # noqa: BLE001 - the group's failure is each of its runs'
+            for _, result in members:
+                result.update(status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
+        for _, result in members:
+            result["wall_time_s"] = time.perf_counter() - start
+            results.append(result)
+    return results
+
+
+def execute_job(job: dict) -> list[dict]:
+    """One job of a backend: a single run (``execute_run``) or a vectorised group (``execute_group``)."""
+    return execute_group(job) if "runs" in job else [execute_run(job)]
+
+
+def job_run_ids(job: dict) -> list[str]:
+    return [r["run_id"] for r in job["runs"]] if "runs" in job else [job["run_id"]]
 
 
 # ------------------------------------------------------------------------------------ threads
@@ -160,7 +221,7 @@ class SequentialBackend:
 
     def results(self):
         if self._queue:
-            yield execute_run(self._queue.popleft())
+            yield from execute_job(self._queue.popleft())
 
     def stop(self) -> None:
         self._queue.clear()
@@ -180,7 +241,7 @@ class LocalPool:
         self.workers, self.threads, self.pin = workers, threads, pin
         self.slots = workers
         self._ctx = None
-        self._workers: list[dict] = []  # {"proc", "jobs" (queue), "run_id" (held) or None, "cpus"}
+        self._workers: list[dict] = []  # {"proc", "jobs" (queue), "run_ids" (of the job held) or None, "cpus"}
         self._results = None
         self.env: dict = {}  # set by run_sweep: the compilation cache
 
@@ -198,7 +259,7 @@ class LocalPool:
 
     def _spawn(self, worker: dict) -> None:
         worker["jobs"] = self._ctx.Queue()
-        worker["run_id"] = None
+        worker["run_ids"] = None
         worker["proc"] = self._ctx.Process(
             target=_worker_loop, args=(worker["jobs"], self._results, self.threads, worker["cpus"], self.env),
             name="o2o-sweep-worker",
@@ -206,8 +267,8 @@ class LocalPool:
         worker["proc"].start()
 
     def submit(self, job: dict) -> None:
-        worker = next(w for w in self._workers if w["run_id"] is None)  # the sweep submits only into a free slot
-        worker["run_id"] = job["run_id"]
+        worker = next(w for w in self._workers if w["run_ids"] is None)  # the sweep submits only into a free slot
+        worker["run_ids"] = job_run_ids(job)
         worker["jobs"].put(job)
 
     def results(self):
@@ -218,24 +279,25 @@ class LocalPool:
         except queue.Empty:
             message = None
         if message is not None:
-            pid, result = message
+            pid, results = message
             for w in self._workers:
                 if w["proc"].pid == pid:
-                    w["run_id"] = None
-            yield result
-        for w in self._workers:  # a worker that died (killed, out of memory) fails the run it held
-            if not w["proc"].is_alive() and w["run_id"] is not None:
-                run_id = w["run_id"]
+                    w["run_ids"] = None
+            yield from results
+        for w in self._workers:  # a worker that died (killed, out of memory) fails the runs it held
+            if not w["proc"].is_alive() and w["run_ids"] is not None:
+                run_ids = w["run_ids"]
                 code = w["proc"].exitcode
                 self._spawn(w)
-                yield {"run_id": run_id, "status": "failed", "worker": "", "resumed_from": None, "traceback": "",
-                       "error": f"the worker process died (exit code {code}: killed, out of memory or crashed) during this run"}
+                for run_id in run_ids:
+                    yield {"run_id": run_id, "status": "failed", "worker": "", "resumed_from": None, "traceback": "",
+                           "error": f"the worker process died (exit code {code}: killed, out of memory or crashed) during this run"}
 
     def stop(self) -> None:
         if not self._workers:
             return
         for w in self._workers:
-            if w["run_id"] is None:
+            if w["run_ids"] is None:
                 w["jobs"].put(None)  # an idle worker exits
             else:
                 w["proc"].terminate()  # SIGTERM: the run unwinds and keeps its last checkpoint
@@ -258,7 +320,7 @@ def _worker_loop(jobs, results, threads: int, cpus, extra_env: dict) -> None:
         job = jobs.get()
         if job is None:
             return
-        results.put((os.getpid(), execute_run(job)))
+        results.put((os.getpid(), execute_job(job)))
 
 
 def check_ray_address(address: str) -> str:
@@ -322,12 +384,12 @@ class RayBackend:
             self._owned = True
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.slots = max(1, cpus // self.threads)
-        self._remote = ray.remote(execute_run).options(
+        self._remote = ray.remote(execute_job).options(
             num_cpus=self.threads, max_retries=0, runtime_env={"env_vars": {**thread_env(self.threads), **self.env}}
         )
 
     def submit(self, job: dict) -> None:
-        self._refs[self._remote.remote(job)] = job["run_id"]
+        self._refs[self._remote.remote(job)] = job_run_ids(job)
 
     def results(self):
         import ray
@@ -336,13 +398,14 @@ class RayBackend:
             return
         done, _ = ray.wait(list(self._refs), num_returns=1, timeout=0.5)
         for ref in done:
-            run_id = self._refs.pop(ref)
+            run_ids = self._refs.pop(ref)
             try:
-                yield ray.get(ref)
-            except Exception as err:  # noqa: BLE001 - the worker died; execute_run itself never raises
-                yield {"run_id": run_id, "status": "failed", "worker": "ray", "resumed_from": None,
-                       "error": f"Ray task failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
-                       "traceback": str(err)}
+                results = ray.get(ref)
+            except Exception as err:  # noqa: BLE001 - the worker died; execute_job itself never raises
+                results = [{"run_id": run_id, "status": "failed", "worker": "ray", "resumed_from": None,
+                            "error": f"Ray task failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
+                            "traceback": str(err)} for run_id in run_ids]
+            yield from results
 
     def stop(self) -> None:
         import ray
@@ -468,8 +531,11 @@ def run_sweep(
             fresh = len(interrupted) - with_ckpt
             stopped = (f" ({len(interrupted)} stopped mid-way: {with_ckpt} continue{'s' if with_ckpt == 1 else ''} from a checkpoint, "
                        f"{fresh} start{'s' if fresh == 1 else ''} again, stopped before a first checkpoint)")
+        jobs = _jobs(to_run, by_id)  # a vectorised group's unfinished runs are one job
+        grouped = sum(len(j) for j in jobs if len(j) > 1)
+        vectorised = f" ({grouped} of them as {sum(len(j) > 1 for j in jobs)} vectorised seed groups)" if grouped else ""
         echo(f"sweep {spec.name}: {len(run_ids)} runs; {len(finished)} finished (kept, not run again), "
-             f"{len(skipped)} failed (skipped; --retry-failed runs them), {len(to_run)} to run{stopped}"
+             f"{len(skipped)} failed (skipped; --retry-failed runs them), {len(to_run)} to run{vectorised}{stopped}"
              f"; backend {backend.name}, {backend.slots} at a time")
         for rec in skipped:
             echo(f"  failed earlier: {rec.run_id}: {rec.error}")
@@ -479,7 +545,9 @@ def run_sweep(
             outcome.wall_time_s = time.perf_counter() - start
             return outcome
 
-        queue = deque(to_run)
+        queue = deque(jobs)
+        open_jobs: dict[str, set] = {}  # the first run id of each job in flight -> its runs not yet returned
+        job_of: dict[str, str] = {}
         # One persistent XLA compilation cache per sweep: a worker that starts after another compiled the
         # same update (a resumed sweep, a replaced worker, a second run kind) loads it instead of compiling.
         backend.env = {"JAX_COMPILATION_CACHE_DIR": str((sweep_dir / JAX_CACHE_DIRNAME).resolve())}
@@ -489,15 +557,24 @@ def run_sweep(
             task = bar.add_task(f"sweep {spec.name}", total=len(run_ids), completed=len(finished), status="")
             say = bar.console.print if progress else echo
             while queue or in_flight:
-                while queue and len(in_flight) < backend.slots:
-                    run_id = queue.popleft()
-                    run = by_id[run_id]
-                    index.mark_running(run_id, backend.name)
-                    backend.submit({"run_id": run_id, "kind": run.kind, "config": run.config, "run_dir": str(run_dir_of(sweep_dir, run_id).resolve())})
-                    in_flight.add(run_id)
+                while queue and len(open_jobs) < backend.slots:
+                    members = queue.popleft()
+                    entries = [{"run_id": r, "config": by_id[r].config, "run_dir": str(run_dir_of(sweep_dir, r).resolve())} for r in members]
+                    for r in members:
+                        index.mark_running(r, backend.name)
+                        in_flight.add(r)
+                        job_of[r] = members[0]
+                    open_jobs[members[0]] = set(members)
+                    kind = by_id[members[0]].kind
+                    backend.submit({"kind": kind, **entries[0]} if len(entries) == 1 else {"kind": kind, "run_id": members[0], "runs": entries})
                 for result in backend.results():
                     run_id = result["run_id"]
                     in_flight.discard(run_id)
+                    key = job_of.pop(run_id, None)
+                    if key in open_jobs:
+                        open_jobs[key].discard(run_id)
+                        if not open_jobs[key]:
+                            del open_jobs[key]  # its worker is free again
                     outcome.executed.append(run_id)
                     say(_record(index, result))
                 bar.update(task, completed=index.counts()["finished"], status="running: " + ", ".join(sorted(in_flight)))
@@ -517,6 +594,22 @@ def run_sweep(
         lock.release()
 
 
+def _jobs(to_run: list[str], by_id: dict) -> list[list[str]]:
+    """The runs to run as jobs, in plan order: a run alone, or the runs of one vectorised group
+    (``PlannedRun.group``) together, at the place of its first."""
+    jobs, groups = [], {}
+    for run_id in to_run:
+        group = by_id[run_id].group
+        if not group:
+            jobs.append([run_id])
+        elif group in groups:
+            groups[group].append(run_id)
+        else:
+            groups[group] = [run_id]
+            jobs.append(groups[group])
+    return jobs
+
+
 def _record(index: SweepIndex, result: dict) -> str:
     run_id, wall = result["run_id"], result.get("wall_time_s")
     if result["status"] == "finished":
@@ -524,6 +617,8 @@ def _record(index: SweepIndex, result: dict) -> str:
         s = result.get("summary", {})
         how = " (found finished: recorded)" if result.get("recovered") else (
             f" (continued from checkpoint {result['resumed_from']})" if result.get("resumed_from") is not None else "")
+        if not result.get("recovered") and len(s.get("seed_group") or []) > 1:
+            how += f" (one program with seeds {', '.join(map(str, s['seed_group']))})"
         numbers = ", ".join(
             f"{label} {s[key]:.1f}" for key, label in (("final_eval_return", "final eval return"), ("final_eval_cost", "cost"))
             if isinstance(s.get(key), (int, float))

@@ -8,14 +8,22 @@ periodic evaluation on the live task, metrics, checkpoints, exact resume.
 The checkpoint holds the whole agent state (actor, critics, cost critics, VAE, multipliers, targets,
 optimisers), the RNG key, counters and the observation statistics: everything the bridge and the
 online stages need.
+
+Seeds as a batch axis (``SeedBatchTrainer``, ``run_pretrain_seeds``): S seeds of one config share the
+dataset and its device buffer (``OfflineData``), so they can train as ONE jitted program,
+``jit(vmap(update_many))`` over agent states stacked on a leading seed axis. Seed k is initialised
+and keyed exactly as ``OfflineTrainer`` does for seed k, so its numbers are the single-seed run's up
+to float reassociation, and it is written to an ordinary run directory of its own.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
+from pathlib import Path
 from typing import Any, Callable
 
 import jax
@@ -25,7 +33,7 @@ import numpy as np
 from o2o.agents import get_offline_agent
 from o2o.agents.common import make_update_many
 from o2o.data.replay import replay_from_dataset, replay_sample
-from o2o.errors import ConfigError, DatasetError
+from o2o.errors import ConfigError, DatasetError, RunDirError
 
 
 @dataclass(frozen=True)
@@ -53,9 +61,25 @@ def pretrain_config_class(algo: str) -> type:
     return dataclasses.make_dataclass("PretrainConfig", fields, frozen=True)
 
 
+def check_offline_config(o: OfflineConfig) -> None:
+    """The loop's value checks (also made by a sweep before it launches anything)."""
+    for name in ("steps", "steps_per_call", "eval_every", "eval_episodes", "checkpoint_every"):
+        if getattr(o, name) <= 0:
+            raise ConfigError(f"offline.{name} must be > 0, got {getattr(o, name)}")
+    if o.steps % o.steps_per_call:
+        raise ConfigError(f"offline.steps ({o.steps}) must be a multiple of offline.steps_per_call ({o.steps_per_call})")
+
+
 @lru_cache(maxsize=None)
 def _update_many(update_fn, batch_size: int):
     return make_update_many(update_fn, partial(_sample, batch_size=batch_size))
+
+
+@lru_cache(maxsize=None)
+def _seed_batch_update_many(update_fn, batch_size: int, num_steps: int):
+    """``update_many`` over a leading seed axis: per-seed states and keys, one shared buffer and signals."""
+    one = partial(_update_many(update_fn, batch_size), num_steps=num_steps)
+    return jax.jit(jax.vmap(one, in_axes=(0, None, 0, None)), donate_argnums=(0,))
 
 
 def _sample(buffer, key, batch_size):
@@ -67,19 +91,36 @@ def _with(cfg_obj, **changes):
     return dataclasses.replace(cfg_obj, **{k: v for k, v in changes.items() if k in names})
 
 
-class OfflineTrainer:
+def stack_trees(trees: list) -> Any:
+    """Pytrees of one structure stacked leaf by leaf on a new leading axis."""
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]), *trees)
+
+
+def unstack_tree(tree: Any, i: int) -> Any:
+    """Entry ``i`` of the leading axis of every leaf."""
+    return jax.tree_util.tree_map(lambda x: x[i], tree)
+
+
+def offline_policy(algo: str, actor, obs_mean, obs_std) -> Callable[[np.ndarray], np.ndarray]:
+    """The deterministic policy of an offline agent's actor, on raw (unnormalised) observations."""
+    act = get_offline_agent(algo).module.actor_actions
+    key = jax.random.PRNGKey(0)
+    return lambda obs: np.asarray(act(actor, (obs - obs_mean) / obs_std, key, True))
+
+
+class OfflineData:
+    """What every seed of one pre-training config shares: the config resolved against the task (cost
+    limit, horizon), the validated dataset (BC-Safe: filtered), its observation statistics, the
+    device replay buffer and the compiled update; and the per-seed pieces built the same way for
+    every trainer (agent initialisation, evaluation, checkpoint contents)."""
+
     def __init__(self, cfg, *, dataset=None):
         from o2o.data import load_hdf5
         from o2o.envs import get_task
         from o2o.loops.datagen import resolve_dataset
 
         self.spec = get_offline_agent(cfg.algo)
-        o = cfg.offline
-        for name in ("steps", "steps_per_call", "eval_every", "eval_episodes", "checkpoint_every"):
-            if getattr(o, name) <= 0:
-                raise ConfigError(f"offline.{name} must be > 0, got {getattr(o, name)}")
-        if o.steps % o.steps_per_call:
-            raise ConfigError(f"offline.steps ({o.steps}) must be a multiple of offline.steps_per_call ({o.steps_per_call})")
+        check_offline_config(cfg.offline)
         path = None
         if dataset is None:
             path = resolve_dataset(cfg.dataset)
@@ -98,13 +139,14 @@ class OfflineTrainer:
         agent_cfg = cfg.agent
         if self.spec.safe:
             agent_cfg = _with(agent_cfg, cost_limit=float(self.cost_limit), horizon=int(self.task.horizon))
+        self.agent_cfg = agent_cfg
         self.cfg = dataclasses.replace(cfg, task=self.task.name, cost_limit=self.cost_limit, agent=agent_cfg)
         if self.spec.filter_safe_episodes:
             from o2o.agents.bc import filter_safe_trajectories
 
             dataset = filter_safe_trajectories(dataset, self.cost_limit)
         self.dataset = dataset
-        if o.normalize_observations:
+        if cfg.offline.normalize_observations:
             self.obs_mean = dataset.observations.mean(0).astype(np.float32)
             self.obs_std = (dataset.observations.std(0) + 1e-3).astype(np.float32)
         else:
@@ -115,53 +157,45 @@ class OfflineTrainer:
             next_observations=(dataset.next_observations - self.obs_mean) / self.obs_std,
         )
         self.buffer = replay_from_dataset(normed)
-        init_key, self.key = jax.random.split(jax.random.PRNGKey(cfg.seed))
-        self.state = self.spec.module.init(init_key, self.task.obs_dim, self.task.act_dim, agent_cfg)
         self.update_many = _update_many(self.spec.module.update, agent_cfg.batch_size)
-        self.counters = {"steps": 0}
 
-    def policy(self) -> Callable[[np.ndarray], np.ndarray]:
-        actor = self.state.actor
-        act = self.spec.module.actor_actions
-        key = jax.random.PRNGKey(0)
-        mean, std = self.obs_mean, self.obs_std
-        return lambda obs: np.asarray(act(actor, (obs - mean) / std, key, True))
+    def config_for(self, seed: int):
+        """The resolved config of seed ``seed`` (what its run directory's config.yaml holds)."""
+        return dataclasses.replace(self.cfg, seed=int(seed))
 
-    def evaluate(self, num_episodes: int | None = None) -> dict[str, float]:
+    def init_agent(self, seed: int) -> tuple[Any, jax.Array]:
+        """Seed ``seed``'s initial agent state and the key its updates are drawn from."""
+        init_key, key = jax.random.split(jax.random.PRNGKey(seed))
+        return self.spec.module.init(init_key, self.task.obs_dim, self.task.act_dim, self.agent_cfg), key
+
+    def policy(self, actor) -> Callable[[np.ndarray], np.ndarray]:
+        return offline_policy(self.cfg.algo, actor, self.obs_mean, self.obs_std)
+
+    def evaluate(self, actor, seed: int, num_episodes: int | None = None) -> dict[str, float]:
         """Deterministic evaluation on fixed evaluation seeds (the same episodes every time)."""
         from o2o.loops.evaluation import evaluation_metrics
 
         n = num_episodes or self.cfg.offline.eval_episodes
-        return evaluation_metrics(self.task, self.policy(), n, self.cfg.seed, self.cost_limit)
+        return evaluation_metrics(self.task, self.policy(actor), n, seed, self.cost_limit)
 
-    def step(self) -> dict[str, float]:
+    def metrics_row(self, metrics: dict, elapsed: float, steps: int, evaluate: Callable[[], dict]) -> dict[str, float]:
+        """One metrics.csv row: the losses (means over the call), the update rate, and at the
+        evaluation steps the evaluation."""
         o = self.cfg.offline
-        self.key, update_key = jax.random.split(self.key)
-        t0 = time.perf_counter()
-        self.state, metrics = self.update_many(self.state, self.buffer, update_key, {}, num_steps=o.steps_per_call)
-        metrics = jax.device_get(metrics)
-        elapsed = time.perf_counter() - t0
-        self.counters["steps"] += o.steps_per_call
         out = {f"loss/{k}": float(v) for k, v in metrics.items() if np.ndim(v) == 0}
         out["perf/updates_per_s"] = o.steps_per_call / max(elapsed, 1e-9)
-        s = self.counters["steps"]
-        if s % o.eval_every == 0 or s == o.steps:
-            out.update(self.evaluate())
+        if steps % o.eval_every == 0 or steps == o.steps:
+            out.update(evaluate())
         return out
 
-    def checkpoint_arrays(self) -> dict:
+    def checkpoint_arrays(self, state, key) -> dict:
         from flax.serialization import to_state_dict
 
-        return {
-            "agent": to_state_dict(self.state),
-            "key": self.key,
-            "obs_mean": self.obs_mean,
-            "obs_std": self.obs_std,
-        }
+        return {"agent": to_state_dict(state), "key": key, "obs_mean": self.obs_mean, "obs_std": self.obs_std}
 
-    def host_state(self) -> dict:
+    def host_state(self, counters: dict) -> dict:
         return {
-            "counters": dict(self.counters),
+            "counters": dict(counters),
             "algo": self.cfg.algo,
             "task": self.task.name,
             "obs_dim": self.task.obs_dim,
@@ -171,14 +205,148 @@ class OfflineTrainer:
             "dataset_transitions": int(self.dataset.num_transitions),
         }
 
-    def restore(self, arrays: dict, host: dict) -> None:
+    def restored(self, state, arrays: dict) -> tuple[Any, jax.Array]:
+        """``(state, key)`` from a checkpoint's arrays; the checkpoint's observation statistics are
+        taken over (they are what the stored policy was trained with)."""
         from flax.serialization import from_state_dict
 
-        self.state = from_state_dict(self.state, arrays["agent"])
-        self.key = jnp.asarray(arrays["key"], jnp.uint32)
         self.obs_mean = np.asarray(arrays["obs_mean"], np.float32)
         self.obs_std = np.asarray(arrays["obs_std"], np.float32)
+        return from_state_dict(state, arrays["agent"]), jnp.asarray(arrays["key"], jnp.uint32)
+
+
+class OfflineTrainer:
+    """One seed: its agent state and key over the shared ``OfflineData``."""
+
+    def __init__(self, cfg, *, dataset=None, data: OfflineData | None = None):
+        self.data = data if data is not None else OfflineData(cfg, dataset=dataset)
+        d = self.data
+        self.spec, self.task, self.cost_limit, self.dataset, self.buffer = d.spec, d.task, d.cost_limit, d.dataset, d.buffer
+        self.cfg = d.config_for(cfg.seed)
+        self.update_many = d.update_many
+        self.state, self.key = d.init_agent(cfg.seed)
+        self.counters = {"steps": 0}
+
+    @property
+    def obs_mean(self) -> np.ndarray:
+        return self.data.obs_mean
+
+    @property
+    def obs_std(self) -> np.ndarray:
+        return self.data.obs_std
+
+    @property
+    def seeds(self) -> list[int]:
+        return [self.cfg.seed]
+
+    def policy(self) -> Callable[[np.ndarray], np.ndarray]:
+        return self.data.policy(self.state.actor)
+
+    def evaluate(self, num_episodes: int | None = None) -> dict[str, float]:
+        """Deterministic evaluation on fixed evaluation seeds (the same episodes every time)."""
+        return self.data.evaluate(self.state.actor, self.cfg.seed, num_episodes)
+
+    def step(self) -> dict[str, float]:
+        o = self.cfg.offline
+        self.key, update_key = jax.random.split(self.key)
+        t0 = time.perf_counter()
+        self.state, metrics = self.update_many(self.state, self.buffer, update_key, {}, num_steps=o.steps_per_call)
+        metrics = jax.device_get(metrics)
+        elapsed = time.perf_counter() - t0
+        self.counters["steps"] += o.steps_per_call
+        return self.data.metrics_row(metrics, elapsed, self.counters["steps"], self.evaluate)
+
+    def checkpoint_arrays(self) -> dict:
+        return self.data.checkpoint_arrays(self.state, self.key)
+
+    def host_state(self) -> dict:
+        return self.data.host_state(self.counters)
+
+    def restore(self, arrays: dict, host: dict) -> None:
+        self.state, self.key = self.data.restored(self.state, arrays)
         self.counters = dict(host["counters"])
+
+    # the seed-group surface the shared run loop drives (one seed here)
+    def step_seeds(self) -> list[dict[str, float]]:
+        return [self.step()]
+
+    def evaluate_seed(self, i: int) -> dict[str, float]:
+        return self.evaluate()
+
+    def seed_checkpoint(self, i: int) -> tuple[dict, dict]:
+        return self.checkpoint_arrays(), self.host_state()
+
+    def restore_seeds(self, loaded: list[tuple[dict, dict]]) -> None:
+        self.restore(*loaded[0])
+
+
+class SeedBatchTrainer:
+    """S seeds of one config as one vectorised program: agent states and keys stacked on a leading seed
+    axis (each seed initialised as ``OfflineTrainer`` initialises it), one shared buffer, and
+    ``jit(vmap(update_many, in_axes=(0, None, 0, None)))`` for the K updates of every seed at once.
+    Seed k's key is split exactly as the single-seed trainer splits its own, so its minibatches and
+    updates are those of the single-seed run (its numbers equal up to float reassociation)."""
+
+    def __init__(self, cfg, seeds, *, dataset=None, data: OfflineData | None = None):
+        seeds = [int(s) for s in seeds]
+        if not seeds:
+            raise ConfigError("a seed group needs at least one seed")
+        if len(set(seeds)) != len(seeds):
+            raise ConfigError(f"seeds {seeds} list a seed twice")
+        self.data = data if data is not None else OfflineData(cfg, dataset=dataset)
+        d = self.data
+        self.spec, self.task, self.cost_limit, self.dataset, self.buffer = d.spec, d.task, d.cost_limit, d.dataset, d.buffer
+        self.seeds = seeds
+        self.cfg = d.config_for(seeds[0])
+        self.update_many = _seed_batch_update_many(self.spec.module.update, d.agent_cfg.batch_size, self.cfg.offline.steps_per_call)
+        inits = [d.init_agent(s) for s in seeds]
+        self.state = stack_trees([st for st, _ in inits])
+        self.keys = jnp.stack([k for _, k in inits])
+        self.counters = {"steps": 0}
+
+    def configs(self) -> list:
+        return [self.data.config_for(s) for s in self.seeds]
+
+    def seed_state(self, i: int):
+        return unstack_tree(self.state, i)
+
+    def evaluate_seed(self, i: int, num_episodes: int | None = None) -> dict[str, float]:
+        return self.data.evaluate(unstack_tree(self.state.actor, i), self.seeds[i], num_episodes)
+
+    def step_seeds(self) -> list[dict[str, float]]:
+        """K updates of every seed in one call; one metrics row per seed. ``perf/updates_per_s`` is
+        each seed's rate (K over the call's wall time); the program's total is S times that."""
+        o = self.cfg.offline
+        split = jax.vmap(jax.random.split)(self.keys)  # (S, 2, 2): per seed, exactly split(key)
+        self.keys, update_keys = split[:, 0], split[:, 1]
+        t0 = time.perf_counter()
+        self.state, metrics = self.update_many(self.state, self.buffer, update_keys, {})
+        metrics = jax.device_get(metrics)
+        elapsed = time.perf_counter() - t0
+        self.counters["steps"] += o.steps_per_call
+        rows = []
+        for i in range(len(self.seeds)):
+            per_seed = {k: v[i] for k, v in metrics.items() if np.ndim(v) >= 1}
+            rows.append(self.data.metrics_row(per_seed, elapsed, self.counters["steps"], partial(self.evaluate_seed, i)))
+        return rows
+
+    def seed_checkpoint(self, i: int) -> tuple[dict, dict]:
+        return self.data.checkpoint_arrays(self.seed_state(i), self.keys[i]), self.data.host_state(self.counters)
+
+    def restore_seeds(self, loaded: list[tuple[dict, dict]]) -> None:
+        steps = {int(host["counters"]["steps"]) for _, host in loaded}
+        if len(steps) != 1:
+            raise RunDirError(f"cannot resume seeds {self.seeds} as one group: their checkpoints are at different steps {sorted(steps)}")
+        stats = {(np.asarray(a["obs_mean"]).tobytes(), np.asarray(a["obs_std"]).tobytes()) for a, _ in loaded}
+        if len(stats) != 1:  # one buffer serves every seed: they must have been trained on the same statistics
+            raise RunDirError(f"cannot resume seeds {self.seeds} as one group: their checkpoints hold different observation statistics")
+        states, keys = [], []
+        for i, (arrays, _host) in enumerate(loaded):
+            state, key = self.data.restored(self.seed_state(i), arrays)
+            states.append(state)
+            keys.append(key)
+        self.state, self.keys = stack_trees(states), jnp.stack(keys)
+        self.counters = dict(loaded[0][1]["counters"])
 
 
 def _peek_task(path) -> str | None:
@@ -205,47 +373,120 @@ def _check_dataset(dataset, task, safe: bool, name: str) -> None:
 
 
 def run_pretrain(cfg, out_dir, *, resume: bool = False, progress: bool = True, dataset=None) -> dict:
-    from o2o.config import to_dict
-    from o2o.loops.online import _progress
-    from o2o.runs import MetricsWriter, RunDir
-
-    from o2o.loops.online import upgrade_saved_config
-
+    """Pre-train one seed into the run directory ``out_dir``; returns its summary."""
     trainer = OfflineTrainer(cfg, dataset=dataset)
+    return _run_seeds(trainer, [trainer.cfg], [Path(out_dir)], resume=resume, progress=progress)[0]
+
+
+def run_pretrain_seeds(cfg, seeds, out_dirs, *, resume: bool = False, progress: bool = True, dataset=None) -> list[dict]:
+    """Pre-train the seeds ``seeds`` of ``cfg`` (its own seed is ignored) as one vectorised program,
+    seed ``seeds[k]`` into the ordinary run directory ``out_dirs[k]`` (exactly what ``run_pretrain``
+    writes for that seed). With ``resume`` every directory continues from its checkpoint; they must
+    all be at the same step. One seed runs as ``run_pretrain`` does. Returns the summaries."""
+    seeds, out_dirs = [int(s) for s in seeds], [Path(p) for p in out_dirs]
+    if len(seeds) != len(out_dirs):
+        raise ConfigError(f"{len(seeds)} seeds but {len(out_dirs)} run directories")
+    if len(seeds) == 1:
+        return [run_pretrain(dataclasses.replace(cfg, seed=seeds[0]), out_dirs[0], resume=resume, progress=progress, dataset=dataset)]
+    trainer = SeedBatchTrainer(cfg, seeds, dataset=dataset)
+    return _run_seeds(trainer, trainer.configs(), out_dirs, resume=resume, progress=progress)
+
+
+def _open_run_dirs(cfgs, out_dirs: list[Path], resume: bool) -> list:
+    """The run directories of a group, all or none: a new group that cannot create one of them removes
+    those it created; a resumed group is refused unless every directory's checkpoint is at one step."""
+    from o2o.config import to_dict
+    from o2o.loops.online import upgrade_saved_config
+    from o2o.runs import RunDir
+
+    rundirs, created = [], []
+    try:
+        for c, out in zip(cfgs, out_dirs):
+            if resume:
+                upgrade_saved_config(out, c)
+            elif not out.exists() or (out.is_dir() and not any(out.iterdir())):
+                created.append((out, out.exists()))
+            rundirs.append(RunDir.create(out, to_dict(c), resume=resume))
+    except BaseException:
+        for out, existed in created:  # leave them as they were: absent or empty
+            shutil.rmtree(out, ignore_errors=True)
+            if existed:
+                out.mkdir(parents=True, exist_ok=True)
+        raise
+    steps = {rd.resume_step for rd in rundirs}
+    if resume and len(steps) > 1:
+        at = ", ".join(f"{rd.path.name} at {rd.resume_step}" for rd in rundirs)
+        raise RunDirError(
+            f"cannot resume these runs as one group: their checkpoints are at different steps ({at}); "
+            f"resume each on its own with `o2o pretrain --resume DIR`"
+        )
+    return rundirs
+
+
+def _run_seeds(trainer, cfgs, out_dirs: list[Path], *, resume: bool, progress: bool) -> list[dict]:
+    """The loop every pre-training run goes through, one seed (``OfflineTrainer``) or a group
+    (``SeedBatchTrainer``): one run directory, metrics writer and checkpoint per seed."""
+    from o2o.loops.online import _progress
+    from o2o.runs import MetricsWriter
+
+    rundirs = _open_run_dirs(cfgs, out_dirs, resume)
+    writers = [MetricsWriter(rd) for rd in rundirs]
     if resume:
-        upgrade_saved_config(out_dir, trainer.cfg)
-    rundir = RunDir.create(out_dir, to_dict(trainer.cfg), resume=resume)
-    writer = MetricsWriter(rundir)
-    if resume:
-        arrays, host = rundir.load_checkpoint(template=trainer.checkpoint_arrays())
-        trainer.restore(arrays, host)
+        trainer.restore_seeds([rd.load_checkpoint(template=trainer.seed_checkpoint(i)[0]) for i, rd in enumerate(rundirs)])
+    seeds = trainer.seeds
     o = trainer.cfg.offline
     start = time.perf_counter()
-    last_eval: dict[str, float] = {}
+    last_eval: list[dict[str, float]] = [{} for _ in seeds]
+    what = f"{trainer.cfg.algo} on {trainer.cfg.dataset}" + (f" (seeds {','.join(map(str, seeds))} as one program)" if len(seeds) > 1 else "")
     with _progress(progress) as bar:
-        tid = bar.add_task(f"{cfg.algo} on {trainer.cfg.dataset}", total=o.steps, completed=trainer.counters["steps"], status="")
+        tid = bar.add_task(what, total=o.steps, completed=trainer.counters["steps"], status="")
         while trainer.counters["steps"] < o.steps:
-            metrics = trainer.step()
+            rows = trainer.step_seeds()
             s = trainer.counters["steps"]
-            writer.write(s, metrics)
-            last_eval = {k: v for k, v in metrics.items() if k.startswith("eval/")} or last_eval
-            status = f"{metrics['perf/updates_per_s']:.0f} upd/s"
-            if "eval/return" in metrics:
-                status += f" | eval R {metrics['eval/return']:.1f}" + (f" C {metrics['eval/cost']:.1f}" if "eval/cost" in metrics else "")
+            for i, (writer, metrics) in enumerate(zip(writers, rows)):
+                writer.write(s, metrics)
+                last_eval[i] = {k: v for k, v in metrics.items() if k.startswith("eval/")} or last_eval[i]
+            status = f"{rows[0]['perf/updates_per_s']:.0f} upd/s" + (" per seed" if len(seeds) > 1 else "")
+            if "eval/return" in rows[0]:
+                status += " | eval R " + "/".join(f"{m['eval/return']:.1f}" for m in rows)
+                if "eval/cost" in rows[0]:
+                    status += " C " + "/".join(f"{m['eval/cost']:.1f}" for m in rows)
             bar.update(tid, completed=s, status=status)
             if s % o.checkpoint_every == 0 or s == o.steps:
-                writer.flush()
-                rundir.save_checkpoint(s, arrays=trainer.checkpoint_arrays(), host_state=trainer.host_state())
-    writer.close()
-    summary = {
-        "algo": cfg.algo,
-        "task": trainer.task.name,
-        "dataset": trainer.cfg.dataset,
-        "seed": cfg.seed,
-        "cost_limit": trainer.cost_limit,
-        "steps": trainer.counters["steps"],
-        "wall_time_s": time.perf_counter() - start,
-        **{f"final_{k.replace('/', '_')}": v for k, v in (last_eval or trainer.evaluate()).items()},
-    }
-    rundir.write_summary(summary)
-    return summary
+                for i, (writer, rundir) in enumerate(zip(writers, rundirs)):
+                    writer.flush()
+                    arrays, host = trainer.seed_checkpoint(i)
+                    rundir.save_checkpoint(s, arrays=arrays, host_state=host)
+    for writer in writers:
+        writer.close()
+    wall = time.perf_counter() - start
+    summaries = []
+    for i, (seed, rundir) in enumerate(zip(seeds, rundirs)):
+        summary = {
+            "algo": trainer.cfg.algo,
+            "task": trainer.task.name,
+            "dataset": trainer.cfg.dataset,
+            "seed": seed,
+            "cost_limit": trainer.cost_limit,
+            "steps": trainer.counters["steps"],
+            "wall_time_s": wall,
+            **{f"final_{k.replace('/', '_')}": v for k, v in (last_eval[i] or trainer.evaluate_seed(i)).items()},
+        }
+        if len(seeds) > 1:
+            summary["seed_group"] = list(seeds)  # trained together as one program; wall_time_s is the group's
+        rundir.write_summary(summary)
+        summaries.append(summary)
+    return summaries
+
+
+def evaluate_run(run_dir, num_episodes: int) -> dict:
+    """``o2o eval`` of a pre-training run: its latest checkpoint's policy, deterministic, on its task."""
+    from o2o.bridge.pretrained import load_pretrained
+    from o2o.loops.evaluation import evaluation_metrics
+
+    from o2o.envs import get_task
+
+    pre = load_pretrained(run_dir)
+    policy = offline_policy(pre.algo, pre.state.actor, pre.obs_mean, pre.obs_std)
+    metrics = evaluation_metrics(get_task(pre.task), policy, num_episodes, pre.config.seed, pre.cost_limit)
+    return {"run": str(run_dir), "steps": pre.step, "episodes": num_episodes, **metrics}
