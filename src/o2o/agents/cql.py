@@ -131,8 +131,12 @@ def sample_actions(actor: TrainState, observations: jax.Array, key: jax.Array, n
 
 def q_many(apply_fn, params, observations: jax.Array, actions: jax.Array) -> jax.Array:
     """Q of n actions per state: observations [B, O], actions [B, n, A] -> [num_critics, B, n]."""
-    obs = jnp.broadcast_to(observations[:, None, :], actions.shape[:2] + observations.shape[-1:])
-    return apply_fn(params, obs, actions)
+    # evaluated as one [B * n] batch of rows: the same numbers as a [B, n] batch, but XLA then runs
+    # plain 2-D matmuls instead of copying the [B, n, .] activations around each layer (~1.2x on CQL)
+    b, n, a = actions.shape
+    obs = jnp.broadcast_to(observations[:, None, :], (b, n, observations.shape[-1])).reshape(b * n, -1)
+    q = apply_fn(params, obs, actions.reshape(b * n, a))
+    return q.reshape(*q.shape[:-1], b, n)
 
 
 # ---------------------------------------------------------------- losses (pure functions)
