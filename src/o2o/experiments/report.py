@@ -276,7 +276,7 @@ def safe_table(results: list[GroupResult]) -> str:
     if not rows:
         return ""
     head = ("| task | method | seeds | budget (final) | final reward (DSRL-norm.) | final cost (DSRL-norm.) | safe? | "
-            "best reward (DSRL-norm.) @ env steps | cumulative training cost | training episodes over the limit |")
+            "best reward (DSRL-norm.) @ step (env steps online, gradient steps offline) | cumulative training cost | training episodes over the limit |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for g in rows:
         unsafe = g.unsafe
