@@ -184,3 +184,11 @@ def test_report_refuses_what_holds_no_finished_run(tmp_path):
         index.mark_failed("sac/Pendulum/seed0", "RuntimeError: boom")
     with pytest.raises(O2OError, match="no finished runs to report.*RuntimeError: boom"):
         collect([tmp_path / "failed_only"])
+
+
+def test_format_mean_ci_by_hand():
+    from o2o.experiments.aggregate import format_mean_ci
+
+    # [1, 2, 3]: mean 2, sem 1/sqrt(3), t_{0.975, 2} = 4.3027 -> half-width 2.4841
+    assert format_mean_ci([1.0, 2.0, 3.0], digits=3) == "2.000 ± 2.484"
+    assert format_mean_ci([7.25]) == "7.2"

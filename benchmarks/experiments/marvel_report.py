@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from o2o.experiments.aggregate import mean_ci
+from o2o.experiments.aggregate import format_mean_ci
 from o2o.experiments.plots import plot_learning_curves
 from o2o.runs import read_metrics_csv
 
@@ -28,12 +28,7 @@ COLORS = {"marvel": "tab:red", "warm-start": "tab:blue", "from-scratch": "tab:gr
           "apid-only": "tab:purple", "vpa-pid": "tab:orange", "vpa-init": "tab:brown"}
 
 
-def fmt(values) -> str:
-    values = np.asarray(values, float)
-    if len(values) < 2:
-        return f"{values.mean():.1f}"
-    m, lo, hi = mean_ci(values)
-    return f"{float(m):.1f} ± {float(hi - m):.1f}"
+fmt = format_mean_ci
 
 
 def run_stats(run: Path, limit: float) -> dict:

@@ -21,18 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from o2o.experiments.aggregate import mean_ci
+from o2o.experiments.aggregate import format_mean_ci
 from o2o.runs import read_metrics_csv
 
 KEY = "eval/normalized_return"
 
 
-def fmt(values) -> str:
-    values = np.asarray(values, float)
-    if len(values) < 2:
-        return f"{values.mean():.1f}"
-    m, lo, hi = mean_ci(values)
-    return f"{float(m):.1f} ± {float(hi - m):.1f}"
+fmt = format_mean_ci
 
 
 def run_stats(run: Path) -> dict | None:

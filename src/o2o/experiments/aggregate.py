@@ -42,6 +42,15 @@ def mean_ci(values: np.ndarray, axis: int = 0, level: float = 0.95) -> tuple[np.
     return mean, mean - half, mean + half
 
 
+def format_mean_ci(values, digits: int = 1) -> str:
+    """'mean ± half-width' of the 95% t-interval over seeds ('mean' alone for one value)."""
+    values = np.asarray(values, np.float64)
+    if values.size < 2:
+        return f"{values.mean():.{digits}f}"
+    m, _lo, hi = mean_ci(values)
+    return f"{float(m):.{digits}f} ± {float(hi - m):.{digits}f}"
+
+
 AGGREGATES = ("mean", "iqm")
 
 
