@@ -9,7 +9,6 @@ A second figure includes d3rlpy's own minibatch sampling (what ``fit`` does per 
 
 from __future__ import annotations
 
-import numpy as np
 
 
 def make_d3rlpy_sac(obs_dim: int = 17, act_dim: int = 6, hidden=(256, 256), n: int = 20_000,
@@ -17,19 +16,10 @@ def make_d3rlpy_sac(obs_dim: int = 17, act_dim: int = 6, hidden=(256, 256), n: i
     import d3rlpy
     from d3rlpy.models.encoders import VectorEncoderFactory
 
+    from peers.d3rlpy_offline import random_mdp_dataset
+
     d3rlpy.seed(seed)
-    rng = np.random.default_rng(seed)
-    terminals = np.zeros(n, np.float32)
-    timeouts = np.zeros(n, np.float32)
-    timeouts[episode_length - 1 :: episode_length] = 1.0
-    dataset = d3rlpy.dataset.MDPDataset(
-        observations=rng.standard_normal((n, obs_dim)).astype(np.float32),
-        actions=rng.uniform(-1, 1, (n, act_dim)).astype(np.float32),
-        rewards=rng.standard_normal(n).astype(np.float32),
-        terminals=terminals,
-        timeouts=timeouts,
-        action_space=d3rlpy.ActionSpace.CONTINUOUS,
-    )
+    dataset = random_mdp_dataset(obs_dim, act_dim, n, episode_length, seed)
     config = d3rlpy.algos.SACConfig(
         batch_size=256,
         gamma=0.99,
