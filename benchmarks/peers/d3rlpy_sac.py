@@ -10,7 +10,6 @@ A second figure includes d3rlpy's own minibatch sampling (what ``fit`` does per 
 from __future__ import annotations
 
 
-
 def make_d3rlpy_sac(obs_dim: int = 17, act_dim: int = 6, hidden=(256, 256), n: int = 20_000,
                     episode_length: int = 1000, seed: int = 0):
     import d3rlpy
