@@ -154,3 +154,12 @@ def test_config_lists_offline_and_online_algorithms(capsys):
     code, _, err = run(capsys, "config", "--algo", "cpqq")
     assert code == 2
     assert "unknown algorithm 'cpqq'" in one_error_line(err)
+
+
+def test_seed_lists_read_alike_in_every_command(capsys):
+    from o2o.cli import _seed_list
+
+    assert _seed_list("0,1,2") == _seed_list(["0", "1", "2"]) == _seed_list(["0,1", "2"]) == (0, 1, 2)
+    code, _, err = run(capsys, "pretrain", "--algo", "bc-safe", "--dataset", "BallCircle-dsrl-small", "--seeds", "0,x")
+    assert code == 2
+    assert "--seeds must be integers" in one_error_line(err)

@@ -108,11 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="gradient steps (offline.steps)")
     p.add_argument("--seed", type=int, default=None, help="random seed of the one run (default 0)")
     p.add_argument(
-        "--seeds", type=int, nargs="+", metavar="S",
+        "--seeds", nargs="+", metavar="S",
         help="train these seeds of the config as ONE vectorised program (seeds as a batch axis, one shared dataset "
         "buffer) into one ordinary run directory per seed, DIR/seed<k>; each seed's numbers are those of its own "
         "--seed run up to float rounding. On a CPU it does not pay (measured: docs/experiments.md, 'Seeds as a batch "
-        "axis'); it is meant for a GPU, where it has not been measured yet. Not with --seed",
+        "axis'); it is meant for a GPU, where it has not been measured yet. Not with --seed. '0 1 2' or '0,1,2'",
     )
     p.add_argument(
         "--out", metavar="DIR",
@@ -455,10 +455,7 @@ def cmd_marvel(args) -> int:
 
     budget = load_yaml(args.budget) if args.budget else {}
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    try:
-        seeds = tuple(int(x) for x in args.seeds.split(","))
-    except ValueError:
-        raise O2OError(f"--seeds must be comma-separated integers, got '{args.seeds}'") from None
+    seeds = _seed_list(args.seeds)
     from o2o.envs import get_task
 
     task = get_task(args.task)
@@ -484,10 +481,7 @@ def cmd_ocr(args) -> int:
     for m in methods:
         if get_method(m).family != "ocr-cft":
             raise O2OError(f"o2o ocr runs OCR-CFT methods (o2sac, o2td3, o2ppo and their ablations); '{m}' is a {get_method(m).family} method")
-    try:
-        seeds = tuple(int(x) for x in args.seeds.split(","))
-    except ValueError:
-        raise O2OError(f"--seeds must be comma-separated integers, got '{args.seeds}'") from None
+    seeds = _seed_list(args.seeds)
     task = get_task(args.task)
     root = Path(args.out or f"runs/ocr-{task.name}")
     result = run_pipeline(
@@ -654,11 +648,23 @@ def _data_inspect(args) -> int:
     return 0
 
 
+def _seed_list(values: str | list[str]) -> tuple[int, ...]:
+    """Seeds given as '0,1,2' or as '0 1 2' (or both) -> (0, 1, 2); a non-integer is a one-line error."""
+    text = values if isinstance(values, str) else " ".join(values)
+    parts = [x for x in text.replace(",", " ").split() if x]
+    try:
+        return tuple(int(x) for x in parts)
+    except ValueError:
+        raise O2OError(f"--seeds must be integers ('0,1,2' or '0 1 2'), got '{text}'") from None
+
+
 def cmd_pretrain(args) -> int:
     from o2o.config import apply_overrides, from_dict, load_yaml
     from o2o.loops.offline import pretrain_config_class, run_pretrain, run_pretrain_seeds
     from o2o.presets import resolve_pretrain_config
 
+    if args.seeds:
+        args.seeds = list(_seed_list(args.seeds))
     if args.seed is not None and args.seeds:
         raise O2OError("--seed and --seeds are mutually exclusive: --seed S trains one run, --seeds S1 S2 ... trains several as one program")
     if args.seeds and len(set(args.seeds)) != len(args.seeds):
