@@ -187,7 +187,7 @@ def o2o_contestants(algos: list[str], K: int, notes: list[str], info: dict):
 
 
 # ----------------------------------------------------------------------------------- d3rlpy
-def d3rlpy_contestants(algos: list[str], items: int, threads: int, notes: list[str], info: dict):
+def d3rlpy_contestants(algos: list[str], items: int, threads: int, notes: list[str], info: dict, device: str = "cpu"):
     import torch
 
     try:
@@ -200,8 +200,12 @@ def d3rlpy_contestants(algos: list[str], items: int, threads: int, notes: list[s
     info["d3rlpy"] = d3rlpy.__version__
     out, params = {}, {}
     for a in algos:
-        runner = D3rlpyOfflineRunner(ALGOS[a]["d3"], OBS_DIM, ACT_DIM, HIDDEN, BATCH)
+        runner = D3rlpyOfflineRunner(ALGOS[a]["d3"], OBS_DIM, ACT_DIM, HIDDEN, BATCH,
+                                     device="cuda:0" if device == "cuda" else "cpu:0")
         params[a] = parameter_counts(runner.algo)
+        if device == "cuda":  # one GPU row: torch's CPU thread count hardly matters there
+            out[f"d3rlpy {ALGOS[a]['label']} (cuda)"] = (runner.run, items)
+            continue
 
         def contestant(n_threads, _runner=runner):
             def run(n: int) -> None:
@@ -225,8 +229,16 @@ def main(argv=None) -> dict:
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per contestant (default 5, quick 2)")
     p.add_argument("--K", type=int, default=None, help="updates per o2o call (default 1000, quick 50)")
     p.add_argument("--torch-threads", type=int, default=2, help="torch.set_num_threads for d3rlpy (also 1)")
-    p.add_argument("--name", default="offline_update", help="results file stem")
+    p.add_argument("--name", default=None, help="results file stem (default offline_update, with --device cuda offline_update_gpu)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="cuda: d3rlpy on cuda:0, and o2o on JAX's default device, which must then be a GPU")
     args = p.parse_args(argv)
+    args.name = args.name or ("offline_update_gpu" if args.device == "cuda" else "offline_update")
+    if args.device == "cuda":
+        import jax
+
+        if jax.default_backend() != "gpu":
+            raise SystemExit(f"--device cuda: JAX's default backend is {jax.default_backend()!r}, not a GPU")
 
     repeats = args.repeats or (2 if args.quick else 5)
     K = args.K or (50 if args.quick else 1000)
@@ -235,18 +247,28 @@ def main(argv=None) -> dict:
     algos = [a for a in ALGOS if a in args.algos]
 
     info = machine_info()
+    sizes = (1024, 2048, 4096, 8192) if args.device == "cuda" else (256, 512, 1024, 2048)
+    if args.device == "cuda":
+        import jax
+        import torch
+
+        info["gpu"] = jax.devices()[0].device_kind
+        info["jax_default_matmul_precision"] = str(jax.config.jax_default_matmul_precision)
+        info["torch_allow_tf32"] = bool(torch.backends.cuda.matmul.allow_tf32)
+        print(f"GPU: {info['gpu']}; jax_default_matmul_precision {info['jax_default_matmul_precision']}, "
+              f"torch matmul allow_tf32 {info['torch_allow_tf32']}")
     before = load_average()
     print(f"machine: {info['cores']} cores, {info['cpu']}, load {before}; jax {info['jax']}, torch {info['torch']}")
     notes: list[str] = []
 
-    peak = matmul_peak_flops(sizes=(256, 512, 1024, 2048), repeats=2 if args.quick else 5)
-    print(f"matmul peak (f32, jitted, 256..2048): {peak['peak_flops'] / 1e9:.1f} GFLOP/s; "
+    peak = matmul_peak_flops(sizes=sizes, repeats=2 if args.quick else 5)
+    print(f"matmul peak (f32, jitted, {sizes[0]}..{sizes[-1]}): {peak['peak_flops'] / 1e9:.1f} GFLOP/s; "
           + ", ".join(f"{n}: {v['best'] / 1e9:.1f}" for n, v in peak["per_size"].items()))
 
     contestants, flops = o2o_contestants(algos, K, notes, info)
     o2o_rows = list(contestants)
     if not args.no_peers:
-        contestants.update(d3rlpy_contestants(algos, d3_items, args.torch_threads, notes, info))
+        contestants.update(d3rlpy_contestants(algos, d3_items, args.torch_threads, notes, info, args.device))
     probes = {}
     for n in (256, 1024):
         run, per_item = matmul_probe(n)
@@ -257,7 +279,7 @@ def main(argv=None) -> dict:
     probe_timings = {n: timings.pop(n) for n in probes}
     probe_name = max(probes, key=lambda n: probe_timings[n].median * probes[n])
     probe_flops_median = probe_timings[probe_name].median * probes[probe_name]
-    peak_end = matmul_peak_flops(sizes=(256, 512, 1024, 2048), repeats=2 if args.quick else 3)
+    peak_end = matmul_peak_flops(sizes=sizes, repeats=2 if args.quick else 3)
     peak_flops = max(peak["peak_flops"], peak_end["peak_flops"],
                      *(t.best * probes[n] for n, t in probe_timings.items()))
     after = load_average()
@@ -336,9 +358,11 @@ def main(argv=None) -> dict:
         f"Command: `{info['command']}` ({'quick smoke test' if args.quick else f'{repeats} interleaved repeats'}; "
         f"o2o {K} updates per call and per timed repeat (`OfflineTrainer.step()`, what `o2o pretrain` runs); "
         f"d3rlpy at most {d3_items} updates per repeat, calibrated to ~{target_seconds:g} s).",
-        f"Machine: {info['cores']} cores ({info['cpu']}); jax {info['jax']}, torch {info['torch']}, "
+        f"Machine: {info['cores']} cores ({info['cpu']})" + (f", GPU {info['gpu']} (o2o on it through JAX, d3rlpy on "
+        f"cuda:0; JAX matmul precision {info['jax_default_matmul_precision']}, torch allow_tf32 {info['torch_allow_tf32']})"
+        if args.device == "cuda" else "") + f"; jax {info['jax']}, torch {info['torch']}, "
         f"d3rlpy {info.get('d3rlpy') or '-'}; XLA_FLAGS='{info['XLA_FLAGS']}'; git {info['git']}; {note}.",
-        f"Measured f32 matmul peak {peak_flops / 1e9:.1f} GFLOP/s (best over n = 256/512/1024/2048 square products: "
+        f"Measured f32 matmul peak {peak_flops / 1e9:.1f} GFLOP/s (best over n = {'/'.join(map(str, sizes))} square products: "
         f"at the start {peak['peak_flops'] / 1e9:.1f}, at the end {peak_end['peak_flops'] / 1e9:.1f}, among the "
         f"contestants {max(t.best * probes[n] for n, t in probe_timings.items()) / 1e9:.1f}; by size at the start: "
         + ", ".join(f"{n}: {v['best'] / 1e9:.1f}" for n, v in peak["per_size"].items()) + "). "

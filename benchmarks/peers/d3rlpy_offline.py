@@ -68,12 +68,12 @@ def make_config(algo: str, hidden=(256, 256), batch_size: int = 256):
 
 
 def make_d3rlpy_algo(algo: str, obs_dim: int = 11, act_dim: int = 3, hidden=(256, 256), batch_size: int = 256,
-                     seed: int = 0):
+                     seed: int = 0, device: str = "cpu:0"):
     import d3rlpy
 
     d3rlpy.seed(seed)
     dataset = random_mdp_dataset(obs_dim, act_dim, seed=seed)
-    learner = make_config(algo, hidden, batch_size).create(device="cpu:0")
+    learner = make_config(algo, hidden, batch_size).create(device=device)
     learner.build_with_dataset(dataset)
     return learner, dataset
 
@@ -95,8 +95,9 @@ class D3rlpyOfflineRunner:
     """``run(n)``: n updates on a cycle of pre-sampled minibatches."""
 
     def __init__(self, algo: str, obs_dim: int = 11, act_dim: int = 3, hidden=(256, 256), batch_size: int = 256,
-                 pool: int = 64, seed: int = 0):
-        self.algo, self.dataset = make_d3rlpy_algo(algo, obs_dim, act_dim, hidden, batch_size, seed)
+                 pool: int = 64, seed: int = 0, device: str = "cpu:0"):
+        self.algo, self.dataset = make_d3rlpy_algo(algo, obs_dim, act_dim, hidden, batch_size, seed, device)
+        self.cuda = device.startswith("cuda")
         self.batches = [self.dataset.sample_transition_batch(batch_size) for _ in range(pool)]
         self.i = 0
 
@@ -104,3 +105,7 @@ class D3rlpyOfflineRunner:
         for _ in range(num_updates):
             self.algo.update(self.batches[self.i % len(self.batches)])
             self.i += 1
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()

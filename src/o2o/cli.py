@@ -78,9 +78,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its latest checkpoint")
     _add_config_args(p)
 
-    p = sub.add_parser("eval", help="evaluate a run's latest checkpoint", description="Deterministic evaluation of the latest checkpoint of RUN_DIR on its task.")
+    p = sub.add_parser(
+        "eval", help="evaluate a run's latest checkpoint (--record: every checkpoint of pre-training runs)",
+        description="Deterministic evaluation of the latest checkpoint of RUN_DIR on its task (written to RUN_DIR/eval.json). "
+        "With --record (pre-training runs): evaluate every checkpoint not evaluated yet and write the results into the "
+        "run's metrics.csv at the checkpoint's step and the final one into summary.json, as a live evaluation would have "
+        "(for runs trained with --defer-eval on a machine without the simulator). RUN_DIR may then also be a sweep "
+        "directory or any folder: every pre-training run under it is recorded.",
+    )
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--episodes", type=int, default=10, help="evaluation episodes (default 10)")
+    p.add_argument("--episodes", type=int, default=None,
+                   help="evaluation episodes (default 10; with --record the run's offline.eval_episodes)")
+    p.add_argument("--record", action="store_true", help="evaluate every unevaluated checkpoint into metrics.csv and summary.json")
 
     p = sub.add_parser(
         "config",
@@ -123,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", metavar="DIR",
         help="continue the run in DIR; a folder of --seeds run directories continues all its seeds as one program "
         "(they must be at the same checkpoint step)",
+    )
+    p.add_argument(
+        "--defer-eval", action="store_true",
+        help="no evaluation on the live task while training (e.g. on a GPU node without pybullet / MuJoCo); every "
+        "checkpoint is kept, to be evaluated later with `o2o eval DIR --record`",
     )
     _add_config_args(p, "--set agent.batch_size=256 --set offline.eval_every=5000 --set cost_limit=10")
 
@@ -329,6 +343,9 @@ def cmd_eval(args) -> int:
     from o2o.loops.online import make_trainer, train_config_class
     from o2o.runs import RunDir
 
+    if args.record:
+        return _record_evaluations(Path(args.run_dir), args.episodes)
+    args.episodes = args.episodes or 10
     run = RunDir.open(args.run_dir)
     saved = load_yaml(run.config_path)
     if "offline" in saved and "method" not in saved:  # a pre-training run (o2o pretrain)
@@ -355,6 +372,24 @@ def cmd_eval(args) -> int:
     out = Path(args.run_dir) / "eval.json"
     out.write_text(json.dumps(result, indent=2))
     print(f"outputs: {out}")
+    return 0
+
+
+def _record_evaluations(path: Path, episodes: int | None) -> int:
+    """``o2o eval PATH --record``: every pre-training run at or under PATH."""
+    from o2o.config import load_yaml
+    from o2o.loops.offline import record_evaluations
+
+    if not path.is_dir():
+        raise O2OError(f"'{path}' is not a directory; give a pre-training run directory or a folder holding some")
+    runs = [path] if (path / "config.yaml").is_file() else sorted(p.parent for p in path.rglob("config.yaml"))
+    runs = [r for r in runs if (lambda c: "offline" in c and "method" not in c)(load_yaml(r / "config.yaml"))]
+    if not runs:
+        raise O2OError(f"no pre-training run (o2o pretrain) at or under '{path}'; --record evaluates pre-training checkpoints")
+    total = 0
+    for run in runs:
+        total += len(record_evaluations(run, episodes, echo=print))
+    print(f"recorded {total} evaluation(s) in {len(runs)} run(s) under {path}")
     return 0
 
 
@@ -682,7 +717,8 @@ def cmd_pretrain(args) -> int:
                     raise O2OError(f"cannot resume '{run}' as one group: {group[seed]} has another config than "
                                    f"{next(iter(group.values()))}; resume each with o2o pretrain --resume DIR/seed<k>")
             cfg = apply_overrides(from_dict(pretrain_config_class(first.get("algo", "")), first), args.overrides)
-            summaries = run_pretrain_seeds(cfg, list(group), list(group.values()), resume=True, progress=not args.no_progress)
+            summaries = run_pretrain_seeds(cfg, list(group), list(group.values()), resume=True, progress=not args.no_progress,
+                                           live_eval=not args.defer_eval)
             _print_seed_group(summaries, list(group.values()))
             return 0
         if not (run / "config.yaml").exists():
@@ -700,11 +736,11 @@ def cmd_pretrain(args) -> int:
         if args.seeds:
             root = Path(args.out or f"runs/pretrain-{cfg.algo}-{Path(cfg.dataset).stem}")
             outs = [root / f"seed{s}" for s in args.seeds]
-            summaries = run_pretrain_seeds(cfg, args.seeds, outs, progress=not args.no_progress)
+            summaries = run_pretrain_seeds(cfg, args.seeds, outs, progress=not args.no_progress, live_eval=not args.defer_eval)
             _print_seed_group(summaries, outs)
             return 0
         out = Path(args.out or f"runs/pretrain-{cfg.algo}-{Path(cfg.dataset).stem}-s{cfg.seed}")
-    summary = run_pretrain(cfg, out, resume=bool(args.resume), progress=not args.no_progress)
+    summary = run_pretrain(cfg, out, resume=bool(args.resume), progress=not args.no_progress, live_eval=not args.defer_eval)
     for k, v in summary.items():
         print(f"{k:>32}: {v:.3f}" if isinstance(v, float) else f"{k:>32}: {v}")
     print(f"outputs: {out}/ (config.yaml, metrics.csv, tb/, checkpoints/, summary.json)")

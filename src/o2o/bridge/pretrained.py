@@ -42,10 +42,15 @@ class Pretrained:
         return self.obs_mean, self.obs_std
 
 
-def load_pretrained(path: str | Path, *, task: str | None = None, need_cost_critic: bool = False) -> Pretrained:
-    """Read a finished (or checkpointed) ``o2o pretrain`` run. Raises a one-line error when the
-    directory is not a pre-training run, has no checkpoint, is for another task than ``task``, or has
-    no cost critic where one is needed."""
+def load_pretrained(
+    path: str | Path, *, task: str | None = None, need_cost_critic: bool = False, checkpoint: str | Path | None = None,
+    policy_only_ok: bool = False,
+) -> Pretrained:
+    """Read a finished (or checkpointed) ``o2o pretrain`` run: its latest checkpoint, or the checkpoint
+    directory ``checkpoint`` of it. Raises a one-line error when the directory is not a pre-training
+    run, has no checkpoint, is for another task than ``task``, or has no cost critic where one is
+    needed. A checkpoint stripped to its policy (``runs.checkpoint.strip_checkpoint``) is refused
+    unless ``policy_only_ok`` (evaluation)."""
     from o2o.agents import OFFLINE_AGENTS, get_offline_agent
     from o2o.config import from_dict, load_yaml
     from o2o.envs import get_task
@@ -76,7 +81,17 @@ def load_pretrained(path: str | Path, *, task: str | None = None, need_cost_crit
         "obs_mean": np.zeros(run_task.obs_dim, np.float32),
         "obs_std": np.ones(run_task.obs_dim, np.float32),
     }
-    arrays, host = run.load_checkpoint(template=template)
+    if checkpoint is None:
+        arrays, host = run.load_checkpoint(template=template)
+    else:
+        from o2o.runs.checkpoint import load_checkpoint
+
+        arrays, host = load_checkpoint(checkpoint, template=template)
+    if host.get("stripped") and not policy_only_ok:
+        raise RunDirError(
+            f"pre-trained run '{path}': its checkpoint holds only the policy ({host['stripped']}); it can be evaluated "
+            f"(o2o eval) but not fine-tuned from; use the run's full checkpoints"
+        )
     if need_cost_critic and not hasattr(arrays["agent"], "cost_critic"):
         raise ConfigError(
             f"pre-trained run '{path}' ({algo}) has no cost critic; this method needs a safe offline agent with one (cpq, bear-lag)"

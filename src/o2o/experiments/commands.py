@@ -36,6 +36,9 @@ def add_parsers(sub, add_config_args) -> None:
     p.add_argument("--no-pin", action="store_true", help="do not pin each worker to its own cores")
     p.add_argument("--address", metavar="HOST:PORT", help="Ray cluster to run on (with --backend ray; 'auto' finds a local one)")
     p.add_argument("--retry-failed", action="store_true", help="run the runs that failed before again")
+    p.add_argument("--defer-eval", action="store_true",
+                   help="pre-training runs: no evaluation on the live task while training (a GPU node without the "
+                   "simulator), every checkpoint kept; evaluate them afterwards with `o2o eval SWEEP_DIR --record`")
     p.add_argument("--dry-run", action="store_true", help="check the spec and list the runs it plans; write nothing")
     p.add_argument("--status", action="store_true", help="show the index of SWEEP_DIR (every run's status, attempts, error)")
     p.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
@@ -103,7 +106,8 @@ def cmd_sweep(args) -> int:
         return _dry_run(spec, sweep_dir)
     backend = make_backend(args.backend, workers=args.workers, threads=args.threads_per_worker, address=args.address, pin=not args.no_pin)
     try:
-        outcome = run_sweep(spec, sweep_dir, backend=backend, retry_failed=args.retry_failed, progress=not args.no_progress)
+        outcome = run_sweep(spec, sweep_dir, backend=backend, retry_failed=args.retry_failed, progress=not args.no_progress,
+                            defer_eval=args.defer_eval)
     except KeyboardInterrupt:
         import gc
 

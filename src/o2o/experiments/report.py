@@ -223,6 +223,10 @@ def summarise_group(task: str, method: str, runs: list[RunInfo], how: str = "mea
     finals = {k: [] for k in ("ret", "nret", "cost", "ncost", "x", "upd", "cum", "viol", "eps")}
     for r in runs:
         m = r.metrics
+        if "eval/return" not in m or np.isnan(m["eval/return"]).all():
+            raise RunDirError(
+                f"run '{r.path}' has no evaluation rows (trained with --defer-eval? evaluate it with `o2o eval {r.path} --record`)"
+            )
         finals["ret"].append(_last_eval(m, "eval/return")[0])
         finals["nret"].append(_last_eval(m, "eval/normalized_return")[0])
         finals["cost"].append(_last_eval(m, "eval/cost")[0])

@@ -209,6 +209,10 @@ class SequentialBackend:
         self.env: dict = {}
 
     def start(self) -> None:
+        from o2o.loops.offline import DEFER_EVAL_ENV
+
+        if DEFER_EVAL_ENV in self.env:  # the runs execute in this process
+            os.environ[DEFER_EVAL_ENV] = self.env[DEFER_EVAL_ENV]
         cache = self.env.get("JAX_COMPILATION_CACHE_DIR")
         if cache:  # effective only if this process has compiled nothing yet (the CLI's case)
             import jax
@@ -489,12 +493,15 @@ def run_sweep(
     backend,
     retry_failed: bool = False,
     progress: bool = True,
+    defer_eval: bool = False,
     echo=print,
 ) -> SweepOutcome:
     """Run every planned run of ``spec`` that the index does not record as finished (nor as failed,
     unless ``retry_failed``). ``backend`` comes from ``make_backend`` (checked before anything is
     written). Ctrl-C or SIGTERM stops the workers, marks their runs interrupted and re-raises
-    ``KeyboardInterrupt``; launching the sweep again continues them from their checkpoints."""
+    ``KeyboardInterrupt``; launching the sweep again continues them from their checkpoints.
+    ``defer_eval``: pre-training runs train without evaluating on the live task and keep every
+    checkpoint (``o2o eval SWEEP_DIR --record`` evaluates them later, where the simulator is)."""
     from o2o.runs.checkpoint import write_text_atomic
 
     sweep_dir = Path(sweep_dir)
@@ -551,6 +558,10 @@ def run_sweep(
         # One persistent XLA compilation cache per sweep: a worker that starts after another compiled the
         # same update (a resumed sweep, a replaced worker, a second run kind) loads it instead of compiling.
         backend.env = {"JAX_COMPILATION_CACHE_DIR": str((sweep_dir / JAX_CACHE_DIRNAME).resolve())}
+        if defer_eval:
+            from o2o.loops.offline import DEFER_EVAL_ENV
+
+            backend.env[DEFER_EVAL_ENV] = "1"
         backend.start()
         bar = _progress(progress)
         with bar:

@@ -14,11 +14,21 @@ dataset and its device buffer (``OfflineData``), so they can train as ONE jitted
 ``jit(vmap(update_many))`` over agent states stacked on a leading seed axis. Seed k is initialised
 and keyed exactly as ``OfflineTrainer`` does for seed k, so its numbers are the single-seed run's up
 to float reassociation, and it is written to an ordinary run directory of its own.
+
+Deferred evaluation (``live_eval=False``; ``o2o pretrain --defer-eval``, ``o2o sweep --defer-eval``):
+train without the simulator (a GPU node without pybullet or MuJoCo), keep EVERY checkpoint (one per
+``offline.checkpoint_every``), and evaluate them afterwards on a machine that has it with
+``o2o eval RUN_DIR --record`` (``record_evaluations``): each checkpoint's deterministic evaluation is
+written into metrics.csv at its step and the last one into summary.json, exactly the rows and keys a
+live run has at those steps, so reports and plots read both kinds of run alike. Whether evaluation is
+live or deferred is not part of the config (the updates are the same either way), so a sweep's config
+hashes do not change with it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -59,6 +69,15 @@ def pretrain_config_class(algo: str) -> type:
         ("offline", OfflineConfig, field(default_factory=OfflineConfig, metadata={"help": "training loop"})),
     ]
     return dataclasses.make_dataclass("PretrainConfig", fields, frozen=True)
+
+
+DEFER_EVAL_ENV = "O2O_DEFER_EVAL"
+
+
+def live_eval_default() -> bool:
+    """False when the environment variable O2O_DEFER_EVAL is set to 1 / true / yes (how ``o2o sweep
+    --defer-eval`` reaches its workers)."""
+    return os.environ.get(DEFER_EVAL_ENV, "").strip().lower() not in ("1", "true", "yes")
 
 
 def check_offline_config(o: OfflineConfig) -> None:
@@ -158,6 +177,7 @@ class OfflineData:
         )
         self.buffer = replay_from_dataset(normed)
         self.update_many = _update_many(self.spec.module.update, agent_cfg.batch_size)
+        self.live_eval = True  # False: no evaluation on the live task during training (deferred)
 
     def config_for(self, seed: int):
         """The resolved config of seed ``seed`` (what its run directory's config.yaml holds)."""
@@ -184,7 +204,7 @@ class OfflineData:
         o = self.cfg.offline
         out = {f"loss/{k}": float(v) for k, v in metrics.items() if np.ndim(v) == 0}
         out["perf/updates_per_s"] = o.steps_per_call / max(elapsed, 1e-9)
-        if steps % o.eval_every == 0 or steps == o.steps:
+        if self.live_eval and (steps % o.eval_every == 0 or steps == o.steps):
             out.update(evaluate())
         return out
 
@@ -372,13 +392,16 @@ def _check_dataset(dataset, task, safe: bool, name: str) -> None:
         raise DatasetError(f"{name}: the dataset has no costs, which a safe algorithm needs")
 
 
-def run_pretrain(cfg, out_dir, *, resume: bool = False, progress: bool = True, dataset=None) -> dict:
-    """Pre-train one seed into the run directory ``out_dir``; returns its summary."""
+def run_pretrain(cfg, out_dir, *, resume: bool = False, progress: bool = True, dataset=None, live_eval: bool | None = None) -> dict:
+    """Pre-train one seed into the run directory ``out_dir``; returns its summary. ``live_eval=False``
+    defers evaluation (module docstring); None: ``live_eval_default()``."""
     trainer = OfflineTrainer(cfg, dataset=dataset)
-    return _run_seeds(trainer, [trainer.cfg], [Path(out_dir)], resume=resume, progress=progress)[0]
+    return _run_seeds(trainer, [trainer.cfg], [Path(out_dir)], resume=resume, progress=progress, live_eval=live_eval)[0]
 
 
-def run_pretrain_seeds(cfg, seeds, out_dirs, *, resume: bool = False, progress: bool = True, dataset=None) -> list[dict]:
+def run_pretrain_seeds(
+    cfg, seeds, out_dirs, *, resume: bool = False, progress: bool = True, dataset=None, live_eval: bool | None = None
+) -> list[dict]:
     """Pre-train the seeds ``seeds`` of ``cfg`` (its own seed is ignored) as one vectorised program,
     seed ``seeds[k]`` into the ordinary run directory ``out_dirs[k]`` (exactly what ``run_pretrain``
     writes for that seed). With ``resume`` every directory continues from its checkpoint; they must
@@ -387,9 +410,10 @@ def run_pretrain_seeds(cfg, seeds, out_dirs, *, resume: bool = False, progress: 
     if len(seeds) != len(out_dirs):
         raise ConfigError(f"{len(seeds)} seeds but {len(out_dirs)} run directories")
     if len(seeds) == 1:
-        return [run_pretrain(dataclasses.replace(cfg, seed=seeds[0]), out_dirs[0], resume=resume, progress=progress, dataset=dataset)]
+        return [run_pretrain(dataclasses.replace(cfg, seed=seeds[0]), out_dirs[0], resume=resume, progress=progress,
+                             dataset=dataset, live_eval=live_eval)]
     trainer = SeedBatchTrainer(cfg, seeds, dataset=dataset)
-    return _run_seeds(trainer, trainer.configs(), out_dirs, resume=resume, progress=progress)
+    return _run_seeds(trainer, trainer.configs(), out_dirs, resume=resume, progress=progress, live_eval=live_eval)
 
 
 def _open_run_dirs(cfgs, out_dirs: list[Path], resume: bool) -> list:
@@ -423,18 +447,27 @@ def _open_run_dirs(cfgs, out_dirs: list[Path], resume: bool) -> list:
     return rundirs
 
 
-def _run_seeds(trainer, cfgs, out_dirs: list[Path], *, resume: bool, progress: bool) -> list[dict]:
+def _run_seeds(trainer, cfgs, out_dirs: list[Path], *, resume: bool, progress: bool, live_eval: bool | None = None) -> list[dict]:
     """The loop every pre-training run goes through, one seed (``OfflineTrainer``) or a group
     (``SeedBatchTrainer``): one run directory, metrics writer and checkpoint per seed."""
     from o2o.loops.online import _progress
     from o2o.runs import MetricsWriter
 
+    live_eval = live_eval_default() if live_eval is None else bool(live_eval)
+    trainer.data.live_eval = live_eval
+    o = trainer.cfg.offline
+    # Deferred evaluation keeps every checkpoint: each becomes one evaluation row later.
+    keep = 2 if live_eval else -(-o.steps // o.checkpoint_every) + 1
+
     rundirs = _open_run_dirs(cfgs, out_dirs, resume)
     writers = [MetricsWriter(rd) for rd in rundirs]
     if resume:
-        trainer.restore_seeds([rd.load_checkpoint(template=trainer.seed_checkpoint(i)[0]) for i, rd in enumerate(rundirs)])
+        loaded = [rd.load_checkpoint(template=trainer.seed_checkpoint(i)[0]) for i, rd in enumerate(rundirs)]
+        for rd, (_, host) in zip(rundirs, loaded):
+            if host.get("stripped"):
+                raise RunDirError(f"cannot resume '{rd.path}': its latest checkpoint holds only the policy ({host['stripped']})")
+        trainer.restore_seeds(loaded)
     seeds = trainer.seeds
-    o = trainer.cfg.offline
     start = time.perf_counter()
     last_eval: list[dict[str, float]] = [{} for _ in seeds]
     what = f"{trainer.cfg.algo} on {trainer.cfg.dataset}" + (f" (seeds {','.join(map(str, seeds))} as one program)" if len(seeds) > 1 else "")
@@ -456,7 +489,7 @@ def _run_seeds(trainer, cfgs, out_dirs: list[Path], *, resume: bool, progress: b
                 for i, (writer, rundir) in enumerate(zip(writers, rundirs)):
                     writer.flush()
                     arrays, host = trainer.seed_checkpoint(i)
-                    rundir.save_checkpoint(s, arrays=arrays, host_state=host)
+                    rundir.save_checkpoint(s, arrays=arrays, host_state=host, keep=keep)
     for writer in writers:
         writer.close()
     wall = time.perf_counter() - start
@@ -470,8 +503,11 @@ def _run_seeds(trainer, cfgs, out_dirs: list[Path], *, resume: bool, progress: b
             "cost_limit": trainer.cost_limit,
             "steps": trainer.counters["steps"],
             "wall_time_s": wall,
-            **{f"final_{k.replace('/', '_')}": v for k, v in (last_eval[i] or trainer.evaluate_seed(i)).items()},
         }
+        if live_eval:
+            summary.update({f"final_{k.replace('/', '_')}": v for k, v in (last_eval[i] or trainer.evaluate_seed(i)).items()})
+        else:
+            summary["evaluation"] = "deferred"  # o2o eval RUN_DIR --record adds the final_eval_* keys
         if len(seeds) > 1:
             summary["seed_group"] = list(seeds)  # trained together as one program; wall_time_s is the group's
         rundir.write_summary(summary)
@@ -486,7 +522,56 @@ def evaluate_run(run_dir, num_episodes: int) -> dict:
 
     from o2o.envs import get_task
 
-    pre = load_pretrained(run_dir)
+    pre = load_pretrained(run_dir, policy_only_ok=True)
     policy = offline_policy(pre.algo, pre.state.actor, pre.obs_mean, pre.obs_std)
     metrics = evaluation_metrics(get_task(pre.task), policy, num_episodes, pre.config.seed, pre.cost_limit)
     return {"run": str(run_dir), "steps": pre.step, "episodes": num_episodes, **metrics}
+
+
+def record_evaluations(run_dir, num_episodes: int | None = None, *, echo=None) -> list[dict]:
+    """``o2o eval RUN_DIR --record`` of a pre-training run: evaluate each checkpoint whose step has no
+    evaluation row yet in metrics.csv (a run trained with deferred evaluation, or one that ran out
+    of evaluations), write the ``eval/*`` values into metrics.csv at the checkpoint's step, and
+    the final checkpoint's into summary.json as ``final_eval_*``, the keys a live run has.
+    ``num_episodes``: None = the run's ``offline.eval_episodes``. Returns one dict per checkpoint
+    evaluated (step and metrics), oldest first; running it again evaluates nothing twice."""
+    import json
+
+    from o2o.bridge.pretrained import load_pretrained
+    from o2o.envs import get_task
+    from o2o.loops.evaluation import evaluation_metrics
+    from o2o.runs import RunDir, read_metrics_csv
+    from o2o.runs.checkpoint import checkpoint_step, list_checkpoints, write_text_atomic
+    from o2o.runs.metrics import merge_metrics
+
+    run = RunDir.open(run_dir)
+    checkpoints = list_checkpoints(run.checkpoints_dir)
+    if not checkpoints:
+        raise RunDirError(f"pre-trained run '{run_dir}' has no checkpoint to evaluate")
+    done: set[int] = set()
+    if run.metrics_path.is_file():
+        cols = read_metrics_csv(run.metrics_path)
+        if "eval/return" in cols:
+            done = {int(s) for s, r in zip(cols["step"], cols["eval/return"]) if not np.isnan(r)}
+    out = []
+    for ckpt in checkpoints:
+        step = checkpoint_step(ckpt)
+        if step in done:
+            continue
+        pre = load_pretrained(run_dir, checkpoint=ckpt, policy_only_ok=True)
+        n = num_episodes or pre.config.offline.eval_episodes
+        policy = offline_policy(pre.algo, pre.state.actor, pre.obs_mean, pre.obs_std)
+        metrics = evaluation_metrics(get_task(pre.task), policy, n, pre.config.seed, pre.cost_limit)
+        merge_metrics(run.path, step, metrics)
+        out.append({"step": step, **metrics})
+        if echo is not None:
+            echo(f"{run.path}: step {step}: " + "  ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+    final = checkpoint_step(checkpoints[-1])
+    if run.summary_path.is_file() and out and out[-1]["step"] == final:
+        summary = json.loads(run.summary_path.read_text())
+        if int(summary.get("steps", final)) == final:
+            summary.update({f"final_{k.replace('/', '_')}": v for k, v in out[-1].items() if k != "step"})
+            summary["evaluation"] = "recorded"  # by o2o eval --record, after training
+            write_text_atomic(run.summary_path, json.dumps(summary, indent=2) + "\n")
+    return out
+

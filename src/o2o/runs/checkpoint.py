@@ -288,6 +288,41 @@ def save_checkpoint(
     return final
 
 
+STRIPPED_KEY = "stripped"  # host_state key of a checkpoint reduced by strip_checkpoint (what it still holds)
+
+
+def strip_checkpoint(ckpt: str | Path, keep: tuple[str, ...], note: str) -> tuple[int, int]:
+    """Zero every array of checkpoint ``ckpt`` whose path (``/``-joined state-dict keys) does not start
+    with one of ``keep``, in place: shapes and dtypes stay, so it still loads against its template, and
+    the zeros compress to almost nothing (to carry evaluation-only checkpoints off a GPU machine).
+    ``host_state.json`` records ``note`` under ``"stripped"``; loaders that need more than what was kept
+    must refuse such a checkpoint (``o2o.bridge.pretrained.load_pretrained`` does). Returns the number
+    of arrays kept and zeroed."""
+    ckpt = _resolve(Path(ckpt))
+    restored = serialization.msgpack_restore((ckpt / ARRAYS_FILE).read_bytes())
+    counts = [0, 0]
+
+    def walk(tree: Any, path: str) -> Any:
+        if isinstance(tree, dict):
+            return {k: walk(v, f"{path}/{k}" if path else str(k)) for k, v in tree.items()}
+        if isinstance(tree, np.ndarray) and not any(path == k or path.startswith(k + "/") for k in keep):
+            counts[1] += 1
+            return np.zeros_like(tree)
+        counts[0] += isinstance(tree, np.ndarray)
+        return tree
+
+    array_bytes = serialization.msgpack_serialize(walk(restored, ""), in_place=True)
+    host_state = json.loads((ckpt / HOST_FILE).read_text())
+    host_state[STRIPPED_KEY] = note
+    meta = json.loads((ckpt / META_FILE).read_text())
+    meta.update(arrays_bytes=len(array_bytes), arrays_crc32=zlib.crc32(array_bytes))
+    # arrays first, meta last: an interruption in between leaves a checkpoint that fails its CRC check
+    _write_file(ckpt / ARRAYS_FILE, array_bytes)
+    _write_file(ckpt / HOST_FILE, json.dumps(host_state, default=json_default, indent=1).encode())
+    _write_file(ckpt / META_FILE, json.dumps(meta, indent=1).encode())
+    return counts[0], counts[1]
+
+
 def json_default(x: Any) -> Any:
     """``json.dumps`` hook: numpy scalars and arrays as numbers and lists; anything else refused."""
     if isinstance(x, np.generic):
@@ -322,7 +357,7 @@ def _prune(checkpoints_dir: Path, newest: Path, keep: int) -> None:
     """
     newest_step = checkpoint_step(newest)
     earlier = [p for p in list_checkpoints(checkpoints_dir) if checkpoint_step(p) < newest_step]
-    keep_set = {newest, *earlier[len(earlier) - (keep - 1) :]} if keep > 1 else {newest}
+    keep_set = {newest, *earlier[max(0, len(earlier) - (keep - 1)) :]} if keep > 1 else {newest}
     for p in list_checkpoints(checkpoints_dir):
         if p not in keep_set:
             shutil.rmtree(p)

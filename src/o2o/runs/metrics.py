@@ -172,6 +172,44 @@ class MetricsWriter:
         return self._tb
 
 
+def merge_metrics(run: RunDir | str | Path, step: int, metrics: Mapping[str, Any], *, tensorboard: bool = True) -> None:
+    """Write ``metrics`` into the existing metrics.csv row of ``step`` (its last row at that step;
+    a new row in step order if there is none), adding columns as needed; the file is replaced
+    atomically. For values computed after training (``o2o eval --record``); TensorBoard gets them as
+    scalars at ``step`` too."""
+    root = run.path if isinstance(run, RunDir) else Path(run)
+    path = root / METRICS_FILE
+    step = int(step)
+    values = {}
+    for name, value in metrics.items():
+        if not isinstance(name, str) or not name or name == STEP:
+            raise ValueError(f"metric name {name!r} is not allowed (a non-empty str other than 'step')")
+        values[name] = float(value)
+    header, rows = _read_table(path)
+    header = header or [STEP]
+    header = header + [n for n in values if n not in header]
+    rows = [r + [""] * (len(header) - len(r)) for r in rows]
+    at = [i for i, r in enumerate(rows) if int(r[0]) == step]
+    if at:
+        row = rows[at[-1]]
+    else:
+        row = [str(step)] + [""] * (len(header) - 1)
+        pos = next((i for i, r in enumerate(rows) if int(r[0]) > step), len(rows))
+        rows.insert(pos, row)
+    for name, value in values.items():
+        row[header.index(name)] = repr(value)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(_format_table(header, rows))
+    os.replace(tmp, path)
+    if tensorboard:
+        from tensorboardX import SummaryWriter
+
+        with SummaryWriter(logdir=str(root / TB_DIRNAME), filename_suffix=f".{uuid.uuid4().hex[:8]}") as tb:
+            for name, value in values.items():
+                tb.add_scalar(name, value, global_step=step)
+
+
 def read_metrics_csv(path: str | Path) -> dict[str, np.ndarray]:
     """Columns of a metrics.csv (or of a run directory's): ``step`` as int64, the rest float64
     with NaN where a row did not log that metric."""
