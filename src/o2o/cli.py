@@ -382,8 +382,23 @@ def _record_evaluations(path: Path, episodes: int | None) -> int:
 
     if not path.is_dir():
         raise O2OError(f"'{path}' is not a directory; give a pre-training run directory or a folder holding some")
-    runs = [path] if (path / "config.yaml").is_file() else sorted(p.parent for p in path.rglob("config.yaml"))
-    runs = [r for r in runs if (lambda c: "offline" in c and "method" not in c)(load_yaml(r / "config.yaml"))]
+    if (path / "config.yaml").is_file():
+        runs = [path]
+    else:  # run directories under it: a config.yaml beside a checkpoints/ folder
+        runs = sorted(p.parent for p in path.rglob("config.yaml") if (p.parent / "checkpoints").is_dir())
+
+    def is_pretrain(run: Path) -> bool:
+        conf = load_yaml(run / "config.yaml")
+        return isinstance(conf, dict) and "offline" in conf and "method" not in conf
+
+    runs = [r for r in runs if is_pretrain(r)]
+    if not (path / "config.yaml").is_file():  # a folder: runs stopped before their first checkpoint are skipped
+        from o2o.runs import list_checkpoints
+
+        empty = [r for r in runs if not list_checkpoints(r / "checkpoints")]
+        for r in empty:
+            print(f"skipped {r}: no checkpoint yet")
+        runs = [r for r in runs if r not in empty]
     if not runs:
         raise O2OError(f"no pre-training run (o2o pretrain) at or under '{path}'; --record evaluates pre-training checkpoints")
     total = 0
