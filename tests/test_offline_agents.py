@@ -260,6 +260,38 @@ def test_cpq_threshold_and_bootstrap_cut():
     np.testing.assert_allclose(np.asarray(y), [2 + 9, 2, 2, 2 + 9])
 
 
+def test_cpq_clipped_targets_stay_in_the_range_of_a_discounted_sum():
+    assert cpq.value_bounds((0.0, 1.0), 0.99) == pytest.approx((0.0, 100.0))
+    assert cpq.value_bounds((-3.0, 7.0), 0.99, 0.1) == pytest.approx((-30.0, 70.0))
+    assert cpq.value_bounds((0.5, 2.0), 0.9) == pytest.approx((0.5, 20.0))  # one step's minimum: a cut bootstrap
+    obs_dim, act_dim, n = 3, 2, 64
+    rng = np.random.default_rng(0)
+    batch = {
+        "observations": jnp.asarray(rng.standard_normal((n, obs_dim)), jnp.float32),
+        "actions": jnp.asarray(rng.uniform(-1, 1, (n, act_dim)), jnp.float32),
+        "rewards": jnp.asarray(rng.uniform(-3, 7, n), jnp.float32),
+        "costs": jnp.asarray(rng.integers(0, 2, n), jnp.float32),
+        "next_observations": jnp.asarray(rng.standard_normal((n, obs_dim)), jnp.float32),
+        "terminals": jnp.zeros(n, jnp.float32),
+    }
+    cfg = cpq.CPQConfig(hidden_dims=(16, 16), vae_hidden_dims=(16, 16), clip_targets=True, reward_range=(-3.0, 7.0),
+                        cost_range=(0.0, 1.0))
+    state = cpq.init(jax.random.PRNGKey(0), obs_dim, act_dim, cfg)
+    # diverged critics: targets far outside what a discounted sum of the data's values can be
+    blow_up = functools.partial(jax.tree_util.tree_map, lambda x: 300.0 * x)
+    state = state.replace(target_critic_params=blow_up(state.target_critic_params),
+                          target_cost_critic_params=blow_up(state.target_cost_critic_params))
+    key = jax.random.PRNGKey(1)
+    loose = state.replace(config=cpq.CPQConfig(**{**cfg.__dict__, "clip_targets": False}))
+    yc, yc_loose = cpq.cost_critic_target(state, batch, key), cpq.cost_critic_target(loose, batch, key)
+    y, y_loose = cpq.reward_critic_target(state, batch, key), cpq.reward_critic_target(loose, batch, key)
+    assert float(jnp.abs(yc_loose).max()) > 100 and float(jnp.abs(y_loose).max()) > 70  # the case is a real one
+    assert float(yc.min()) >= 0.0 and float(yc.max()) <= 100.0 + 1e-4
+    assert float(y.min()) >= -30.0 - 1e-4 and float(y.max()) <= 70.0 + 1e-4
+    inside = (yc_loose >= 0) & (yc_loose <= 100)  # targets already in range are untouched
+    np.testing.assert_allclose(np.asarray(yc)[np.asarray(inside)], np.asarray(yc_loose)[np.asarray(inside)])
+
+
 def test_cpq_ood_term_raises_the_cost_critic_on_policy_actions():
     batch = {k: jnp.asarray(v) for k, v in replay_dataset_dict(bandit_dataset(128)).items()}
     target_qc = batch["costs"]

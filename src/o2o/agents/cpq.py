@@ -123,6 +123,17 @@ class CPQConfig:
     backup_entropy: bool = field(default=False, metadata={"help": "subtract alpha log pi in the reward target"})
     log_std_min: float = field(default=-5.0, metadata={"help": "lower bound of the actor's log std"})
     log_std_max: float = field(default=2.0, metadata={"help": "upper bound of the actor's log std"})
+    clip_targets: bool = field(
+        default=False,
+        metadata={"help": "clip the reward and cost critic targets to the values a discounted sum of the dataset's "
+                  "per-step rewards / costs can take (reward_range, cost_range; o2o, not in OSRL or the paper)"},
+    )
+    reward_range: tuple[float, float] | None = field(
+        default=None, metadata={"help": "per-step reward range for clip_targets; None = the dataset's min and max"}
+    )
+    cost_range: tuple[float, float] | None = field(
+        default=None, metadata={"help": "per-step cost range for clip_targets; None = the dataset's min and max"}
+    )
 
     def __post_init__(self):
         if self.horizon < 1:
@@ -197,6 +208,20 @@ def temperature(state: CPQState) -> jax.Array:
 # ---------------------------------------------------------------- losses (pure functions)
 
 
+def value_bounds(step_range: tuple[float, float], gamma: float, scale: float = 1.0) -> tuple[float, float]:
+    """The range of a (possibly cut) discounted sum of per-step values in ``step_range`` times ``scale``:
+    between one step's and an infinite sum's extremes."""
+    lo, hi = (scale * v for v in step_range)
+    return min(lo, lo / (1.0 - gamma)), max(hi, hi / (1.0 - gamma))
+
+
+def _clip(target, step_range, gamma: float, scale: float = 1.0):
+    if step_range is None:
+        raise ConfigError("clip_targets needs reward_range and cost_range (o2o pretrain fills them from the dataset)")
+    lo, hi = value_bounds(tuple(step_range), gamma, scale)
+    return jnp.clip(target, lo, hi)
+
+
 def constraint_penalized_target(rewards, terminals, next_q, next_qc, threshold, gamma: float, reward_scale: float = 1.0):
     """y = r_scale r + gamma (1 - terminal) 1[Qc(s',a') <= l] Q(s',a'): the reward bootstrap is cut where
     the next action's cost value is over the threshold."""
@@ -214,7 +239,8 @@ def reward_critic_target(state: CPQState, batch, key) -> jax.Array:
         next_q = next_q - temperature(state) * next_log_probs
     next_qc = reduce_costs(state.cost_critic.apply_fn(state.target_cost_critic_params, next_obs, next_actions), cfg.cost_reduce)
     threshold = cost_threshold(cfg.cost_limit, cfg.horizon, cfg.gamma)
-    return constraint_penalized_target(batch["rewards"], batch["terminals"], next_q, next_qc, threshold, cfg.gamma, cfg.reward_scale)
+    y = constraint_penalized_target(batch["rewards"], batch["terminals"], next_q, next_qc, threshold, cfg.gamma, cfg.reward_scale)
+    return _clip(y, cfg.reward_range, cfg.gamma, cfg.reward_scale) if cfg.clip_targets else y
 
 
 def cost_critic_target(state: CPQState, batch, key) -> jax.Array:
@@ -223,7 +249,8 @@ def cost_critic_target(state: CPQState, batch, key) -> jax.Array:
     mean, log_std = state.actor.apply_fn(state.actor.params, batch["next_observations"])
     next_actions, _ = tanh_gaussian_sample(key, mean, log_std)
     next_qc = state.cost_critic.apply_fn(state.target_cost_critic_params, batch["next_observations"], next_actions)
-    return batch["costs"] + cfg.gamma * (1.0 - batch["terminals"]) * reduce_costs(next_qc, cfg.cost_reduce)
+    y = batch["costs"] + cfg.gamma * (1.0 - batch["terminals"]) * reduce_costs(next_qc, cfg.cost_reduce)
+    return _clip(y, cfg.cost_range, cfg.gamma) if cfg.clip_targets else y
 
 
 def critic_loss(critic_params, apply_fn, observations, actions, target) -> tuple[jax.Array, dict]:

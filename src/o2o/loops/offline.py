@@ -158,6 +158,11 @@ class OfflineData:
         agent_cfg = cfg.agent
         if self.spec.safe:
             agent_cfg = _with(agent_cfg, cost_limit=float(self.cost_limit), horizon=int(self.task.horizon))
+        if getattr(agent_cfg, "clip_targets", False):  # per-step ranges of the data, for bounded critic targets
+            if getattr(agent_cfg, "reward_range", "absent") is None:
+                agent_cfg = _with(agent_cfg, reward_range=(float(dataset.rewards.min()), float(dataset.rewards.max())))
+            if getattr(agent_cfg, "cost_range", "absent") is None and dataset.has_costs:
+                agent_cfg = _with(agent_cfg, cost_range=(float(dataset.costs.min()), float(dataset.costs.max())))
         self.agent_cfg = agent_cfg
         self.cfg = dataclasses.replace(cfg, task=self.task.name, cost_limit=self.cost_limit, agent=agent_cfg)
         if self.spec.filter_safe_episodes:
