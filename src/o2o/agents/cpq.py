@@ -55,6 +55,11 @@ Where o2o departs from OSRL's code (each a fix, not a choice of taste):
 - OSRL reduces the cost ensemble with min (optimistic for a cost); here max (default) or mean.
 - OSRL's cost target bootstraps through terminals and treats timeouts as terminal; here only
   ``terminals`` stop bootstrapping, for the reward and the cost critic alike.
+
+An option (off by default): ``clip_targets`` clips both critic targets to the range a discounted sum of
+the dataset's per-step values can take (``value_bounds``). At OSRL's 100k steps on the generated
+BallCircle data both critics diverge far outside that range once w reaches its floor
+(docs/results.md, the GPU offline table).
 """
 
 from __future__ import annotations
