@@ -6,6 +6,7 @@ TD3+BC with 32x32 networks on the embedded BallCircle-dsrl-small dataset, as in 
 (same agent config, so the compiled updates are shared)."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -123,6 +124,7 @@ def test_sweep_defer_eval_reaches_its_runs(tmp_path):
     )
     out = run_sweep(load_spec(spec), tmp_path / "sw", backend=SequentialBackend(), progress=False, defer_eval=True, echo=lambda *a: None)
     assert out.counts.get("finished") == 1
+    assert "O2O_DEFER_EVAL" not in os.environ  # the sequential backend's runs took it; this process keeps nothing
     run = tmp_path / "sw" / "runs" / "td3bc" / "BallCircle" / "seed0"
     assert json.loads((run / "summary.json").read_text())["evaluation"] == "deferred"
     assert len(list_checkpoints(run / "checkpoints")) == 2

@@ -343,6 +343,8 @@ def cmd_eval(args) -> int:
     from o2o.loops.online import make_trainer, train_config_class
     from o2o.runs import RunDir
 
+    if args.episodes is not None and args.episodes < 1:
+        raise O2OError(f"--episodes must be >= 1, got {args.episodes}")
     if args.record:
         return _record_evaluations(Path(args.run_dir), args.episodes)
     args.episodes = args.episodes or 10

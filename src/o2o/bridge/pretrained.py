@@ -87,9 +87,11 @@ def load_pretrained(
         from o2o.runs.checkpoint import load_checkpoint
 
         arrays, host = load_checkpoint(checkpoint, template=template)
-    if host.get("stripped") and not policy_only_ok:
+    from o2o.runs.checkpoint import STRIPPED_KEY
+
+    if host.get(STRIPPED_KEY) and not policy_only_ok:
         raise RunDirError(
-            f"pre-trained run '{path}': its checkpoint holds only the policy ({host['stripped']}); it can be evaluated "
+            f"pre-trained run '{path}': its checkpoint holds only the policy ({host[STRIPPED_KEY]}); it can be evaluated "
             f"(o2o eval) but not fine-tuned from; use the run's full checkpoints"
         )
     if need_cost_critic and not hasattr(arrays["agent"], "cost_critic"):

@@ -209,10 +209,6 @@ class SequentialBackend:
         self.env: dict = {}
 
     def start(self) -> None:
-        from o2o.loops.offline import DEFER_EVAL_ENV
-
-        if DEFER_EVAL_ENV in self.env:  # the runs execute in this process
-            os.environ[DEFER_EVAL_ENV] = self.env[DEFER_EVAL_ENV]
         cache = self.env.get("JAX_COMPILATION_CACHE_DIR")
         if cache:  # effective only if this process has compiled nothing yet (the CLI's case)
             import jax
@@ -225,7 +221,20 @@ class SequentialBackend:
 
     def results(self):
         if self._queue:
-            yield from execute_job(self._queue.popleft())
+            from o2o.loops.offline import DEFER_EVAL_ENV
+
+            # the runs execute in this process: the sweep's variables hold while its job runs, then go
+            saved = os.environ.get(DEFER_EVAL_ENV)
+            if DEFER_EVAL_ENV in self.env:
+                os.environ[DEFER_EVAL_ENV] = self.env[DEFER_EVAL_ENV]
+            try:
+                results = execute_job(self._queue.popleft())
+            finally:
+                if saved is None:
+                    os.environ.pop(DEFER_EVAL_ENV, None)
+                else:
+                    os.environ[DEFER_EVAL_ENV] = saved
+            yield from results
 
     def stop(self) -> None:
         self._queue.clear()

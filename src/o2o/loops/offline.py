@@ -467,10 +467,12 @@ def _run_seeds(trainer, cfgs, out_dirs: list[Path], *, resume: bool, progress: b
     rundirs = _open_run_dirs(cfgs, out_dirs, resume)
     writers = [MetricsWriter(rd) for rd in rundirs]
     if resume:
+        from o2o.runs.checkpoint import STRIPPED_KEY
+
         loaded = [rd.load_checkpoint(template=trainer.seed_checkpoint(i)[0]) for i, rd in enumerate(rundirs)]
         for rd, (_, host) in zip(rundirs, loaded):
-            if host.get("stripped"):
-                raise RunDirError(f"cannot resume '{rd.path}': its latest checkpoint holds only the policy ({host['stripped']})")
+            if host.get(STRIPPED_KEY):
+                raise RunDirError(f"cannot resume '{rd.path}': its latest checkpoint holds only the policy ({host[STRIPPED_KEY]})")
         trainer.restore_seeds(loaded)
     seeds = trainer.seeds
     start = time.perf_counter()
@@ -520,17 +522,24 @@ def _run_seeds(trainer, cfgs, out_dirs: list[Path], *, resume: bool, progress: b
     return summaries
 
 
-def evaluate_run(run_dir, num_episodes: int) -> dict:
-    """``o2o eval`` of a pre-training run: its latest checkpoint's policy, deterministic, on its task."""
+def evaluate_checkpoint(run_dir, num_episodes: int | None = None, checkpoint=None) -> tuple[int, int, dict]:
+    """Deterministic evaluation of a pre-training run's latest checkpoint (or of ``checkpoint``) on its
+    task, on the run's evaluation seeds: (step, episodes, metrics). ``num_episodes`` None = the run's
+    ``offline.eval_episodes``. Policy-only (stripped) checkpoints are fine here."""
     from o2o.bridge.pretrained import load_pretrained
+    from o2o.envs import get_task
     from o2o.loops.evaluation import evaluation_metrics
 
-    from o2o.envs import get_task
-
-    pre = load_pretrained(run_dir, policy_only_ok=True)
+    pre = load_pretrained(run_dir, checkpoint=checkpoint, policy_only_ok=True)
+    n = num_episodes or pre.config.offline.eval_episodes
     policy = offline_policy(pre.algo, pre.state.actor, pre.obs_mean, pre.obs_std)
-    metrics = evaluation_metrics(get_task(pre.task), policy, num_episodes, pre.config.seed, pre.cost_limit)
-    return {"run": str(run_dir), "steps": pre.step, "episodes": num_episodes, **metrics}
+    return pre.step, n, evaluation_metrics(get_task(pre.task), policy, n, pre.config.seed, pre.cost_limit)
+
+
+def evaluate_run(run_dir, num_episodes: int) -> dict:
+    """``o2o eval`` of a pre-training run: its latest checkpoint's policy, deterministic, on its task."""
+    step, n, metrics = evaluate_checkpoint(run_dir, num_episodes)
+    return {"run": str(run_dir), "steps": step, "episodes": n, **metrics}
 
 
 def record_evaluations(run_dir, num_episodes: int | None = None, *, echo=None) -> list[dict]:
@@ -542,9 +551,6 @@ def record_evaluations(run_dir, num_episodes: int | None = None, *, echo=None) -
     evaluated (step and metrics), oldest first; running it again evaluates nothing twice."""
     import json
 
-    from o2o.bridge.pretrained import load_pretrained
-    from o2o.envs import get_task
-    from o2o.loops.evaluation import evaluation_metrics
     from o2o.runs import RunDir, read_metrics_csv
     from o2o.runs.checkpoint import checkpoint_step, list_checkpoints, write_text_atomic
     from o2o.runs.metrics import merge_metrics
@@ -563,10 +569,7 @@ def record_evaluations(run_dir, num_episodes: int | None = None, *, echo=None) -
         step = checkpoint_step(ckpt)
         if step in done:
             continue
-        pre = load_pretrained(run_dir, checkpoint=ckpt, policy_only_ok=True)
-        n = num_episodes or pre.config.offline.eval_episodes
-        policy = offline_policy(pre.algo, pre.state.actor, pre.obs_mean, pre.obs_std)
-        metrics = evaluation_metrics(get_task(pre.task), policy, n, pre.config.seed, pre.cost_limit)
+        _, _, metrics = evaluate_checkpoint(run_dir, num_episodes, ckpt)
         merge_metrics(run.path, step, metrics)
         out.append({"step": step, **metrics})
         if echo is not None:

@@ -41,6 +41,13 @@ def _read_table(path: Path) -> tuple[list[str], list[list[str]]]:
     return rows[0], rows[1:]
 
 
+def _replace_text(path: Path, text: str) -> None:
+    """Replace ``path`` atomically (a reader sees the old or the new file, never half of one)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def _format_table(header: list[str], rows: list[list[str]]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -152,9 +159,7 @@ class MetricsWriter:
         if self._file is not None:
             self._file.close()
             self._file = None
-        tmp = self.csv_path.with_name(self.csv_path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, self.csv_path)
+        _replace_text(self.csv_path, text)
 
     def _tb_writer(self):
         if not self._tensorboard:
@@ -199,9 +204,7 @@ def merge_metrics(run: RunDir | str | Path, step: int, metrics: Mapping[str, Any
     for name, value in values.items():
         row[header.index(name)] = repr(value)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(_format_table(header, rows))
-    os.replace(tmp, path)
+    _replace_text(path, _format_table(header, rows))
     if tensorboard:
         from tensorboardX import SummaryWriter
 
