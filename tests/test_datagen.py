@@ -101,3 +101,36 @@ def test_embedded_default_dataset_is_valid_and_listed(capsys, tmp_path, monkeypa
     assert datagen.resolve_dataset("BallCircle-dsrl-small") == path
     assert main(["data", "list"]) == 0
     assert "BallCircle-dsrl-small" in capsys.readouterr().out
+
+
+def test_behaviour_quality_warning_by_hand():
+    from o2o.envs import get_task
+    from o2o.loops.datagen import D4RLRecipe, behaviour_quality_warnings
+
+    medium = {"iteration": 5, "env_steps": 5000, "eval_return": 269.5}
+    r = D4RLRecipe()
+    # Walker2d: D4RL 100 (815 - 1.629) / (4592.3 - 1.629) = 17.7 < 50 -> one warning naming the score
+    (w,) = behaviour_quality_warnings(get_task("Walker2d"), {"iteration": 125, "env_steps": 125000, "eval_return": 815.0}, medium, r)
+    assert "D4RL 17.7 < d4rl.min_expert_score 50" in w and "d4rl.iterations" in w
+    # Hopper: 100 (2591 + 20.27) / (3234.3 + 20.27) = 80.2 -> none; a higher bar -> one
+    hopper_expert = {"iteration": 105, "env_steps": 105000, "eval_return": 2591.1}
+    assert behaviour_quality_warnings(get_task("Hopper"), hopper_expert, medium, r) == []
+    assert len(behaviour_quality_warnings(get_task("Hopper"), hopper_expert, medium, update_from_dict(r, {"min_expert_score": 81.0}))) == 1
+    # a DSRL task has no D4RL reference: nothing to say
+    assert behaviour_quality_warnings(get_task("BallCircle"), {"iteration": 1, "env_steps": 1, "eval_return": 0.0}, medium, r) == []
+
+
+def test_d4rl_recipe_with_a_weak_behaviour_run_warns_everywhere(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("O2O_DATA_DIR", str(tmp_path))
+    tiny = ["--set", "d4rl.iterations=2", "--set", "d4rl.steps_per_iteration=200", "--set", "d4rl.updates_per_iteration=5",
+            "--set", "d4rl.warmup_steps=200", "--set", "d4rl.eval_every=1", "--set", "d4rl.eval_episodes=1",
+            "--set", "d4rl.hidden_dims=[16,16]", "--set", "d4rl.transitions=300", "--set", "d4rl.num_envs=1"]
+    assert main(["--no-progress", "data", "generate", "--task", "Hopper", "--recipe", "d4rl", "--quality", "medium", *tiny]) == 0
+    err = capsys.readouterr().err
+    assert "o2o: warning: Hopper-medium: the behaviour run's best snapshot" in err
+    meta = json.loads((tmp_path / "Hopper-medium.json").read_text())
+    assert len(meta["warnings"]) == 1 and "is not D4RL's medium" in meta["warnings"][0]
+    assert "**Warnings**" in (tmp_path / "Hopper-medium.md").read_text()
+    assert load_hdf5(tmp_path / "Hopper-medium.hdf5").metadata["warnings"] == meta["warnings"]
+    assert main(["data", "inspect", "Hopper-medium"]) == 0
+    assert "warning: the behaviour run's best snapshot" in capsys.readouterr().out

@@ -126,3 +126,23 @@ def test_pretrained_run_for_another_action_space_is_refused(data, tmp_path, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("o2o: error:") and "different network size or task" in err[0]
     assert not out.exists()
+
+
+def test_sweep_plans_o2ppo_and_o2td3_finetune_runs(data, tmp_path, capsys):
+    """A sweep checks each fine-tuning run with its own loop's rules: PPO's config has no replay buffer."""
+    iql = _pretrain("iql", data, tmp_path / "iql")
+    td3bc = _pretrain("td3bc", data, tmp_path / "td3bc")
+    spec = tmp_path / "ocr.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "ocr", "seeds": 1, "tasks": ["Hopper"], "out": str(tmp_path / "sweep"),
+        "methods": [{"name": "o2ppo", "kind": "finetune", "pretrained": str(iql), "set": _nested(PPO)},
+                    {"name": "o2td3", "kind": "finetune", "pretrained": str(td3bc)}],
+    }))
+    assert main(["--no-progress", "sweep", str(spec), "--dry-run"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "o2ppo/Hopper/seed0" in out and "o2td3/Hopper/seed0" in out
+    # and a bad value in a PPO run is still refused, naming the key
+    spec.write_text(spec.read_text().replace("minibatch_size: 32", "minibatch_size: 0"))
+    assert main(["--no-progress", "sweep", str(spec), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "minibatch_size" in err and "must be" in err, err

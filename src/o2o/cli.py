@@ -610,6 +610,8 @@ def _data_generate(args) -> int:
           + (f", cost {meta['min_episode_cost']:.0f}..{meta['max_episode_cost']:.0f}" if "min_episode_cost" in meta else "")
           + f", {meta['generation_seconds']} s")
     print(f"sha256: {meta['sha256']}")
+    for warning in meta.get("warnings", []):
+        print(f"o2o: warning: {path.stem}: {warning}", file=sys.stderr)
     print(f"outputs: {path} (+ {path.with_suffix('.json').name}, {path.with_suffix('.md').name}, {path.with_suffix('.png').name})")
     return 0
 
@@ -692,6 +694,8 @@ def _data_inspect(args) -> int:
     for key in ("task", "recipe", "quality", "seed", "code_version"):
         if ds.metadata.get(key) is not None:
             print(f"{key:>22}: {ds.metadata[key]}")
+    for warning in ds.metadata.get("warnings") or []:
+        print(f"{'warning':>22}: {warning}")
     if args.plot:
         scatter_png(ds, Path(args.plot), Path(path).stem, limit)
         print(f"outputs: {args.plot}")

@@ -211,16 +211,9 @@ def _finetune_build(method: MethodSpec, task: TaskSpec, seed: int):
 
 
 def _finetune_check(cfg) -> None:
-    from o2o.bridge.vpa import check_vpa_config
-    from o2o.loops.online import check_config
+    from o2o.loops.finetune import check_finetune_config
 
-    check_config(cfg)
-    if hasattr(cfg, "vpa"):  # safe family (Marvel and its ablations)
-        check_vpa_config(cfg.vpa)
-    if hasattr(cfg, "ocr"):  # OCR-CFT family
-        from o2o.bridge.ocr import check_ocr_config
-
-        check_ocr_config(cfg.ocr)
+    check_finetune_config(cfg)
 
 
 def _finetune_load(d: dict):

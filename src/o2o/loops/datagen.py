@@ -66,6 +66,7 @@ class D4RLRecipe:
     transitions: int = field(default=100_000, metadata={"help": "transitions per dataset (whole episodes, at least this many)"})
     medium_fraction: float = field(default=1 / 3, metadata={"help": "medium = snapshot closest to this fraction of expert return"})
     num_envs: int = field(default=4, metadata={"help": "env copies used to roll out snapshot policies"})
+    min_expert_score: float = field(default=50.0, metadata={"help": "warn (stderr, metadata, card) when the best behaviour snapshot scores below this D4RL-normalised score: its 'expert' is no expert and its 'medium' no medium"})
 
 
 @dataclass(frozen=True)
@@ -369,6 +370,25 @@ def _rollout_dataset(task, policy, transitions: int, seed: int, num_envs: int, s
     )
 
 
+def behaviour_quality_warnings(task, expert: dict, medium: dict, r: D4RLRecipe) -> list[str]:
+    """What makes a d4rl-recipe dataset unlike D4RL's: a behaviour run whose best snapshot is far from
+    an expert (D4RL-normalised score below ``r.min_expert_score``), so that 'medium' (a third of it) is
+    close to random. Empty where the task has no D4RL reference returns."""
+    from o2o.envs.scores import normalized_return
+
+    if task.ref_source != "D4RL":
+        return []
+    score = float(normalized_return(task, expert["eval_return"]))
+    if score >= r.min_expert_score:
+        return []
+    return [
+        f"the behaviour run's best snapshot (iteration {expert['iteration']}, {expert['env_steps']} env steps, evaluation return "
+        f"{expert['eval_return']:.1f}) scores D4RL {score:.1f} < d4rl.min_expert_score {r.min_expert_score:g}: 'expert' is not an "
+        f"expert, and 'medium' (iteration {medium['iteration']}, return {medium['eval_return']:.1f}) is not D4RL's medium; "
+        f"a longer behaviour run (--set d4rl.iterations=N, now {r.iterations}) gives D4RL-like qualities"
+    ]
+
+
 def generate_d4rl(cfg: GenerateConfig, *, progress: bool = True):
     from o2o.config import to_dict
     from o2o.data import Dataset
@@ -376,7 +396,7 @@ def generate_d4rl(cfg: GenerateConfig, *, progress: bool = True):
 
     task = check_generate_config(cfg)
     r = cfg.d4rl
-    behaviour_cfg = {k: v for k, v in to_dict(r).items() if k not in ("transitions", "medium_fraction", "num_envs")}
+    behaviour_cfg = {k: v for k, v in to_dict(r).items() if k not in ("transitions", "medium_fraction", "num_envs", "min_expert_score")}
     run = data_dir() / "behaviour" / f"{task.name}-d4rl-s{cfg.seed}-{_config_hash({'task': task.name, **behaviour_cfg})}"
     train_cfg = resolve_train_config(
         "sac",
@@ -414,6 +434,9 @@ def generate_d4rl(cfg: GenerateConfig, *, progress: bool = True):
     before_expert = [s for s in snaps if s["iteration"] <= expert["iteration"]]
     medium = min(before_expert, key=lambda s: abs(s["eval_return"] - target))
     extra = {"behaviour_run": str(run.relative_to(data_dir())), "expert_snapshot": expert, "medium_snapshot": medium}
+    warnings = behaviour_quality_warnings(task, expert, medium, r)
+    if warnings:
+        extra["warnings"] = warnings
 
     def rollouts(snapshot_iteration: int, stream_seed: int, label: str):
         policy = _snapshot_policy(task, run, snapshot_iteration, r.hidden_dims, stream_seed)
@@ -540,5 +563,8 @@ def write_card(dataset, path: Path, meta: dict, task) -> None:
             f"| episode cost | min {costs.min():.0f}, median {np.median(costs):.0f}, max {costs.max():.0f} |",
             f"| episodes with cost <= {limit:g} | {np.mean(costs <= limit):.1%} |",
         ]
-    lines += [f"| sha256 | `{meta['sha256']}` |", "", f"![scatter]({png.name})", ""]
+    lines += [f"| sha256 | `{meta['sha256']}` |", ""]
+    if meta.get("warnings"):
+        lines += ["**Warnings**", ""] + [f"- {w}" for w in meta["warnings"]] + [""]
+    lines += [f"![scatter]({png.name})", ""]
     path.with_suffix(".md").write_text("\n".join(lines))

@@ -235,28 +235,20 @@ def load_bridge(bridge_dir: Path, template_state):
     return from_state_dict(template_state, arrays["agent"]), host
 
 
-def run_finetune(cfg, out_dir, *, resume: bool = False, progress: bool = True) -> dict:
-    """Fine-tune into ``out_dir`` (or continue it). Returns the summary written to summary.json."""
-    from o2o.bridge.pretrained import load_pretrained, reset_optimisers
-    from o2o.config import to_dict
-    from o2o.loops.online import OnlineTrainer, check_config, run_online
-    from o2o.runs import RunDir
-    from o2o.runs.rundir import _read_config
-    from o2o.config import diff_configs
-
+def check_finetune_config(cfg) -> None:
+    """Every value check of a fine-tuning config (its loop's, its family's bridge, a safe task's
+    controller), before anything is built or written; ``o2o finetune`` and ``o2o sweep`` share it."""
     from o2o.agents import get_online_agent
     from o2o.envs import get_task
     from o2o.lagrange import make_controller
 
     spec = get_method(cfg.method)
-    ocr = spec.family == "ocr-cft"
-    if get_online_agent(spec.algo).on_policy:
-        from o2o.loops.onpolicy import check_config as check_onpolicy
-
-        check_onpolicy(cfg)
+    if get_online_agent(spec.algo).on_policy:  # PPO: its own loop section (loops/onpolicy.py)
+        from o2o.loops.onpolicy import check_config
     else:
-        check_config(cfg)
-    if ocr:
+        from o2o.loops.online import check_config
+    check_config(cfg)
+    if spec.family == "ocr-cft":
         from o2o.bridge.ocr import check_ocr_config
 
         check_ocr_config(cfg.ocr)
@@ -265,6 +257,20 @@ def run_finetune(cfg, out_dir, *, resume: bool = False, progress: bool = True) -
     task = get_task(cfg.task)
     if task.safe:  # a bad controller setting fails here, before the bridge runs or anything is written
         make_controller(cfg.lagrange, cfg.online.cost_limit if cfg.online.cost_limit is not None else task.cost_limit)
+
+
+def run_finetune(cfg, out_dir, *, resume: bool = False, progress: bool = True) -> dict:
+    """Fine-tune into ``out_dir`` (or continue it). Returns the summary written to summary.json."""
+    from o2o.bridge.pretrained import load_pretrained, reset_optimisers
+    from o2o.config import to_dict
+    from o2o.loops.online import OnlineTrainer, run_online
+    from o2o.runs import RunDir
+    from o2o.runs.rundir import _read_config
+    from o2o.config import diff_configs
+
+    spec = get_method(cfg.method)
+    ocr = spec.family == "ocr-cft"
+    check_finetune_config(cfg)
     pre = None
     if cfg.pretrained:
         pre = load_pretrained(cfg.pretrained, task=cfg.task, need_cost_critic=_needs_cost_critic(spec))
