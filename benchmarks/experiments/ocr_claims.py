@@ -5,6 +5,8 @@
 SWEEP_DIR is an `o2o sweep` directory of finetune runs (e.g. runs/sweeps/ocr-hopper-td3 from
 benchmarks/experiments/ocr-hopper-td3.yaml). For every method and task it prints, as a markdown table
 with the mean and 95% t-interval over the finished seeds (D4RL-normalised evaluation score):
+- **pre-trained**: the pre-trained run's own final evaluation (its summary.json; 10 episodes in the
+  specs here), the same policy for every method of a seed;
 - **offline**: the evaluation before any online step (iteration 0: the policy the method starts from,
   after re-evaluation / alignment where the method has them);
 - **lowest, first 10%**: the lowest evaluation in the first 10% of the online env-step budget
@@ -20,6 +22,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from o2o.experiments.aggregate import format_mean_ci
 from o2o.runs import read_metrics_csv
@@ -41,7 +44,11 @@ def run_stats(run: Path) -> dict | None:
     budget = steps.max()
     early = (steps > 0) & (steps <= 0.1 * budget)
     online = steps > 0
+    pretrained = yaml.safe_load((run / "config.yaml").read_text()).get("pretrained")
+    pre_summary = Path(pretrained) / "summary.json" if pretrained else None
+    pre_score = json.loads(pre_summary.read_text()).get("final_eval_normalized_return", np.nan) if pre_summary and pre_summary.exists() else np.nan
     return {
+        "pretrained": pre_score,
         "offline": score[steps == 0][0],
         "lowest_early": score[early].min() if early.any() else np.nan,
         "final": score[-1],
@@ -57,8 +64,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     runs = args.sweep / "runs"
     all_stats: list[dict] = []
-    print("| method | task | seeds | offline | lowest, first 10% | dip | final | final - offline | best |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| method | task | seeds | pre-trained | offline | lowest, first 10% | dip | final | final - offline | best |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for method_dir in sorted(runs.iterdir()):
         if args.method and method_dir.name not in args.method:
             continue
@@ -71,7 +78,7 @@ def main(argv=None) -> int:
             dip = np.subtract(col["offline"], col["lowest_early"])
             gain = np.subtract(col["final"], col["offline"])
             print(
-                f"| {method_dir.name} | {task_dir.name} | {len(stats)} | {fmt(col['offline'])} | {fmt(col['lowest_early'])} | "
+                f"| {method_dir.name} | {task_dir.name} | {len(stats)} | {fmt(col['pretrained'])} | {fmt(col['offline'])} | {fmt(col['lowest_early'])} | "
                 f"{fmt(dip)} | {fmt(col['final'])} | {fmt(gain)} | {fmt(col['best'])} |"
             )
     budgets = sorted({int(s["budget"]) for s in all_stats})
