@@ -12,7 +12,9 @@ with the mean and 95% t-interval over the finished seeds (D4RL-normalised evalua
 - **lowest, first 10%**: the lowest evaluation in the first 10% of the online env-step budget
   (iteration 0 excluded); **dip** = offline - that (the paper claims no dip for O2SAC / O2TD3 / O2PPO);
 - **final** (the last evaluation) and **final - offline** (the paper claims improvement);
-- **best** (max over evaluations after iteration 0; optimistic: it selects on the evaluation episodes).
+- **best** (max over evaluations after iteration 0; optimistic: it selects on the evaluation episodes);
+- **online mean**: the mean of all evaluations after iteration 0 (the area under the curve over the
+  budget, divided by it: what the policy scored *while* fine-tuning, dips included).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ def run_stats(run: Path) -> dict | None:
         "lowest_early": score[early].min() if early.any() else np.nan,
         "final": score[-1],
         "best": score[online].max(),
+        "online_mean": score[online].mean(),
         "budget": budget,
     }
 
@@ -64,8 +67,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     runs = args.sweep / "runs"
     all_stats: list[dict] = []
-    print("| method | task | seeds | pre-trained | offline | lowest, first 10% | dip | final | final - offline | best |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| method | task | seeds | pre-trained | offline | lowest, first 10% | dip | final | final - offline | best | online mean |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for method_dir in sorted(runs.iterdir()):
         if args.method and method_dir.name not in args.method:
             continue
@@ -79,7 +82,7 @@ def main(argv=None) -> int:
             gain = np.subtract(col["final"], col["offline"])
             print(
                 f"| {method_dir.name} | {task_dir.name} | {len(stats)} | {fmt(col['pretrained'])} | {fmt(col['offline'])} | {fmt(col['lowest_early'])} | "
-                f"{fmt(dip)} | {fmt(col['final'])} | {fmt(gain)} | {fmt(col['best'])} |"
+                f"{fmt(dip)} | {fmt(col['final'])} | {fmt(gain)} | {fmt(col['best'])} | {fmt(col['online_mean'])} |"
             )
     budgets = sorted({int(s["budget"]) for s in all_stats})
     print(f"\nonline budget(s): {budgets} env steps; D4RL-normalised scores ({KEY})")
