@@ -413,7 +413,9 @@ def generate_d4rl(cfg: GenerateConfig, *, progress: bool = True):
             f"online.replay_capacity={r.iterations * r.steps_per_iteration + 1000}",
             f"online.eval_every={r.eval_every}",
             f"online.eval_episodes={r.eval_episodes}",
-            f"online.checkpoint_every={max(r.eval_every, r.iterations // 6)}",
+            # at most 50 iterations between checkpoints: a long run (Walker2d: 1000 iterations, ~4 h on a
+            # core) stopped mid-way loses little when it resumes
+            f"online.checkpoint_every={max(r.eval_every, min(r.iterations // 6, 50))}",
         ],
     )
 
