@@ -134,3 +134,23 @@ def test_d4rl_recipe_with_a_weak_behaviour_run_warns_everywhere(tmp_path, monkey
     assert load_hdf5(tmp_path / "Hopper-medium.hdf5").metadata["warnings"] == meta["warnings"]
     assert main(["data", "inspect", "Hopper-medium"]) == 0
     assert "warning: the behaviour run's best snapshot" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("iterations, eval_every, expected", [(1000, 5, 50), (150, 5, 25), (12, 5, 5), (2, 1, 1)])
+def test_behaviour_run_checkpoints_at_most_every_50_iterations(iterations, eval_every, expected):
+    r = datagen.D4RLRecipe(iterations=iterations, eval_every=eval_every)
+    assert datagen.behaviour_checkpoint_every(r) == expected
+
+
+def test_d4rl_behaviour_run_uses_the_checkpoint_interval(tmp_path, monkeypatch):
+    import yaml
+
+    monkeypatch.setenv("O2O_DATA_DIR", str(tmp_path))
+    # 306 one-step iterations: a sixth of the run (51) is above the cap of 50
+    tiny = ["--set", "d4rl.iterations=306", "--set", "d4rl.steps_per_iteration=1", "--set", "d4rl.updates_per_iteration=1",
+            "--set", "d4rl.warmup_steps=50", "--set", "d4rl.eval_every=40", "--set", "d4rl.eval_episodes=1",
+            "--set", "d4rl.hidden_dims=[8,8]", "--set", "d4rl.transitions=100", "--set", "d4rl.num_envs=1"]
+    assert main(["--no-progress", "data", "generate", "--task", "Hopper", "--recipe", "d4rl", "--quality", "random", *tiny]) == 0
+    (run,) = (tmp_path / "behaviour").iterdir()
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["online"]["checkpoint_every"] == 50  # max(eval_every 40, min(306 // 6, 50))

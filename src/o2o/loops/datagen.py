@@ -389,6 +389,13 @@ def behaviour_quality_warnings(task, expert: dict, medium: dict, r: D4RLRecipe) 
     ]
 
 
+def behaviour_checkpoint_every(r: D4RLRecipe) -> int:
+    """Iterations between the d4rl behaviour run's checkpoints: a sixth of the run, at most 50 (a long
+    run, e.g. Walker2d's 1000 iterations, ~4 h on a core, stopped mid-way loses little when it
+    resumes), at least one evaluation period."""
+    return max(r.eval_every, min(r.iterations // 6, 50))
+
+
 def generate_d4rl(cfg: GenerateConfig, *, progress: bool = True):
     from o2o.config import to_dict
     from o2o.data import Dataset
@@ -413,9 +420,7 @@ def generate_d4rl(cfg: GenerateConfig, *, progress: bool = True):
             f"online.replay_capacity={r.iterations * r.steps_per_iteration + 1000}",
             f"online.eval_every={r.eval_every}",
             f"online.eval_episodes={r.eval_episodes}",
-            # at most 50 iterations between checkpoints: a long run (Walker2d: 1000 iterations, ~4 h on a
-            # core) stopped mid-way loses little when it resumes
-            f"online.checkpoint_every={max(r.eval_every, min(r.iterations // 6, 50))}",
+            f"online.checkpoint_every={behaviour_checkpoint_every(r)}",
         ],
     )
 
