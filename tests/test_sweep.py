@@ -250,6 +250,26 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_runs(tmp_path, mon
         assert list(got[key]) == list(want[key]), key
 
 
+def test_runs_found_finished_are_recorded_without_a_wall_time(tmp_path, capsys):
+    """A finished run directory the index does not know (copied in from another sweep, or an index
+    lost) is recorded as finished, not run again, and with no wall time ("-"), not a made-up 0.0."""
+    spec = load_spec(write_spec(tmp_path, TINY.format(seeds=1, iterations=1)))
+    sweep_dir = tmp_path / "sweep"
+    run_sweep(spec, sweep_dir, backend=SequentialBackend(), progress=False, echo=lambda *_: None)
+    with SweepIndex(sweep_dir) as index:
+        assert index.record("sac/Pendulum/seed0").wall_time_s > 0
+    (sweep_dir / "index.sqlite").unlink()
+    out = run_sweep(spec, sweep_dir, backend=SequentialBackend(), progress=False, echo=lambda *_: None)
+    assert out.executed == ["sac/Pendulum/seed0"]  # "executed": read back from its summary, not trained
+    with SweepIndex(sweep_dir) as index:
+        rec = index.record("sac/Pendulum/seed0")
+        assert rec.status == "finished" and rec.wall_time_s is None
+    capsys.readouterr()
+    assert main(["sweep", str(sweep_dir), "--status"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "sac/Pendulum/seed0" in x)
+    assert line.split()[1:4] == ["finished", "1", "-"]
+
+
 def test_second_sweep_process_on_the_same_directory_is_refused(tmp_path):
     sweep_dir = tmp_path / "sweep"
     lock = sweep_mod._Lock(sweep_dir)

@@ -167,7 +167,7 @@ class SweepIndex:
             (time.time(), worker, run_id),
         )
 
-    def mark_finished(self, run_id: str, *, wall_time_s: float, resumed_from: int | None, worker: str = "") -> None:
+    def mark_finished(self, run_id: str, *, wall_time_s: float | None, resumed_from: int | None, worker: str = "") -> None:
         self._db.execute(
             "UPDATE runs SET status='finished', finished_at=?, wall_time_s=?, resumed_from=?, worker=?, error=NULL, "
             "traceback=NULL WHERE run_id=?",

@@ -633,7 +633,10 @@ def _jobs(to_run: list[str], by_id: dict) -> list[list[str]]:
 def _record(index: SweepIndex, result: dict) -> str:
     run_id, wall = result["run_id"], result.get("wall_time_s")
     if result["status"] == "finished":
-        index.mark_finished(run_id, wall_time_s=wall or 0.0, resumed_from=result.get("resumed_from"), worker=result.get("worker", ""))
+        # a run found finished (its summary written before the index knew, e.g. copied in from another
+        # sweep) has no training time of this sweep's to record: None, shown as "-"
+        index.mark_finished(run_id, wall_time_s=None if result.get("recovered") else (wall or 0.0),
+                            resumed_from=result.get("resumed_from"), worker=result.get("worker", ""))
         s = result.get("summary", {})
         how = " (found finished: recorded)" if result.get("recovered") else (
             f" (continued from checkpoint {result['resumed_from']})" if result.get("resumed_from") is not None else "")
@@ -643,7 +646,8 @@ def _record(index: SweepIndex, result: dict) -> str:
             f"{label} {s[key]:.1f}" for key, label in (("final_eval_return", "final eval return"), ("final_eval_cost", "cost"))
             if isinstance(s.get(key), (int, float))
         )
-        return f"finished {run_id} in {wall:.1f} s{how}" + (f": {numbers}" if numbers else "")
+        took = "" if result.get("recovered") else f" in {wall:.1f} s"
+        return f"finished {run_id}{took}{how}" + (f": {numbers}" if numbers else "")
     index.mark_failed(run_id, result.get("error", "?"), result.get("traceback", ""), wall_time_s=wall, worker=result.get("worker", ""))
     return f"FAILED {run_id}: {result.get('error')}"
 
