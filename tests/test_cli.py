@@ -163,3 +163,12 @@ def test_seed_lists_read_alike_in_every_command(capsys):
     code, _, err = run(capsys, "pretrain", "--algo", "bc-safe", "--dataset", "BallCircle-dsrl-small", "--seeds", "0,x")
     assert code == 2
     assert "--seeds must be integers" in one_error_line(err)
+
+
+def test_closed_stdout_ends_quietly():
+    """`o2o config | head -1`: the reader closes the pipe early; o2o stops without a traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "o2o.cli", "config"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before o2o has written anything: every write of it meets a closed pipe
+    _, err = proc.communicate(timeout=120)
+    assert b"Traceback" not in err, err.decode()
+    assert b"BrokenPipe" not in err, err.decode()

@@ -804,13 +804,20 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return _all_commands()[args.command](args) or 0
+        code = _all_commands()[args.command](args) or 0
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at exit
+        return code
     except O2OError as err:
         print(f"o2o: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("o2o: interrupted; a run can be continued with `o2o train --resume DIR`", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # stdout closed by its reader (`o2o sweep DIR --status | head`): stop quietly like any Unix
+        # tool; point stdout at /dev/null so the interpreter's final flush does not raise again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":
