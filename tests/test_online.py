@@ -1,6 +1,7 @@
 """Online training: SAC learns Pendulum in a test budget; a resumed run equals an uninterrupted one."""
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import pytest
 from o2o.config import to_dict
 from o2o.loops.online import run_online
 from o2o.presets import resolve_train_config
-from o2o.runs import read_metrics_csv
+from o2o.runs import load_checkpoint, read_metrics_csv
 
 
 def pendulum_config(**extra):
@@ -67,7 +68,9 @@ def test_resumed_run_equals_uninterrupted(tmp_path, algo, task, mode):
     run_online(half, tmp_path / "resumed", progress=False)
     # the run is "interrupted" after iteration 2; continue it with the full config
     (tmp_path / "resumed" / "config.yaml").write_text((tmp_path / "full" / "config.yaml").read_text())
+    t0 = time.perf_counter()
     resumed = run_online(cfg, tmp_path / "resumed", resume=True, progress=False)
+    invocation = time.perf_counter() - t0
 
     a = read_metrics_csv(tmp_path / "full" / "metrics.csv")
     b = read_metrics_csv(tmp_path / "resumed" / "metrics.csv")
@@ -78,3 +81,9 @@ def test_resumed_run_equals_uninterrupted(tmp_path, algo, task, mode):
             np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     for k in ("env_steps", "updates", "train_cumulative_cost", "final_eval_return"):
         assert full[k] == resumed[k], k
+    # the summary's wall time is the whole run's: the time recorded at the checkpoint it resumed
+    # from (the first invocation's) plus the resuming invocation's
+    _, host = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "ckpt_2")
+    assert resumed["resumed_from"] == 2 and "resumed_from" not in full and "wall_time_note" not in resumed
+    assert host["wall_time_s"] > 0
+    assert host["wall_time_s"] < resumed["wall_time_s"] <= host["wall_time_s"] + invocation

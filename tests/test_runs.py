@@ -342,3 +342,25 @@ def test_resumed_run_metrics_equal_an_uninterrupted_run(tmp_path):
         _log(m, range(4, 9))
     assert (path / "metrics.csv").read_text() == (tmp_path / "full" / "metrics.csv").read_text()
     assert len(list((path / "tb").iterdir())) == 2  # a new events file; the old steps are purged
+
+
+def test_run_clock_counts_the_time_before_a_resume(monkeypatch):
+    """A run's wall time adds up over its invocations; an older checkpoint without one says so."""
+    from types import SimpleNamespace
+
+    from o2o.runs import RunClock, clock
+
+    ticks = iter([100.0, 130.0, 150.0, 500.0, 520.0, 530.0, 900.0, 910.0])
+    monkeypatch.setattr(clock, "time", SimpleNamespace(perf_counter=lambda: next(ticks)))
+    new = RunClock(None, resumed_from=0)  # t = 100
+    assert new.stamp({"counters": {}})["wall_time_s"] == 30.0  # a checkpoint at t = 130
+    assert new.summary() == {"wall_time_s": 50.0}  # the end at t = 150: no resume to report
+
+    resumed = RunClock({"wall_time_s": 30.0}, resumed_from=2)  # continues that checkpoint at t = 500
+    assert resumed.stamp({})["wall_time_s"] == 50.0
+    assert resumed.summary() == {"wall_time_s": 60.0, "resumed_from": 2}
+
+    old = RunClock({"counters": {}}, resumed_from=4)  # a checkpoint from before the record, at t = 900
+    assert old.stamp({})["wall_time_s"] is None  # still unknown for the next resume
+    summary = old.summary()
+    assert summary["wall_time_s"] == 10.0 and summary["resumed_from"] == 4 and "this invocation only" in summary["wall_time_note"]

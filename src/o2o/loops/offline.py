@@ -456,7 +456,7 @@ def _run_seeds(trainer, cfgs, out_dirs: list[Path], *, resume: bool, progress: b
     """The loop every pre-training run goes through, one seed (``OfflineTrainer``) or a group
     (``SeedBatchTrainer``): one run directory, metrics writer and checkpoint per seed."""
     from o2o.loops.online import _progress
-    from o2o.runs import MetricsWriter
+    from o2o.runs import MetricsWriter, RunClock
 
     live_eval = live_eval_default() if live_eval is None else bool(live_eval)
     trainer.data.live_eval = live_eval
@@ -474,8 +474,9 @@ def _run_seeds(trainer, cfgs, out_dirs: list[Path], *, resume: bool, progress: b
             if host.get(STRIPPED_KEY):
                 raise RunDirError(f"cannot resume '{rd.path}': its latest checkpoint holds only the policy ({host[STRIPPED_KEY]})")
         trainer.restore_seeds(loaded)
+    hosts = [host for _, host in loaded] if resume else [None] * len(rundirs)
+    clocks = [RunClock(host, resumed_from=trainer.counters["steps"]) for host in hosts]  # wall time across resumes
     seeds = trainer.seeds
-    start = time.perf_counter()
     last_eval: list[dict[str, float]] = [{} for _ in seeds]
     what = f"{trainer.cfg.algo} on {trainer.cfg.dataset}" + (f" (seeds {','.join(map(str, seeds))} as one program)" if len(seeds) > 1 else "")
     with _progress(progress) as bar:
@@ -496,10 +497,9 @@ def _run_seeds(trainer, cfgs, out_dirs: list[Path], *, resume: bool, progress: b
                 for i, (writer, rundir) in enumerate(zip(writers, rundirs)):
                     writer.flush()
                     arrays, host = trainer.seed_checkpoint(i)
-                    rundir.save_checkpoint(s, arrays=arrays, host_state=host, keep=keep)
+                    rundir.save_checkpoint(s, arrays=arrays, host_state=clocks[i].stamp(host), keep=keep)
     for writer in writers:
         writer.close()
-    wall = time.perf_counter() - start
     summaries = []
     for i, (seed, rundir) in enumerate(zip(seeds, rundirs)):
         summary = {
@@ -509,7 +509,7 @@ def _run_seeds(trainer, cfgs, out_dirs: list[Path], *, resume: bool, progress: b
             "seed": seed,
             "cost_limit": trainer.cost_limit,
             "steps": trainer.counters["steps"],
-            "wall_time_s": wall,
+            **clocks[i].summary(),
         }
         if live_eval:
             summary.update({f"final_{k.replace('/', '_')}": v for k, v in (last_eval[i] or trainer.evaluate_seed(i)).items()})

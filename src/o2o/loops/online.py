@@ -31,6 +31,7 @@ from o2o.agents.common import make_update_many
 from o2o.data.replay import replay_add, replay_init, replay_sample
 from o2o.errors import ConfigError
 from o2o.lagrange import LagrangeConfig, make_controller
+from o2o.runs.clock import RunClock
 
 
 @dataclass(frozen=True)
@@ -369,13 +370,14 @@ def run_online(
             upgrade_saved_config(out_dir, cfg)
         rundir = RunDir.create(out_dir, to_dict(cfg), resume=resume)
     writer = MetricsWriter(rundir)
+    host = None
     if resume and rundir.latest_checkpoint() is not None:
         arrays, host = rundir.load_checkpoint(template=trainer.checkpoint_arrays())
         trainer.restore(arrays, host)
         writer.truncate_after(trainer.counters["iteration"])
+    clock = RunClock(host, resumed_from=trainer.counters["iteration"])
 
     o = cfg.online
-    start = time.perf_counter()
     history: list[dict] = []
     with _progress(progress) as bar:
         task_id = bar.add_task(description or f"{cfg.algo} {cfg.task} seed {cfg.seed}", total=o.iterations, completed=trainer.counters["iteration"], status="")
@@ -400,9 +402,9 @@ def run_online(
             bar.update(task_id, completed=it, status=status)
             if it % o.checkpoint_every == 0 or it == o.iterations:
                 writer.flush()
-                rundir.save_checkpoint(it, arrays=trainer.checkpoint_arrays(), host_state=trainer.host_state())
+                rundir.save_checkpoint(it, arrays=trainer.checkpoint_arrays(), host_state=clock.stamp(trainer.host_state()))
     writer.close()
-    summary = summarize(rundir, trainer, time.perf_counter() - start)
+    summary = summarize(rundir, trainer, clock)
     rundir.write_summary(summary)
     return summary
 
@@ -430,7 +432,7 @@ def upgrade_saved_config(out_dir, cfg) -> None:
         write_text_atomic(path, yaml.safe_dump(completed, sort_keys=False))
 
 
-def summarize(rundir, trainer: OnlineTrainer, wall_time: float) -> dict:
+def summarize(rundir, trainer: OnlineTrainer, clock: RunClock) -> dict:
     """Final and best evaluation (labelled as such), safety while learning, budget."""
     from o2o.runs import read_metrics_csv
 
@@ -446,7 +448,7 @@ def summarize(rundir, trainer: OnlineTrainer, wall_time: float) -> dict:
         "train_cumulative_cost": trainer.counters["cumulative_cost"],
         "train_violating_episodes": trainer.counters["violating_episodes"],
         "train_episodes": trainer.counters["episodes"],
-        "wall_time_s": wall_time,
+        **clock.summary(),  # wall_time_s: the whole run's, resumes included (o2o.runs.clock)
     }
     if "eval/return" in m:
         ret = m["eval/return"]

@@ -16,11 +16,13 @@ from o2o.runs.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from o2o.runs.clock import RunClock
 from o2o.runs.metrics import MetricsWriter, merge_metrics, read_metrics_csv
 from o2o.runs.rundir import RunDir
 
 __all__ = [
     "RunDir",
+    "RunClock",
     "MetricsWriter",
     "read_metrics_csv",
     "merge_metrics",
