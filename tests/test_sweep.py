@@ -350,3 +350,30 @@ def test_ray_backend_on_a_local_instance(tmp_path):
         workers = {r.worker for r in index.records()}
     assert all((tmp_path / "sweep/runs" / r.run_id / "summary.json").is_file() for r in spec.runs)
     assert all(w and str(os.getpid()) not in w for w in workers)  # ran in Ray worker processes
+
+
+def test_status_tells_a_stopped_sweeps_running_runs_from_live_ones(tmp_path, capsys):
+    """`--status` on a sweep whose process was killed: the runs the index still records as running show
+    as interrupted, with how to continue; while a sweep process holds the directory they show as running."""
+    spec = load_spec(write_spec(tmp_path, TINY.format(seeds=2, iterations=1)))
+    sweep_dir = tmp_path / "sweep"
+    lock = sweep_mod._Lock(sweep_dir)
+    with SweepIndex(sweep_dir) as index:
+        index.register(spec.runs)
+        index.mark_running("sac/Pendulum/seed0", "local")
+
+    def status_of(run_id):
+        capsys.readouterr()
+        assert main(["sweep", str(sweep_dir), "--status"]) == 0
+        out = capsys.readouterr().out
+        return next(x for x in out.splitlines() if run_id in x).split()[1], out
+
+    try:
+        st, out = status_of("sac/Pendulum/seed0")
+        assert st == "running" and f"pid {os.getpid()}" in out.splitlines()[0]
+    finally:
+        lock.release()
+    st, out = status_of("sac/Pendulum/seed0")
+    assert st == "interrupted" and "no sweep process" in out.splitlines()[0]
+    assert f"o2o sweep {sweep_dir}` continues them" in out
+    assert status_of("sac/Pendulum/seed1")[0] == "pending"

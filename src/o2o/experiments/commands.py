@@ -7,6 +7,7 @@ commands and ``cli.py`` only wires them in.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 import sys
@@ -147,13 +148,19 @@ def _dry_run(spec, sweep_dir: Path) -> int:
 
 def _sweep_status(sweep_dir: Path) -> int:
     from o2o.experiments.index import read_index
+    from o2o.experiments.sweep import sweep_holder
 
     meta, records = read_index(sweep_dir)
+    holder = sweep_holder(sweep_dir)
+    live = f"a sweep process (pid {holder}) is driving it now" if holder else "no sweep process is driving it now"
     print(f"sweep {meta.get('name', sweep_dir.name)} in {sweep_dir} (spec {meta.get('spec_source') or 'spec.yaml'}, "
-          f"sha256 {meta.get('spec_sha256', '?')[:12]}; last launched {meta.get('updated_at', '?')})")
+          f"sha256 {meta.get('spec_sha256', '?')[:12]}; last launched {meta.get('updated_at', '?')}; {live})")
     print(f"  {'run':<40} {'status':<12} {'attempts':>8} {'wall s':>8}  {'continued from':>14}  error")
     counts: dict[str, int] = {}
     for r in records:
+        if r.status == "running" and not holder:
+            # the index says running, but no sweep holds the directory: the sweep that ran it was killed
+            r = dataclasses.replace(r, status="interrupted")
         counts[r.status] = counts.get(r.status, 0) + 1
         wall = f"{r.wall_time_s:.1f}" if r.wall_time_s is not None else "-"
         cont = "-" if r.resumed_from is None else f"ckpt {r.resumed_from}"
@@ -162,6 +169,9 @@ def _sweep_status(sweep_dir: Path) -> int:
     for r in records:
         if r.status == "failed" and r.traceback:
             print(f"\ntraceback of {r.run_id}:\n" + "\n".join(r.traceback.rstrip().splitlines()[-12:]))
+    if counts.get("interrupted"):
+        print(f"  interrupted: stopped mid-way (the sweep that ran them ended); `o2o sweep {sweep_dir}` continues them from their "
+              "last checkpoints")
     print(f"outputs: none written ({sweep_dir / 'index.sqlite'} read)")
     return 0
 

@@ -491,6 +491,25 @@ class _Lock:
         self._file.close()
 
 
+def sweep_holder(sweep_dir: Path) -> str | None:
+    """The pid of the live ``o2o sweep`` process driving ``sweep_dir``, or None when none holds its lock
+    (a run the index records as running is then one that a stopped or killed sweep left in flight).
+    Probes with a shared lock taken and dropped at once; a sweep starting in that instant is refused
+    with the usual one-line error and can be launched again."""
+    import fcntl
+
+    path = Path(sweep_dir) / LOCK_FILE
+    if not path.is_file():
+        return None
+    with open(path) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return f.read().strip() or "?"
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return None
+
+
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
