@@ -1,0 +1,124 @@
+"""One figure of every OCR-CFT comparison run so far (docs/results.md#ocr-cft): a grid of D4RL-normalised
+learning curves, one row per online algorithm (O2SAC from CQL, O2TD3 from TD3+BC, O2PPO from IQL) and
+one column per dataset (Hopper / Walker2d x medium / medium-replay), each panel the full method beside
+naive fine-tuning and from-scratch training, with the pre-trained policy's score as a dashed line.
+
+    .venv/bin/python benchmarks/experiments/ocr_overview.py [--sweeps runs/sweeps] [--out docs/figures/ocr_overview.png]
+
+Every panel reads one `o2o sweep` directory (the table ``PANELS`` below names it and the spec that
+made it); only finished runs count (those with a summary.json), and a panel whose sweep has none says
+"not run". Curves: mean and 95% Student-t interval over seeds (``o2o.experiments.aggregate.curve``),
+x = online env steps. The pre-trained line is the mean of the pre-trained runs' own final evaluations
+(their summary.json), the runs every seed of the panel starts from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from o2o.experiments.aggregate import curve
+
+KEY = "eval/normalized_return"
+ROWS = {"sac": "O2SAC (from CQL)", "td3": "O2TD3 (from TD3+BC)", "ppo": "O2PPO (from IQL)"}
+OFFLINE = {"sac": "CQL", "td3": "TD3+BC", "ppo": "IQL"}
+COLS = ["Hopper-medium", "Hopper-medium-replay", "Walker2d-medium", "Walker2d-medium-replay"]
+# (row, dataset) -> the sweep directory (runs/sweeps/<name>, made by benchmarks/experiments/<name>.yaml)
+PANELS = {
+    ("sac", "Hopper-medium"): "ocr-hopper-sac",
+    ("td3", "Hopper-medium"): "ocr-hopper-td3-5seeds",
+    ("td3", "Hopper-medium-replay"): "ocr-hopper-mr-td3-5seeds",
+    ("td3", "Walker2d-medium"): "ocr-walker2d-td3",
+    ("td3", "Walker2d-medium-replay"): "ocr-walker2d-mr-td3",
+    ("ppo", "Hopper-medium"): "ocr-hopper-ppo",
+    ("ppo", "Hopper-medium-replay"): "ocr-hopper-mr-ppo",
+    ("ppo", "Walker2d-medium"): "ocr-walker2d-ppo",
+    ("ppo", "Walker2d-medium-replay"): "ocr-walker2d-mr-ppo",
+}
+# method suffix -> (label, colour); {alg}: SAC / TD3 / PPO, {off}: the offline algorithm
+VARIANTS = {"": ("O2{alg}", "tab:blue"), "-naive": ("{alg} from {off} (naive)", "tab:red"), "-scratch": ("{alg} from scratch", "tab:gray")}
+
+
+def finished_runs(task_dir: Path) -> list[Path]:
+    return [r for r in sorted(task_dir.glob("seed*")) if (r / "summary.json").is_file()]
+
+
+def pretrained_score(runs: list[Path]) -> float:
+    scores = []
+    for r in runs:
+        pre = yaml.safe_load((r / "config.yaml").read_text()).get("pretrained")
+        path = Path(pre) / "summary.json" if pre else None
+        if path and path.is_file():
+            scores.append(json.loads(path.read_text()).get("final_eval_normalized_return", np.nan))
+    return float(np.nanmean(scores)) if scores else float("nan")
+
+
+def draw_panel(ax, sweep: Path, row: str) -> list[str]:
+    """Plot one panel; return the lines of its text summary."""
+    lines, pre = [], []
+    for suffix, (label, colour) in VARIANTS.items():
+        method = f"o2{row}{suffix}"
+        task_dirs = sorted((sweep / "runs" / method).glob("*")) if (sweep / "runs" / method).is_dir() else []
+        runs = [r for t in task_dirs for r in finished_runs(t)]
+        if not runs:
+            continue
+        c = curve(runs, KEY, x_key="env_steps")
+        name = label.format(alg=row.upper(), off=OFFLINE[row])
+        ax.plot(c.x / 1e3, c.mean, color=colour, label=f"{name} (n={c.n})")
+        ax.fill_between(c.x / 1e3, c.low, c.high, color=colour, alpha=0.2, linewidth=0)
+        lines.append(f"{method}: n={c.n}, start {c.mean[0]:.1f}, final {c.mean[-1]:.1f} at {int(c.x[-1])} env steps")
+        if suffix != "-scratch":
+            pre.append(pretrained_score(runs))
+    if pre:
+        ax.axhline(np.nanmean(pre), color="black", linestyle="--", linewidth=1, label=f"pre-trained {OFFLINE[row]} policy")
+    return lines
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sweeps", type=Path, default=Path("runs/sweeps"), help="the directory holding the sweep directories")
+    p.add_argument("--out", type=Path, default=Path("docs/figures/ocr_overview.png"))
+    args = p.parse_args(argv)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(ROWS), len(COLS), figsize=(4.2 * len(COLS), 3.2 * len(ROWS)), squeeze=False)
+    for i, row in enumerate(ROWS):
+        for j, dataset in enumerate(COLS):
+            ax = axes[i, j]
+            name = PANELS.get((row, dataset))
+            sweep = args.sweeps / name if name else None
+            lines = draw_panel(ax, sweep, row) if sweep and sweep.is_dir() else []
+            ax.set_title(f"{ROWS[row].split()[0]} - {dataset}", fontsize=10)
+            if not lines:
+                why = f"not run\n({name}.yaml)" if name else "no spec yet"
+                ax.text(0.5, 0.5, why, ha="center", va="center", transform=ax.transAxes, color="gray")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                print(f"{row} {dataset}: {why.splitlines()[0]}")
+                continue
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7, loc="best")
+            if i == len(ROWS) - 1 or (i + 1, j) not in PANELS:
+                ax.set_xlabel("online env steps (thousands)")
+            if j == 0:
+                ax.set_ylabel("D4RL-normalised score")
+            print(f"{row} {dataset} ({name}): " + "; ".join(lines))
+    fig.suptitle("OCR-CFT on the generated datasets, reduced budgets: O2SAC / O2TD3 / O2PPO vs naive fine-tuning vs from scratch "
+                 "(mean and 95% t-interval over seeds)")
+    fig.tight_layout()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out, dpi=110)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
