@@ -2,6 +2,9 @@
 # Fill .devcarry/ (git-ignored) with what a bare GPU machine (Python 3.12) needs beside its own JAX and
 # torch: the pure-Python wheels of o2o's and d3rlpy's dependencies, and the generated datasets.
 # Then run there with `carry: [.devcarry]` and `source benchmarks/device/setup.sh`.
+#   benchmarks/device/bundle.sh [DATASET ...]   (default: BallCircle-dsrl CarRun-dsrl Hopper-medium Hopper-medium-replay)
+# A carry holds 64 MiB in all: the wheels take ~4 MiB; Walker2d-medium-replay alone is 42 MiB, so pick
+# the datasets one device session needs. A dataset missing here is named, and the script stops.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 grep -qx "/.devcarry/" .git/info/exclude 2>/dev/null || { mkdir -p .git/info; echo "/.devcarry/" >> .git/info/exclude; }
@@ -13,7 +16,13 @@ for p in gymnasium==0.28.1 jax-jumpy==1.0.0 farama-notifications==0.0.6 tensorbo
 done
 $PIP wheel -q --no-deps -w .devcarry/whl gym==0.26.2   # d3rlpy imports gym; it ships as an sdist only
 DATA="${O2O_DATA_DIR:-$HOME/.o2o/datasets}"
-for d in BallCircle-dsrl CarRun-dsrl Hopper-medium Hopper-medium-replay; do
-  cp "$DATA/$d.hdf5" "$DATA/$d.json" .devcarry/data/
+rm -f .devcarry/data/*
+for d in "${@:-BallCircle-dsrl CarRun-dsrl Hopper-medium Hopper-medium-replay}"; do
+  for f in $d; do
+    [ -f "$DATA/$f.hdf5" ] || { echo "bundle.sh: no dataset '$f' in $DATA (o2o data list; docs/datasets.md says how to generate it)" >&2; exit 1; }
+    cp "$DATA/$f.hdf5" "$DATA/$f.json" .devcarry/data/
+  done
 done
-du -sh .devcarry
+size=$(du -sm .devcarry | cut -f1)
+echo ".devcarry: ${size} MiB"
+[ "$size" -le 64 ] || { echo "bundle.sh: .devcarry is ${size} MiB, over the 64 MiB a device carry holds; bundle fewer datasets" >&2; exit 1; }
