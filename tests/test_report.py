@@ -192,3 +192,44 @@ def test_format_mean_ci_by_hand():
     # [1, 2, 3]: mean 2, sem 1/sqrt(3), t_{0.975, 2} = 4.3027 -> half-width 2.4841
     assert format_mean_ci([1.0, 2.0, 3.0], digits=3) == "2.000 ± 2.484"
     assert format_mean_ci([7.25]) == "7.2"
+
+
+def write_finetune_run(path, *, method, seed, scores, pretrained, every=1000):
+    """A fine-tuning run on Hopper with evaluations ``scores`` at env steps 0, every, 2 every, ..."""
+    path.mkdir(parents=True)
+    (path / "config.yaml").write_text(yaml.safe_dump({"method": method, "task": "Hopper", "seed": seed, "pretrained": str(pretrained)}))
+    head = ["step", "env_steps", "eval/return", "eval/normalized_return"]
+    rows = [[str(i), repr(float(i * every)), repr(10.0 * s), repr(float(s))] for i, s in enumerate(scores)]
+    rows.insert(2, ["1", "1500.0", "", ""])  # a training row without evaluation
+    (path / "metrics.csv").write_text("\n".join([",".join(head)] + [",".join(r) for r in rows]) + "\n")
+    (path / "summary.json").write_text(json.dumps({"method": method, "task": "Hopper", "seed": seed, "cost_limit": None}))
+
+
+def test_finetune_table_against_hand_computation(tmp_path):
+    """The fine-tuning table: start, the lowest evaluation in the first 10% of the budget (step 0 left
+    out), the dip, final - start, best and the online mean, per run by hand, then over seeds."""
+    from o2o.experiments.report import finetune_stats
+
+    pre = tmp_path / "pre"
+    pre.mkdir()
+    (pre / "summary.json").write_text(json.dumps({"final_eval_normalized_return": 30.0}))
+    # 11 evaluations at 0, 1k, ..., 10k env steps (budget 10k: the first 10% is the 1k evaluation only)
+    a = [40.0, 25.0, 20.0, 50.0, 60.0, 45.0, 50.0, 55.0, 60.0, 65.0, 70.0]
+    b = [40.0, 35.0, 10.0, 30.0, 40.0, 50.0, 50.0, 50.0, 50.0, 50.0, 60.0]
+    write_finetune_run(tmp_path / "ft/runs/o2td3/Hopper/seed0", method="o2td3", seed=0, scores=a, pretrained=pre)
+    write_finetune_run(tmp_path / "ft/runs/o2td3/Hopper/seed1", method="o2td3", seed=1, scores=b, pretrained=pre)
+    s = finetune_stats(tmp_path / "ft/runs/o2td3/Hopper/seed0")
+    assert s["pretrained"] == 30.0 and s["start"] == 40.0 and s["budget"] == 10000
+    assert s["lowest_early"] == 25.0 and s["dip"] == 15.0  # not 20.0 (at 2k: after the first 10%)
+    assert s["final"] == 70.0 and s["gain"] == 30.0 and s["best"] == 70.0
+    assert s["online_mean"] == pytest.approx(sum(a[1:]) / 10)
+    written = write_report([tmp_path / "ft/runs/o2td3/Hopper"], tmp_path / "r.md", command="o2o report")
+    page = written["markdown"].read_text()
+    assert "## Fine-tuning from a pre-trained policy" in page
+    row = next(x for x in page.splitlines() if x.startswith("| Hopper | o2td3 | 2 | 10000 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    # pre-trained 30 (both), start 40 (both): no interval; lowest 25 and 35 -> mean 30, dip 15 and 5 -> 10
+    assert cells[4] == "30.0" and cells[5] == "40.0"
+    assert cells[6].startswith("30.0 [") and cells[7].startswith("10.0 [") and cells[8].startswith("65.0 [")
+    # a run that did not start from a pre-trained run (no `pretrained` in its config) gets no row
+    assert finetune_stats(tmp_path / "ft/runs/o2td3/Hopper/seed0", {"task": "Hopper"}, {"env_steps": np.zeros(1)}) is None

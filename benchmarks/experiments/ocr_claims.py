@@ -20,44 +20,21 @@ with the mean and 95% t-interval over the finished seeds (D4RL-normalised evalua
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-import numpy as np
-import yaml
-
 from o2o.experiments.aggregate import format_mean_ci
-from o2o.runs import read_metrics_csv
+from o2o.experiments.report import finetune_stats
 
 KEY = "eval/normalized_return"
-
-
 fmt = format_mean_ci
 
 
 def run_stats(run: Path) -> dict | None:
+    """A finished run's numbers (``o2o.experiments.report.finetune_stats``, the fine-tuning table of
+    `o2o report`); None for an unfinished run."""
     if not (run / "summary.json").exists():
         return None
-    m = read_metrics_csv(run / "metrics.csv")
-    steps = np.asarray(m["env_steps"], float)
-    score = np.asarray(m[KEY], float)
-    ok = ~np.isnan(score)
-    steps, score = steps[ok], score[ok]
-    budget = steps.max()
-    early = (steps > 0) & (steps <= 0.1 * budget)
-    online = steps > 0
-    pretrained = yaml.safe_load((run / "config.yaml").read_text()).get("pretrained")
-    pre_summary = Path(pretrained) / "summary.json" if pretrained else None
-    pre_score = json.loads(pre_summary.read_text()).get("final_eval_normalized_return", np.nan) if pre_summary and pre_summary.exists() else np.nan
-    return {
-        "pretrained": pre_score,
-        "offline": score[steps == 0][0],
-        "lowest_early": score[early].min() if early.any() else np.nan,
-        "final": score[-1],
-        "best": score[online].max(),
-        "online_mean": score[online].mean(),
-        "budget": budget,
-    }
+    return finetune_stats(run)
 
 
 def main(argv=None) -> int:
@@ -78,11 +55,9 @@ def main(argv=None) -> int:
                 continue
             all_stats += stats
             col = {k: [s[k] for s in stats] for k in stats[0]}
-            dip = np.subtract(col["offline"], col["lowest_early"])
-            gain = np.subtract(col["final"], col["offline"])
             print(
-                f"| {method_dir.name} | {task_dir.name} | {len(stats)} | {fmt(col['pretrained'])} | {fmt(col['offline'])} | {fmt(col['lowest_early'])} | "
-                f"{fmt(dip)} | {fmt(col['final'])} | {fmt(gain)} | {fmt(col['best'])} | {fmt(col['online_mean'])} |"
+                f"| {method_dir.name} | {task_dir.name} | {len(stats)} | {fmt(col['pretrained'])} | {fmt(col['start'])} | {fmt(col['lowest_early'])} | "
+                f"{fmt(col['dip'])} | {fmt(col['final'])} | {fmt(col['gain'])} | {fmt(col['best'])} | {fmt(col['online_mean'])} |"
             )
     budgets = sorted({int(s["budget"]) for s in all_stats})
     print(f"\nonline budget(s): {budgets} env steps; D4RL-normalised scores ({KEY})")

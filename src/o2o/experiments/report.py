@@ -12,6 +12,13 @@ What a number in a report is:
 - **normalised cost**: DSRL's C / kappa; an agent whose aggregated final normalised cost exceeds 1
   is marked unsafe.
 - **cumulative training cost**: the cost paid by every training episode of a run, warm-up included.
+- **fine-tuning table** (runs started from a pre-trained run, unconstrained tasks): *pre-trained* = the
+  pre-trained run's own final evaluation (its summary.json); *start* = the evaluation before any online
+  step (env step 0: the policy fine-tuning starts from, after any bridge); *lowest, first 10%* = the
+  lowest evaluation in the first 10% of the online budget (step 0 excluded) and *dip* = start minus
+  that (the initial performance drop offline-to-online methods are judged by); *final - start*;
+  *best* = each run's best evaluation after step 0 (optimistic); *online mean* = the mean of a run's
+  evaluations after step 0 (the area under its curve over the budget: what it scored while learning).
 
 Aggregation over seeds: ``mean`` (mean, 95% Student-t interval) or ``iqm`` (interquartile mean, 95%
 percentile-bootstrap interval; across tasks, a stratified bootstrap). Only finished runs count: a
@@ -261,6 +268,60 @@ def summarise_group(task: str, method: str, runs: list[RunInfo], how: str = "mea
     return result
 
 
+def finetune_stats(run_dir: Path, config: dict | None = None, metrics: dict | None = None) -> dict[str, float] | None:
+    """One fine-tuning run's numbers for the fine-tuning table (module docstring), D4RL-normalised; None
+    when the run did not start from a pre-trained run or has no evaluation at env step 0. The
+    pre-trained score is NaN when that run's summary.json cannot be found (path as its config gives it,
+    relative to the working directory)."""
+    if config is None or metrics is None:
+        config, metrics = read_run(run_dir)
+    pretrained = config.get("pretrained")
+    if not pretrained or "env_steps" not in metrics or "eval/normalized_return" not in metrics:
+        return None
+    steps, score = np.asarray(metrics["env_steps"], float), np.asarray(metrics["eval/normalized_return"], float)
+    ok = ~np.isnan(score) & ~np.isnan(steps)
+    steps, score = steps[ok], score[ok]
+    if not len(steps) or steps[0] != 0:
+        return None
+    budget = float(steps.max())
+    online = steps > 0
+    early = online & (steps <= 0.1 * budget)
+    pre = Path(pretrained) / "summary.json"
+    pre_score = json.loads(pre.read_text()).get("final_eval_normalized_return", math.nan) if pre.is_file() else math.nan
+    start = float(score[0])
+    lowest = float(score[early].min()) if early.any() else math.nan
+    return {
+        "pretrained": float(pre_score), "start": start, "lowest_early": lowest, "dip": start - lowest,
+        "final": float(score[-1]), "gain": float(score[-1]) - start,
+        "best": float(score[online].max()) if online.any() else math.nan,
+        "online_mean": float(score[online].mean()) if online.any() else math.nan, "budget": budget,
+    }
+
+
+FINETUNE_COLUMNS = [("pretrained", "pre-trained"), ("start", "start (step 0)"), ("lowest_early", "lowest, first 10%"),
+                    ("dip", "dip"), ("final", "final"), ("gain", "final - start"), ("best", "best"), ("online_mean", "online mean")]
+
+
+def finetune_table(runs: list[RunInfo], how: str = "mean") -> str:
+    """The fine-tuning table (module docstring) of every group of fine-tuning runs on unconstrained tasks."""
+    from o2o.envs import get_task
+
+    lines = []
+    for (task, method), group in group_runs(runs).items():
+        if get_task(task).safe:
+            continue
+        stats = [s for s in (finetune_stats(r.path, r.config, r.metrics) for r in group) if s is not None]
+        if len(stats) != len(group):
+            continue
+        budgets = sorted({int(s["budget"]) for s in stats})
+        cells = [_est([s[k] for s in stats], how).fmt(1) for k, _ in FINETUNE_COLUMNS]
+        lines.append(f"| {task} | {method} | {len(stats)} | {'-'.join(map(str, budgets))} | " + " | ".join(cells) + " |")
+    if not lines:
+        return ""
+    head = "| task | method | seeds | online budget (env steps) | " + " | ".join(label for _, label in FINETUNE_COLUMNS) + " |"
+    return "\n".join([head, "|" + "---|" * (head.count("|") - 1), *lines])
+
+
 # ---------------------------------------------------------------------------------- tables
 
 
@@ -454,6 +515,15 @@ def write_report(
         md += ["", "## Unconstrained tasks (D4RL normalisation)", "",
                f"Table 2 — from {named_by}. Score = 100 (R - R_random) / (R_expert - R_random) with each task's "
                "reference returns (`o2o tasks`: D4RL's for MuJoCo, o2o's own for Pendulum).", "", sc]
+    ft = finetune_table(runs, how)
+    if ft:
+        md += ["", "## Fine-tuning from a pre-trained policy", "",
+               f"Table — from {named_by}. Per run, D4RL-normalised: *pre-trained* = the pre-trained run's own final "
+               "evaluation; *start* = the evaluation at env step 0 (the policy fine-tuning starts from, after any "
+               "bridge); *lowest, first 10%* = the lowest evaluation in the first 10% of the online budget (step 0 "
+               "excluded); *dip* = start - lowest; *best* = the run's best evaluation after step 0 (optimistic); "
+               "*online mean* = the mean of its evaluations after step 0 (what it scored while fine-tuning). "
+               "Then aggregated over seeds.", "", ft]
     at = across_tasks_table(results)
     if at:
         md += ["", "## Across tasks", "", f"Table 3 — from {named_by}. rliable-style aggregate: IQM over every run of "
