@@ -30,6 +30,9 @@ COLS = ["Hopper-medium", "Hopper-medium-replay", "Walker2d-medium", "Walker2d-me
 # (row, dataset) -> the sweep directory (runs/sweeps/<name>, made by benchmarks/experiments/<name>.yaml)
 PANELS = {
     ("sac", "Hopper-medium"): "ocr-hopper-sac",
+    ("sac", "Hopper-medium-replay"): "ocr-hopper-mr-sac",
+    ("sac", "Walker2d-medium"): "ocr-walker2d-sac",
+    ("sac", "Walker2d-medium-replay"): "ocr-walker2d-mr-sac",
     ("td3", "Hopper-medium"): "ocr-hopper-td3-5seeds",
     ("td3", "Hopper-medium-replay"): "ocr-hopper-mr-td3-5seeds",
     ("td3", "Walker2d-medium"): "ocr-walker2d-td3",
