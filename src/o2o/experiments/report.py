@@ -268,15 +268,11 @@ def summarise_group(task: str, method: str, runs: list[RunInfo], how: str = "mea
     return result
 
 
-def finetune_stats(run_dir: Path, config: dict | None = None, metrics: dict | None = None) -> dict[str, float] | None:
-    """One fine-tuning run's numbers for the fine-tuning table (module docstring), D4RL-normalised; None
-    when the run did not start from a pre-trained run or has no evaluation at env step 0. The
-    pre-trained score is NaN when that run's summary.json cannot be found (path as its config gives it,
-    relative to the working directory)."""
-    if config is None or metrics is None:
-        config, metrics = read_run(run_dir)
-    pretrained = config.get("pretrained")
-    if not pretrained or "env_steps" not in metrics or "eval/normalized_return" not in metrics:
+def online_stats(metrics: dict) -> dict[str, float] | None:
+    """A fine-tuning curve's numbers (D4RL-normalised; module docstring): start, lowest in the first 10%
+    of the online budget (step 0 left out), dip, final, final - start, best and online mean; None when
+    the run has no evaluation at env step 0."""
+    if "env_steps" not in metrics or "eval/normalized_return" not in metrics:
         return None
     steps, score = np.asarray(metrics["env_steps"], float), np.asarray(metrics["eval/normalized_return"], float)
     ok = ~np.isnan(score) & ~np.isnan(steps)
@@ -286,16 +282,28 @@ def finetune_stats(run_dir: Path, config: dict | None = None, metrics: dict | No
     budget = float(steps.max())
     online = steps > 0
     early = online & (steps <= 0.1 * budget)
-    pre = Path(pretrained) / "summary.json"
-    pre_score = json.loads(pre.read_text()).get("final_eval_normalized_return", math.nan) if pre.is_file() else math.nan
     start = float(score[0])
     lowest = float(score[early].min()) if early.any() else math.nan
     return {
-        "pretrained": float(pre_score), "start": start, "lowest_early": lowest, "dip": start - lowest,
-        "final": float(score[-1]), "gain": float(score[-1]) - start,
+        "start": start, "lowest_early": lowest, "dip": start - lowest, "final": float(score[-1]), "gain": float(score[-1]) - start,
         "best": float(score[online].max()) if online.any() else math.nan,
         "online_mean": float(score[online].mean()) if online.any() else math.nan, "budget": budget,
     }
+
+
+def finetune_stats(run_dir: Path, config: dict | None = None, metrics: dict | None = None) -> dict[str, float] | None:
+    """``online_stats`` of a run started from a pre-trained run, with the pre-trained run's own final
+    score as ``pretrained`` (NaN when its summary.json cannot be found at the path its config gives,
+    relative to the working directory); None for a run without a pre-trained run."""
+    if config is None or metrics is None:
+        config, metrics = read_run(run_dir)
+    pretrained = config.get("pretrained")
+    stats = online_stats(metrics) if pretrained else None
+    if stats is None:
+        return None
+    pre = Path(pretrained) / "summary.json"
+    pre_score = json.loads(pre.read_text()).get("final_eval_normalized_return", math.nan) if pre.is_file() else math.nan
+    return {"pretrained": float(pre_score), **stats}
 
 
 FINETUNE_COLUMNS = [("pretrained", "pre-trained"), ("start", "start (step 0)"), ("lowest_early", "lowest, first 10%"),

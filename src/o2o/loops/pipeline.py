@@ -241,17 +241,27 @@ def write_report(result: PipelineResult, task_name: str) -> None:
     result.figure = figure
 
 
+def _fmt1(x: float) -> str:
+    """One decimal, '-' for a number a run too short cannot give (no evaluation in its first 10%)."""
+    return "-" if not np.isfinite(x) else f"{x:.1f}"
+
+
 def _write_unconstrained_report(result: PipelineResult, task) -> None:
     """``report.md`` and ``curves.png`` for a task without costs (OCR-CFT): returns only."""
     from o2o.experiments.plots import plot_learning_curves
 
+    from o2o.experiments.report import online_stats
+    from o2o.runs import read_metrics_csv
+
     rows = []
     for method, runs in result.finetuned.items():
         firsts, lasts = zip(*(_first_last_eval(run) for _, run in sorted(runs.items())))
-        mean = lambda xs, k: float(np.mean([x[k] for x in xs]))
+        stats = [online_stats(read_metrics_csv(run / "metrics.csv")) or {} for _, run in sorted(runs.items())]
+        mean = lambda xs, k: float(np.mean([x.get(k, np.nan) for x in xs]))
         rows.append({
             "method": method, "seeds": len(runs),
             "start_return": mean(firsts, "eval/return"), "start_normalized_return": mean(firsts, "eval/normalized_return"),
+            "lowest_early_normalized_return": mean(stats, "lowest_early"), "online_mean_normalized_return": mean(stats, "online_mean"),
             "final_return": mean(lasts, "eval/return"), "final_normalized_return": mean(lasts, "eval/normalized_return"),
         })
     result.rows = rows
@@ -266,14 +276,17 @@ def _write_unconstrained_report(result: PipelineResult, task) -> None:
         "",
         f"Dataset `{result.dataset}`; pre-trained runs: {', '.join(str(p) for p in result.pretrained.values()) or 'none'}.",
         "Evaluation: deterministic policy, the run's fixed evaluation episodes. 'start' = the policy the online stage",
-        "starts from (iteration 0: after the bridge); 'final' = after the last online iteration. Means over seeds;",
-        "normalised returns are D4RL's 0-100 scale (o2o tasks' reference returns).",
+        "starts from (iteration 0: after the bridge); 'lowest, first 10%' = the lowest evaluation in the first 10% of",
+        "the online budget (the initial dip, if any); 'online mean' = the mean of the evaluations after iteration 0;",
+        "'final' = after the last online iteration. Means over seeds; normalised returns are D4RL's 0-100 scale",
+        "(o2o tasks' reference returns).",
         "",
-        "| method | seeds | start return | start norm. | final return | final norm. |",
-        "|---|---|---|---|---|---|",
+        "| method | seeds | start return | start norm. | lowest norm., first 10% | online mean norm. | final return | final norm. |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(f"| {r['method']} | {r['seeds']} | {r['start_return']:.1f} | {r['start_normalized_return']:.1f} | "
+                     f"{_fmt1(r['lowest_early_normalized_return'])} | {_fmt1(r['online_mean_normalized_return'])} | "
                      f"{r['final_return']:.1f} | {r['final_normalized_return']:.1f} |")
     lines += ["", f"![learning curves]({figure.name})", ""]
     result.report = result.root / "report.md"
