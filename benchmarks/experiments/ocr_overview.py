@@ -5,6 +5,11 @@ naive fine-tuning and from-scratch training, with the pre-trained policy's score
 
     .venv/bin/python benchmarks/experiments/ocr_overview.py [--sweeps runs/sweeps] [--out docs/figures/ocr_overview.png]
 
+It also prints the at-a-glance table of docs/results.md: per panel and method, the mean over seeds of
+the start score, the lowest evaluation in the first 10% of the online budget, the final score and
+the online mean (``o2o.experiments.report.finetune_stats``, the numbers of `o2o report`'s
+fine-tuning table).
+
 Every panel reads one `o2o sweep` directory (the table ``PANELS`` below names it and the spec that
 made it); only finished runs count (those with a summary.json), and a panel whose sweep has none says
 "not run". Curves: mean and 95% Student-t interval over seeds (``o2o.experiments.aggregate.curve``),
@@ -58,6 +63,28 @@ def pretrained_score(runs: list[Path]) -> float:
         if path and path.is_file():
             scores.append(json.loads(path.read_text()).get("final_eval_normalized_return", np.nan))
     return float(np.nanmean(scores)) if scores else float("nan")
+
+
+def table_row(sweep: Path, row: str, dataset: str) -> str | None:
+    """One markdown row of the at-a-glance table: per method (full, naive, scratch) the mean over seeds of
+    start, lowest in the first 10% of the budget, final and online mean (``finetune_stats``)."""
+    from o2o.experiments.report import finetune_stats
+
+    cells, n = [], []
+    for suffix in VARIANTS:
+        method_dir = sweep / "runs" / f"o2{row}{suffix}"
+        runs = [r for t in sorted(method_dir.glob("*")) for r in finished_runs(t)] if method_dir.is_dir() else []
+        stats = [s for s in (finetune_stats(r) for r in runs) if s is not None]
+        if not stats:
+            cells.append("-")
+            continue
+        n.append(len(stats))
+        mean = {k: float(np.mean([s[k] for s in stats])) for k in ("start", "lowest_early", "final", "online_mean")}
+        cells.append(f"{mean['start']:.1f} / {mean['lowest_early']:.1f} / {mean['final']:.1f} / {mean['online_mean']:.1f}"
+                     + ("" if len(stats) == n[0] else f" (n={len(stats)})"))
+    if not n:
+        return None
+    return f"| {ROWS[row].split()[0]} | {dataset} | {n[0]} | " + " | ".join(cells) + f" | `{sweep.name}` |"
 
 
 def draw_panel(ax, sweep: Path, row: str) -> list[str]:
@@ -114,6 +141,17 @@ def main(argv=None) -> int:
             if j == 0:
                 ax.set_ylabel("D4RL-normalised score")
             print(f"{row} {dataset} ({name}): " + "; ".join(lines))
+    print("\n| algorithm | dataset | seeds (full method) | full method | naive | from scratch | sweep |")
+    print("|---|---|---|---|---|---|---|")
+    for row in ROWS:
+        for dataset in COLS:
+            name = PANELS.get((row, dataset))
+            if name and (args.sweeps / name).is_dir():
+                line = table_row(args.sweeps / name, row, dataset)
+                if line:
+                    print(line)
+    print("\n(each cell: start / lowest in the first 10% of the online budget / final / online mean, D4RL-normalised,"
+          " mean over seeds)")
     fig.suptitle("OCR-CFT on the generated datasets, reduced budgets: O2SAC / O2TD3 / O2PPO vs naive fine-tuning vs from scratch "
                  "(mean and 95% t-interval over seeds)")
     fig.tight_layout()
