@@ -523,7 +523,7 @@ def cmd_marvel(args) -> int:
 def cmd_ocr(args) -> int:
     from o2o.config import load_yaml
     from o2o.envs import get_task
-    from o2o.loops.pipeline import _fmt1, run_pipeline
+    from o2o.loops.pipeline import format_score, run_pipeline
     from o2o.methods import get_method
 
     budget = load_yaml(args.budget) if args.budget else {}
@@ -547,7 +547,7 @@ def cmd_ocr(args) -> int:
         table.add_column(col, justify="left" if col == "method" else "right")
     for r in result.rows:
         table.add_row(r["method"], str(r["seeds"]), f"{r['start_return']:.1f}", f"{r['start_normalized_return']:.1f}",
-                      _fmt1(r["lowest_early_normalized_return"]), _fmt1(r["online_mean_normalized_return"]),
+                      format_score(r["lowest_early_normalized_return"]), format_score(r["online_mean_normalized_return"]),
                       f"{r['final_return']:.1f}", f"{r['final_normalized_return']:.1f}")
     Console(width=None if sys.stdout.isatty() else 160).print(table)
     print(f"outputs: {result.root}/ (pretrain/, finetune/, report.md, {result.figure.name})")

@@ -241,7 +241,7 @@ def write_report(result: PipelineResult, task_name: str) -> None:
     result.figure = figure
 
 
-def _fmt1(x: float) -> str:
+def format_score(x: float) -> str:
     """One decimal, '-' for a number a run too short cannot give (no evaluation in its first 10%)."""
     return "-" if not np.isfinite(x) else f"{x:.1f}"
 
@@ -249,7 +249,6 @@ def _fmt1(x: float) -> str:
 def _write_unconstrained_report(result: PipelineResult, task) -> None:
     """``report.md`` and ``curves.png`` for a task without costs (OCR-CFT): returns only."""
     from o2o.experiments.plots import plot_learning_curves
-
     from o2o.experiments.report import online_stats
     from o2o.runs import read_metrics_csv
 
@@ -286,7 +285,7 @@ def _write_unconstrained_report(result: PipelineResult, task) -> None:
     ]
     for r in rows:
         lines.append(f"| {r['method']} | {r['seeds']} | {r['start_return']:.1f} | {r['start_normalized_return']:.1f} | "
-                     f"{_fmt1(r['lowest_early_normalized_return'])} | {_fmt1(r['online_mean_normalized_return'])} | "
+                     f"{format_score(r['lowest_early_normalized_return'])} | {format_score(r['online_mean_normalized_return'])} | "
                      f"{r['final_return']:.1f} | {r['final_normalized_return']:.1f} |")
     lines += ["", f"![learning curves]({figure.name})", ""]
     result.report = result.root / "report.md"
