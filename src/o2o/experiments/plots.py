@@ -52,7 +52,9 @@ def plot_learning_curves(
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     what = "mean and 95% t CI" if how == "mean" else "IQM and 95% bootstrap CI"
-    fig.suptitle(f"{title}  ({what} over seeds)", fontsize=10)
+    full = f"{title}  ({what} over seeds)"
+    # a title wider than the figure would be cut at both edges: the aggregate's description on a line of its own
+    fig.suptitle(full if len(full) <= 58 * panels else f"{title}\n({what} over seeds)", fontsize=10)
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
