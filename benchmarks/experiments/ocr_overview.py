@@ -20,11 +20,9 @@ x = online env steps. The pre-trained line is the mean of the pre-trained runs' 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from o2o.experiments.aggregate import curve
 
@@ -51,18 +49,10 @@ PANELS = {
 VARIANTS = {"": ("O2{alg}", "tab:blue"), "-naive": ("{alg} from {off} (naive)", "tab:red"), "-scratch": ("{alg} from scratch", "tab:gray")}
 
 
-def finished_runs(task_dir: Path) -> list[Path]:
-    return [r for r in sorted(task_dir.glob("seed*")) if (r / "summary.json").is_file()]
-
-
-def pretrained_score(runs: list[Path]) -> float:
-    scores = []
-    for r in runs:
-        pre = yaml.safe_load((r / "config.yaml").read_text()).get("pretrained")
-        path = Path(pre) / "summary.json" if pre else None
-        if path and path.is_file():
-            scores.append(json.loads(path.read_text()).get("final_eval_normalized_return", np.nan))
-    return float(np.nanmean(scores)) if scores else float("nan")
+def method_runs(sweep: Path, method: str) -> list[Path]:
+    """The finished runs (with a summary.json) of one method of a sweep, over its tasks and seeds."""
+    method_dir = sweep / "runs" / method
+    return [r for t in sorted(method_dir.glob("*")) for r in sorted(t.glob("seed*")) if (r / "summary.json").is_file()]
 
 
 def table_row(sweep: Path, row: str, dataset: str) -> str | None:
@@ -72,9 +62,7 @@ def table_row(sweep: Path, row: str, dataset: str) -> str | None:
 
     cells, n = [], []
     for suffix in VARIANTS:
-        method_dir = sweep / "runs" / f"o2{row}{suffix}"
-        runs = [r for t in sorted(method_dir.glob("*")) for r in finished_runs(t)] if method_dir.is_dir() else []
-        stats = [s for s in (finetune_stats(r) for r in runs) if s is not None]
+        stats = [s for s in (finetune_stats(r) for r in method_runs(sweep, f"o2{row}{suffix}")) if s is not None]
         if not stats:
             cells.append("-")
             continue
@@ -89,11 +77,12 @@ def table_row(sweep: Path, row: str, dataset: str) -> str | None:
 
 def draw_panel(ax, sweep: Path, row: str) -> list[str]:
     """Plot one panel; return the lines of its text summary."""
+    from o2o.experiments.report import finetune_stats
+
     lines, pre = [], []
     for suffix, (label, colour) in VARIANTS.items():
         method = f"o2{row}{suffix}"
-        task_dirs = sorted((sweep / "runs" / method).glob("*")) if (sweep / "runs" / method).is_dir() else []
-        runs = [r for t in task_dirs for r in finished_runs(t)]
+        runs = method_runs(sweep, method)
         if not runs:
             continue
         c = curve(runs, KEY, x_key="env_steps")
@@ -101,9 +90,9 @@ def draw_panel(ax, sweep: Path, row: str) -> list[str]:
         ax.plot(c.x / 1e3, c.mean, color=colour, label=f"{name} (n={c.n})")
         ax.fill_between(c.x / 1e3, c.low, c.high, color=colour, alpha=0.2, linewidth=0)
         lines.append(f"{method}: n={c.n}, start {c.mean[0]:.1f}, final {c.mean[-1]:.1f} at {int(c.x[-1])} env steps")
-        if suffix != "-scratch":
-            pre.append(pretrained_score(runs))
-    if pre:
+        if suffix != "-scratch":  # the pre-trained runs' own final scores (NaN where one cannot be found)
+            pre += [st["pretrained"] for st in (finetune_stats(r) for r in runs) if st is not None]
+    if pre and not np.isnan(pre).all():
         ax.axhline(np.nanmean(pre), color="black", linestyle="--", linewidth=1, label=f"pre-trained {OFFLINE[row]} policy")
     return lines
 
