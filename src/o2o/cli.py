@@ -501,7 +501,7 @@ def _print_pipeline(result) -> None:
 
 def cmd_marvel(args) -> int:
     from o2o.config import load_yaml
-    from o2o.loops.pipeline import run_pipeline
+    from o2o.experiments.pipeline import run_pipeline
 
     budget = load_yaml(args.budget) if args.budget else {}
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
@@ -523,7 +523,7 @@ def cmd_marvel(args) -> int:
 def cmd_ocr(args) -> int:
     from o2o.config import load_yaml
     from o2o.envs import get_task
-    from o2o.loops.pipeline import format_score, run_pipeline
+    from o2o.experiments.pipeline import format_score, run_pipeline
     from o2o.methods import get_method
 
     budget = load_yaml(args.budget) if args.budget else {}
@@ -558,7 +558,7 @@ def cmd_demo(args) -> int:
     import shutil
 
     from o2o.config import load_yaml
-    from o2o.loops.pipeline import run_pipeline
+    from o2o.experiments.pipeline import run_pipeline
     from o2o.presets import PRESET_DIR
 
     demo = load_yaml(PRESET_DIR / "pipeline-demo.yaml")
