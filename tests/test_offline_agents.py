@@ -321,6 +321,49 @@ def test_cpq_ood_term_raises_the_cost_critic_on_policy_actions():
     assert ood_qc_after_sgd_step(g1) - before > ood_qc_after_sgd_step(g0) - before + 1e-4
 
 
+def test_cpq_hinge_ood_term_pushes_only_the_actions_below_the_cap():
+    """ood_penalty=hinge: -w E_nu[min(Qc, c)]. An OOD action whose cost value is already above c gets no
+    push; the others get the linear term's push (mean over all flagged actions, as in the linear term)."""
+    batch = {k: jnp.asarray(v) for k, v in replay_dataset_dict(bandit_dataset(64)).items()}
+    target_qc = batch["costs"]
+    cost_critic = CriticEnsemble((16,), num_critics=2)
+    params = cost_critic.init(jax.random.PRNGKey(0), batch["observations"], batch["actions"])
+    apply_fn = cost_critic.apply
+    actions = jax.random.uniform(jax.random.PRNGKey(3), (64, 6, 2), minval=-1.0, maxval=1.0)
+    mask = (jax.random.uniform(jax.random.PRNGKey(4), (64, 6)) < 0.5).astype(jnp.float32)
+    qc_ood = cql.q_many(apply_fn, params, batch["observations"], actions)  # [2, 64, 6]
+
+    def grads(weight, m=mask, cap=None, scale=1.0):
+        def loss(p):
+            full, _ = cpq.cost_critic_loss(p, apply_fn, batch, target_qc, actions, m, weight, cap)
+            bellman, _ = cpq.cost_critic_loss(p, apply_fn, batch, target_qc, actions, m, 0.0)
+            return bellman + scale * (full - bellman)  # the Bellman part, plus the OOD part scaled
+        return jax.tree_util.tree_leaves(jax.grad(loss)(params))
+
+    def close(a, b):
+        return all(np.allclose(x, y, rtol=1e-5, atol=1e-6) for x, y in zip(a, b))
+
+    lo, hi = float(qc_ood.min()), float(qc_ood.max())
+    assert close(grads(1.0, cap=hi + 1.0), grads(1.0))  # every OOD value below the cap: the linear term
+    assert close(grads(1.0, cap=lo - 1.0), grads(0.0))  # every OOD value above the cap: no push at all
+    # a cap in the middle: per critic, only the flagged actions below it are pushed, normalised by all flagged
+    cap = float(jnp.median(qc_ood))
+    below = (qc_ood < cap).astype(jnp.float32) * mask[None]  # [2, B, M]
+    assert 0 < float(below.sum()) < 2 * float(mask.sum())  # a real split
+    expected = []
+    for k in range(2):  # the linear term of critic k over its own below-cap actions, rescaled to the full count
+        leaves_k = grads(1.0, m=below[k], scale=float(below[k].sum()) / float(mask.sum()))
+        expected.append(leaves_k)
+    bellman_only = grads(0.0)
+    hinge = grads(1.0, cap=cap)
+    # the ensemble's parameters carry a leading critic axis: critic k's slice comes from expected[k]
+    for got, base, e0, e1 in zip(hinge, bellman_only, expected[0], expected[1]):
+        want = np.stack([np.asarray(e0)[0], np.asarray(e1)[1]]) if got.shape[:1] == (2,) else None
+        assert want is not None, "every critic-ensemble parameter has a leading ensemble axis"
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-6)
+        assert not np.allclose(np.asarray(got), np.asarray(base))
+
+
 def test_cpq_vae_flags_out_of_distribution_actions():
     """After fitting the VAE, actions far from the data get flagged more often than the data's own."""
     batch = {k: jnp.asarray(v) for k, v in replay_dataset_dict(bandit_dataset(128)).items()}

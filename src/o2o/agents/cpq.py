@@ -56,6 +56,13 @@ Where o2o departs from OSRL's code (each a fix, not a choice of taste):
 - OSRL's cost target bootstraps through terminals and treats timeouts as terminal; here only
   ``terminals`` stop bootstrapping, for the reward and the cost critic alike.
 
+Another option (off by default): ``ood_penalty=hinge`` raises an OOD cost value only while it is below the
+dual's target, -w E_nu[min(Qc, 1.5 l)]. With the linear term the push never stops: the data's own cost
+values in costly states exceed 1.5 l, so the dual drives w to its floor but never to 0, and Adam's
+per-parameter normalisation keeps even a small consistent gradient moving, so Qc on OOD actions can
+rise without bound and the cost target bootstraps through it (the policy's next actions are often
+the flagged ones). An OOD action needs a cost value above l to be excluded, not an unbounded one.
+
 An option (off by default): ``clip_targets`` clips both critic targets to the range a discounted sum of
 the dataset's per-step values can take (``value_bounds``). At OSRL's 100k steps on the generated
 BallCircle data both critics diverge far outside that range once w reaches its floor
@@ -119,6 +126,11 @@ class CPQConfig:
     init_ood_weight: float = field(default=1.0, metadata={"help": "initial (or fixed) OOD weight w"})
     ood_weight_lr: float = field(default=1e-4, metadata={"help": "step of the dual ascent on log w (OSRL alpha_lr)"})
     ood_threshold_scale: float = field(default=1.5, metadata={"help": "target of E_nu[Qc] in units of l (OSRL qc_scalar)"})
+    ood_penalty: Literal["linear", "hinge"] = field(
+        default="linear",
+        metadata={"help": "linear: -w E_nu[Qc] (CPQ, OSRL); hinge: -w E_nu[min(Qc, scale * l)], raise an OOD cost value "
+                  "only while it is below the target (o2o, not in the paper)"},
+    )
     log_ood_weight_min: float = field(default=-5.0, metadata={"help": "lower clip of log w"})
     log_ood_weight_max: float = field(default=5.0, metadata={"help": "upper clip of log w"})
     init_temperature: float = field(default=0.0, metadata={"help": "entropy temperature alpha in the actor loss (OSRL: 0)"})
@@ -291,20 +303,23 @@ def ood_actions(state: CPQState, observations, key, dataset_actions=None) -> tup
 
 
 def cost_critic_loss(
-    cost_params, apply_fn, batch, target_qc, ood_actions, ood_mask, ood_weight
+    cost_params, apply_fn, batch, target_qc, ood_actions, ood_mask, ood_weight, ood_cap=None
 ) -> tuple[jax.Array, dict]:
-    """sum_k [ E_D[(Qc_k(s,a) - y_c)^2] - w E_nu[Qc_k(s,a)] ].
+    """sum_k [ E_D[(Qc_k(s,a) - y_c)^2] - w E_nu[Qc_k(s,a)] ]  (``ood_cap`` c given: E_nu[min(Qc_k, c)]).
 
     The OOD actions are data (no gradient flows into the policy that proposed them) but the online
-    cost critic is evaluated on them, so the second term raises Qc there. Returns the per-critic
-    E_nu[Qc] in the info (``ood_qc``, [K]) for the dual update of w.
+    cost critic is evaluated on them, so the second term raises Qc there; with a cap only where it is
+    still below c. Returns the per-critic E_nu[Qc] (uncapped) in the info (``ood_qc``, [K]) for the
+    dual update of w.
     """
     obs = batch["observations"]
     qc = apply_fn(cost_params, obs, batch["actions"])  # [K, B]
     bellman = ((qc - target_qc[None]) ** 2).mean(axis=1)  # [K]
     qc_ood = q_many(apply_fn, cost_params, obs, ood_actions)  # [K, B, M]
-    ood_qc = (qc_ood * ood_mask[None]).sum(axis=(1, 2)) / jnp.maximum(ood_mask.sum(), 1.0)  # [K]
-    loss = bellman.sum() - ood_weight * ood_qc.sum()
+    n_ood = jnp.maximum(ood_mask.sum(), 1.0)
+    ood_qc = (qc_ood * ood_mask[None]).sum(axis=(1, 2)) / n_ood  # [K]
+    pushed = ood_qc if ood_cap is None else (jnp.minimum(qc_ood, ood_cap) * ood_mask[None]).sum(axis=(1, 2)) / n_ood
+    loss = bellman.sum() - ood_weight * pushed.sum()
     return loss, {
         "cost_critic_loss": loss,
         "cost_bellman_loss": bellman.sum(),
@@ -335,6 +350,11 @@ def cpq_actor_loss(actor_params, state: CPQState, batch, key) -> tuple[jax.Array
 # ---------------------------------------------------------------- update
 
 
+def ood_target(cfg: CPQConfig) -> float:
+    """scale * l: the cost value an OOD action should have (the dual's target; the hinge's cap)."""
+    return cfg.ood_threshold_scale * cost_threshold(cfg.cost_limit, cfg.horizon, cfg.gamma)
+
+
 def update_ood_weight(state: CPQState, ood_qc: jax.Array, any_ood: jax.Array) -> CPQState:
     """log w <- clip(log w + eta w (scale * l - E_nu[agg Qc]), lo, hi): w grows while OOD cost values sit
     below the target (OSRL's update, a gradient step on log w of w (target - E_nu[Qc])). A batch with
@@ -342,7 +362,7 @@ def update_ood_weight(state: CPQState, ood_qc: jax.Array, any_ood: jax.Array) ->
     cfg = state.config
     if cfg.ood_weight_mode == "fixed":
         return state
-    target = cfg.ood_threshold_scale * cost_threshold(cfg.cost_limit, cfg.horizon, cfg.gamma)
+    target = ood_target(cfg)
     agg = ood_qc.max() if cfg.cost_reduce == "max" else ood_qc.mean()
     log_w = state.log_ood_weight + cfg.ood_weight_lr * jnp.exp(state.log_ood_weight) * (target - agg)
     log_w = jnp.where(any_ood, jnp.clip(log_w, cfg.log_ood_weight_min, cfg.log_ood_weight_max), state.log_ood_weight)
@@ -365,8 +385,9 @@ def update(state: CPQState, batch: dict, key: jax.Array) -> tuple[CPQState, dict
     target_qc = jax.lax.stop_gradient(cost_critic_target(state, batch, cost_key))
     actions, mask = ood_actions(state, batch["observations"], ood_key, batch["actions"])
     ood_weight = jnp.exp(state.log_ood_weight)
+    cap = ood_target(cfg) if cfg.ood_penalty == "hinge" else None
     grads, cost_info = jax.grad(cost_critic_loss, has_aux=True)(
-        state.cost_critic.params, state.cost_critic.apply_fn, batch, target_qc, actions, mask, ood_weight
+        state.cost_critic.params, state.cost_critic.apply_fn, batch, target_qc, actions, mask, ood_weight, cap
     )
     cost_critic = state.cost_critic.apply_gradients(grads=grads)
     state = state.replace(
