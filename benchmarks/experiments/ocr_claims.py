@@ -1,6 +1,6 @@
 """The claims table of the OCR-CFT comparisons (docs/results.md#ocr-cft).
 
-    .venv/bin/python benchmarks/experiments/ocr_claims.py SWEEP_DIR [--method M ...]
+    .venv/bin/python benchmarks/experiments/ocr_claims.py SWEEP_DIR [--method M ...] [--per-seed]
 
 SWEEP_DIR is an `o2o sweep` directory of finetune runs (e.g. runs/sweeps/ocr-hopper-td3 from
 benchmarks/experiments/ocr-hopper-td3.yaml). For every method and task it prints, as a markdown table
@@ -15,6 +15,7 @@ with the mean and 95% t-interval over the finished seeds (D4RL-normalised evalua
 - **best** (max over evaluations after iteration 0; optimistic: it selects on the evaluation episodes);
 - **online mean**: the mean of all evaluations after iteration 0 (the area under the curve over the
   budget, divided by it: what the policy scored *while* fine-tuning, dips included).
+With --per-seed it then prints every finished run's evaluations in step order (iteration 0 first).
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+
 from o2o.experiments.aggregate import format_mean_ci
 from o2o.experiments.report import finetune_stats
+from o2o.runs import read_metrics_csv
 
 KEY = "eval/normalized_return"
 fmt = format_mean_ci
@@ -41,16 +45,20 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("sweep", type=Path)
     p.add_argument("--method", action="append", default=None, help="only these methods (repeatable)")
+    p.add_argument("--per-seed", action="store_true", help="also print each run's evaluations, iteration 0 first")
     args = p.parse_args(argv)
     runs = args.sweep / "runs"
     all_stats: list[dict] = []
+    finished: list[Path] = []
     print("| method | task | seeds | pre-trained | offline | lowest, first 10% | dip | final | final - offline | best | online mean |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for method_dir in sorted(runs.iterdir()):
         if args.method and method_dir.name not in args.method:
             continue
         for task_dir in sorted(method_dir.iterdir()):
-            stats = [s for s in (run_stats(r) for r in sorted(task_dir.iterdir())) if s is not None]
+            seeds = sorted(task_dir.iterdir(), key=lambda r: (len(r.name), r.name))
+            stats = [s for s in (run_stats(r) for r in seeds) if s is not None]
+            finished += [r for r in seeds if (r / "summary.json").exists()]
             if not stats:
                 continue
             all_stats += stats
@@ -61,6 +69,12 @@ def main(argv=None) -> int:
             )
     budgets = sorted({int(s["budget"]) for s in all_stats})
     print(f"\nonline budget(s): {budgets} env steps; D4RL-normalised scores ({KEY})")
+    if args.per_seed:
+        print("\nper seed, evaluations in step order (iteration 0 first):\n")
+        for run in finished:
+            scores = read_metrics_csv(run)[KEY]
+            scores = scores[~np.isnan(scores)]
+            print(f"    {run.parent.parent.name:<22} {run.parent.name:<10} {run.name:<7} " + " ".join(f"{x:5.1f}" for x in scores))
     return 0
 
 
