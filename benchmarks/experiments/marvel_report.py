@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/experiments/marvel_report.py RUNS_ROOT OUT_DIR
 
 RUNS_ROOT holds marvel-<Task>/finetune/<method>-s<seed>/ from `o2o marvel` (budget:
-benchmarks/experiments/marvel-budget.yaml). Writes OUT_DIR/marvel-<Task>-main.png (marvel, warm-start,
+benchmarks/experiments/marvel-budget.yaml), or is an `o2o sweep` directory whose runs/<method>/<Task>/seed<k>/
+are fine-tuning runs (benchmarks/experiments/marvel.yaml). Writes OUT_DIR/marvel-<Task>-main.png (marvel, warm-start,
 from-scratch), OUT_DIR/marvel-<Task>-ablation.png (vpa-only, apid-only, vpa-pid, marvel) and prints a
 markdown table per task: start (iteration 0) and final evaluation return and cost, the first
 iteration from which the evaluation cost stays <= kappa, cumulative training cost, violating training
@@ -44,17 +45,26 @@ def run_stats(run: Path, limit: float) -> dict:
             "iterations": s["iterations"], "env_steps": s["env_steps"]}
 
 
+def finished_runs(root: Path) -> dict[str, dict[str, list[Path]]]:
+    """{task: {method: [finished run dirs, by seed]}} from `o2o marvel` directories or a sweep directory."""
+    by_task: dict[str, dict[str, list[Path]]] = {}
+    seed = lambda run: int(run.name.rsplit("-s", 1)[1] if "-s" in run.name else run.name.removeprefix("seed"))  # noqa: E731
+    for task_dir in sorted(root.glob("marvel-*")):  # o2o marvel: marvel-<Task>/finetune/<method>-s<seed>
+        for run in sorted((task_dir / "finetune").glob("*-s*"), key=seed):
+            if (run / "summary.json").exists():
+                by_task.setdefault(task_dir.name.split("-", 1)[1], {}).setdefault(run.name.rsplit("-s", 1)[0], []).append(run)
+    for method_dir in sorted((root / "runs").glob("*")):  # o2o sweep: runs/<method>/<Task>/seed<k>
+        for task_dir in sorted(method_dir.glob("*")):
+            for run in sorted(task_dir.glob("seed*"), key=seed):
+                if (run / "summary.json").exists():
+                    by_task.setdefault(task_dir.name, {}).setdefault(method_dir.name, []).append(run)
+    return by_task
+
+
 def main(root: str, out: str) -> None:
     root, out = Path(root), Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for task_dir in sorted(root.glob("marvel-*")):
-        task = task_dir.name.split("-", 1)[1]
-        runs: dict[str, list[Path]] = {}
-        for run in sorted((task_dir / "finetune").glob("*-s*")):
-            if (run / "summary.json").exists():
-                runs.setdefault(run.name.rsplit("-s", 1)[0], []).append(run)
-        if not runs:
-            continue
+    for task, runs in finished_runs(root).items():
         limit = json.loads(next(iter(runs.values()))[0].joinpath("summary.json").read_text())["cost_limit"]
         for name, group in (("main", MAIN), ("ablation", ABLATION)):
             groups = {m: [str(r) for r in runs[m]] for m in group if m in runs}
