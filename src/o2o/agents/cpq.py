@@ -56,14 +56,14 @@ Where o2o departs from OSRL's code (each a fix, not a choice of taste):
 - OSRL's cost target bootstraps through terminals and treats timeouts as terminal; here only
   ``terminals`` stop bootstrapping, for the reward and the cost critic alike.
 
-Another option (off by default): ``ood_penalty=hinge`` raises an OOD cost value only while it is below the
+An option (off by default): ``ood_penalty=hinge`` raises an OOD cost value only while it is below the
 dual's target, -w E_nu[min(Qc, 1.5 l)]. With the linear term the push never stops: the data's own cost
 values in costly states exceed 1.5 l, so the dual drives w to its floor but never to 0, and Adam's
 per-parameter normalisation keeps even a small consistent gradient moving, so Qc on OOD actions can
 rise without bound and the cost target bootstraps through it (the policy's next actions are often
 the flagged ones). An OOD action needs a cost value above l to be excluded, not an unbounded one.
 
-An option (off by default): ``clip_targets`` clips both critic targets to the range a discounted sum of
+Another option (off by default): ``clip_targets`` clips both critic targets to the range a discounted sum of
 the dataset's per-step values can take (``value_bounds``). At OSRL's 100k steps on the generated
 BallCircle data both critics diverge far outside that range once w reaches its floor
 (docs/results.md, the GPU offline table).
