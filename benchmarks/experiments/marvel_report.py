@@ -48,7 +48,10 @@ def run_stats(run: Path, limit: float) -> dict:
 def finished_runs(root: Path) -> dict[str, dict[str, list[Path]]]:
     """{task: {method: [finished run dirs, by seed]}} from `o2o marvel` directories or a sweep directory."""
     by_task: dict[str, dict[str, list[Path]]] = {}
-    seed = lambda run: int(run.name.rsplit("-s", 1)[1] if "-s" in run.name else run.name.removeprefix("seed"))  # noqa: E731
+
+    def seed(run: Path) -> int:  # <method>-s<k> (o2o marvel) or seed<k> (o2o sweep)
+        return int(run.name.rsplit("-s", 1)[1] if "-s" in run.name else run.name.removeprefix("seed"))
+
     for task_dir in sorted(root.glob("marvel-*")):  # o2o marvel: marvel-<Task>/finetune/<method>-s<seed>
         for run in sorted((task_dir / "finetune").glob("*-s*"), key=seed):
             if (run / "summary.json").exists():
