@@ -158,3 +158,32 @@ def test_negative_gains_and_bad_adaptation_settings_are_refused():
         _apid(gain_bound=0.5)
     with pytest.raises(ConfigError, match="ema_p"):
         _apid(ema_p=1.0)
+
+
+def test_apid_mean_rule_collapses_gains_on_a_safe_start_and_the_max_rule_does_not():
+    """Marvel's relative error (m - kappa) / m is unbounded below kappa: ten safe measurements put K_p and
+    K_i at their floor, and a violation that follows moves lambda slowly. Divided by max(m, kappa) it stays
+    within [-1, 1]: each gain moves by at most a factor 1 -+ alpha per update, both ways."""
+    script = np.concatenate([np.zeros(10), np.full(10, 100.0)])
+    runs = {}
+    for rule in ("mean", "max"):
+        c = _apid(adapt_relative=rule)
+        kps, lams = [], []
+        for cost in script:
+            before = dict(c.gains)
+            c.update(cost)
+            kps.append(c.gains["kp"][0])
+            lams.append(c.lagrange[0])
+            if rule == "max":
+                for g in ("kp", "ki"):
+                    ratio = c.gains[g][0] / before[g][0]
+                    assert 1 - 0.05 - 1e-12 <= ratio <= 1 + 0.05 + 1e-12
+        runs[rule] = (np.array(kps), np.array(lams))
+    kp_mean, lam_mean = runs["mean"]
+    kp_max, lam_max = runs["max"]
+    assert kp_mean[9] == pytest.approx(0.01 / 10)  # the floor K0 / b after the safe stretch
+    assert kp_max[9] > 0.5 * 0.01  # 0.95 ** 10 of K0 at worst
+    assert lam_max[-1] > 2 * lam_mean[-1]  # the same violation, answered with larger gains
+    assert lam_max[-1] > lam_max[10] > 0
+    with pytest.raises(ConfigError, match="adapt_relative"):
+        _apid(adapt_relative="median")

@@ -7,8 +7,11 @@ benchmarks/experiments/marvel-budget.yaml), or is an `o2o sweep` directory whose
 are fine-tuning runs (benchmarks/experiments/marvel.yaml). Writes OUT_DIR/marvel-<Task>-main.png (marvel, warm-start,
 from-scratch), OUT_DIR/marvel-<Task>-ablation.png (vpa-only, apid-only, vpa-pid, marvel) and prints a
 markdown table per task: start (iteration 0) and final evaluation return and cost, the first
-iteration from which the evaluation cost stays <= kappa, cumulative training cost, violating training
-episodes; mean and 95% t-interval over seeds.
+iteration from which the evaluation cost stays <= kappa, the mean evaluation return and cost over
+the online evaluations (after iteration 0), cumulative training cost, violating training
+episodes; mean and 95% t-interval over seeds. Where marvel runs hold `o2o diagnose-critic` output
+(diagnose_critic.json), a further table per task: the Spearman rank correlation of the critics with
+Monte-Carlo returns and costs before and after VPA (Marvel's Table 1), over those seeds.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from o2o.experiments.aggregate import format_mean_ci
 from o2o.experiments.plots import plot_learning_curves
@@ -41,6 +45,7 @@ def run_stats(run: Path, limit: float) -> dict:
     s = json.loads((run / "summary.json").read_text())
     return {"start_return": ret[0], "start_cost": cost[0], "final_return": ret[-1], "final_cost": cost[-1],
             "best_return": ret[1:].max() if len(ret) > 1 else ret[0], "settle": settle,
+            "mean_return": ret[1:].mean() if len(ret) > 1 else ret[0], "mean_cost": cost[1:].mean() if len(cost) > 1 else cost[0],
             "cum_cost": s["train_cumulative_cost"], "violations": s["train_violating_episodes"], "episodes": s["train_episodes"],
             "iterations": s["iterations"], "env_steps": s["env_steps"]}
 
@@ -64,6 +69,53 @@ def finished_runs(root: Path) -> dict[str, dict[str, list[Path]]]:
     return by_task
 
 
+def online_critic_table(task: str, runs: dict[str, list[Path]]) -> None:
+    """What the multiplier and the online cost critic read at the end of fine-tuning: lambda, the cost
+    critic's mean on replayed state-actions and on the actor's actions, and the episode cost it should track."""
+    print(f"\n#### {task}: the multiplier and the online cost critic at the end (last 5 iterations; mean ± 95% t-interval)\n")
+    print("| method | lambda | Qc on replayed (s, a) | Qc on (s, pi(s)) | training episode cost | per-step cost | "
+          "discounted cost-to-go, were the cost spread evenly |")
+    print("|---|---|---|---|---|---|---|")
+    for method, group in runs.items():
+        cols: dict[str, list[float]] = {"lagrange": [], "loss/qc_mean": [], "loss/actor_qc": [], "train/episode_cost": [], "step_cost": [],
+                                        "to_go": []}
+        for r in group:
+            m = read_metrics_csv(r / "metrics.csv")
+            rows = ~np.isnan(m["train/episode_cost"])
+            for k in ("lagrange", "loss/qc_mean", "loss/actor_qc", "train/episode_cost"):
+                cols[k].append(float(np.nanmean(m[k][rows][-5:])))
+            cols["step_cost"].append(float(np.nanmean((m["train/episode_cost"] / m["train/episode_length"])[rows][-5:])))
+            # sum_t gamma^t c over the rest of an episode of length T, averaged over the T start times
+            agent = yaml.safe_load((r / "config.yaml").read_text())["agent"]
+            gamma = agent["gamma"] if agent.get("cost_gamma") is None else agent["cost_gamma"]
+            horizon = int(np.nanmean(m["train/episode_length"][rows][-5:]))
+            to_go = np.mean([(1 - gamma ** (horizon - t)) / (1 - gamma) for t in range(horizon)])
+            cols["to_go"].append(cols["step_cost"][-1] * float(to_go))
+        print(f"| {method} | {fmt(cols['lagrange'], 2)} | {fmt(cols['loss/qc_mean'])} | {fmt(cols['loss/actor_qc'])} | "
+              f"{fmt(cols['train/episode_cost'])} | {fmt(cols['step_cost'], 3)} | {fmt(cols['to_go'])} |")
+
+
+def critic_table(task: str, runs: list[Path]) -> None:
+    """Marvel's Table 1 over the seeds whose run has diagnose_critic.json (one VPA per seed)."""
+    diags = [json.loads(p.read_text()) for r in runs if (p := r / "diagnose_critic.json").exists()]
+    if not diags:
+        return
+    print(f"\n#### {task}: critics vs Monte-Carlo of the pre-trained policy, before / after VPA "
+          f"({len(diags)} seeds, {diags[0]['pairs']} state-actions x {diags[0]['rollouts']} rollouts per source)\n")
+    print("| source | critic | Spearman before VPA | after VPA | MC mean | critic mean before | after |")
+    print("|---|---|---|---|---|---|---|")
+    for source in ("policy", "random"):
+        for critic, key, mc, mean in (("reward Q", "reward_spearman", "mc_return_mean", "q_mean"),
+                                      ("cost Qc", "cost_spearman", "mc_cost_mean", "qc_mean")):
+            src = [d["sources"][source] for d in diags]
+
+            def col(stage: str, k: str, src=src) -> str:
+                vals = [s[stage][k] for s in src if s[stage][k] is not None]
+                return fmt(vals, digits=2 if k.endswith("spearman") else 1) if vals else "n/a (MC values all equal)"
+            print(f"| {source} | {critic} | {col('before', key)} | {col('after', key)} | {fmt([s[mc] for s in src])} | "
+                  f"{col('before', mean)} | {col('after', mean)} |")
+
+
 def main(root: str, out: str) -> None:
     root, out = Path(root), Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -76,16 +128,20 @@ def main(root: str, out: str) -> None:
                                            cost_limit=limit, colors=COLORS)
                 print(f"figure: {png}")
         print(f"\n### {task} (cost limit {limit:g}; mean ± 95% t-interval over seeds)\n")
-        print("| method | seeds | start return | start cost | final return | final cost | best return | eval cost <= limit from iteration | cumulative training cost | violating training episodes |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+        print("| method | seeds | start return | start cost | final return | final cost | best return | "
+              "online mean return | online mean cost | eval cost <= limit from iteration | cumulative training cost | violating training episodes |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for method, group in runs.items():
             st = [run_stats(r, limit) for r in group]
             settle = [s["settle"] for s in st]
             settle_txt = ", ".join("never" if x is None else str(x) for x in settle)
             print(f"| {method} | {len(st)} | {fmt([s['start_return'] for s in st])} | {fmt([s['start_cost'] for s in st])} | "
                   f"{fmt([s['final_return'] for s in st])} | {fmt([s['final_cost'] for s in st])} | {fmt([s['best_return'] for s in st])} | "
+                  f"{fmt([s['mean_return'] for s in st])} | {fmt([s['mean_cost'] for s in st])} | "
                   f"{settle_txt} | {fmt([s['cum_cost'] for s in st])} | {fmt([s['violations'] for s in st])} of {st[0]['episodes']} |")
         print(f"\nbudget per run: {st[0]['iterations']} iterations, {st[0]['env_steps']} env steps")
+        online_critic_table(task, runs)
+        critic_table(task, runs.get("marvel", []))
 
 
 if __name__ == "__main__":

@@ -60,6 +60,12 @@ class LagrangeConfig:
         metadata={"help": "aPID gain factor: bounded (factor clipped to [1/2, 2]), exp (exp of the rate term), raw "
                   "(the released rule; the factor can go negative and only the gain clip catches it)"},
     )
+    adapt_relative: Literal["mean", "max"] = field(
+        default="mean",
+        metadata={"help": "aPID: the relative error of the gain adaptation: mean ((m - kappa) / m, Marvel's: at most "
+                  "+alpha per update above kappa, unbounded below it) or max ((m - kappa) / max(m, kappa): "
+                  "within [-alpha, +alpha] both ways; o2o's, docs/algorithms.md)"},
+    )
     kd_reset: bool = field(default=False, metadata={"help": "aPID: reset K_d to K0_d when the cost signal changes regime"})
     kd_reset_z: float = field(default=4.0, metadata={"help": "aPID: change-point z-score between the two halves of 2W smoothed costs"})
     kd_reset_min_shift: float = field(default=0.1, metadata={"help": "aPID: ... and a mean shift of at least this fraction of kappa"})
@@ -218,6 +224,12 @@ class AdaptivePID(PID):
         K_d *= 1 + gamma s / m
         every gain clipped to [K0 / b, b K0]
 
+    The rule is asymmetric: above kappa the relative error (m - kappa) / m is below 1, so a gain grows by
+    at most 1 + alpha per update; below kappa it is unbounded (m = 0.1 against kappa = 20 gives -199),
+    so a safe stretch drives K_p and K_i to K0 / b within a few updates, and a violation that follows
+    meets the smallest gains (docs/results.md#marvel: CarRun). ``adapt_relative="max"`` (o2o's option,
+    not the paper's) divides by max(m, kappa) instead: the relative error lies in [-1, 1] both ways.
+
     ``gain_update``: "raw" applies the factors as written (when m << kappa the factor is negative and
     only the clip hides it: the gain jumps to K0 / b in one step); "bounded" (default) clips each factor
     to [1/2, 2]; "exp" uses exp(rate term), always positive. With ``kd_reset`` K_d returns to K0_d when
@@ -239,6 +251,8 @@ class AdaptivePID(PID):
             raise ConfigError(f"lagrange.gain_bound must be >= 1, got {cfg.gain_bound}")
         if cfg.gain_update not in ("bounded", "exp", "raw"):
             raise ConfigError(f"lagrange.gain_update must be bounded | exp | raw, got '{cfg.gain_update}'")
+        if cfg.adapt_relative not in ("mean", "max"):
+            raise ConfigError(f"lagrange.adapt_relative must be mean | max, got '{cfg.adapt_relative}'")
         if cfg.kd_reset_z <= 0:
             raise ConfigError(f"lagrange.kd_reset_z must be > 0, got {cfg.kd_reset_z}")
         self.kd_resets = 0
@@ -271,8 +285,8 @@ class AdaptivePID(PID):
         window = np.asarray(self.cost_history[-cfg.adapt_window :], np.float64)
         m = window.mean(0) + 0.1
         s = window.std(0)
-        above = m > self.cost_limit
-        rel = np.where(above, (m - self.cost_limit) / m, -(self.cost_limit - m) / m)
+        scale = m if cfg.adapt_relative == "mean" else np.maximum(m, self.cost_limit)
+        rel = (m - self.cost_limit) / scale
         self.gains["kp"] = self.gains["kp"] * self._factor(cfg.adapt_rate_p * rel)
         self.gains["ki"] = self.gains["ki"] * self._factor(cfg.adapt_rate_i * rel)
         self.gains["kd"] = self.gains["kd"] * self._factor(cfg.adapt_rate_d * s / m)
