@@ -69,16 +69,16 @@ def finished_runs(root: Path) -> dict[str, dict[str, list[Path]]]:
     return by_task
 
 
-def online_critic_table(task: str, runs: dict[str, list[Path]]) -> None:
+def online_critic_table(task: str, runs: dict[str, list[Path]], limit: float) -> None:
     """What the multiplier and the online cost critic read at the end of fine-tuning: lambda, the cost
     critic's mean on replayed state-actions and on the actor's actions, and the episode cost it should track."""
     print(f"\n#### {task}: the multiplier and the online cost critic at the end (last 5 iterations; mean ± 95% t-interval)\n")
     print("| method | lambda | Qc on replayed (s, a) | Qc on (s, pi(s)) | training episode cost | per-step cost | "
-          "discounted cost-to-go, were the cost spread evenly |")
-    print("|---|---|---|---|---|---|---|")
+          "discounted cost-to-go, were the cost spread evenly | K_p / K0 at the first violating iteration |")
+    print("|---|---|---|---|---|---|---|---|")
     for method, group in runs.items():
         cols: dict[str, list[float]] = {"lagrange": [], "loss/qc_mean": [], "loss/actor_qc": [], "train/episode_cost": [], "step_cost": [],
-                                        "to_go": []}
+                                        "to_go": [], "kp_first": []}
         for r in group:
             m = read_metrics_csv(r / "metrics.csv")
             rows = ~np.isnan(m["train/episode_cost"])
@@ -91,8 +91,14 @@ def online_critic_table(task: str, runs: dict[str, list[Path]]) -> None:
             horizon = int(np.nanmean(m["train/episode_length"][rows][-5:]))
             to_go = np.mean([(1 - gamma ** (horizon - t)) / (1 - gamma) for t in range(horizon)])
             cols["to_go"].append(cols["step_cost"][-1] * float(to_go))
+            # (P)ID controllers: the proportional gain the first violation met (after the update it caused)
+            violating = np.flatnonzero(m["train/episode_cost"][rows] > limit)
+            kp = m["lagrange_kp"][rows] if "lagrange_kp" in m else np.full(rows.sum(), np.nan)
+            if len(violating) and not np.isnan(kp[violating[0]]):
+                cols["kp_first"].append(float(kp[violating[0]]) / yaml.safe_load((r / "config.yaml").read_text())["lagrange"]["kp"])
         print(f"| {method} | {fmt(cols['lagrange'], 2)} | {fmt(cols['loss/qc_mean'])} | {fmt(cols['loss/actor_qc'])} | "
-              f"{fmt(cols['train/episode_cost'])} | {fmt(cols['step_cost'], 3)} | {fmt(cols['to_go'])} |")
+              f"{fmt(cols['train/episode_cost'])} | {fmt(cols['step_cost'], 3)} | {fmt(cols['to_go'])} | "
+              f"{fmt(cols['kp_first'], 2) if cols['kp_first'] else '-'} |")
 
 
 def critic_table(task: str, runs: list[Path]) -> None:
@@ -140,7 +146,7 @@ def main(root: str, out: str) -> None:
                   f"{fmt([s['mean_return'] for s in st])} | {fmt([s['mean_cost'] for s in st])} | "
                   f"{settle_txt} | {fmt([s['cum_cost'] for s in st])} | {fmt([s['violations'] for s in st])} of {st[0]['episodes']} |")
         print(f"\nbudget per run: {st[0]['iterations']} iterations, {st[0]['env_steps']} env steps")
-        online_critic_table(task, runs)
+        online_critic_table(task, runs, limit)
         critic_table(task, runs.get("marvel", []))
 
 
