@@ -86,7 +86,8 @@ def online_critic_table(task: str, runs: dict[str, list[Path]], limit: float) ->
                 cols[k].append(float(np.nanmean(m[k][rows][-5:])))
             cols["step_cost"].append(float(np.nanmean((m["train/episode_cost"] / m["train/episode_length"])[rows][-5:])))
             # sum_t gamma^t c over the rest of an episode of length T, averaged over the T start times
-            agent = yaml.safe_load((r / "config.yaml").read_text())["agent"]
+            config = yaml.safe_load((r / "config.yaml").read_text())
+            agent = config["agent"]
             gamma = agent["gamma"] if agent.get("cost_gamma") is None else agent["cost_gamma"]
             horizon = int(np.nanmean(m["train/episode_length"][rows][-5:]))
             to_go = np.mean([(1 - gamma ** (horizon - t)) / (1 - gamma) for t in range(horizon)])
@@ -95,7 +96,7 @@ def online_critic_table(task: str, runs: dict[str, list[Path]], limit: float) ->
             violating = np.flatnonzero(m["train/episode_cost"][rows] > limit)
             kp = m["lagrange_kp"][rows] if "lagrange_kp" in m else np.full(rows.sum(), np.nan)
             if len(violating) and not np.isnan(kp[violating[0]]):
-                cols["kp_first"].append(float(kp[violating[0]]) / yaml.safe_load((r / "config.yaml").read_text())["lagrange"]["kp"])
+                cols["kp_first"].append(float(kp[violating[0]]) / config["lagrange"]["kp"])
         print(f"| {method} | {fmt(cols['lagrange'], 2)} | {fmt(cols['loss/qc_mean'])} | {fmt(cols['loss/actor_qc'])} | "
               f"{fmt(cols['train/episode_cost'])} | {fmt(cols['step_cost'], 3)} | {fmt(cols['to_go'])} | "
               f"{fmt(cols['kp_first'], 2) if cols['kp_first'] else '-'} |")
