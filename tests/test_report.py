@@ -233,3 +233,49 @@ def test_finetune_table_against_hand_computation(tmp_path):
     assert cells[6].startswith("30.0 [") and cells[7].startswith("10.0 [") and cells[8].startswith("65.0 [")
     # a run that did not start from a pre-trained run (no `pretrained` in its config) gets no row
     assert finetune_stats(tmp_path / "ft/runs/o2td3/Hopper/seed0", {"task": "Hopper"}, {"env_steps": np.zeros(1)}) is None
+
+
+def test_archive_remakes_the_report_without_the_sweep_directory(hand_sweep, tmp_path):
+    """`o2o report --out` copies the sweep's finished runs (no checkpoints) beside the page; once the sweep
+    directory is gone, a report of that archive gives the same numbers and still lists the failed run."""
+    import shutil
+
+    from o2o.experiments.archive import ARCHIVE_INDEX
+
+    (hand_sweep / "runs/sac/Pendulum/seed0/checkpoints").mkdir()
+    (hand_sweep / "runs/sac/Pendulum/seed0/checkpoints/big.bin").write_bytes(b"x" * 10_000)
+    first = write_report([hand_sweep], tmp_path / "docs" / "hand.md")
+    archive = tmp_path / "docs/hand/archive/sweep"
+    assert first["archives"] == [archive] and (archive / ARCHIVE_INDEX).is_file() and (archive / "spec.yaml").is_file()
+    assert not list(archive.rglob("big.bin"))  # checkpoints stay behind
+    assert not (archive / "runs/sac-lag/BallCircle/seed3").exists()  # the failed run's files are not copied
+    assert "hand/archive/sweep/" in first["markdown"].read_text()
+    before = first["csv"].read_text()
+    shutil.rmtree(hand_sweep)
+    assert main(["sweep", str(archive)]) == 2  # an archive cannot be run: clear error
+    again = write_report([archive], tmp_path / "again.md")
+    assert again["csv"].read_text() == before
+    page = again["markdown"].read_text()
+    assert "specs/hand.yaml" in page and "abc123def456" in page
+    assert "sac-lag/BallCircle/seed3 | failed | FloatingPointError: critic loss is NaN" in page
+
+
+def test_archive_keeps_the_pretrained_score_of_finetuning_runs(tmp_path):
+    import shutil
+
+    from o2o.experiments.archive import archive_sweep
+    from o2o.experiments.report import finetune_stats
+
+    pre = tmp_path / "pre"
+    pre.mkdir()
+    (pre / "summary.json").write_text(json.dumps({"final_eval_normalized_return": 30.0}))
+    sweep = tmp_path / "ft"
+    write_finetune_run(sweep / "runs/o2td3/Hopper/seed0", method="o2td3", seed=0, scores=[40.0, 20.0, 50.0], pretrained=pre)
+    with SweepIndex(sweep) as index:
+        index.register([PlannedRun("o2td3/Hopper/seed0", "o2td3", "Hopper", 0, "", "finetune", {}, "h")])
+        index.mark_running("o2td3/Hopper/seed0")
+        index.mark_finished("o2td3/Hopper/seed0", wall_time_s=1.0, resumed_from=None)
+    archive_sweep(sweep, tmp_path / "arch")
+    shutil.rmtree(pre)
+    shutil.rmtree(sweep)
+    assert finetune_stats(tmp_path / "arch/runs/o2td3/Hopper/seed0")["pretrained"] == 30.0

@@ -11,7 +11,8 @@ the online mean (``o2o.experiments.report.finetune_stats``, the numbers of `o2o 
 fine-tuning table).
 
 Every panel reads one `o2o sweep` directory (the table ``PANELS`` below names it and the spec that
-made it); only finished runs count (those with a summary.json), and a panel whose sweep has none says
+made it), or, where that directory is not on this machine, the results archive `o2o report` wrote beside
+the sweep's page (docs/results/<name>/archive/<name>: every finished run's metrics, no checkpoints); only finished runs count (those with a summary.json), and a panel whose sweep has none says
 "not run". Curves: mean and 95% Student-t interval over seeds (``o2o.experiments.aggregate.curve``),
 x = online env steps. The pre-trained line is the mean of the pre-trained runs' own final evaluations
 (their summary.json), the runs every seed of the panel starts from.
@@ -47,6 +48,16 @@ PANELS = {
 }
 # method suffix -> (label, colour); {alg}: SAC / TD3 / PPO, {off}: the offline algorithm
 VARIANTS = {"": ("O2{alg}", "tab:blue"), "-naive": ("{alg} from {off} (naive)", "tab:red"), "-scratch": ("{alg} from scratch", "tab:gray")}
+
+
+def find_sweep(sweeps: Path, name: str | None, archives: Path = Path("docs/results")) -> Path | None:
+    """The sweep directory ``sweeps/name``, else its results archive ``archives/name/archive/name``."""
+    if not name:
+        return None
+    for candidate in (sweeps / name, archives / name / "archive" / name):
+        if candidate.is_dir():
+            return candidate
+    return None
 
 
 def method_runs(sweep: Path, method: str) -> list[Path]:
@@ -113,8 +124,8 @@ def main(argv=None) -> int:
         for j, dataset in enumerate(COLS):
             ax = axes[i, j]
             name = PANELS.get((row, dataset))
-            sweep = args.sweeps / name if name else None
-            lines = draw_panel(ax, sweep, row) if sweep and sweep.is_dir() else []
+            sweep = find_sweep(args.sweeps, name)
+            lines = draw_panel(ax, sweep, row) if sweep else []
             ax.set_title(f"{ROWS[row].split()[0]} - {dataset}", fontsize=10)
             if not lines:
                 why = f"not run\n({name}.yaml)" if name else "no spec yet"
@@ -129,14 +140,15 @@ def main(argv=None) -> int:
                 ax.set_xlabel("online env steps (thousands)")
             if j == 0:
                 ax.set_ylabel("D4RL-normalised score")
-            print(f"{row} {dataset} ({name}): " + "; ".join(lines))
+            print(f"{row} {dataset} ({sweep}): " + "; ".join(lines))
     print("\n| algorithm | dataset | seeds (full method) | full method | naive | from scratch | sweep |")
     print("|---|---|---|---|---|---|---|")
     for row in ROWS:
         for dataset in COLS:
             name = PANELS.get((row, dataset))
-            if name and (args.sweeps / name).is_dir():
-                line = table_row(args.sweeps / name, row, dataset)
+            sweep = find_sweep(args.sweeps, name)
+            if sweep:
+                line = table_row(sweep, row, dataset)
                 if line:
                     print(line)
     print("\n(each cell: start / lowest in the first 10% of the online budget / final / online mean, D4RL-normalised,"

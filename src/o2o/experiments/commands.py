@@ -60,6 +60,9 @@ def add_parsers(sub, add_config_args) -> None:
     p.add_argument("--aggregate", choices=["mean", "iqm"], default="mean",
                    help="mean: mean and 95%% t interval (default); iqm: interquartile mean and 95%% bootstrap interval (rliable)")
     p.add_argument("--title", help="the page's title")
+    p.add_argument("--no-archive", action="store_true",
+                   help="do not copy the sweeps' run data (config, metrics.csv, summary.json of every finished run; no "
+                   "checkpoints) to FILE/archive/<sweep>/, from which the page can be made again once the sweep directory is gone")
 
 
 # ------------------------------------------------------------------------------------ sweep
@@ -74,6 +77,11 @@ def _resolve_spec(args):
     given = Path(args.spec)
     if given.is_dir():
         if not (given / INDEX_FILE).is_file():
+            from o2o.experiments.archive import is_archive
+
+            if is_archive(given):
+                raise ConfigError(f"'{given}' is a results archive (no checkpoints, no index.sqlite): it can be reported "
+                                  "but not run; give the spec file to run the sweep again")
             raise ConfigError(f"'{given}' is a directory but not a sweep directory (no {INDEX_FILE}); give a spec file")
         meta, _ = read_index(given)
         overrides = args.overrides or json.loads(meta.get("cli_overrides", "[]"))
@@ -188,7 +196,7 @@ def cmd_report(args) -> int:
     command = "o2o report " + " ".join(shlex.quote(s) for s in args.sources) + f" --out {shlex.quote(str(out))}"
     if args.aggregate != "mean":
         command += f" --aggregate {args.aggregate}"
-    written = write_report(args.sources, out, how=args.aggregate, title=args.title, command=command)
+    written = write_report(args.sources, out, how=args.aggregate, title=args.title, command=command, archive=not args.no_archive)
     for g in written["results"]:
         line = f"{g.task:<12} {g.method:<24} n={g.n}  final norm. return {g.final_norm_return.fmt(3)}"
         if g.final_norm_cost is not None:
@@ -197,7 +205,8 @@ def cmd_report(args) -> int:
     if written["excluded"]:
         print(f"left out: {len(written['excluded'])} runs (failed or unfinished; listed in the page)")
     figs = ", ".join(p.name for p in written["figures"])
-    print(f"outputs: {written['markdown']} (+ {written['csv']}, figures {figs} in {written['csv'].parent}/)")
+    arch = "".join(f", run data in {a}/" for a in written["archives"])
+    print(f"outputs: {written['markdown']} (+ {written['csv']}, figures {figs} in {written['csv'].parent}/{arch})")
     return 0
 
 

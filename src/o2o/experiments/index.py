@@ -207,9 +207,14 @@ class SweepIndex:
 
 
 def read_index(sweep_dir: str | Path) -> tuple[dict[str, str], list[RunRecord]]:
-    """The meta data and run records of a sweep directory (for reports; read only)."""
+    """The meta data and run records of a sweep directory, or of its results archive
+    (``o2o.experiments.archive``: index.json instead of the SQLite file), for reports; read only."""
     path = Path(sweep_dir) / INDEX_FILE
     if not path.is_file():
+        from o2o.experiments.archive import is_archive, read_archive_index
+
+        if is_archive(sweep_dir):
+            return read_archive_index(sweep_dir)
         raise ConfigError(f"'{sweep_dir}' is not a sweep directory (no {INDEX_FILE})")
     with closing(SweepIndex(sweep_dir)) as index:
         return index.meta(), index.records()

@@ -83,6 +83,7 @@ def _method_of(config: dict) -> str:
 def collect(sources: list[str | Path]) -> tuple[list[RunInfo], list[Source]]:
     """The finished runs of every source (a sweep directory, a run directory, or a folder searched for
     run directories), and the sources with the runs they left out and why."""
+    from o2o.experiments.archive import is_archive
     from o2o.experiments.index import INDEX_FILE, read_index
     from o2o.experiments.sweep import SPEC_COPY, run_dir_of
 
@@ -93,7 +94,7 @@ def collect(sources: list[str | Path]) -> tuple[list[RunInfo], list[Source]]:
         path = Path(given)
         if not path.exists():
             raise RunDirError(f"'{path}' does not exist; give a sweep directory or run directories")
-        if (path / INDEX_FILE).is_file():
+        if (path / INDEX_FILE).is_file() or is_archive(path):
             meta, records = read_index(path)
             spec_text = (path / SPEC_COPY).read_text() if (path / SPEC_COPY).is_file() else ""
             src = Source(
@@ -302,6 +303,8 @@ def finetune_stats(run_dir: Path, config: dict | None = None, metrics: dict | No
     if stats is None:
         return None
     pre = Path(pretrained) / "summary.json"
+    if not pre.is_file():  # a results archive keeps a copy of it (o2o.experiments.archive)
+        pre = Path(run_dir) / "pretrained_summary.json"
     pre_score = json.loads(pre.read_text()).get("final_eval_normalized_return", math.nan) if pre.is_file() else math.nan
     return {"pretrained": float(pre_score), **stats}
 
@@ -460,8 +463,11 @@ def write_report(
     how: str = "mean",
     title: str | None = None,
     command: str = "",
+    archive: bool = True,
 ) -> dict:
-    """Write ``out`` (markdown), ``<out stem>/`` (one PNG per task, results.csv, per-table CSVs).
+    """Write ``out`` (markdown), ``<out stem>/`` (one PNG per task, results.csv, per-table CSVs) and, with
+    ``archive``, ``<out stem>/archive/<sweep>/`` for each sweep directory read: the small files of its
+    finished runs, from which the page can be made again (``o2o.experiments.archive``).
     Returns the paths written."""
     from o2o.experiments.plots import plot_learning_curves
 
@@ -498,6 +504,20 @@ def write_report(
 
     csv_path = assets / "results.csv"
     csv_path.write_text(results_csv(results, how))
+
+    from o2o.experiments.archive import archive_sweep, is_archive
+    from o2o.experiments.index import INDEX_FILE
+
+    archives = []
+    for src in srcs:
+        if not src.spec_sha256 and not src.spec_text:
+            continue  # run directories given directly: not a sweep
+        if archive and (src.path / INDEX_FILE).is_file():
+            dest = assets / "archive" / src.path.resolve().name
+            archive_sweep(src.path, dest)
+            archives.append(dest)
+        elif is_archive(src.path):
+            archives.append(src.path)
 
     rel = lambda p: Path(p).relative_to(out.parent).as_posix()  # noqa: E731
     md = [f"# {title or 'Results: ' + named_short}", ""]
@@ -537,6 +557,10 @@ def write_report(
         md += ["", "## Across tasks", "", f"Table 3 — from {named_by}. rliable-style aggregate: IQM over every run of "
                "the tasks pooled, interval from a bootstrap that resamples seeds within each task (2000 resamples).", "", at]
     md += ["", f"CSV of every number (with interval bounds): [{rel(csv_path)}]({rel(csv_path)})"]
+    for a in archives:
+        where = rel(a) if out.parent.resolve() in a.resolve().parents else str(a)
+        md += ["", f"The runs' data (config, metrics.csv, summary of every finished run, no checkpoints): [{where}/]({where}/); "
+               f"`o2o report {a} --out PAGE.md` makes this page again from it."]
     md += ["", "## Learning curves", ""]
     for task, png, limit in figures:
         md += [f"![{task}]({rel(png)})", "",
@@ -549,4 +573,4 @@ def write_report(
         md.append("")
     out.write_text("\n".join(md).rstrip() + "\n")
     return {"markdown": out, "csv": csv_path, "figures": [p for _, p, _ in figures], "results": results,
-            "excluded": excluded, "runs": len(runs)}
+            "excluded": excluded, "runs": len(runs), "archives": archives}

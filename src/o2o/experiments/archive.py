@@ -1,0 +1,93 @@
+"""Results archives: what a report was computed from, small enough to commit beside the report.
+
+A sweep directory holds every run's checkpoints (replay buffers included, for exact resume: hundreds of
+MB per run), so it lives under ``runs/`` and is not kept with the code. A results page in ``docs/`` is
+kept, but alone it cannot be re-derived, re-aggregated or plotted again once the sweep directory is
+gone. ``o2o report --out PAGE.md`` therefore also writes, for each sweep it reads, an archive:
+
+    <PAGE>/archive/<sweep name>/
+      index.json          the sweep index (meta: name, spec source and sha256; every run's record)
+      spec.yaml           the spec text the sweep ran
+      runs/<run id>/      for each finished run: config.yaml, metrics.csv, summary.json,
+                          bridge/metrics.csv (the bridge stages of a fine-tuning run),
+                          diagnose_critic.json (`o2o diagnose-critic`, where run) and
+                          pretrained_summary.json (the final evaluation of the run it started from)
+
+About 5-50 kB per run. An archive is a sweep directory without checkpoints and without the SQLite
+index: ``o2o report``, ``benchmarks/experiments/ocr_claims.py`` and ``ocr_overview.py`` read it like
+the sweep itself (``read_index`` falls back to index.json), so ``o2o report <archive> --out X.md``
+gives back the same tables and figures. It cannot be resumed (no checkpoints): ``o2o sweep`` refuses it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+ARCHIVE_INDEX = "index.json"
+PRETRAINED_SUMMARY = "pretrained_summary.json"
+RUN_FILES = ("config.yaml", "metrics.csv", "summary.json", "bridge/metrics.csv", "diagnose_critic.json")
+
+
+def archive_sweep(sweep_dir: str | Path, dest: str | Path) -> dict:
+    """Copy the index, spec and every finished run's small files of ``sweep_dir`` into ``dest``
+    (replaced). Unfinished and failed runs keep their index record (so a report of the archive lists
+    them as left out) but no files. Returns {"runs": finished runs copied, "bytes": total size}."""
+    from o2o.experiments.aggregate import read_run
+    from o2o.experiments.index import read_index
+    from o2o.experiments.sweep import SPEC_COPY, run_dir_of
+
+    sweep_dir, dest = Path(sweep_dir), Path(dest)
+    if sweep_dir.resolve() == dest.resolve() or dest.resolve() in sweep_dir.resolve().parents:
+        raise ValueError(f"cannot archive '{sweep_dir}' into itself or a folder above it ('{dest}')")
+    meta, records = read_index(sweep_dir)
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    copied = 0
+    for rec in records:
+        src = run_dir_of(sweep_dir, rec.run_id)
+        if rec.status != "finished" or not (src / "summary.json").is_file():
+            continue
+        out = run_dir_of(dest, rec.run_id)
+        for name in RUN_FILES:
+            if (src / name).is_file():
+                (out / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src / name, out / name)
+        config, _ = read_run(src)
+        pretrained = config.get("pretrained")
+        for candidate in ([Path(pretrained) / "summary.json", src / PRETRAINED_SUMMARY] if pretrained else []):
+            if candidate.is_file():
+                shutil.copy2(candidate, out / PRETRAINED_SUMMARY)
+                break
+        copied += 1
+    if (sweep_dir / SPEC_COPY).is_file():
+        shutil.copy2(sweep_dir / SPEC_COPY, dest / SPEC_COPY)
+    entries = []
+    for rec in records:
+        d = dataclasses.asdict(rec)
+        d.pop("traceback")  # the error line stays; tracebacks name this machine's paths and can be long
+        entries.append(d)
+    (dest / ARCHIVE_INDEX).write_text(json.dumps({"meta": meta, "runs": entries}, indent=1, sort_keys=True) + "\n")
+    size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+    return {"runs": copied, "bytes": size}
+
+
+def is_archive(path: str | Path) -> bool:
+    return (Path(path) / ARCHIVE_INDEX).is_file()
+
+
+def read_archive_index(path: str | Path):
+    """(meta, records) of an archive, the same types ``read_index`` returns for a sweep directory."""
+    from o2o.errors import ConfigError
+    from o2o.experiments.index import RunRecord
+
+    try:
+        data = json.loads((Path(path) / ARCHIVE_INDEX).read_text())
+        fields = {f.name for f in dataclasses.fields(RunRecord)}
+        records = [RunRecord(**{k: r.get(k) for k in fields}) for r in data["runs"]]
+        return dict(data["meta"]), records
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"'{path}/{ARCHIVE_INDEX}' is not a readable results archive index: {e}") from e
