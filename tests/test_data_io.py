@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from o2o.data import Dataset, concatenate, load_hdf5, save_hdf5, sha256_file, validate
+from o2o.data import Dataset, concatenate, load_hdf5, save_hdf5, sha256_data, sha256_file, validate
 from o2o.data import hdf5 as hdf5_module
 from o2o.errors import DatasetError
 
@@ -124,6 +124,21 @@ def test_saving_twice_gives_the_same_checksum(tmp_path):
     changed = save_hdf5(ds.replace(rewards=ds.rewards + 1), tmp_path / "c.hdf5")
     assert changed != first
     assert load_hdf5(tmp_path / "a.hdf5", expected_sha256=first).num_transitions == 1200
+
+
+def test_transitions_checksum_ignores_metadata_and_sees_one_changed_value(tmp_path):
+    ds = make_dataset(lengths=(400, 300))
+    a = save_hdf5(ds, tmp_path / "a.hdf5", metadata={"code_version": "0.1.0+gaaaaaaa"})
+    b = save_hdf5(ds, tmp_path / "b.hdf5", metadata={"code_version": "0.1.0+gbbbbbbb"})
+    assert a != b  # the file checksum covers the metadata
+    first = sha256_data(load_hdf5(tmp_path / "a.hdf5"))
+    assert first == sha256_data(load_hdf5(tmp_path / "b.hdf5")) == sha256_data(ds)
+    rewards = ds.rewards.copy()
+    rewards[123] = np.nextafter(rewards[123], np.float32(np.inf))  # one ulp in one row
+    assert sha256_data(ds.replace(rewards=rewards)) != first
+    timeouts = ds.timeouts.copy()
+    timeouts[10] = not timeouts[10]
+    assert sha256_data(ds.replace(timeouts=timeouts)) != first
 
 
 def test_n_by_1_columns_are_squeezed(tmp_path):

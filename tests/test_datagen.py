@@ -7,7 +7,7 @@ import pytest
 
 from o2o.cli import main
 from o2o.config import update_from_dict
-from o2o.data import load_hdf5
+from o2o.data import load_hdf5, sha256_data
 from o2o.errors import ConfigError
 from o2o.loops import datagen
 from o2o.loops.datagen import GenerateConfig, generate, grid_filter
@@ -53,11 +53,13 @@ def test_generation_is_reproducible_and_writes_a_card(tmp_path, monkeypatch):
     assert ds.has_costs and ds.metadata["recipe"] == "dsrl" and ds.metadata["seed"] == 0
     assert ds.metadata["num_episodes"] == ds.num_episodes
     assert ds.metadata["max_episode_cost"] == pytest.approx(ds.episode_costs().max())
-    assert json.loads(path.with_suffix(".json").read_text())["sha256"] == shas[0]
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    assert sidecar["sha256"] == shas[0] and sidecar["data_sha256"] == sha256_data(ds)
+    assert sidecar["data_sha256"] in path.with_suffix(".md").read_text()
     # a different seed gives different data
     monkeypatch.setenv("O2O_DATA_DIR", str(tmp_path / "c"))
     _, meta = generate(tiny_cfg(seed=1), progress=False)
-    assert meta["sha256"] != shas[0]
+    assert meta["sha256"] != shas[0] and meta["data_sha256"] != sidecar["data_sha256"]
 
 
 def test_interrupted_generation_leaves_no_dataset(tmp_path, monkeypatch):

@@ -608,7 +608,7 @@ def _data_generate(args) -> int:
           f"return {meta['min_episode_return']:.1f}..{meta['max_episode_return']:.1f}"
           + (f", cost {meta['min_episode_cost']:.0f}..{meta['max_episode_cost']:.0f}" if "min_episode_cost" in meta else "")
           + f", {meta['generation_seconds']} s")
-    print(f"sha256: {meta['sha256']}")
+    print(f"sha256: {meta['sha256']} (file); {meta['data_sha256']} (transitions only, `o2o data inspect` prints it)")
     for warning in meta.get("warnings", []):
         print(f"o2o: warning: {path.stem}: {warning}", file=sys.stderr)
     print(f"outputs: {path} (+ {path.with_suffix('.json').name}, {path.with_suffix('.md').name}, {path.with_suffix('.png').name})")
@@ -665,7 +665,7 @@ def _data_list(args) -> int:
 def _data_inspect(args) -> int:
     import numpy as np
 
-    from o2o.data import load_hdf5
+    from o2o.data import load_hdf5, sha256_data, sha256_file
     from o2o.loops.datagen import resolve_dataset, scatter_png
 
     task = None
@@ -693,6 +693,8 @@ def _data_inspect(args) -> int:
     for key in ("task", "recipe", "quality", "seed", "code_version"):
         if ds.metadata.get(key) is not None:
             print(f"{key:>22}: {ds.metadata[key]}")
+    print(f"{'sha256 (file)':>22}: {sha256_file(path)}")
+    print(f"{'sha256 (transitions)':>22}: {sha256_data(ds)}")
     for warning in ds.metadata.get("warnings") or []:
         print(f"{'warning':>22}: {warning}")
     if args.plot:

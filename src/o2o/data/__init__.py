@@ -1,7 +1,7 @@
 """Offline data: the in-memory ``Dataset`` (D4RL/DSRL flat layout) and its HDF5 reader/writer."""
 
 from o2o.data.dataset import COLUMNS, Dataset, concatenate, validate
-from o2o.data.hdf5 import TaskLike, derive_next_observations, load_hdf5, save_hdf5, sha256_file
+from o2o.data.hdf5 import TaskLike, derive_next_observations, load_hdf5, save_hdf5, sha256_data, sha256_file
 from o2o.data.replay import (
     ReplayBuffer,
     mixed_sample,
@@ -27,6 +27,7 @@ __all__ = [
     "derive_next_observations",
     "load_hdf5",
     "save_hdf5",
+    "sha256_data",
     "sha256_file",
     "validate",
 ]

@@ -57,6 +57,23 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def sha256_data(dataset: Dataset) -> str:
+    """Hex sha256 of a dataset's transitions alone: for each column present (in ``COLUMNS`` order) its
+    name, dtype, shape and little-endian C-order bytes, in the dtypes o2o stores (float32, bool).
+
+    The file's sha256 (``sha256_file``) also covers the metadata, whose ``code_version`` changes with
+    every commit, and the HDF5 container. This one does not: two files hold the same transitions
+    exactly when it agrees, whatever wrote them (o2o of another version, D4RL, Minari)."""
+    digest = hashlib.sha256()
+    for key in COLUMNS:
+        if key == "costs" and not dataset.has_costs:
+            continue
+        values = np.ascontiguousarray(getattr(dataset, key), dtype=np.dtype(DTYPES[key]).newbyteorder("<"))
+        digest.update(f"{key}|{values.dtype.str}|{values.shape}|".encode())
+        digest.update(values.tobytes())
+    return digest.hexdigest()
+
+
 # ----- loading ------------------------------------------------------------------------------------------
 
 

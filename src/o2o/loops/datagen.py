@@ -506,7 +506,9 @@ def generate(cfg: GenerateConfig, out: Path | None = None, *, progress: bool = T
         metadata.update(min_episode_cost=float(costs.min()), max_episode_cost=float(costs.max()))
     # Generation time is recorded in the sidecar only: the HDF5 bytes must not depend on it.
     sha = save_hdf5(dataset, out, metadata=metadata)
-    sidecar = {**metadata, "sha256": sha, "file": out.name, "generation_seconds": round(time.time() - t0, 1)}
+    from o2o.data import sha256_data
+
+    sidecar = {**metadata, "sha256": sha, "data_sha256": sha256_data(dataset), "file": out.name, "generation_seconds": round(time.time() - t0, 1)}
     (out.with_suffix(".json")).write_text(json.dumps(sidecar, indent=2, default=str))
     write_card(dataset, out, sidecar, get_task(task.name))
     return out, sidecar
@@ -570,7 +572,10 @@ def write_card(dataset, path: Path, meta: dict, task) -> None:
             f"| episode cost | min {costs.min():.0f}, median {np.median(costs):.0f}, max {costs.max():.0f} |",
             f"| episodes with cost <= {limit:g} | {np.mean(costs <= limit):.1%} |",
         ]
-    lines += [f"| sha256 | `{meta['sha256']}` |", ""]
+    lines += [f"| sha256 (file) | `{meta['sha256']}` |"]
+    if meta.get("data_sha256"):
+        lines += [f"| sha256 (transitions only; `o2o data inspect` prints it) | `{meta['data_sha256']}` |"]
+    lines += [""]
     if meta.get("warnings"):
         lines += ["**Warnings**", ""] + [f"- {w}" for w in meta["warnings"]] + [""]
     lines += [f"![scatter]({png.name})", ""]
