@@ -377,3 +377,35 @@ def test_status_tells_a_stopped_sweeps_running_runs_from_live_ones(tmp_path, cap
     assert st == "interrupted" and "no sweep process" in out.splitlines()[0]
     assert f"o2o sweep {sweep_dir}` continues them" in out
     assert status_of("sac/Pendulum/seed1")[0] == "pending"
+
+
+def test_sweep_adopts_the_finished_runs_of_an_archive_and_runs_only_the_rest(tmp_path, capsys):
+    """A sweep continued on a machine that lost its directory: `--adopt` takes the finished runs of the
+    archive `o2o report` wrote (same run id and config hash), and only the others are trained."""
+    import shutil
+
+    from o2o.experiments.report import write_report
+
+    first = tmp_path / "first"
+    run_sweep(load_spec(write_spec(tmp_path, TINY.format(seeds=2, iterations=1))), first,
+              backend=SequentialBackend(), progress=False, echo=lambda *_: None)
+    archive = write_report([first], tmp_path / "docs/tiny.md")["archives"][0]
+    metrics0 = (first / "runs/sac/Pendulum/seed0/metrics.csv").read_text()
+    shutil.rmtree(first)
+
+    # another experiment (another budget) is refused before anything is written
+    other = write_spec(tmp_path, TINY.format(seeds=3, iterations=2), name="other.yaml")
+    capsys.readouterr()
+    assert main(["sweep", str(other), "--out", str(tmp_path / "x"), "--adopt", str(archive), "--backend", "sequential"]) == 2
+    assert "has another config than the spec plans" in one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "x").exists()
+
+    lines = []
+    out = run_sweep(load_spec(write_spec(tmp_path, TINY.format(seeds=3, iterations=1), name="three.yaml")), tmp_path / "second",
+                    backend=SequentialBackend(), progress=False, adopt=[archive], echo=lines.append)
+    assert out.executed == ["sac/Pendulum/seed2"] and sorted(out.kept) == ["sac/Pendulum/seed0", "sac/Pendulum/seed1"]
+    assert any("adopted 2 finished runs" in line for line in lines)
+    assert (tmp_path / "second/runs/sac/Pendulum/seed0/metrics.csv").read_text() == metrics0
+    with SweepIndex(tmp_path / "second") as index:
+        rec = index.record("sac/Pendulum/seed0")
+        assert rec.status == "finished" and rec.worker.startswith("adopted from") and rec.wall_time_s > 0

@@ -91,3 +91,58 @@ def read_archive_index(path: str | Path):
         return dict(data["meta"]), records
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"'{path}/{ARCHIVE_INDEX}' is not a readable results archive index: {e}") from e
+
+
+def adopt_archive(archive: str | Path, sweep_dir: str | Path, index, planned_runs, echo=print) -> list[str]:
+    """Record the finished runs of ``archive`` as finished runs of the sweep in ``sweep_dir`` (its
+    ``index`` already holds ``planned_runs``), copying their small files into the sweep's run directories,
+    so the sweep runs only the rest. For a sweep continued on another machine, where the sweep directory
+    of an earlier session is gone but its archive was kept.
+
+    A run is adopted only where the spec plans the same run id with the same config hash (else the
+    archive is of another experiment: refused before anything is copied). Runs the index already has
+    finished, and runs whose directory exists here (this machine ran or is running them), are kept as they
+    are. An adopted run has no checkpoints: it cannot be resumed, nor fine-tuned from."""
+    from o2o.experiments.sweep import run_dir_of
+
+    archive, sweep_dir = Path(archive), Path(sweep_dir)
+    finished = check_adoptable(archive, planned_runs)
+    planned = {r.run_id: r for r in planned_runs}
+    adopted = []
+    for rec in finished:
+        if rec.run_id not in planned:
+            continue
+        current = index.record(rec.run_id)
+        dest = run_dir_of(sweep_dir, rec.run_id)
+        if (current is not None and current.status == "finished") or dest.exists():
+            continue
+        shutil.copytree(run_dir_of(archive, rec.run_id), dest)
+        index.mark_running(rec.run_id, worker=f"adopted from {archive}")
+        index.mark_finished(rec.run_id, wall_time_s=rec.wall_time_s, resumed_from=rec.resumed_from, worker=f"adopted from {archive}")
+        adopted.append(rec.run_id)
+    unplanned = sum(r.run_id not in planned for r in finished)
+    echo(f"adopted {len(adopted)} finished runs from {archive}" + (f" ({unplanned} not in this spec: ignored)" if unplanned else ""))
+    return adopted
+
+
+def check_adoptable(archive: str | Path, planned_runs) -> list:
+    """The finished run records of ``archive`` (with their files), after checking that each one the spec
+    plans has the planned config hash; a one-line ``ConfigError`` otherwise (nothing written)."""
+    from o2o.errors import ConfigError
+    from o2o.experiments.sweep import run_dir_of
+
+    archive = Path(archive)
+    if not is_archive(archive):
+        raise ConfigError(f"--adopt '{archive}' is not a results archive (no {ARCHIVE_INDEX}; `o2o report --out` writes one)")
+    _, records = read_archive_index(archive)
+    planned = {r.run_id: r for r in planned_runs}
+    finished = [r for r in records if r.status == "finished" and (run_dir_of(archive, r.run_id) / "summary.json").is_file()]
+    for rec in finished:
+        run = planned.get(rec.run_id)
+        if run is not None and run.config_hash != rec.config_hash:
+            from o2o.config import diff_configs
+
+            diffs = diff_configs(rec.config, run.config)
+            raise ConfigError(f"--adopt: run '{rec.run_id}' of '{archive}' has another config than the spec plans "
+                              f"({'; '.join(diffs[:3]) or 'kind changed'}); it is not this experiment's run")
+    return finished

@@ -40,6 +40,10 @@ def add_parsers(sub, add_config_args) -> None:
     p.add_argument("--defer-eval", action="store_true",
                    help="pre-training runs: no evaluation on the live task while training (a GPU node without the "
                    "simulator), every checkpoint kept; evaluate them afterwards with `o2o eval SWEEP_DIR --record`")
+    p.add_argument("--adopt", metavar="ARCHIVE", action="append", default=[],
+                   help="a results archive of this spec (`o2o report` writes PAGE/archive/<sweep>/): its finished runs with "
+                   "the same config hash are recorded as finished and not run again (continue a sweep on a machine that lost "
+                   "the sweep directory; those runs keep no checkpoints). Repeatable")
     p.add_argument("--dry-run", action="store_true", help="check the spec and list the runs it plans; write nothing")
     p.add_argument("--status", action="store_true", help="show the index of SWEEP_DIR (every run's status, attempts, error)")
     p.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
@@ -113,10 +117,15 @@ def cmd_sweep(args) -> int:
     spec, sweep_dir, overrides = _resolve_spec(args)
     if args.dry_run:
         return _dry_run(spec, sweep_dir)
+    if args.adopt:
+        from o2o.experiments.archive import check_adoptable
+
+        for archive in args.adopt:
+            check_adoptable(archive, spec.runs)  # a wrong archive is refused before anything is written
     backend = make_backend(args.backend, workers=args.workers, threads=args.threads_per_worker, address=args.address, pin=not args.no_pin)
     try:
         outcome = run_sweep(spec, sweep_dir, backend=backend, retry_failed=args.retry_failed, progress=not args.no_progress,
-                            defer_eval=args.defer_eval)
+                            defer_eval=args.defer_eval, adopt=args.adopt)
     except KeyboardInterrupt:
         import gc
 

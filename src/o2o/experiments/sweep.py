@@ -522,6 +522,7 @@ def run_sweep(
     retry_failed: bool = False,
     progress: bool = True,
     defer_eval: bool = False,
+    adopt: list | tuple = (),
     echo=print,
 ) -> SweepOutcome:
     """Run every planned run of ``spec`` that the index does not record as finished (nor as failed,
@@ -529,7 +530,9 @@ def run_sweep(
     written). Ctrl-C or SIGTERM stops the workers, marks their runs interrupted and re-raises
     ``KeyboardInterrupt``; launching the sweep again continues them from their checkpoints.
     ``defer_eval``: pre-training runs train without evaluating on the live task and keep every
-    checkpoint (``o2o eval SWEEP_DIR --record`` evaluates them later, where the simulator is)."""
+    checkpoint (``o2o eval SWEEP_DIR --record`` evaluates them later, where the simulator is).
+    ``adopt``: results archives whose finished runs of this spec are recorded as finished first
+    (``o2o.experiments.archive.adopt_archive``)."""
     from o2o.runs.checkpoint import write_text_atomic
 
     sweep_dir = Path(sweep_dir)
@@ -543,6 +546,11 @@ def run_sweep(
         old_term = None
     try:
         index.register(spec.runs)
+        if adopt:
+            from o2o.experiments.archive import adopt_archive
+
+            for archive in adopt:
+                adopt_archive(archive, sweep_dir, index, spec.runs, echo=echo)
         write_text_atomic(sweep_dir / SPEC_COPY, spec.text)
         meta = index.meta()
         index.set_meta(
