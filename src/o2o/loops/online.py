@@ -329,17 +329,19 @@ class OnlineTrainer:
 
 
 def _progress(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    """A progress bar on a terminal, timestamped lines in a log (``o2o.progress.make_progress``)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    return Progress(
+    from o2o.progress import make_progress
+
+    return make_progress(
+        enabled,
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         TextColumn("{task.fields[status]}"),
-        disable=not enabled,
-        transient=False,
     )
 
 
