@@ -406,6 +406,13 @@ def test_sweep_adopts_the_finished_runs_of_an_archive_and_runs_only_the_rest(tmp
     assert out.executed == ["sac/Pendulum/seed2"] and sorted(out.kept) == ["sac/Pendulum/seed0", "sac/Pendulum/seed1"]
     assert any("adopted 2 finished runs" in line for line in lines)
     assert (tmp_path / "second/runs/sac/Pendulum/seed0/metrics.csv").read_text() == metrics0
+    # a report of a sweep directory that lacks some of the archive's finished runs does not overwrite it
+    third = tmp_path / "elsewhere" / "first"  # the same sweep name, run again with one seed
+    run_sweep(load_spec(write_spec(tmp_path, TINY.format(seeds=1, iterations=1), name="one.yaml")), third,
+              backend=SequentialBackend(), progress=False, echo=lambda *_: None)
+    with pytest.raises(ConfigError, match="holds 1 finished runs that .* has not .*--adopt"):
+        write_report([third], tmp_path / "docs/tiny.md")
+    assert (archive / "runs/sac/Pendulum/seed1/summary.json").is_file()
     with SweepIndex(tmp_path / "second") as index:
         rec = index.record("sac/Pendulum/seed0")
         assert rec.status == "finished" and rec.worker.startswith("adopted from") and rec.wall_time_s > 0

@@ -33,7 +33,7 @@ RUN_FILES = ("config.yaml", "metrics.csv", "summary.json", "bridge/metrics.csv",
 
 def archive_sweep(sweep_dir: str | Path, dest: str | Path) -> dict:
     """Copy the index, spec and every finished run's small files of ``sweep_dir`` into ``dest``
-    (replaced). Unfinished and failed runs keep their index record (so a report of the archive lists
+    (replaced; refused if ``dest`` is an archive with finished runs the sweep directory lacks). Unfinished and failed runs keep their index record (so a report of the archive lists
     them as left out) but no files. Returns {"runs": finished runs copied, "bytes": total size}."""
     from o2o.experiments.aggregate import read_run
     from o2o.experiments.index import read_index
@@ -43,6 +43,14 @@ def archive_sweep(sweep_dir: str | Path, dest: str | Path) -> dict:
     if sweep_dir.resolve() == dest.resolve() or dest.resolve() in sweep_dir.resolve().parents:
         raise ValueError(f"cannot archive '{sweep_dir}' into itself or a folder above it ('{dest}')")
     meta, records = read_index(sweep_dir)
+    if is_archive(dest):  # replacing an archive must not drop finished runs this sweep directory lacks
+        have = {r.run_id for r in records if r.status == "finished"}
+        lost = [r.run_id for r in read_archive_index(dest)[1] if r.status == "finished" and r.run_id not in have]
+        if lost:
+            from o2o.errors import ConfigError
+
+            raise ConfigError(f"'{dest}' holds {len(lost)} finished runs that '{sweep_dir}' has not ({lost[0]}, ...); "
+                              f"take them in first with `o2o sweep {sweep_dir} --adopt {dest}`, or report with --no-archive")
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
