@@ -35,7 +35,7 @@ def archive_sweep(sweep_dir: str | Path, dest: str | Path) -> dict:
     """Copy the index, spec and every finished run's small files of ``sweep_dir`` into ``dest``
     (replaced; refused if ``dest`` is an archive with finished runs the sweep directory lacks). Unfinished and failed runs keep their index record (so a report of the archive lists
     them as left out) but no files. Returns {"runs": finished runs copied, "bytes": total size}."""
-    from o2o.experiments.aggregate import read_run
+    from o2o.config import load_yaml
     from o2o.experiments.index import read_index
     from o2o.experiments.sweep import SPEC_COPY, run_dir_of
 
@@ -64,8 +64,7 @@ def archive_sweep(sweep_dir: str | Path, dest: str | Path) -> dict:
             if (src / name).is_file():
                 (out / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src / name, out / name)
-        config, _ = read_run(src)
-        pretrained = config.get("pretrained")
+        pretrained = load_yaml(src / "config.yaml").get("pretrained")
         for candidate in ([Path(pretrained) / "summary.json", src / PRETRAINED_SUMMARY] if pretrained else []):
             if candidate.is_file():
                 shutil.copy2(candidate, out / PRETRAINED_SUMMARY)
