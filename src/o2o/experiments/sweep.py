@@ -624,7 +624,7 @@ def run_sweep(
                             del open_jobs[key]  # its worker is free again
                     outcome.executed.append(run_id)
                     say(_record(index, result))
-                bar.update(task, completed=index.counts()["finished"], status="running: " + ", ".join(sorted(in_flight)))
+                bar.update(task, completed=index.counts()["finished"], status=("running: " + ", ".join(sorted(in_flight))) if in_flight else "")
         backend.stop()
         outcome.counts = index.counts()
         outcome.failed = [(r.run_id, r.error) for r in index.records() if r.status == "failed"]
