@@ -416,3 +416,23 @@ def test_sweep_adopts_the_finished_runs_of_an_archive_and_runs_only_the_rest(tmp
     with SweepIndex(tmp_path / "second") as index:
         rec = index.record("sac/Pendulum/seed0")
         assert rec.status == "finished" and rec.worker.startswith("adopted from") and rec.wall_time_s > 0
+
+
+def test_progress_position_of_runs_in_flight(tmp_path):
+    """The sweep's progress line says where each run in flight is, from the files the run writes."""
+    from o2o.experiments.sweep import _position
+
+    train = planned("sac/Pendulum/seed0")
+    train = dataclasses.replace(train, config={"online": {"iterations": 10}})
+    run_dir = tmp_path / "run"
+    assert _position(run_dir, train) == "starting"
+    (run_dir / "bridge").mkdir(parents=True)
+    assert _position(run_dir, train) == "bridge"  # a fine-tuning run re-evaluating / aligning
+    (run_dir / "metrics.csv").write_text("step,env_steps\n")
+    assert _position(run_dir, train) == "bridge"  # header only
+    (run_dir / "metrics.csv").write_text("step,env_steps\n" + "".join(f"{i},{1000 * i}.0\n" for i in range(4)) + "\n")
+    assert _position(run_dir, train) == "3/10"
+    pre = dataclasses.replace(train, kind="pretrain", config={"offline": {"steps": 10000}})
+    (run_dir / "metrics.csv").write_text("step,loss\n" + "".join(f"{i * 100},{0.1234567:.7f}\n" for i in range(1, 401)))
+    assert (run_dir / "metrics.csv").stat().st_size > 4096  # read from the file's tail, a partial first line dropped
+    assert _position(run_dir, pre) == "40000/10000"

@@ -603,6 +603,7 @@ def run_sweep(
         with bar:
             task = bar.add_task(f"sweep {spec.name}", total=len(run_ids), completed=len(finished), status="")
             say = bar.console.print if progress else echo
+            shown_at = -1e9
             while queue or in_flight:
                 while queue and len(open_jobs) < backend.slots:
                     members = queue.popleft()
@@ -624,7 +625,10 @@ def run_sweep(
                             del open_jobs[key]  # its worker is free again
                     outcome.executed.append(run_id)
                     say(_record(index, result))
-                bar.update(task, completed=index.counts()["finished"], status=("running: " + ", ".join(sorted(in_flight))) if in_flight else "")
+                if time.monotonic() - shown_at > 10.0 or not in_flight:  # where each run is, from its files
+                    shown_at = time.monotonic()
+                    status = ", ".join(f"{r} ({_position(run_dir_of(sweep_dir, r), by_id[r])})" for r in sorted(in_flight))
+                    bar.update(task, completed=index.counts()["finished"], status=f"running: {status}" if in_flight else "")
         backend.stop()
         outcome.counts = index.counts()
         outcome.failed = [(r.run_id, r.error) for r in index.records() if r.status == "failed"]
@@ -677,6 +681,27 @@ def _record(index: SweepIndex, result: dict) -> str:
         return f"finished {run_id}{took}{how}" + (f": {numbers}" if numbers else "")
     index.mark_failed(run_id, result.get("error", "?"), result.get("traceback", ""), wall_time_s=wall, worker=result.get("worker", ""))
     return f"FAILED {run_id}: {result.get('error')}"
+
+
+def _position(run_dir: Path, run) -> str:
+    """Where a run in flight is, read from the files it writes: its last metrics row's step over its budget
+    ("3/10" iterations, "4000/10000" gradient steps), "bridge" (a fine-tuning run before its online
+    phase) or "starting"."""
+    metrics = run_dir / "metrics.csv"
+    last = None
+    if metrics.is_file():
+        with open(metrics, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+            rows = [r for r in f.read().decode(errors="replace").splitlines()[1:] if r.strip()]
+        try:
+            last = int(float(rows[-1].split(",", 1)[0])) if rows else None
+        except ValueError:
+            last = None
+    if last is None:
+        return "bridge" if (run_dir / "bridge").is_dir() else "starting"
+    section = "offline" if run.kind == "pretrain" else "online"
+    total = (run.config.get(section) or {}).get("steps" if section == "offline" else "iterations")
+    return f"{last}/{total}" if total else str(last)
 
 
 def _progress(enabled: bool):
