@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/experiments/ocr_claims.py SWEEP_DIR [--method M ...] [--per-seed]
 
 SWEEP_DIR is an `o2o sweep` directory of finetune runs (e.g. runs/sweeps/ocr-hopper-td3 from
-benchmarks/experiments/ocr-hopper-td3.yaml). For every method and task it prints, as a markdown table
+benchmarks/experiments/ocr-hopper-td3.yaml), or the results archive `o2o report` wrote of one
+(docs/results/<name>/archive/<name>). For every method and task it prints, as a markdown table
 with the mean and 95% t-interval over the finished seeds (D4RL-normalised evaluation score):
 - **pre-trained**: the pre-trained run's own final evaluation (its summary.json; 10 episodes in the
   specs here), the same policy for every method of a seed;
