@@ -115,13 +115,13 @@ def cmd_sweep(args) -> int:
 
         os.environ.update(thread_env(args.threads_per_worker or len(available_cpus())))
     spec, sweep_dir, overrides = _resolve_spec(args)
-    if args.dry_run:
-        return _dry_run(spec, sweep_dir)
     if args.adopt:
         from o2o.experiments.archive import check_adoptable
 
         for archive in args.adopt:
             check_adoptable(archive, spec.runs)  # a wrong archive is refused before anything is written
+    if args.dry_run:
+        return _dry_run(spec, sweep_dir)
     backend = make_backend(args.backend, workers=args.workers, threads=args.threads_per_worker, address=args.address, pin=not args.no_pin)
     try:
         outcome = run_sweep(spec, sweep_dir, backend=backend, retry_failed=args.retry_failed, progress=not args.no_progress,
