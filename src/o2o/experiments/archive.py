@@ -33,15 +33,18 @@ RUN_FILES = ("config.yaml", "metrics.csv", "summary.json", "bridge/metrics.csv",
 
 def archive_sweep(sweep_dir: str | Path, dest: str | Path) -> dict:
     """Copy the index, spec and every finished run's small files of ``sweep_dir`` into ``dest``
-    (replaced; refused if ``dest`` is an archive with finished runs the sweep directory lacks). Unfinished and failed runs keep their index record (so a report of the archive lists
-    them as left out) but no files. Returns {"runs": finished runs copied, "bytes": total size}."""
+    (replaced; refused if ``dest`` is an archive with finished runs the sweep directory lacks).
+    Unfinished and failed runs keep their index record (so a report of the archive lists them as left
+    out) but no files. Returns {"runs": finished runs copied, "bytes": total size}."""
     from o2o.config import load_yaml
     from o2o.experiments.index import read_index
     from o2o.experiments.sweep import SPEC_COPY, run_dir_of
 
     sweep_dir, dest = Path(sweep_dir), Path(dest)
     if sweep_dir.resolve() == dest.resolve() or dest.resolve() in sweep_dir.resolve().parents:
-        raise ValueError(f"cannot archive '{sweep_dir}' into itself or a folder above it ('{dest}')")
+        from o2o.errors import ConfigError
+
+        raise ConfigError(f"cannot archive '{sweep_dir}' into itself or a folder above it ('{dest}'); give --out elsewhere")
     meta, records = read_index(sweep_dir)
     if is_archive(dest):  # replacing an archive must not drop finished runs this sweep directory lacks
         have = {r.run_id for r in records if r.status == "finished"}
