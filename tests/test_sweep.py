@@ -135,6 +135,31 @@ def test_pretrain_and_finetune_kinds_build_and_check_up_front(tmp_path):
             assert needle in str(err.value), (needle, str(err.value))
 
 
+def test_only_plans_the_matching_runs_and_leaves_the_others_unbuilt(tmp_path, capsys):
+    # CarRun's dataset does not exist: the whole spec is refused, but --only on BallCircle plans and runs
+    text = (
+        "name: part\nseeds: 2\n"
+        "tasks: [{name: BallCircle, dataset: BallCircle-dsrl-small}, {name: CarRun, dataset: no-such-data}]\n"
+        "methods:\n  - {name: bc-safe, kind: pretrain, set: {offline.steps: 20, offline.steps_per_call: 10, offline.eval_every: 20, "
+        "offline.eval_episodes: 1, agent.hidden_dims: [8, 8]}}\n"
+    )
+    path = write_spec(tmp_path, text)
+    with pytest.raises(ConfigError, match="no dataset named 'no-such-data'"):
+        load_spec(path)
+    spec = load_spec(path, only=["*/BallCircle/*"])
+    assert [r.run_id for r in spec.runs] == ["bc-safe/BallCircle/seed0", "bc-safe/BallCircle/seed1"]
+    assert [r.run_id for r in load_spec(path, only=["bc-safe/BallCircle/seed1"]).runs] == ["bc-safe/BallCircle/seed1"]
+    with pytest.raises(ConfigError, match="--only 'bc-safe/Hopper/\\*' matches none of the 4 runs"):
+        load_spec(path, only=["*/BallCircle/*", "bc-safe/Hopper/*"])
+    # the command: a pattern that matches nothing is one line, exit 2, nothing written
+    out = tmp_path / "sw"
+    assert main(["sweep", str(path), "--out", str(out), "--only", "nope/*"]) == 2
+    assert "matches none of the 4 runs" in one_error_line(capsys.readouterr().err) and not out.exists()
+    assert main(["--no-progress", "sweep", str(path), "--out", str(out), "--only", "*/BallCircle/seed1", "--backend", "sequential"]) == 0
+    assert _index_status(out) == {"bc-safe/BallCircle/seed1": ("finished", 1)}
+    capsys.readouterr()
+
+
 # ------------------------------------------------------------------------------ the index
 
 

@@ -44,6 +44,10 @@ def add_parsers(sub, add_config_args) -> None:
                    help="a results archive of this spec (`o2o report` writes PAGE/archive/<sweep>/): its finished runs with "
                    "the same config hash are recorded as finished and not run again (continue a sweep on a machine that lost "
                    "the sweep directory; those runs keep no checkpoints). Repeatable")
+    p.add_argument("--only", metavar="GLOB", action="append", default=[],
+                   help="run only the runs whose id (<method>/<task>/seed<k>) matches this glob, e.g. 'cql-*/Hopper/*' "
+                   "(repeatable); the others are not built or checked, so a task whose dataset this machine lacks can be left "
+                   "out, and a later launch without --only runs them")
     p.add_argument("--dry-run", action="store_true", help="check the spec and list the runs it plans; write nothing")
     p.add_argument("--status", action="store_true", help="show the index of SWEEP_DIR (every run's status, attempts, error)")
     p.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
@@ -92,13 +96,13 @@ def _resolve_spec(args):
         source = Path(meta.get("spec_source", ""))
         copy = given / SPEC_COPY
         if source.is_file() and source.read_text() == copy.read_text():
-            return load_spec(source, cli_overrides=overrides), Path(args.out or given), overrides
+            return load_spec(source, cli_overrides=overrides, only=args.only), Path(args.out or given), overrides
         from o2o.config import load_yaml
 
         spec = parse_spec(load_yaml(copy), copy.read_text(), source=str(copy), base_dir=source.parent if meta.get("spec_source") else given,
-                          default_name=meta.get("name", given.name), cli_overrides=overrides)
+                          default_name=meta.get("name", given.name), cli_overrides=overrides, only=args.only)
         return spec, Path(args.out or given), overrides
-    spec = load_spec(given, cli_overrides=args.overrides)
+    spec = load_spec(given, cli_overrides=args.overrides, only=args.only)
     return spec, Path(args.out or spec.out), args.overrides
 
 

@@ -29,6 +29,7 @@ nothing is written or launched until every run's config has been built and check
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import itertools
 import json
@@ -147,13 +148,15 @@ def _overrides(value, where: _Where, path: tuple) -> tuple[tuple[str, Any], ...]
 # -------------------------------------------------------------------------------- loading
 
 
-def load_spec(source: str | Path, *, cli_overrides: list[str] | tuple[str, ...] = ()) -> SweepSpec:
-    """Read and check a sweep spec; build every run's config. Raises ``ConfigError`` naming the line."""
+def load_spec(source: str | Path, *, cli_overrides: list[str] | tuple[str, ...] = (), only: list[str] | tuple[str, ...] = ()) -> SweepSpec:
+    """Read and check a sweep spec; build every run's config. Raises ``ConfigError`` naming the line.
+    ``only``: glob patterns on run ids (``parse_spec``)."""
     from o2o.config import load_yaml
 
     path = Path(source)
     data = load_yaml(path)  # malformed YAML, duplicated keys: named with their line
-    return parse_spec(data, path.read_text(), source=str(path), base_dir=path.parent, default_name=path.stem, cli_overrides=cli_overrides)
+    return parse_spec(data, path.read_text(), source=str(path), base_dir=path.parent, default_name=path.stem,
+                      cli_overrides=cli_overrides, only=only)
 
 
 def parse_spec(
@@ -164,7 +167,12 @@ def parse_spec(
     base_dir: Path = Path("."),
     default_name: str = "sweep",
     cli_overrides: list[str] | tuple[str, ...] = (),
+    only: list[str] | tuple[str, ...] = (),
 ) -> SweepSpec:
+    """The checked spec and its planned runs. ``only``: glob patterns (``fnmatch``) on run ids,
+    ``<method>/<task>/seed<k>[-<variant hash>]``; the runs that match none are neither planned nor built
+    (so a task whose dataset is not on this machine can be left out), and a pattern that matches no run
+    of the spec is refused."""
     where = _Where(source, text)
     _check_keys(data, SPEC_KEYS, where, (), "sweep spec")
     for required in ("methods", "tasks"):
@@ -183,13 +191,27 @@ def parse_spec(
 
     runs: list[PlannedRun] = []
     seen: dict[str, tuple] = {}
+    all_ids: list[str] = []
+    matched: set[str] = set()
     for mi, method in enumerate(methods):
         kind = get_kind(method.kind)
         for task in tasks:
             if method.tasks is not None and task.name not in method.tasks:
                 continue
             for variant in grid:
+                label = _variant_label(variant)
+                variant_hash = hashlib.sha256(label.encode()).hexdigest()[:8] if variant else ""
                 for seed in seeds:
+                    run_id = f"{method.name}/{task.name}/seed{seed}" + (f"-{variant_hash}" if variant else "")
+                    if run_id in seen:
+                        raise where.error(("methods", mi), f"run '{run_id}' is planned twice; give each method a distinct name and each seed once")
+                    seen[run_id] = ()
+                    all_ids.append(run_id)
+                    if only:
+                        hits = [pattern for pattern in only if fnmatch.fnmatchcase(run_id, pattern)]
+                        if not hits:
+                            continue
+                        matched.update(hits)
                     cfg = _build(kind, method, task, seed, where, mi)
                     layers = [
                         (("set",), common),
@@ -212,14 +234,12 @@ def parse_spec(
                     from o2o.config import to_dict
 
                     plain = to_dict(cfg)
-                    label = _variant_label(variant)
-                    variant_hash = hashlib.sha256(label.encode()).hexdigest()[:8] if variant else ""
-                    run_id = f"{method.name}/{task.name}/seed{seed}" + (f"-{variant_hash}" if variant else "")
                     group = f"{method.name}/{task.name}" + (f"/{variant_hash}" if variant else "") if method.vectorize_seeds else ""
-                    if run_id in seen:
-                        raise where.error(("methods", mi), f"run '{run_id}' is planned twice; give each method a distinct name and each seed once")
-                    seen[run_id] = ()
                     runs.append(PlannedRun(run_id, method.name, task.name, seed, label, method.kind, plain, config_hash(method.kind, plain), group))
+    for pattern in only:
+        if pattern not in matched:
+            raise ConfigError(f"--only '{pattern}' matches none of the {len(all_ids)} runs of {source} "
+                              f"(run ids are <method>/<task>/seed<k>, e.g. '{all_ids[0]}')")
     if not runs:
         raise where.error(("methods",), "the spec plans no runs (every method's 'tasks' excludes every task)")
     return SweepSpec(
