@@ -157,6 +157,12 @@ def test_only_plans_the_matching_runs_and_leaves_the_others_unbuilt(tmp_path, ca
     assert "matches none of the 4 runs" in one_error_line(capsys.readouterr().err) and not out.exists()
     assert main(["--no-progress", "sweep", str(path), "--out", str(out), "--only", "*/BallCircle/seed1", "--backend", "sequential"]) == 0
     assert _index_status(out) == {"bc-safe/BallCircle/seed1": ("finished", 1)}
+    assert main(["--no-progress", "sweep", str(path), "--out", str(out), "--only", "bc-safe/Ball*/seed0", "--backend", "sequential"]) == 0
+    assert set(_index_status(out)) == {"bc-safe/BallCircle/seed0", "bc-safe/BallCircle/seed1"}
+    # the report says the sweep holds part of its spec, with every launch's patterns
+    assert main(["report", str(out), "--out", str(tmp_path / "page.md")]) == 0
+    page = (tmp_path / "page.md").read_text()
+    assert "only the runs matching `--only '*/BallCircle/seed1'`, `--only 'bc-safe/Ball*/seed0'`" in page
     capsys.readouterr()
 
 

@@ -66,6 +66,7 @@ class Source:
     spec_text: str = ""
     spec_sha256: str = ""
     spec_source: str = ""
+    only: list = field(default_factory=list)  # the sweep ran only its runs matching these globs (o2o sweep --only)
     excluded: list = field(default_factory=list)  # (run, status, error)
 
 
@@ -100,6 +101,7 @@ def collect(sources: list[str | Path]) -> tuple[list[RunInfo], list[Source]]:
             src = Source(
                 label=f"sweep spec `{meta.get('spec_source') or path / SPEC_COPY}`",
                 path=path, spec_text=spec_text, spec_sha256=meta.get("spec_sha256", ""), spec_source=meta.get("spec_source", ""),
+                only=json.loads(meta.get("only") or "[]"),
             )
             for rec in records:
                 run_dir = run_dir_of(path, rec.run_id)
@@ -530,7 +532,9 @@ def write_report(
               "Only finished runs are counted.")
     for s in sweeps:
         md += ["", f"## Sweep spec `{s.spec_source or s.path}`", "",
-               f"sha256 `{s.spec_sha256}`; sweep directory `{s.path}`.", "", "```yaml", s.spec_text.rstrip(), "```"]
+               f"sha256 `{s.spec_sha256}`; sweep directory `{s.path}`."
+               + (" It ran part of the spec: only the runs matching " + ", ".join(f"`--only '{p}'`" for p in s.only) + "." if s.only else ""),
+               "", "```yaml", s.spec_text.rstrip(), "```"]
     st = safe_table(results)
     if st:
         md += ["", "## Safe tasks (DSRL normalisation)", "",

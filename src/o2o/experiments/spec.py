@@ -69,6 +69,7 @@ class SweepSpec:
     description: str
     runs: tuple[PlannedRun, ...]
     cli_overrides: tuple[str, ...] = ()  # o2o sweep --set, part of every run's config
+    only: tuple[str, ...] = ()  # o2o sweep --only: the runs planned are those matching these globs
 
     @property
     def sha256(self) -> str:
@@ -250,6 +251,7 @@ def parse_spec(
         description=str(data.get("description") or ""),
         runs=tuple(runs),
         cli_overrides=cli,
+        only=tuple(only),
     )
 
 

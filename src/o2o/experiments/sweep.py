@@ -553,9 +553,13 @@ def run_sweep(
                 adopt_archive(archive, sweep_dir, index, spec.runs, echo=echo)
         write_text_atomic(sweep_dir / SPEC_COPY, spec.text)
         meta = index.meta()
+        # the --only patterns of the launches so far (a report says the sweep holds part of its spec); a launch
+        # of the whole spec plans every run and clears them
+        only = sorted(set(json.loads(meta.get("only", "[]"))) | set(spec.only)) if spec.only else []
         index.set_meta(
             name=spec.name, spec_source=str(spec.path or ""), spec_sha256=spec.sha256, cli_overrides=json.dumps(list(spec.cli_overrides)),
             created_at=meta.get("created_at", time.strftime("%Y-%m-%d %H:%M:%S")), updated_at=time.strftime("%Y-%m-%d %H:%M:%S"),
+            only=json.dumps(only),
         )
         run_ids = [r.run_id for r in spec.runs]
         for rec in index.records():  # finished in the index, but its directory lost its summary: run it again
