@@ -545,6 +545,7 @@ def run_sweep(
     except ValueError:  # not the main thread: leave SIGTERM alone
         old_term = None
     try:
+        launched_before = bool(index.records())
         index.register(spec.runs)
         if adopt:
             from o2o.experiments.archive import adopt_archive
@@ -553,9 +554,12 @@ def run_sweep(
                 adopt_archive(archive, sweep_dir, index, spec.runs, echo=echo)
         write_text_atomic(sweep_dir / SPEC_COPY, spec.text)
         meta = index.meta()
-        # the --only patterns of the launches so far (a report says the sweep holds part of its spec); a launch
-        # of the whole spec plans every run and clears them
-        only = sorted(set(json.loads(meta.get("only", "[]"))) | set(spec.only)) if spec.only else []
+        # the --only patterns of the launches so far, so that a report says the sweep holds part of its spec;
+        # empty once any launch planned the whole spec (an earlier launch without a record made before
+        # --only existed counts as whole)
+        earlier = json.loads(meta.get("only") or "[]")
+        whole = not spec.only or (launched_before and not earlier)
+        only = [] if whole else sorted(set(earlier) | set(spec.only))
         index.set_meta(
             name=spec.name, spec_source=str(spec.path or ""), spec_sha256=spec.sha256, cli_overrides=json.dumps(list(spec.cli_overrides)),
             created_at=meta.get("created_at", time.strftime("%Y-%m-%d %H:%M:%S")), updated_at=time.strftime("%Y-%m-%d %H:%M:%S"),
