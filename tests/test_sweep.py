@@ -163,6 +163,9 @@ def test_only_plans_the_matching_runs_and_leaves_the_others_unbuilt(tmp_path, ca
     assert main(["report", str(out), "--out", str(tmp_path / "page.md")]) == 0
     page = (tmp_path / "page.md").read_text()
     assert "only the runs matching `--only '*/BallCircle/seed1'`, `--only 'bc-safe/Ball*/seed0'`" in page
+    capsys.readouterr()
+    assert main(["sweep", str(out), "--status"]) == 0
+    assert "part of its spec: the runs matching --only '*/BallCircle/seed1' --only 'bc-safe/Ball*/seed0'" in capsys.readouterr().out
     # a sweep that planned its whole spec once stays whole after a later --only launch
     whole = write_spec(tmp_path, text.replace(", {name: CarRun, dataset: no-such-data}", "").replace("seeds: 2", "seeds: 1"), "whole.yaml")
     assert main(["--no-progress", "sweep", str(whole), "--out", str(tmp_path / "w"), "--backend", "sequential"]) == 0

@@ -176,6 +176,10 @@ def _sweep_status(sweep_dir: Path) -> int:
     live = f"a sweep process (pid {holder}) is driving it now" if holder else "no sweep process is driving it now"
     print(f"sweep {meta.get('name', sweep_dir.name)} in {sweep_dir} (spec {meta.get('spec_source') or 'spec.yaml'}, "
           f"sha256 {meta.get('spec_sha256', '?')[:12]}; last launched {meta.get('updated_at', '?')}; {live})")
+    only = json.loads(meta.get("only") or "[]")
+    if only:  # launching it again without them plans (and checks) the whole spec
+        flags = " ".join(f"--only '{p}'" for p in only)
+        print(f"  part of its spec: the runs matching {flags}; continue it with `o2o sweep {sweep_dir} {flags}`")
     print(f"  {'run':<40} {'status':<12} {'attempts':>8} {'wall s':>8}  {'continued from':>14}  error")
     counts: dict[str, int] = {}
     for r in records:
