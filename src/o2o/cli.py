@@ -21,7 +21,12 @@ from pathlib import Path
 
 from o2o.errors import O2OError
 
-EPILOG = "Every command ends by printing where its outputs are. Docs: docs/ in the o2o repository."
+EPILOG = (
+    "Every command ends by printing where its outputs are. Environment: O2O_DATA_DIR (datasets, default "
+    "~/.o2o/datasets), O2O_CHECKPOINT_EVERY_S (a training run also checkpoints once this many seconds passed "
+    "since its last checkpoint, default 600, 0 = off), O2O_PROGRESS_EVERY (seconds between progress lines off a "
+    "terminal, default 60). Docs: docs/ in the o2o repository."
+)
 
 
 def _add_config_args(
@@ -798,6 +803,10 @@ def _all_commands() -> dict:
     return {**COMMANDS, **EXPERIMENT_COMMANDS}
 
 
+# the commands that train (and so checkpoint: O2O_CHECKPOINT_EVERY_S, o2o.runs.clock)
+TRAINING_COMMANDS = {"train", "pretrain", "finetune", "marvel", "ocr", "demo", "sweep"}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -805,6 +814,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        if args.command in TRAINING_COMMANDS or getattr(args, "data_command", None) == "generate":  # a malformed O2O_CHECKPOINT_EVERY_S is refused before anything runs
+            from o2o.runs.clock import checkpoint_every_s
+
+            checkpoint_every_s()
         code = _all_commands()[args.command](args) or 0
         sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at exit
         return code

@@ -456,13 +456,15 @@ def _run_seeds(trainer, cfgs, out_dirs: list[Path], *, resume: bool, progress: b
     """The loop every pre-training run goes through, one seed (``OfflineTrainer``) or a group
     (``SeedBatchTrainer``): one run directory, metrics writer and checkpoint per seed."""
     from o2o.loops.online import _progress
-    from o2o.runs import MetricsWriter, RunClock
+    from o2o.runs import CheckpointTimer, MetricsWriter, RunClock
 
     live_eval = live_eval_default() if live_eval is None else bool(live_eval)
     trainer.data.live_eval = live_eval
     o = trainer.cfg.offline
-    # Deferred evaluation keeps every checkpoint: each becomes one evaluation row later.
+    # Deferred evaluation keeps every checkpoint: each becomes one evaluation row later, so it has only
+    # the step-based ones (no time-based checkpoints, o2o.runs.clock).
     keep = 2 if live_eval else -(-o.steps // o.checkpoint_every) + 1
+    timer = CheckpointTimer() if live_eval else CheckpointTimer(None)
 
     rundirs = _open_run_dirs(cfgs, out_dirs, resume)
     writers = [MetricsWriter(rd) for rd in rundirs]
@@ -493,11 +495,12 @@ def _run_seeds(trainer, cfgs, out_dirs: list[Path], *, resume: bool, progress: b
                 if "eval/cost" in rows[0]:
                     status += " C " + "/".join(f"{m['eval/cost']:.1f}" for m in rows)
             bar.update(tid, completed=s, status=status)
-            if s % o.checkpoint_every == 0 or s == o.steps:
+            if s % o.checkpoint_every == 0 or s == o.steps or timer.due():
                 for i, (writer, rundir) in enumerate(zip(writers, rundirs)):
                     writer.flush()
                     arrays, host = trainer.seed_checkpoint(i)
                     rundir.save_checkpoint(s, arrays=arrays, host_state=clocks[i].stamp(host), keep=keep)
+                timer.saved()
     for writer in writers:
         writer.close()
     summaries = []

@@ -31,7 +31,7 @@ from o2o.agents.common import make_update_many
 from o2o.data.replay import replay_add, replay_init, replay_sample
 from o2o.errors import ConfigError
 from o2o.lagrange import LagrangeConfig, make_controller
-from o2o.runs.clock import RunClock
+from o2o.runs.clock import CheckpointTimer, RunClock
 
 
 @dataclass(frozen=True)
@@ -378,6 +378,7 @@ def run_online(
         trainer.restore(arrays, host)
         writer.truncate_after(trainer.counters["iteration"])
     clock = RunClock(host, resumed_from=trainer.counters["iteration"])
+    timer = CheckpointTimer()  # also a checkpoint every O2O_CHECKPOINT_EVERY_S seconds (o2o.runs.clock)
 
     o = cfg.online
     history: list[dict] = []
@@ -402,9 +403,10 @@ def run_online(
                 if "eval/cost" in metrics:
                     status += f" C {metrics['eval/cost']:.1f}"
             bar.update(task_id, completed=it, status=status)
-            if it % o.checkpoint_every == 0 or it == o.iterations:
+            if it % o.checkpoint_every == 0 or it == o.iterations or timer.due():
                 writer.flush()
                 rundir.save_checkpoint(it, arrays=trainer.checkpoint_arrays(), host_state=clock.stamp(trainer.host_state()))
+                timer.saved()
     writer.close()
     summary = summarize(rundir, trainer, clock)
     rundir.write_summary(summary)

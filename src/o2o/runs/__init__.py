@@ -16,13 +16,14 @@ from o2o.runs.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from o2o.runs.clock import RunClock
+from o2o.runs.clock import CheckpointTimer, RunClock
 from o2o.runs.metrics import MetricsWriter, merge_metrics, read_metrics_csv
 from o2o.runs.rundir import RunDir
 
 __all__ = [
     "RunDir",
     "RunClock",
+    "CheckpointTimer",
     "MetricsWriter",
     "read_metrics_csv",
     "merge_metrics",
