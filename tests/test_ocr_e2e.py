@@ -158,3 +158,62 @@ def test_sweep_plans_o2ppo_and_o2td3_finetune_runs(data, tmp_path, capsys):
     assert main(["--no-progress", "sweep", str(spec), "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "minibatch_size" in err and "must be" in err, err
+
+
+class Killed(Exception):
+    """Stands for a SIGKILL: the run stops where it is."""
+
+
+def _flat(tree, prefix=""):
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}/"))
+        else:
+            out[f"{prefix}{k}"] = np.asarray(v)
+    return out
+
+
+@pytest.mark.parametrize("kill_at", [100, 200])  # in re-evaluation (steps 50, 100), in alignment (150, 200)
+def test_o2sac_bridge_killed_mid_stage_continues_exactly_from_its_partial_checkpoint(data, tmp_path, monkeypatch, capsys, kill_at):
+    from o2o.experiments.sweep import resume_point
+    from o2o.runs import MetricsWriter, load_checkpoint, read_metrics_csv
+    from o2o.runs.clock import CHECKPOINT_EVERY_S_ENV
+
+    cql = _pretrain("cql", data, tmp_path / "cql")
+    args = lambda out: ["--no-progress", "finetune", "--method", "o2sac", "--pretrained", str(cql), "--out", str(out),  # noqa: E731
+                        *_sets(BRIDGE + LOOP + OFF_POLICY)]
+    monkeypatch.setenv(CHECKPOINT_EVERY_S_ENV, "0")
+    assert main(args(tmp_path / "full")) == 0, capsys.readouterr().err
+
+    monkeypatch.setenv(CHECKPOINT_EVERY_S_ENV, "1e-9")  # a partial checkpoint after every call but a stage's last
+    write = MetricsWriter.write
+
+    def killing_write(self, step, metrics):
+        if step == kill_at and any(k.startswith("stage/") for k in metrics):
+            raise Killed
+        return write(self, step, metrics)
+
+    monkeypatch.setattr(MetricsWriter, "write", killing_write)
+    out = tmp_path / "killed"
+    with pytest.raises(Killed):
+        main(args(out))
+    monkeypatch.setattr(MetricsWriter, "write", write)
+    _, host = load_checkpoint(out / "bridge" / "partial")
+    assert host["step"] == kill_at - 50 and host["stage"] == ("reeval" if kill_at == 100 else "align")
+    assert resume_point(out) == 0  # a sweep continues it (does not remove the directory)
+    assert main(["--no-progress", "finetune", "--resume", str(out)]) == 0, capsys.readouterr().err
+    assert not (out / "bridge" / "partial").exists()  # superseded by the finished bridge
+
+    a, b = (read_metrics_csv(d / "bridge" / "metrics.csv") for d in (tmp_path / "full", out))
+    assert set(a) == set(b) and list(a["step"]) == [50, 100, 150, 200]
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    (fa, ha), (fb, hb) = (load_checkpoint(d / "bridge" / "checkpoints") for d in (tmp_path / "full", out))
+    fa, fb = _flat(fa), _flat(fb)
+    assert fa.keys() == fb.keys()
+    for k in fa:
+        np.testing.assert_array_equal(fa[k], fb[k], err_msg=k)
+    assert ha["reeval"] == hb["reeval"] and ha["align"] == hb["align"] and ha["reference"] == hb["reference"]
+    sa, sb = (json.loads((d / "summary.json").read_text()) for d in (tmp_path / "full", out))
+    assert sa["final_eval_return"] == sb["final_eval_return"]

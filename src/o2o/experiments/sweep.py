@@ -75,15 +75,28 @@ def execute_run(job: dict) -> dict:
     return result
 
 
-def _prepare(run_dir: Path) -> int | None:
-    """The checkpoint step a run continues from (None: it starts afresh; a directory left before its
-    first checkpoint is removed)."""
+def resume_point(run_dir: Path) -> int | None:
+    """The checkpoint step a stopped run continues from, None when it has none. A fine-tuning run
+    stopped before its online stage's first checkpoint continues from its bridge's checkpoint
+    (finished, or partial: ``bridge/partial/``): step 0."""
+    from o2o.loops.ocr import PARTIAL_DIRNAME
     from o2o.runs import checkpoint_step, latest_checkpoint
 
-    ckpt = latest_checkpoint(run_dir) if run_dir.is_dir() else None
-    if ckpt is None and run_dir.is_dir() and (run_dir / "config.yaml").is_file():
+    if not run_dir.is_dir():
+        return None
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is not None:
+        return checkpoint_step(ckpt)
+    bridge = run_dir / "bridge"
+    return 0 if any(latest_checkpoint(bridge / d) is not None for d in ("checkpoints", PARTIAL_DIRNAME)) else None
+
+
+def _prepare(run_dir: Path) -> int | None:
+    """``resume_point``; a directory left before its first checkpoint is removed (the run starts afresh)."""
+    point = resume_point(run_dir)
+    if point is None and run_dir.is_dir() and (run_dir / "config.yaml").is_file():
         shutil.rmtree(run_dir)  # stopped before its first checkpoint: nothing to continue from
-    return None if ckpt is None else checkpoint_step(ckpt)
+    return point
 
 
 def execute_group(job: dict) -> list[dict]:
@@ -573,10 +586,8 @@ def run_sweep(
         to_run, finished, skipped = index.plan(run_ids, retry_failed=retry_failed)
         outcome = SweepOutcome(sweep_dir, {}, kept=[r.run_id for r in finished])
         by_id = {r.run_id: r for r in spec.runs}
-        from o2o.runs import latest_checkpoint
-
         interrupted = [r.run_id for r in index.records() if r.run_id in to_run and r.status in ("running", "interrupted")]
-        with_ckpt = sum(latest_checkpoint(run_dir_of(sweep_dir, r)) is not None for r in interrupted if run_dir_of(sweep_dir, r).is_dir())
+        with_ckpt = sum(resume_point(run_dir_of(sweep_dir, r)) is not None for r in interrupted)
         stopped = ""
         if interrupted:
             fresh = len(interrupted) - with_ckpt
@@ -678,7 +689,8 @@ def _record(index: SweepIndex, result: dict) -> str:
                             resumed_from=result.get("resumed_from"), worker=result.get("worker", ""))
         s = result.get("summary", {})
         how = " (found finished: recorded)" if result.get("recovered") else (
-            f" (continued from checkpoint {result['resumed_from']})" if result.get("resumed_from") is not None else "")
+            (" (continued from its bridge's checkpoint)" if result.get("resumed_from") == 0 else
+             f" (continued from checkpoint {result['resumed_from']})") if result.get("resumed_from") is not None else "")
         if not result.get("recovered") and len(s.get("seed_group") or []) > 1:
             how += f" (one program with seeds {', '.join(map(str, s['seed_group']))})"
         numbers = ", ".join(

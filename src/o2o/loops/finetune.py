@@ -200,6 +200,7 @@ def run_bridge(cfg, spec: MethodSpec, pre, state, bridge_dir: Path, progress: bo
     buffer = offline_buffer(dataset, pre.obs_mean, pre.obs_std, timeouts_terminal=cfg.vpa.timeouts_terminal)
     bridge_dir.mkdir(parents=True, exist_ok=True)
     writer = MetricsWriter(bridge_dir, tensorboard=False)
+    writer.truncate_after(0)  # a VPA stopped mid-way runs again from its start: drop the rows it had written
     key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 0xB41D6E)
     start = time.perf_counter()
     with _progress(progress) as bar:
@@ -333,7 +334,9 @@ def _ocr_stage(cfg, spec, pre, state, out: Path, *, resume: bool, has_online: bo
     Returns (trainer, bridge summary or None)."""
     from functools import partial
 
-    from o2o.loops.ocr import evaluate_actor, make_ocr_trainer, run_ocr_bridge
+    import shutil
+
+    from o2o.loops.ocr import PARTIAL_DIRNAME, evaluate_actor, make_ocr_trainer, run_ocr_bridge
     from o2o.runs.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
     trainer = make_ocr_trainer(cfg, spec, pre, state, None, progress=progress)
@@ -350,8 +353,10 @@ def _ocr_stage(cfg, spec, pre, state, out: Path, *, resume: bool, has_online: bo
     elif not (spec.reeval or spec.align):
         reference = state.actor.params  # nothing to bridge: pi_ref = the starting actor
     else:
-        state, reference, summary = run_ocr_bridge(cfg, spec, pre, state, bridge_dir, evaluator=partial(evaluate_actor, trainer), progress=progress)
+        state, reference, summary = run_ocr_bridge(cfg, spec, pre, state, bridge_dir, evaluator=partial(evaluate_actor, trainer),
+                                                   progress=progress, resume=resume)
         save_checkpoint(bridge_dir / "checkpoints", 1, arrays={"agent": _state_dict(state), "reference": reference}, host_state=summary)
+        shutil.rmtree(bridge_dir / PARTIAL_DIRNAME, ignore_errors=True)  # the finished bridge supersedes its partial checkpoints
     trainer.state = state
     trainer._init_reference(reference, spec.constraint)
     return trainer, summary

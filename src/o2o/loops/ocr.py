@@ -1,7 +1,8 @@
 """OCR-CFT end to end after pre-training (Luo et al. 2024): the bridge (re-evaluation -> alignment ->
 reference policy) and the constrained online stage, for O2SAC, O2TD3 and O2PPO and their ablations.
 
-    bridge/   (``run_ocr_bridge``; metrics in bridge/metrics.csv, result in bridge/checkpoints/)
+    bridge/   (``run_ocr_bridge``; metrics in bridge/metrics.csv, result in bridge/checkpoints/; while it
+               runs, time-based checkpoints in bridge/partial/ from which a stopped bridge continues)
         re-evaluate: fresh critics (V for PPO) fitted on the offline data, pi_off frozen  (bridge/reeval.py)
         align:       critics aligned to pi_off's anchor, targets frozen, pi_on trained    (bridge/align.py)
         reference:   pi_ref = the better of pi_off and pi_on (evaluation episodes)
@@ -71,40 +72,71 @@ def evaluate_actor(trainer, params, episodes: int) -> float:
         trainer.state = saved
 
 
-def run_ocr_bridge(cfg, spec, pre, state, bridge_dir: Path, *, evaluator, progress: bool = True):
+PARTIAL_DIRNAME = "partial"  # bridge/partial/: time-based checkpoints of a bridge in progress
+
+
+def run_ocr_bridge(cfg, spec, pre, state, bridge_dir: Path, *, evaluator, progress: bool = True, resume: bool = False):
     """Re-evaluation and alignment (as the method has them), then the reference policy. ``evaluator(params,
-    episodes) -> return`` evaluates an actor. Returns (state, reference params, summary)."""
+    episodes) -> return`` evaluates an actor. Returns (state, reference params, summary).
+
+    Every ``O2O_CHECKPOINT_EVERY_S`` seconds (``o2o.runs.clock``) the bridge saves its place in
+    ``bridge_dir/partial/``: the agent state and RNG key after a jitted call, the stage and step, the
+    finished stages' last metrics. With ``resume`` it continues from there: finished stages are skipped
+    (their setup still runs, for the state's structure; their values come from the checkpoint), the
+    stage it stopped in continues from the next call, with the numbers an uninterrupted bridge has."""
+    from flax.serialization import from_state_dict, to_state_dict
+
     from o2o.agents.common import adam
     from o2o.bridge.pretrained import _fresh
     from o2o.data.replay import replay_from_dataset
     from o2o.envs import get_task
     from o2o.loops.online import _progress
-    from o2o.runs import MetricsWriter
+    from o2o.runs import CheckpointTimer, MetricsWriter
+    from o2o.runs.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
     o = cfg.ocr
     kind = online_kind(cfg.algo)
     task = get_task(cfg.task)
     dataset = load_offline_dataset(pre, task)
     bridge_dir.mkdir(parents=True, exist_ok=True)
+    partial_dir = bridge_dir / PARTIAL_DIRNAME
+    point = load_checkpoint(partial_dir)[1] if resume and latest_checkpoint(partial_dir) is not None else None
     writer = MetricsWriter(bridge_dir, tensorboard=False)
+    writer.truncate_after(point["step"] if point else 0)  # rows after the place it continues from (all, afresh)
     key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 0x0C2C)
     offline_actor = _copy(state.actor.params)
     summary: dict = {"dataset": pre.config.dataset, "transitions": int(dataset.num_transitions), "offline_algo": pre.algo}
-    start = time.perf_counter()
+    done: dict = dict(point["done"]) if point else {}  # stage -> its last metrics, for the stages finished
+    timer = CheckpointTimer()
+    start = time.perf_counter() - (point["wall_time_s"] if point else 0.0)
     step = 0
     with _progress(progress) as bar:
 
         def run_stage(name, many, state, data, signals, steps):
             nonlocal step, key
-            tid = bar.add_task(f"{name} {cfg.method} {cfg.task} seed {cfg.seed}", total=steps, status="")
-            last = {}
-            for call in range(steps // o.steps_per_call):
+            calls = steps // o.steps_per_call
+            if name in done:  # finished before the bridge stopped: the checkpoint holds its result
+                step += steps
+                return state, done[name]
+            first, last = 0, {}
+            if point is not None and point["stage"] == name:
+                arrays, _ = load_checkpoint(partial_dir, template={"agent": to_state_dict(state), "key": key})
+                state, key = from_state_dict(state, arrays["agent"]), arrays["key"]
+                first, last, step = (point["step"] - step) // o.steps_per_call, point["last"], point["step"]
+            tid = bar.add_task(f"{name} {cfg.method} {cfg.task} seed {cfg.seed}", total=steps, completed=first * o.steps_per_call, status="")
+            for call in range(first, calls):
                 key, sub = jax.random.split(key)
                 state, m = many(state, data, sub, signals, num_steps=o.steps_per_call)
                 step += o.steps_per_call
                 last = {k: float(v) for k, v in jax.device_get(m).items()}
                 writer.write(step, {**last, f"stage/{name}": 1.0})
                 bar.update(tid, completed=(call + 1) * o.steps_per_call, status=" ".join(f"{k.split('_', 1)[1]} {v:.2f}" for k, v in list(last.items())[:2]))
+                if timer.due() and call + 1 < calls:
+                    writer.flush()
+                    host = {"stage": name, "step": step, "last": last, "done": done, "wall_time_s": time.perf_counter() - start}
+                    save_checkpoint(partial_dir, step, arrays={"agent": to_state_dict(state), "key": key}, host_state=host)
+                    timer.saved()
+            done[name] = last
             return state, last
 
         if spec.reeval and o.reeval_steps > 0:
