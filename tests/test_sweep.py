@@ -472,6 +472,14 @@ def test_progress_position_of_runs_in_flight(tmp_path):
     assert _position(run_dir, train) == "bridge"  # header only
     (run_dir / "metrics.csv").write_text("step,env_steps\n" + "".join(f"{i},{1000 * i}.0\n" for i in range(4)) + "\n")
     assert _position(run_dir, train) == "3/10"
+    o2sac = dataclasses.replace(train, config={"method": "o2sac", "algo": "o2sac", "online": {"iterations": 10},
+                                               "ocr": {"reeval_steps": 50000, "align_steps": 10000}})
+    bridge_dir = tmp_path / "o2sac"
+    (bridge_dir / "bridge").mkdir(parents=True)
+    (bridge_dir / "bridge" / "metrics.csv").write_text("step,reeval_critic_loss\n1000,0.5\n2000,0.4\n")
+    assert _position(bridge_dir, o2sac) == "bridge 2000/60000"  # its bridge's gradient steps over their budget
+    no_reeval = dataclasses.replace(o2sac, config={**o2sac.config, "method": "o2sac-no-reeval"})
+    assert _position(bridge_dir, no_reeval) == "bridge 2000/10000"  # alignment only
     pre = dataclasses.replace(train, kind="pretrain", config={"offline": {"steps": 10000}})
     (run_dir / "metrics.csv").write_text("step,loss\n" + "".join(f"{i * 100},{0.1234567:.7f}\n" for i in range(1, 401)))
     assert (run_dir / "metrics.csv").stat().st_size > 4096  # read from the file's tail, a partial first line dropped

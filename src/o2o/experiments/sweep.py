@@ -703,22 +703,48 @@ def _record(index: SweepIndex, result: dict) -> str:
     return f"FAILED {run_id}: {result.get('error')}"
 
 
+def _last_step(metrics: Path) -> int | None:
+    """The step of the last row of a metrics.csv (read from its end), None when it has none."""
+    if not metrics.is_file():
+        return None
+    with open(metrics, "rb") as f:
+        f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+        rows = [r for r in f.read().decode(errors="replace").splitlines()[1:] if r.strip()]
+    try:
+        return int(float(rows[-1].split(",", 1)[0])) if rows else None
+    except ValueError:
+        return None
+
+
+def _bridge_steps(config: dict) -> int | None:
+    """A fine-tuning run's bridge budget in gradient steps: OCR-CFT's re-evaluation + alignment as its
+    method has them (alignment is a bridge stage for SAC and TD3 only), Marvel's VPA; None otherwise."""
+    from o2o.bridge.ocr import online_kind
+    from o2o.methods import get_method
+
+    try:
+        spec = get_method(str(config.get("method")))
+    except ConfigError:
+        return None
+    if spec.family == "ocr-cft":
+        ocr = config.get("ocr") or {}
+        steps = ocr.get("reeval_steps", 0) if spec.reeval else 0
+        if spec.align and online_kind(config.get("algo", "")) in ("sac", "td3"):
+            steps += ocr.get("align_steps", 0)
+        return steps or None
+    return (config.get("vpa") or {}).get("steps") if spec.vpa else None
+
+
 def _position(run_dir: Path, run) -> str:
     """Where a run in flight is, read from the files it writes: its last metrics row's step over its budget
-    ("3/10" iterations, "4000/10000" gradient steps), "bridge" (a fine-tuning run before its online
-    phase) or "starting"."""
-    metrics = run_dir / "metrics.csv"
-    last = None
-    if metrics.is_file():
-        with open(metrics, "rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
-            rows = [r for r in f.read().decode(errors="replace").splitlines()[1:] if r.strip()]
-        try:
-            last = int(float(rows[-1].split(",", 1)[0])) if rows else None
-        except ValueError:
-            last = None
+    ("3/10" iterations, "4000/10000" gradient steps), "bridge 30000/60000" (a fine-tuning run before its
+    online phase: its bridge's gradient steps; "bridge" where they are not known) or "starting"."""
+    last = _last_step(run_dir / "metrics.csv")
     if last is None:
-        return "bridge" if (run_dir / "bridge").is_dir() else "starting"
+        if not (run_dir / "bridge").is_dir():
+            return "starting"
+        done, total = _last_step(run_dir / "bridge" / "metrics.csv"), _bridge_steps(run.config)
+        return f"bridge {done}/{total}" if done is not None and total else "bridge"
     section = "offline" if run.kind == "pretrain" else "online"
     total = (run.config.get(section) or {}).get("steps" if section == "offline" else "iterations")
     return f"{last}/{total}" if total else str(last)
