@@ -162,6 +162,37 @@ def test_finetune_marvel_then_resume_then_diagnose(pretrained, tmp_path, capsys)
     assert "before VPA" in capsys.readouterr().out
 
 
+def test_marvel_stopped_by_sigterm_in_vpa_runs_vpa_again_and_matches_an_uninterrupted_run(pretrained, tmp_path, monkeypatch, capsys):
+    """SIGTERM during VPA (o2o.stop): a one-line stop that says VPA starts again; `--resume` then runs it
+    from its start (its metrics rows are not doubled) and the run ends as an uninterrupted one."""
+    import os
+    import signal
+
+    from o2o.runs import MetricsWriter
+
+    sets = [x for kv in TINY_FINETUNE for x in ("--set", kv)]
+    args = lambda out: ["--no-progress", "finetune", "--method", "marvel", "--pretrained", str(pretrained), "--out", str(out), *sets]  # noqa: E731
+    assert main(args(tmp_path / "full")) == 0
+    write = MetricsWriter.write
+
+    def term_at_vpa_50(self, step, metrics):
+        write(self, step, metrics)
+        if step == 50 and "vpa_q_mean" in metrics:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(MetricsWriter, "write", term_at_vpa_50)
+    out = tmp_path / "stopped"
+    capsys.readouterr()
+    assert main(args(out)) == 128 + signal.SIGTERM
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "after VPA step 50 of 100; VPA keeps no partial checkpoint" in err[0] and f"o2o finetune --resume {out}" in err[0]
+    monkeypatch.setattr(MetricsWriter, "write", write)
+    assert main(["--no-progress", "finetune", "--resume", str(out)]) == 0
+    assert (out / "bridge" / "metrics.csv").read_text() == (tmp_path / "full" / "bridge" / "metrics.csv").read_text()
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (tmp_path / "full", out))
+    assert a["final_eval_return"] == b["final_eval_return"] and a["vpa"]["vpa_q_mean"] == b["vpa"]["vpa_q_mean"]
+
+
 def test_finetune_bad_input_is_refused_before_training(pretrained, tmp_path, capsys):
     def err(*args):
         assert main(["--no-progress", "finetune", *args, "--out", str(tmp_path / "x")]) == 2

@@ -174,8 +174,13 @@ def _flat(tree, prefix=""):
     return out
 
 
-@pytest.mark.parametrize("kill_at", [100, 200])  # in re-evaluation (steps 50, 100), in alignment (150, 200)
-def test_o2sac_bridge_killed_mid_stage_continues_exactly_from_its_partial_checkpoint(data, tmp_path, monkeypatch, capsys, kill_at):
+# killed in re-evaluation (steps 50, 100) or alignment (150, 200): the last time-based partial checkpoint
+# is one call earlier; stopped by SIGTERM (o2o.stop): the checkpoint is at the call it stopped after
+@pytest.mark.parametrize("how,kill_at", [("kill", 100), ("kill", 200), ("sigterm", 150)])
+def test_o2sac_bridge_killed_mid_stage_continues_exactly_from_its_partial_checkpoint(data, tmp_path, monkeypatch, capsys, how, kill_at):
+    import os
+    import signal
+
     from o2o.experiments.sweep import resume_point
     from o2o.runs import MetricsWriter, load_checkpoint, read_metrics_csv
     from o2o.runs.clock import CHECKPOINT_EVERY_S_ENV
@@ -186,21 +191,29 @@ def test_o2sac_bridge_killed_mid_stage_continues_exactly_from_its_partial_checkp
     monkeypatch.setenv(CHECKPOINT_EVERY_S_ENV, "0")
     assert main(args(tmp_path / "full")) == 0, capsys.readouterr().err
 
-    monkeypatch.setenv(CHECKPOINT_EVERY_S_ENV, "1e-9")  # a partial checkpoint after every call but a stage's last
+    # kill: a partial checkpoint after every call but a stage's last; sigterm: only the stop's
+    monkeypatch.setenv(CHECKPOINT_EVERY_S_ENV, "1e-9" if how == "kill" else "0")
     write = MetricsWriter.write
 
     def killing_write(self, step, metrics):
         if step == kill_at and any(k.startswith("stage/") for k in metrics):
-            raise Killed
+            if how == "kill":
+                raise Killed
+            os.kill(os.getpid(), signal.SIGTERM)
         return write(self, step, metrics)
 
     monkeypatch.setattr(MetricsWriter, "write", killing_write)
     out = tmp_path / "killed"
-    with pytest.raises(Killed):
-        main(args(out))
+    if how == "kill":
+        with pytest.raises(Killed):
+            main(args(out))
+    else:
+        assert main(args(out)) == 128 + signal.SIGTERM
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("o2o: stopped by SIGTERM after bridge step 150 (align)") and f"o2o finetune --resume {out}" in err[-1]
     monkeypatch.setattr(MetricsWriter, "write", write)
     _, host = load_checkpoint(out / "bridge" / "partial")
-    assert host["step"] == kill_at - 50 and host["stage"] == ("reeval" if kill_at == 100 else "align")
+    assert host["step"] == (kill_at - 50 if how == "kill" else kill_at) and host["stage"] == ("reeval" if kill_at == 100 else "align")
     assert resume_point(out) == 0  # a sweep continues it (does not remove the directory)
     assert main(["--no-progress", "finetune", "--resume", str(out)]) == 0, capsys.readouterr().err
     assert not (out / "bridge" / "partial").exists()  # superseded by the finished bridge

@@ -14,6 +14,7 @@ Bad input (unknown task, wrong config key, broken dataset, ...) ends with one li
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -813,17 +814,27 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 0
+    from o2o.stop import RunStopped, stop_on_signals
+
+    training = args.command in TRAINING_COMMANDS or getattr(args, "data_command", None) == "generate"
     try:
-        if args.command in TRAINING_COMMANDS or getattr(args, "data_command", None) == "generate":  # a malformed O2O_CHECKPOINT_EVERY_S is refused before anything runs
+        if training:  # a malformed O2O_CHECKPOINT_EVERY_S is refused before anything runs
             from o2o.runs.clock import checkpoint_every_s
 
             checkpoint_every_s()
-        code = _all_commands()[args.command](args) or 0
+        # SIGTERM / SIGUSR1 make a training run checkpoint and stop (o2o.stop); a sweep handles them itself
+        with stop_on_signals() if training and args.command != "sweep" else contextlib.nullcontext():
+            code = _all_commands()[args.command](args) or 0
         sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at exit
         return code
     except O2OError as err:
         print(f"o2o: error: {err}", file=sys.stderr)
         return 2
+    except RunStopped as err:
+        again = (f"`o2o {args.command} --resume {err.run_dir}`" if args.command in ("train", "pretrain", "finetune")
+                 else "the same command again")
+        print(f"o2o: {err}; continue with {again}", file=sys.stderr)
+        return 128 + err.signum
     except KeyboardInterrupt:
         print("o2o: interrupted; a run can be continued with `o2o train --resume DIR`", file=sys.stderr)
         return 130

@@ -37,6 +37,8 @@ from pathlib import Path
 from o2o.errors import ConfigError
 from o2o.experiments.index import SweepIndex
 from o2o.experiments.runners import get_kind
+from o2o import stop
+from o2o.stop import RunStopped
 
 RUNS_DIRNAME = "runs"
 SPEC_COPY = "spec.yaml"
@@ -69,6 +71,8 @@ def execute_run(job: dict) -> dict:
             result["resumed_from"] = _prepare(run_dir)
             summary = kind.run(cfg, run_dir, result["resumed_from"] is not None)
             result.update(status="finished", summary=summary)
+    except RunStopped as err:  # the worker was asked to stop: the run saved a checkpoint and continues later
+        result.update(status="interrupted", error=str(err))
     except Exception as err:  # noqa: BLE001 - a run's failure is recorded, the sweep goes on
         result.update(status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
     result["wall_time_s"] = time.perf_counter() - start
@@ -133,6 +137,9 @@ def execute_group(job: dict) -> list[dict]:
             summaries = kind.run_seeds(cfgs, [Path(run["run_dir"]) for run, _ in members], step is not None)
             for (_, result), summary in zip(members, summaries):
                 result.update(status="finished", summary=summary)
+        except RunStopped as err:
+            for _, result in members:
+                result.update(status="interrupted", error=str(err))
         except Exception as err:  # noqa: BLE001 - the group's failure is each of its runs'
             for _, result in members:
                 result.update(status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
@@ -183,23 +190,24 @@ def _die_with_parent() -> None:
         pass
 
 
-def _exit_on_term(signum, frame):
-    """The sweep is stopping this worker: unwind (so that the run's files and the semaphores of its
-    TensorBoard writer are released at exit) with stderr silenced, since the writer's background thread
+def _quiet_exit() -> None:
+    """A worker told to stop exits with stderr silenced: the background thread of a TensorBoard writer
     reports its queue closing under it as an error while the interpreter exits."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 2)
     except OSError:
         pass
-    raise SystemExit(128 + signum)
+    raise SystemExit(128 + (stop.requested() or signal.SIGTERM))
 
 
 def _init_worker(threads: int, cpus, extra_env: dict | None = None) -> None:
     os.environ.update(thread_env(threads))
     os.environ.update(extra_env or {})
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the sweep's to handle: it stops the workers
-    signal.signal(signal.SIGTERM, _exit_on_term)
+    # SIGTERM / SIGUSR1 (the sweep stopping its workers, a batch system's warning): the run in progress
+    # checkpoints at the end of its current jitted call and the worker exits (o2o.stop)
+    stop.install()
     _die_with_parent()
     if cpus:
         try:
@@ -258,8 +266,9 @@ class LocalPool:
 
     The pool is hand-made rather than a ``ProcessPoolExecutor`` so that the sweep always knows which
     worker holds which run: a worker that dies fails only its own run (and is replaced), and stopping
-    the pool can let idle workers exit and make busy ones unwind (SIGTERM -> SystemExit), so that a
-    stopped run's files are closed properly."""
+    the pool can let idle workers exit and make busy ones stop (SIGTERM: the run checkpoints at the end
+    of its current jitted call, ``o2o.stop``, then the worker exits), so that a stopped run's files are
+    closed properly and it loses no work."""
 
     name = "local"
 
@@ -310,6 +319,9 @@ class LocalPool:
                 if w["proc"].pid == pid:
                     w["run_ids"] = None
             yield from results
+        for w in self._workers:
+            if not w["proc"].is_alive() and w["run_ids"] is None:
+                self._spawn(w)  # it exited when told to stop (its run checkpointed and came back interrupted)
         for w in self._workers:  # a worker that died (killed, out of memory) fails the runs it held
             if not w["proc"].is_alive() and w["run_ids"] is not None:
                 run_ids = w["run_ids"]
@@ -326,7 +338,7 @@ class LocalPool:
             if w["run_ids"] is None:
                 w["jobs"].put(None)  # an idle worker exits
             else:
-                w["proc"].terminate()  # SIGTERM: the run unwinds and keeps its last checkpoint
+                w["proc"].terminate()  # SIGTERM: the run checkpoints after its current jitted call, then exits
         deadline = time.monotonic() + 20
         for w in self._workers:
             w["proc"].join(max(0.0, deadline - time.monotonic()))
@@ -344,9 +356,11 @@ def _worker_loop(jobs, results, threads: int, cpus, extra_env: dict) -> None:
     _init_worker(threads, cpus, extra_env)
     while True:
         job = jobs.get()
-        if job is None:
+        if job is None or stop.requested() is not None:
             return
         results.put((os.getpid(), execute_job(job)))
+        if stop.requested() is not None:
+            _quiet_exit()
 
 
 def check_ray_address(address: str) -> str:
@@ -540,7 +554,7 @@ def run_sweep(
 ) -> SweepOutcome:
     """Run every planned run of ``spec`` that the index does not record as finished (nor as failed,
     unless ``retry_failed``). ``backend`` comes from ``make_backend`` (checked before anything is
-    written). Ctrl-C or SIGTERM stops the workers, marks their runs interrupted and re-raises
+    written). Ctrl-C, SIGTERM or SIGUSR1 stops the workers, marks their runs interrupted and re-raises
     ``KeyboardInterrupt``; launching the sweep again continues them from their checkpoints.
     ``defer_eval``: pre-training runs train without evaluating on the live task and keep every
     checkpoint (``o2o eval SWEEP_DIR --record`` evaluates them later, where the simulator is).
@@ -553,9 +567,9 @@ def run_sweep(
     index = SweepIndex(sweep_dir)
     start = time.perf_counter()
     in_flight: set[str] = set()
-    try:
-        old_term = signal.signal(signal.SIGTERM, _raise_interrupt)  # a killed sweep stops like Ctrl-C
-    except ValueError:  # not the main thread: leave SIGTERM alone
+    try:  # a killed sweep (SIGTERM, or a batch system's SIGUSR1 warning) stops like Ctrl-C
+        old_term = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGTERM, signal.SIGUSR1)}
+    except ValueError:  # not the main thread: leave the signals alone
         old_term = None
     try:
         launched_before = bool(index.records())
@@ -658,8 +672,8 @@ def run_sweep(
         backend.stop()
         raise
     finally:
-        if old_term is not None:
-            signal.signal(signal.SIGTERM, old_term)
+        for sig, handler in (old_term or {}).items():
+            signal.signal(sig, handler)
         index.close()
         lock.release()
 
@@ -699,6 +713,9 @@ def _record(index: SweepIndex, result: dict) -> str:
         )
         took = "" if result.get("recovered") else f" in {wall:.1f} s"
         return f"finished {run_id}{took}{how}" + (f": {numbers}" if numbers else "")
+    if result["status"] == "interrupted":  # its worker was told to stop: the run checkpointed (o2o.stop)
+        index.mark_interrupted([run_id])
+        return f"stopped {run_id}: {result.get('error')}; launching the sweep again continues it"
     index.mark_failed(run_id, result.get("error", "?"), result.get("traceback", ""), wall_time_s=wall, worker=result.get("worker", ""))
     return f"FAILED {run_id}: {result.get('error')}"
 

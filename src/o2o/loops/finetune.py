@@ -189,6 +189,7 @@ def offline_dataset(pre, task):
 def run_bridge(cfg, spec: MethodSpec, pre, state, bridge_dir: Path, progress: bool = True):
     """VPA for methods that have it; writes bridge/metrics.csv and bridge/checkpoints/. Returns the
     aligned state and a summary."""
+    from o2o import stop
     from o2o.bridge.vpa import offline_buffer, run_vpa
     from o2o.envs import get_task
     from o2o.loops.online import _progress
@@ -209,6 +210,10 @@ def run_bridge(cfg, spec: MethodSpec, pre, state, bridge_dir: Path, progress: bo
         def on_call(step, metrics):
             writer.write(step, metrics)
             bar.update(tid, completed=step, status=f"Q {metrics['vpa_q_mean']:.2f} Qc {metrics['vpa_qc_mean']:.2f}")
+            if stop.requested() is not None:  # VPA has no partial checkpoints (minutes): it starts again when continued
+                writer.close()
+                raise stop.RunStopped(stop.requested(), f"VPA step {step} of {cfg.vpa.steps}", bridge_dir.parent,
+                                      saved=f"VPA keeps no partial checkpoint: it runs again from its start in {bridge_dir.parent}")
 
         state, last = run_vpa(state, buffer, cfg.vpa, key, on_call=on_call)
     writer.close()

@@ -91,6 +91,7 @@ def run_ocr_bridge(cfg, spec, pre, state, bridge_dir: Path, *, evaluator, progre
     from o2o.data.replay import replay_from_dataset
     from o2o.envs import get_task
     from o2o.loops.online import _progress
+    from o2o import stop
     from o2o.runs import CheckpointTimer, MetricsWriter
     from o2o.runs.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
@@ -131,11 +132,15 @@ def run_ocr_bridge(cfg, spec, pre, state, bridge_dir: Path, *, evaluator, progre
                 last = {k: float(v) for k, v in jax.device_get(m).items()}
                 writer.write(step, {**last, f"stage/{name}": 1.0})
                 bar.update(tid, completed=(call + 1) * o.steps_per_call, status=" ".join(f"{k.split('_', 1)[1]} {v:.2f}" for k, v in list(last.items())[:2]))
-                if timer.due() and call + 1 < calls:
+                signum = stop.requested()  # SIGTERM / SIGUSR1 under stop_on_signals (o2o.stop)
+                if (timer.due() and call + 1 < calls) or signum is not None:
                     writer.flush()
                     host = {"stage": name, "step": step, "last": last, "done": done, "wall_time_s": time.perf_counter() - start}
                     save_checkpoint(partial_dir, step, arrays={"agent": to_state_dict(state), "key": key}, host_state=host)
                     timer.saved()
+                if signum is not None:
+                    writer.close()
+                    raise stop.RunStopped(signum, f"bridge step {step} ({name})", bridge_dir.parent)
             done[name] = last
             return state, last
 

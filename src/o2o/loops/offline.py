@@ -456,6 +456,7 @@ def _run_seeds(trainer, cfgs, out_dirs: list[Path], *, resume: bool, progress: b
     """The loop every pre-training run goes through, one seed (``OfflineTrainer``) or a group
     (``SeedBatchTrainer``): one run directory, metrics writer and checkpoint per seed."""
     from o2o.loops.online import _progress
+    from o2o import stop
     from o2o.runs import CheckpointTimer, MetricsWriter, RunClock
 
     live_eval = live_eval_default() if live_eval is None else bool(live_eval)
@@ -495,12 +496,17 @@ def _run_seeds(trainer, cfgs, out_dirs: list[Path], *, resume: bool, progress: b
                 if "eval/cost" in rows[0]:
                     status += " C " + "/".join(f"{m['eval/cost']:.1f}" for m in rows)
             bar.update(tid, completed=s, status=status)
-            if s % o.checkpoint_every == 0 or s == o.steps or timer.due():
+            signum = stop.requested()  # SIGTERM / SIGUSR1 under stop_on_signals (o2o.stop)
+            if s % o.checkpoint_every == 0 or s == o.steps or timer.due() or (signum is not None and live_eval):
                 for i, (writer, rundir) in enumerate(zip(writers, rundirs)):
                     writer.flush()
                     arrays, host = trainer.seed_checkpoint(i)
                     rundir.save_checkpoint(s, arrays=arrays, host_state=clocks[i].stamp(host), keep=keep)
                 timer.saved()
+            if signum is not None and s < o.steps:  # a deferred run keeps to its step-based checkpoints
+                for writer in writers:
+                    writer.close()
+                raise stop.RunStopped(signum, f"step {s} of {o.steps}", rundirs[0].path if len(rundirs) == 1 else rundirs[0].path.parent)
     for writer in writers:
         writer.close()
     summaries = []

@@ -31,6 +31,7 @@ from o2o.agents.common import make_update_many
 from o2o.data.replay import replay_add, replay_init, replay_sample
 from o2o.errors import ConfigError
 from o2o.lagrange import LagrangeConfig, make_controller
+from o2o import stop
 from o2o.runs.clock import CheckpointTimer, RunClock
 
 
@@ -403,10 +404,14 @@ def run_online(
                 if "eval/cost" in metrics:
                     status += f" C {metrics['eval/cost']:.1f}"
             bar.update(task_id, completed=it, status=status)
-            if it % o.checkpoint_every == 0 or it == o.iterations or timer.due():
+            signum = stop.requested()  # SIGTERM / SIGUSR1 under stop_on_signals (o2o.stop)
+            if it % o.checkpoint_every == 0 or it == o.iterations or timer.due() or signum is not None:
                 writer.flush()
                 rundir.save_checkpoint(it, arrays=trainer.checkpoint_arrays(), host_state=clock.stamp(trainer.host_state()))
                 timer.saved()
+            if signum is not None and it < o.iterations:
+                writer.close()
+                raise stop.RunStopped(signum, f"iteration {it} of {o.iterations}", rundir.path)
     writer.close()
     summary = summarize(rundir, trainer, clock)
     rundir.write_summary(summary)
