@@ -111,3 +111,11 @@ def test_cli_pretrain_stopped_by_sigterm_checkpoints_and_resumes(tmp_path, monke
     assert latest_checkpoint(out).name == "ckpt_100"
     assert main(["--no-progress", "pretrain", "--resume", str(out)]) == 0
     assert latest_checkpoint(out).name == "ckpt_300" and (out / "summary.json").is_file()
+
+    # deferred evaluation: every checkpoint becomes an evaluation row, so a stop adds none; before the
+    # first step-based one there is nothing to continue from, and the line says so
+    deferred = tmp_path / "deferred"
+    assert main([str(deferred) if a == str(out) else a for a in args] + ["--defer-eval"]) == 128 + signal.SIGTERM
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "keeps only its step-based checkpoints (every offline.checkpoint_every = 300 steps): none yet" in err[0]
+    assert err[0].endswith("start it again with the same command") and latest_checkpoint(deferred) is None

@@ -831,9 +831,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"o2o: error: {err}", file=sys.stderr)
         return 2
     except RunStopped as err:
-        again = (f"`o2o {args.command} --resume {err.run_dir}`" if args.command in ("train", "pretrain", "finetune")
-                 else "the same command again")
-        print(f"o2o: {err}; continue with {again}", file=sys.stderr)
+        if not err.resumable:
+            again = "start it again with the same command"
+        elif args.command in ("train", "pretrain", "finetune"):
+            again = f"continue with `o2o {args.command} --resume {err.run_dir}`"
+        else:
+            again = "continue with the same command"
+        print(f"o2o: {err}; {again}", file=sys.stderr)
         return 128 + err.signum
     except KeyboardInterrupt:
         print("o2o: interrupted; a run can be continued with `o2o train --resume DIR`", file=sys.stderr)

@@ -28,9 +28,10 @@ _requested: list[int] = []  # the signal received, if any (a list: set from the 
 class RunStopped(Exception):
     """A run stopped on a signal after saving a checkpoint (not a failure: it continues on resume)."""
 
-    def __init__(self, signum: int, where: str, run_dir: str | Path, *, saved: str | None = None):
-        """``saved``: what was kept, when it is not a checkpoint of the point it stopped at."""
-        self.signum, self.where, self.run_dir = signum, where, Path(run_dir)
+    def __init__(self, signum: int, where: str, run_dir: str | Path, *, saved: str | None = None, resumable: bool = True):
+        """``saved``: what was kept, when it is not a checkpoint of the point it stopped at; ``resumable``:
+        False when there is nothing to continue from (the run must start again)."""
+        self.signum, self.where, self.run_dir, self.resumable = signum, where, Path(run_dir), resumable
         super().__init__(f"stopped by {signal.Signals(signum).name} after {where}; {saved or f'checkpoint saved in {self.run_dir}'}")
 
 

@@ -455,8 +455,8 @@ def _open_run_dirs(cfgs, out_dirs: list[Path], resume: bool) -> list:
 def _run_seeds(trainer, cfgs, out_dirs: list[Path], *, resume: bool, progress: bool, live_eval: bool | None = None) -> list[dict]:
     """The loop every pre-training run goes through, one seed (``OfflineTrainer``) or a group
     (``SeedBatchTrainer``): one run directory, metrics writer and checkpoint per seed."""
-    from o2o.loops.online import _progress
     from o2o import stop
+    from o2o.loops.online import _progress
     from o2o.runs import CheckpointTimer, MetricsWriter, RunClock
 
     live_eval = live_eval_default() if live_eval is None else bool(live_eval)
@@ -506,7 +506,12 @@ def _run_seeds(trainer, cfgs, out_dirs: list[Path], *, resume: bool, progress: b
             if signum is not None and s < o.steps:  # a deferred run keeps to its step-based checkpoints
                 for writer in writers:
                     writer.close()
-                raise stop.RunStopped(signum, f"step {s} of {o.steps}", rundirs[0].path if len(rundirs) == 1 else rundirs[0].path.parent)
+                where = rundirs[0].path if len(rundirs) == 1 else rundirs[0].path.parent
+                last = rundirs[0].latest_checkpoint()
+                kept = None if live_eval else (f"a deferred-evaluation run keeps only its step-based checkpoints (every "
+                                               f"offline.checkpoint_every = {o.checkpoint_every} steps): "
+                                               + (f"{last.name} in {where}" if last else f"none yet in {where}"))
+                raise stop.RunStopped(signum, f"step {s} of {o.steps}", where, saved=kept, resumable=last is not None)
     for writer in writers:
         writer.close()
     summaries = []

@@ -26,12 +26,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from o2o import stop
 from o2o.agents import AgentSpec, get_online_agent
 from o2o.agents.common import make_update_many
 from o2o.data.replay import replay_add, replay_init, replay_sample
 from o2o.errors import ConfigError
 from o2o.lagrange import LagrangeConfig, make_controller
-from o2o import stop
 from o2o.runs.clock import CheckpointTimer, RunClock
 
 
