@@ -25,7 +25,8 @@ def add_parsers(sub, add_config_args) -> None:
         "first: an unknown method, task or config key, or malformed YAML, is refused naming its line before anything "
         "is launched. Runs go to SWEEP_DIR/runs/<method>/<task>/seed<k>; SWEEP_DIR/index.sqlite records each run's "
         "config hash and status, so launching the same sweep again runs only what has not finished (stopped runs "
-        "continue from their checkpoints; failed runs only with --retry-failed).",
+        "continue from their checkpoints; failed runs only with --retry-failed). Ctrl-C, SIGTERM or SIGUSR1 (a batch "
+        "system's warning) stop it: each run in flight checkpoints at the end of its current iteration first (up to 20 s).",
     )
     p.add_argument("spec", metavar="SPEC.yaml|SWEEP_DIR", help="a sweep spec, or the directory of a sweep to continue")
     p.add_argument("--out", metavar="DIR", help="sweep directory (default: the spec's 'out', else runs/sweeps/<name>)")
