@@ -89,7 +89,7 @@ def test_vpa_updates_the_critics_only_and_defaults_alpha_from_the_temperature():
     }
     losses = []
     state, last = run_vpa(state, replay_from_dataset(data), VPAConfig(steps=200, steps_per_call=50, batch_size=64), jax.random.PRNGKey(2),
-                          on_call=lambda s, m: losses.append(m["vpa_critic_loss"]))
+                          on_call=lambda step, m, *_: losses.append(m["vpa_critic_loss"]))
     assert last["vpa_alpha"] == pytest.approx(0.3) and last["vpa_cost_alpha"] == pytest.approx(0.03)
     jax.tree_util.tree_map(np.testing.assert_array_equal, actor_before, jax.tree_util.tree_map(np.asarray, state.actor.params))
     changed = jax.tree_util.tree_map(lambda a, b: not np.allclose(a, np.asarray(b)), critic_before, state.critic.params)
@@ -162,9 +162,10 @@ def test_finetune_marvel_then_resume_then_diagnose(pretrained, tmp_path, capsys)
     assert "before VPA" in capsys.readouterr().out
 
 
-def test_marvel_stopped_by_sigterm_in_vpa_runs_vpa_again_and_matches_an_uninterrupted_run(pretrained, tmp_path, monkeypatch, capsys):
-    """SIGTERM during VPA (o2o.stop): a one-line stop that says VPA starts again; `--resume` then runs it
-    from its start (its metrics rows are not doubled) and the run ends as an uninterrupted one."""
+def test_marvel_stopped_by_sigterm_in_vpa_continues_it_and_matches_an_uninterrupted_run(pretrained, tmp_path, monkeypatch, capsys):
+    """SIGTERM during VPA (o2o.stop): VPA saves its place (bridge/partial/) and the stop is one line;
+    `--resume` continues VPA from there (its metrics rows not doubled) and the run ends as an
+    uninterrupted one."""
     import os
     import signal
 
@@ -185,9 +186,13 @@ def test_marvel_stopped_by_sigterm_in_vpa_runs_vpa_again_and_matches_an_uninterr
     capsys.readouterr()
     assert main(args(out)) == 128 + signal.SIGTERM
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "after VPA step 50 of 100; VPA keeps no partial checkpoint" in err[0] and f"o2o finetune --resume {out}" in err[0]
+    assert len(err) == 1 and f"after VPA step 50 of 100; checkpoint saved in {out}" in err[0] and f"o2o finetune --resume {out}" in err[0]
+    from o2o.runs import load_checkpoint
+
+    assert load_checkpoint(out / "bridge" / "partial")[1]["step"] == 50
     monkeypatch.setattr(MetricsWriter, "write", write)
     assert main(["--no-progress", "finetune", "--resume", str(out)]) == 0
+    assert not (out / "bridge" / "partial").exists()
     assert (out / "bridge" / "metrics.csv").read_text() == (tmp_path / "full" / "bridge" / "metrics.csv").read_text()
     a, b = (json.loads((d / "summary.json").read_text()) for d in (tmp_path / "full", out))
     assert a["final_eval_return"] == b["final_eval_return"] and a["vpa"]["vpa_q_mean"] == b["vpa"]["vpa_q_mean"]

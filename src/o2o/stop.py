@@ -3,7 +3,7 @@
 Batch systems warn a job before they kill it: SLURM sends SIGTERM (at preemption, at the time limit,
 on ``scancel``) and kills it ``KillWait`` seconds later (30 by default); ``#SBATCH --signal=USR1@120``
 asks for SIGUSR1 two minutes before the end. While ``stop_on_signals()`` is active, SIGTERM and SIGUSR1
-only set a flag; every training loop (online, offline, OCR-CFT's bridge) checks it after each jitted
+only set a flag; every training loop (online, offline, the fine-tuning bridges) checks it after each jitted
 call, saves a checkpoint there and raises ``RunStopped``. The run then continues exactly from that
 point (``--resume``, a relaunched sweep), losing nothing. A jitted call in progress is not
 interrupted: the checkpoint comes when it returns (on a GPU well within seconds; on a CPU an iteration

@@ -133,9 +133,12 @@ def offline_buffer(dataset, obs_mean, obs_std, *, timeouts_terminal: bool = Fals
     return replay_from_dataset(data)
 
 
-def run_vpa(state, buffer, cfg: VPAConfig, key, *, on_call=None):
+def run_vpa(state, buffer, cfg: VPAConfig, key, *, on_call=None, resume=None):
     """Align ``state``'s critics (SAC-Lag state, actor = pi0) on ``buffer``. Fresh critic optimisers
-    (learning rates from ``cfg`` or the agent's). ``on_call(step, metrics)`` after every jitted call.
+    (learning rates from ``cfg`` or the agent's). ``on_call(step, metrics, state, key)`` after every
+    jitted call (the state and RNG key after it: what a checkpoint needs). ``resume(state, key)``, given
+    the state after the optimiser setup (the template of a checkpoint), returns ``(state, key, step,
+    metrics)`` saved at a call's end to continue from there, or None to start at step 0.
     Returns the aligned state and the last call's metrics."""
     from o2o.agents.common import adam
     from o2o.bridge.pretrained import _fresh
@@ -152,12 +155,16 @@ def run_vpa(state, buffer, cfg: VPAConfig, key, *, on_call=None):
     )
     many = _vpa_many(cfg.batch_size)
     signals = {"alpha": jnp.asarray(alpha, jnp.float32), "cost_alpha": jnp.asarray(cost_alpha, jnp.float32)}
-    metrics = {}
-    for call in range(cfg.steps // cfg.steps_per_call):
+    metrics, first = {}, 0
+    loaded = resume(state, key) if resume is not None else None
+    if loaded is not None:
+        state, key, step, metrics = loaded
+        first = step // cfg.steps_per_call
+    for call in range(first, cfg.steps // cfg.steps_per_call):
         key, sub = jax.random.split(key)
         state, m = many(state, buffer, sub, signals, num_steps=cfg.steps_per_call)
         metrics = {k: float(v) for k, v in jax.device_get(m).items()}
         metrics.update({"vpa_alpha": alpha, "vpa_cost_alpha": cost_alpha})
         if on_call is not None:
-            on_call((call + 1) * cfg.steps_per_call, metrics)
+            on_call((call + 1) * cfg.steps_per_call, metrics, state, key)
     return state, metrics

@@ -186,40 +186,62 @@ def offline_dataset(pre, task):
     return load_hdf5(resolve_dataset(pre.config.dataset), task=task, require_costs=True)
 
 
-def run_bridge(cfg, spec: MethodSpec, pre, state, bridge_dir: Path, progress: bool = True):
+def run_bridge(cfg, spec: MethodSpec, pre, state, bridge_dir: Path, progress: bool = True, resume: bool = False):
     """VPA for methods that have it; writes bridge/metrics.csv and bridge/checkpoints/. Returns the
-    aligned state and a summary."""
+    aligned state and a summary. Like OCR-CFT's bridge it saves its place in bridge/partial/ every
+    ``O2O_CHECKPOINT_EVERY_S`` seconds and on SIGTERM / SIGUSR1 (``o2o.stop``); with ``resume`` it
+    continues from there, with the numbers of an uninterrupted VPA."""
+    import shutil
+
+    from flax.serialization import from_state_dict
+
     from o2o import stop
     from o2o.bridge.vpa import offline_buffer, run_vpa
     from o2o.envs import get_task
+    from o2o.loops.ocr import PARTIAL_DIRNAME
     from o2o.loops.online import _progress
-    from o2o.runs import MetricsWriter
-    from o2o.runs.checkpoint import save_checkpoint
+    from o2o.runs import CheckpointTimer, MetricsWriter
+    from o2o.runs.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
     task = get_task(cfg.task)
     dataset = offline_dataset(pre, task)
     buffer = offline_buffer(dataset, pre.obs_mean, pre.obs_std, timeouts_terminal=cfg.vpa.timeouts_terminal)
     bridge_dir.mkdir(parents=True, exist_ok=True)
+    partial_dir = bridge_dir / PARTIAL_DIRNAME
+    point = load_checkpoint(partial_dir)[1] if resume and latest_checkpoint(partial_dir) is not None else None
     writer = MetricsWriter(bridge_dir, tensorboard=False)
-    writer.truncate_after(0)  # a VPA stopped mid-way runs again from its start: drop the rows it had written
+    writer.truncate_after(point["step"] if point else 0)  # rows after the place it continues from (all, afresh)
     key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 0xB41D6E)
-    start = time.perf_counter()
+    start = time.perf_counter() - (point["wall_time_s"] if point else 0.0)
+    timer = CheckpointTimer()
     with _progress(progress) as bar:
-        tid = bar.add_task(f"VPA {cfg.task} seed {cfg.seed}", total=cfg.vpa.steps, completed=0, status="")
+        tid = bar.add_task(f"VPA {cfg.task} seed {cfg.seed}", total=cfg.vpa.steps, completed=point["step"] if point else 0, status="")
 
-        def on_call(step, metrics):
+        def from_partial(template, key):
+            if point is None:
+                return None
+            arrays, _ = load_checkpoint(partial_dir, template={"agent": _state_dict(template), "key": key})
+            return from_state_dict(template, arrays["agent"]), arrays["key"], point["step"], point["last"]
+
+        def on_call(step, metrics, state, key):
             writer.write(step, metrics)
             bar.update(tid, completed=step, status=f"Q {metrics['vpa_q_mean']:.2f} Qc {metrics['vpa_qc_mean']:.2f}")
-            if stop.requested() is not None:  # VPA has no partial checkpoints (minutes): it starts again when continued
+            signum = stop.requested()
+            if (timer.due() and step < cfg.vpa.steps) or signum is not None:
+                writer.flush()
+                host = {"step": step, "last": metrics, "wall_time_s": time.perf_counter() - start}
+                save_checkpoint(partial_dir, step, arrays={"agent": _state_dict(state), "key": key}, host_state=host)
+                timer.saved()
+            if signum is not None:
                 writer.close()
-                raise stop.RunStopped(stop.requested(), f"VPA step {step} of {cfg.vpa.steps}", bridge_dir.parent,
-                                      saved=f"VPA keeps no partial checkpoint: it runs again from its start in {bridge_dir.parent}")
+                raise stop.RunStopped(signum, f"VPA step {step} of {cfg.vpa.steps}", bridge_dir.parent)
 
-        state, last = run_vpa(state, buffer, cfg.vpa, key, on_call=on_call)
+        state, last = run_vpa(state, buffer, cfg.vpa, key, on_call=on_call, resume=from_partial)
     writer.close()
     summary = {"stage": "vpa", "steps": cfg.vpa.steps, "dataset": pre.config.dataset, "transitions": int(dataset.num_transitions),
                "wall_time_s": time.perf_counter() - start, **last}
     save_checkpoint(bridge_dir / "checkpoints", cfg.vpa.steps, arrays={"agent": _state_dict(state)}, host_state=summary)
+    shutil.rmtree(partial_dir, ignore_errors=True)  # the finished VPA supersedes its partial checkpoints
     return state, summary
 
 
@@ -308,7 +330,7 @@ def run_finetune(cfg, out_dir, *, resume: bool = False, progress: bool = True) -
             if loaded is not None:
                 state, bridge_summary = loaded
             else:
-                state, bridge_summary = run_bridge(cfg, spec, pre, state, out / "bridge", progress)
+                state, bridge_summary = run_bridge(cfg, spec, pre, state, out / "bridge", progress, resume=resume)
             state = reset_optimisers(state)
     if not ocr:
         trainer = OnlineTrainer(cfg, progress=progress, agent_state=state, obs_stats=obs_stats)
