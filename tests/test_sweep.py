@@ -372,6 +372,40 @@ def test_local_pool_interrupted_by_sigint_and_resumed(tmp_path):
         assert (sweep_dir / "runs" / r / "summary.json").stat().st_mtime_ns == mtimes[r]
 
 
+def test_sigusr1_stops_a_sweep_whose_workers_checkpoint_where_they_are(tmp_path):
+    """A batch system's warning (SIGUSR1) to the sweep: it stops its workers with SIGTERM, and each run in
+    flight checkpoints at the end of its current iteration (o2o.stop), not at its last step-based
+    checkpoint; launching the sweep again finishes it."""
+    spec = write_spec(tmp_path, TINY.format(seeds=2, iterations=400).replace("online.checkpoint_every: 1", "online.checkpoint_every: 400"))
+    sweep_dir = tmp_path / "sweep"
+    cmd = [str(Path(sys.executable).parent / "o2o"), "--no-progress", "sweep", str(spec), "--out", str(sweep_dir), "--workers", "2"]
+    env = {**os.environ, "O2O_CHECKPOINT_EVERY_S": "0"}  # no time-based checkpoints: only the stop's
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    runs = [sweep_dir / "runs" / "sac" / "Pendulum" / f"seed{k}" for k in (0, 1)]
+    try:
+        deadline = time.time() + 400
+        while time.time() < deadline and proc.poll() is None:
+            if all((r / "metrics.csv").is_file() and len((r / "metrics.csv").read_text().splitlines()) >= 3 for r in runs):
+                break
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGUSR1)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and "sweep interrupted" in err and "Traceback" not in err, (out, err)
+    status = _index_status(sweep_dir)
+    assert all(s == "interrupted" for s, _ in status.values()), status
+    from o2o.runs import checkpoint_step, latest_checkpoint
+
+    steps = [checkpoint_step(latest_checkpoint(r)) for r in runs]
+    assert all(2 <= k < 400 for k in steps), steps  # where each run was stopped, not a step-based checkpoint
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert all(f"continued from checkpoint {k}" in done.stdout for k in steps), done.stdout
+    assert all(s == "finished" for s, _ in _index_status(sweep_dir).values())
+
+
 # ------------------------------------------------------------------------------ Ray
 
 
