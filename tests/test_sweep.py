@@ -406,6 +406,39 @@ def test_sigusr1_stops_a_sweep_whose_workers_checkpoint_where_they_are(tmp_path)
     assert all(s == "finished" for s, _ in _index_status(sweep_dir).values())
 
 
+def _catches(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler installed for ``signum`` (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    return False
+
+
+def test_idle_worker_told_to_stop_hands_its_next_job_back_as_interrupted():
+    """A pool worker that got SIGTERM while waiting for work does not start the job it is then given:
+    it returns it as interrupted (the pool replaces the worker) and exits 128 + SIGTERM."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    jobs, results = ctx.Queue(), ctx.Queue()
+    worker = ctx.Process(target=sweep_mod._worker_loop, args=(jobs, results, 1, None, {}))
+    worker.start()
+    try:
+        deadline = time.time() + 120  # until it has installed its SIGTERM handler (Linux: SigCgt in /proc)
+        while time.time() < deadline and not _catches(worker.pid, signal.SIGTERM):
+            time.sleep(0.1)
+        os.kill(worker.pid, signal.SIGTERM)
+        time.sleep(0.5)
+        jobs.put({"kind": "train", "run_id": "sac/Pendulum/seed0", "config": {}, "run_dir": "/nonexistent"})
+        pid, out = results.get(timeout=60)
+        worker.join(timeout=60)
+    finally:
+        if worker.is_alive():
+            worker.kill()
+    assert pid == worker.pid and [r["status"] for r in out] == ["interrupted"] and "before the run started" in out[0]["error"]
+    assert worker.exitcode == 128 + signal.SIGTERM
+
+
 # ------------------------------------------------------------------------------ Ray
 
 

@@ -356,8 +356,13 @@ def _worker_loop(jobs, results, threads: int, cpus, extra_env: dict) -> None:
     _init_worker(threads, cpus, extra_env)
     while True:
         job = jobs.get()
-        if job is None or stop.requested() is not None:
+        if job is None:
             return
+        if stop.requested() is not None:  # told to stop while idle: hand the job back untouched
+            worker = f"{socket.gethostname()}:{os.getpid()}"
+            results.put((os.getpid(), [{"run_id": r, "status": "interrupted", "worker": worker, "resumed_from": None,
+                                        "error": "its worker was told to stop before the run started"} for r in job_run_ids(job)]))
+            _quiet_exit()
         results.put((os.getpid(), execute_job(job)))
         if stop.requested() is not None:
             _quiet_exit()
