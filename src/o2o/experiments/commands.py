@@ -135,8 +135,8 @@ def cmd_sweep(args) -> int:
         import gc
 
         gc.collect()  # the stopped pool's queues: release their semaphores now, not in a warning at exit
-        print(f"o2o: sweep interrupted; the runs in flight keep their last checkpoints. Continue with `o2o sweep {sweep_dir}`",
-              file=sys.stderr)
+        print(f"o2o: sweep interrupted; the runs in flight checkpointed where they stopped (one whose iteration did not end "
+              f"within 20 s keeps its last checkpoint). Continue with `o2o sweep {sweep_dir}`", file=sys.stderr)
         return 130
     c = outcome.counts
     ran = len(outcome.executed)
