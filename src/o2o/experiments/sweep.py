@@ -83,8 +83,8 @@ def resume_point(run_dir: Path) -> int | None:
     """The checkpoint step a stopped run continues from, None when it has none. A fine-tuning run
     stopped before its online stage's first checkpoint continues from its bridge's checkpoint
     (finished, or partial: ``bridge/partial/``): step 0."""
-    from o2o.loops.ocr import PARTIAL_DIRNAME
     from o2o.runs import checkpoint_step, latest_checkpoint
+    from o2o.runs.partial import PARTIAL_DIRNAME
 
     if not run_dir.is_dir():
         return None

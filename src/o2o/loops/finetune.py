@@ -18,7 +18,6 @@ pre-trained run. The resolved config is what the run directory records.
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import field
 from functools import lru_cache
 from pathlib import Path
@@ -188,60 +187,41 @@ def offline_dataset(pre, task):
 
 def run_bridge(cfg, spec: MethodSpec, pre, state, bridge_dir: Path, progress: bool = True, resume: bool = False):
     """VPA for methods that have it; writes bridge/metrics.csv and bridge/checkpoints/. Returns the
-    aligned state and a summary. Like OCR-CFT's bridge it saves its place in bridge/partial/ every
-    ``O2O_CHECKPOINT_EVERY_S`` seconds and on SIGTERM / SIGUSR1 (``o2o.stop``); with ``resume`` it
-    continues from there, with the numbers of an uninterrupted VPA."""
-    import shutil
-
-    from flax.serialization import from_state_dict
-
-    from o2o import stop
+    aligned state and a summary. Saves its place in bridge/partial/ on a timer and on a stop signal
+    (``o2o.runs.partial``); with ``resume`` it continues from there, with the numbers of an
+    uninterrupted VPA."""
     from o2o.bridge.vpa import offline_buffer, run_vpa
     from o2o.envs import get_task
-    from o2o.loops.ocr import PARTIAL_DIRNAME
     from o2o.loops.online import _progress
-    from o2o.runs import CheckpointTimer, MetricsWriter
-    from o2o.runs.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+    from o2o.runs import MetricsWriter
+    from o2o.runs.checkpoint import save_checkpoint
+    from o2o.runs.partial import BridgeCheckpoints, discard_partial
 
     task = get_task(cfg.task)
     dataset = offline_dataset(pre, task)
     buffer = offline_buffer(dataset, pre.obs_mean, pre.obs_std, timeouts_terminal=cfg.vpa.timeouts_terminal)
     bridge_dir.mkdir(parents=True, exist_ok=True)
-    partial_dir = bridge_dir / PARTIAL_DIRNAME
-    point = load_checkpoint(partial_dir)[1] if resume and latest_checkpoint(partial_dir) is not None else None
+    ckpts = BridgeCheckpoints(bridge_dir, resume=resume)
     writer = MetricsWriter(bridge_dir, tensorboard=False)
-    writer.truncate_after(point["step"] if point else 0)  # rows after the place it continues from (all, afresh)
+    writer.truncate_after(ckpts.step)  # rows after the place it continues from (all, afresh)
     key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 0xB41D6E)
-    start = time.perf_counter() - (point["wall_time_s"] if point else 0.0)
-    timer = CheckpointTimer()
     with _progress(progress) as bar:
-        tid = bar.add_task(f"VPA {cfg.task} seed {cfg.seed}", total=cfg.vpa.steps, completed=point["step"] if point else 0, status="")
+        tid = bar.add_task(f"VPA {cfg.task} seed {cfg.seed}", total=cfg.vpa.steps, completed=ckpts.step, status="")
 
         def from_partial(template, key):
-            if point is None:
-                return None
-            arrays, _ = load_checkpoint(partial_dir, template={"agent": _state_dict(template), "key": key})
-            return from_state_dict(template, arrays["agent"]), arrays["key"], point["step"], point["last"]
+            return (*ckpts.restore(template, key), ckpts.step, ckpts.point["last"]) if ckpts.point else None
 
         def on_call(step, metrics, state, key):
             writer.write(step, metrics)
             bar.update(tid, completed=step, status=f"Q {metrics['vpa_q_mean']:.2f} Qc {metrics['vpa_qc_mean']:.2f}")
-            signum = stop.requested()
-            if (timer.due() and step < cfg.vpa.steps) or signum is not None:
-                writer.flush()
-                host = {"step": step, "last": metrics, "wall_time_s": time.perf_counter() - start}
-                save_checkpoint(partial_dir, step, arrays={"agent": _state_dict(state), "key": key}, host_state=host)
-                timer.saved()
-            if signum is not None:
-                writer.close()
-                raise stop.RunStopped(signum, f"VPA step {step} of {cfg.vpa.steps}", bridge_dir.parent)
+            ckpts.after_call(step, state, key, writer, f"VPA step {step} of {cfg.vpa.steps}", final=step == cfg.vpa.steps, last=metrics)
 
         state, last = run_vpa(state, buffer, cfg.vpa, key, on_call=on_call, resume=from_partial)
     writer.close()
     summary = {"stage": "vpa", "steps": cfg.vpa.steps, "dataset": pre.config.dataset, "transitions": int(dataset.num_transitions),
-               "wall_time_s": time.perf_counter() - start, **last}
+               "wall_time_s": ckpts.elapsed(), **last}
     save_checkpoint(bridge_dir / "checkpoints", cfg.vpa.steps, arrays={"agent": _state_dict(state)}, host_state=summary)
-    shutil.rmtree(partial_dir, ignore_errors=True)  # the finished VPA supersedes its partial checkpoints
+    discard_partial(bridge_dir)
     return state, summary
 
 
@@ -361,9 +341,8 @@ def _ocr_stage(cfg, spec, pre, state, out: Path, *, resume: bool, has_online: bo
     Returns (trainer, bridge summary or None)."""
     from functools import partial
 
-    import shutil
-
-    from o2o.loops.ocr import PARTIAL_DIRNAME, evaluate_actor, make_ocr_trainer, run_ocr_bridge
+    from o2o.loops.ocr import evaluate_actor, make_ocr_trainer, run_ocr_bridge
+    from o2o.runs.partial import discard_partial
     from o2o.runs.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
     trainer = make_ocr_trainer(cfg, spec, pre, state, None, progress=progress)
@@ -383,7 +362,7 @@ def _ocr_stage(cfg, spec, pre, state, out: Path, *, resume: bool, has_online: bo
         state, reference, summary = run_ocr_bridge(cfg, spec, pre, state, bridge_dir, evaluator=partial(evaluate_actor, trainer),
                                                    progress=progress, resume=resume)
         save_checkpoint(bridge_dir / "checkpoints", 1, arrays={"agent": _state_dict(state), "reference": reference}, host_state=summary)
-        shutil.rmtree(bridge_dir / PARTIAL_DIRNAME, ignore_errors=True)  # the finished bridge supersedes its partial checkpoints
+        discard_partial(bridge_dir)
     trainer.state = state
     trainer._init_reference(reference, spec.constraint)
     return trainer, summary

@@ -2,7 +2,7 @@
 reference policy) and the constrained online stage, for O2SAC, O2TD3 and O2PPO and their ablations.
 
     bridge/   (``run_ocr_bridge``; metrics in bridge/metrics.csv, result in bridge/checkpoints/; while it
-               runs, time-based checkpoints in bridge/partial/ from which a stopped bridge continues)
+               runs, partial checkpoints in bridge/partial/ from which a stopped bridge continues)
         re-evaluate: fresh critics (V for PPO) fitted on the offline data, pi_off frozen  (bridge/reeval.py)
         align:       critics aligned to pi_off's anchor, targets frozen, pi_on trained    (bridge/align.py)
         reference:   pi_ref = the better of pi_off and pi_on (evaluation episodes)
@@ -19,7 +19,6 @@ checkpoint; the offline replay buffer of the half mode is rebuilt from the datas
 
 from __future__ import annotations
 
-import time
 from functools import lru_cache, partial
 from pathlib import Path
 
@@ -72,44 +71,36 @@ def evaluate_actor(trainer, params, episodes: int) -> float:
         trainer.state = saved
 
 
-PARTIAL_DIRNAME = "partial"  # bridge/partial/: time-based checkpoints of a bridge in progress
-
-
 def run_ocr_bridge(cfg, spec, pre, state, bridge_dir: Path, *, evaluator, progress: bool = True, resume: bool = False):
     """Re-evaluation and alignment (as the method has them), then the reference policy. ``evaluator(params,
     episodes) -> return`` evaluates an actor. Returns (state, reference params, summary).
 
-    Every ``O2O_CHECKPOINT_EVERY_S`` seconds (``o2o.runs.clock``) the bridge saves its place in
-    ``bridge_dir/partial/``: the agent state and RNG key after a jitted call, the stage and step, the
+    The bridge saves its place in ``bridge_dir/partial/`` on a timer and on a stop signal
+    (``o2o.runs.partial``): the agent state and RNG key after a jitted call, the stage and step, the
     finished stages' last metrics. With ``resume`` it continues from there: finished stages are skipped
     (their setup still runs, for the state's structure; their values come from the checkpoint), the
     stage it stopped in continues from the next call, with the numbers an uninterrupted bridge has."""
-    from flax.serialization import from_state_dict, to_state_dict
-
     from o2o.agents.common import adam
     from o2o.bridge.pretrained import _fresh
     from o2o.data.replay import replay_from_dataset
     from o2o.envs import get_task
     from o2o.loops.online import _progress
-    from o2o import stop
-    from o2o.runs import CheckpointTimer, MetricsWriter
-    from o2o.runs.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+    from o2o.runs import MetricsWriter
+    from o2o.runs.partial import BridgeCheckpoints
 
     o = cfg.ocr
     kind = online_kind(cfg.algo)
     task = get_task(cfg.task)
     dataset = load_offline_dataset(pre, task)
     bridge_dir.mkdir(parents=True, exist_ok=True)
-    partial_dir = bridge_dir / PARTIAL_DIRNAME
-    point = load_checkpoint(partial_dir)[1] if resume and latest_checkpoint(partial_dir) is not None else None
+    ckpts = BridgeCheckpoints(bridge_dir, resume=resume)
+    point = ckpts.point
     writer = MetricsWriter(bridge_dir, tensorboard=False)
-    writer.truncate_after(point["step"] if point else 0)  # rows after the place it continues from (all, afresh)
+    writer.truncate_after(ckpts.step)  # rows after the place it continues from (all, afresh)
     key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 0x0C2C)
     offline_actor = _copy(state.actor.params)
     summary: dict = {"dataset": pre.config.dataset, "transitions": int(dataset.num_transitions), "offline_algo": pre.algo}
     done: dict = dict(point["done"]) if point else {}  # stage -> its last metrics, for the stages finished
-    timer = CheckpointTimer()
-    start = time.perf_counter() - (point["wall_time_s"] if point else 0.0)
     step = 0
     with _progress(progress) as bar:
 
@@ -121,8 +112,7 @@ def run_ocr_bridge(cfg, spec, pre, state, bridge_dir: Path, *, evaluator, progre
                 return state, done[name]
             first, last = 0, {}
             if point is not None and point["stage"] == name:
-                arrays, _ = load_checkpoint(partial_dir, template={"agent": to_state_dict(state), "key": key})
-                state, key = from_state_dict(state, arrays["agent"]), arrays["key"]
+                state, key = ckpts.restore(state, key)
                 first, last, step = (point["step"] - step) // o.steps_per_call, point["last"], point["step"]
             tid = bar.add_task(f"{name} {cfg.method} {cfg.task} seed {cfg.seed}", total=steps, completed=first * o.steps_per_call, status="")
             for call in range(first, calls):
@@ -132,15 +122,8 @@ def run_ocr_bridge(cfg, spec, pre, state, bridge_dir: Path, *, evaluator, progre
                 last = {k: float(v) for k, v in jax.device_get(m).items()}
                 writer.write(step, {**last, f"stage/{name}": 1.0})
                 bar.update(tid, completed=(call + 1) * o.steps_per_call, status=" ".join(f"{k.split('_', 1)[1]} {v:.2f}" for k, v in list(last.items())[:2]))
-                signum = stop.requested()  # SIGTERM / SIGUSR1 under stop_on_signals (o2o.stop)
-                if (timer.due() and call + 1 < calls) or signum is not None:
-                    writer.flush()
-                    host = {"stage": name, "step": step, "last": last, "done": done, "wall_time_s": time.perf_counter() - start}
-                    save_checkpoint(partial_dir, step, arrays={"agent": to_state_dict(state), "key": key}, host_state=host)
-                    timer.saved()
-                if signum is not None:
-                    writer.close()
-                    raise stop.RunStopped(signum, f"bridge step {step} ({name})", bridge_dir.parent)
+                ckpts.after_call(step, state, key, writer, f"bridge step {step} ({name})", final=call + 1 == calls,
+                                 stage=name, last=last, done=done)
             done[name] = last
             return state, last
 
@@ -198,7 +181,7 @@ def run_ocr_bridge(cfg, spec, pre, state, bridge_dir: Path, *, evaluator, progre
     if kind == "td3":
         state = state.replace(target_actor_params=_copy(state.actor.params))
     state = reset_optimisers(state)
-    summary["wall_time_s"] = time.perf_counter() - start
+    summary["wall_time_s"] = ckpts.elapsed()
     return state, _copy(reference), summary
 
 
