@@ -156,3 +156,39 @@ def test_d4rl_behaviour_run_uses_the_checkpoint_interval(tmp_path, monkeypatch):
     (run,) = (tmp_path / "behaviour").iterdir()
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["online"]["checkpoint_every"] == 50  # max(eval_every 40, min(306 // 6, 50))
+
+
+def test_medium_iteration_stops_the_behaviour_run_and_reproduces_the_full_runs_datasets(tmp_path, monkeypatch):
+    """d4rl.medium_iteration: medium / medium-replay from a behaviour run stopped at that snapshot hold
+    the same transitions as from the uninterrupted run, and 'expert' later resumes the stopped run to
+    the same result."""
+    tiny = ["--set", "d4rl.iterations=4", "--set", "d4rl.steps_per_iteration=100", "--set", "d4rl.updates_per_iteration=5",
+            "--set", "d4rl.warmup_steps=100", "--set", "d4rl.eval_every=2", "--set", "d4rl.eval_episodes=1",
+            "--set", "d4rl.hidden_dims=[8,8]", "--set", "d4rl.transitions=200", "--set", "d4rl.num_envs=1",
+            "--set", "d4rl.medium_iteration=2"]
+
+    def gen(root, quality):
+        monkeypatch.setenv("O2O_DATA_DIR", str(root))
+        assert main(["--no-progress", "data", "generate", "--task", "Hopper", "--recipe", "d4rl", "--quality", quality, *tiny]) == 0
+        return root / f"Hopper-{quality}"
+
+    full, partial = tmp_path / "full", tmp_path / "partial"
+    gen(full, "expert")  # the whole behaviour run first
+    for q in ("medium-replay", "medium"):
+        a, b = gen(full, q), gen(partial, q)
+        assert sha256_data(load_hdf5(a.with_suffix(".hdf5"))) == sha256_data(load_hdf5(b.with_suffix(".hdf5")))
+    meta = json.loads((partial / "Hopper-medium.json").read_text())
+    assert meta["behaviour_stopped_at"] == 2 and meta["expert_snapshot"] is None and meta["medium_snapshot"]["iteration"] == 2
+    (run,) = (partial / "behaviour").iterdir()
+    assert not (run / "summary.json").exists()  # unfinished, resumable
+    assert json.loads((full / "Hopper-medium.json").read_text())["medium_snapshot"]["iteration"] == 2
+    b = gen(partial, "expert")  # resumes the stopped run to its end
+    assert (run / "summary.json").exists()
+    assert sha256_data(load_hdf5(b.with_suffix(".hdf5"))) == sha256_data(load_hdf5((full / "Hopper-expert.hdf5")))
+
+
+@pytest.mark.parametrize("m", [3, 0, 6])
+def test_medium_iteration_must_name_a_snapshot(m):
+    cfg = update_from_dict(GenerateConfig(), {"task": "Hopper", "recipe": "d4rl", "quality": "medium", "d4rl": {"iterations": 4, "eval_every": 2, "medium_iteration": m}})
+    with pytest.raises(ConfigError, match="names no snapshot"):
+        datagen.check_generate_config(cfg)

@@ -253,3 +253,21 @@ def test_pretrained_actor_that_does_not_fit_the_task_is_refused():
         check_pretrained_fits(SimpleNamespace(path="run", state=state, obs_mean=np.zeros(17), obs_std=np.ones(17)), hopper)
     with pytest.raises(ConfigError, match="observation normalisation"):
         check_pretrained_fits(SimpleNamespace(path="run", state=state, obs_mean=np.zeros(11), obs_std=np.zeros(11)), hopper)
+
+
+def test_bridge_stages_as_each_method_has_them():
+    """One rule for which stages a method's bridge runs (the bridge and a sweep's progress line use it)."""
+    from o2o.bridge.ocr import bridge_stages
+    from o2o.methods import get_method
+
+    def stages(method, algo, reeval=500, align=200):
+        return bridge_stages(get_method(method), algo, reeval, align)
+
+    assert stages("o2sac", "o2sac") == {"reeval": 500, "align": 200}
+    assert stages("o2td3", "o2td3") == {"reeval": 500, "align": 200}
+    assert stages("o2sac-no-reeval", "o2sac") == {"align": 200}
+    assert stages("o2sac-no-align", "o2sac") == {"reeval": 500}
+    assert stages("o2ppo", "ppo") == {"reeval": 500}  # O2PPO aligns inside its online updates
+    assert stages("o2sac", "ppo") == {"reeval": 500}  # a transfer to PPO: no alignment stage either
+    assert stages("o2sac-naive", "sac") == {} and stages("o2sac-scratch", "sac") == {}
+    assert stages("o2sac", "o2sac", reeval=0) == {"align": 200}  # a 0-step stage is skipped

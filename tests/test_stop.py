@@ -3,9 +3,7 @@ iteration, says how to continue and exits 128 + signal; continued, it finishes a
 
 import os
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +13,7 @@ from o2o import stop
 from o2o.loops.online import run_online
 from o2o.presets import resolve_train_config
 from o2o.runs import latest_checkpoint, read_metrics_csv
+from procs import metrics_rows, run_and_signal
 
 
 def test_signals_set_the_flag_only_inside_the_block():
@@ -66,19 +65,8 @@ def test_cli_train_stopped_by_sigterm_says_how_to_continue(tmp_path):
             "online.steps_per_iteration=100", "online.updates_per_iteration=20", "online.warmup_steps=100",
             "online.update_after=100", "online.eval_every=100", "online.eval_episodes=1", "online.checkpoint_every=100"]
     args = [o2o, "--no-progress", "train", "--algo", "sac", "--task", "Pendulum", "--out", str(out)]
-    proc = subprocess.Popen(args + [x for kv in sets for x in ("--set", kv)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 300
-        while time.time() < deadline and proc.poll() is None:
-            if (out / "metrics.csv").is_file() and len((out / "metrics.csv").read_text().splitlines()) >= 3:
-                break
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 128 + signal.SIGTERM, err
+    rc, _, err = run_and_signal(args + [x for kv in sets for x in ("--set", kv)], lambda: metrics_rows(out) >= 2, signal.SIGTERM, timeout=300)
+    assert rc == 128 + signal.SIGTERM, err
     lines = [x for x in err.strip().splitlines() if x]
     assert len(lines) == 1 and lines[0].startswith("o2o: stopped by SIGTERM after iteration ") and f"o2o train --resume {out}" in lines[0], err
     step = int(lines[0].split("after iteration ")[1].split()[0])

@@ -18,6 +18,7 @@ from o2o.experiments import runners, sweep as sweep_mod
 from o2o.experiments.index import SweepIndex
 from o2o.experiments.spec import PlannedRun, load_spec
 from o2o.experiments.sweep import SequentialBackend, make_backend, run_sweep
+from procs import metrics_rows, run_and_signal
 
 TINY = """\
 name: tiny
@@ -341,22 +342,11 @@ def test_local_pool_interrupted_by_sigint_and_resumed(tmp_path):
     sweep_dir = tmp_path / "sweep"
     cmd = [str(Path(sys.executable).parent / "o2o"), "--no-progress", "sweep", str(spec), "--out", str(sweep_dir), "--workers", "2"]
     # SIGINT as a terminal's Ctrl-C delivers it (a test run in the background would pass on "ignore SIGINT")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
-        deadline = time.time() + 400
-        while time.time() < deadline:
-            if any(s == "finished" for s, _ in _index_status(sweep_dir).values()) or proc.poll() is not None:
-                break
-            time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    rc, out, err = run_and_signal(cmd, lambda: any(s == "finished" for s, _ in _index_status(sweep_dir).values()), signal.SIGINT,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     status = _index_status(sweep_dir)
     finished_first = {r for r, (s, _) in status.items() if s == "finished"}
-    assert proc.returncode == 130, (out, err)
+    assert rc == 130, (out, err)
     assert "sweep interrupted" in err and "Traceback" not in err, err
     assert 1 <= len(finished_first) < 3, status
     assert all(s in ("finished", "interrupted", "pending") for s, _ in status.values()), status
@@ -380,20 +370,9 @@ def test_sigusr1_stops_a_sweep_whose_workers_checkpoint_where_they_are(tmp_path)
     sweep_dir = tmp_path / "sweep"
     cmd = [str(Path(sys.executable).parent / "o2o"), "--no-progress", "sweep", str(spec), "--out", str(sweep_dir), "--workers", "2"]
     env = {**os.environ, "O2O_CHECKPOINT_EVERY_S": "0"}  # no time-based checkpoints: only the stop's
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     runs = [sweep_dir / "runs" / "sac" / "Pendulum" / f"seed{k}" for k in (0, 1)]
-    try:
-        deadline = time.time() + 400
-        while time.time() < deadline and proc.poll() is None:
-            if all((r / "metrics.csv").is_file() and len((r / "metrics.csv").read_text().splitlines()) >= 3 for r in runs):
-                break
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGUSR1)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130 and "sweep interrupted" in err and "Traceback" not in err, (out, err)
+    rc, out, err = run_and_signal(cmd, lambda: all(metrics_rows(r) >= 2 for r in runs), signal.SIGUSR1, env=env)
+    assert rc == 130 and "sweep interrupted" in err and "Traceback" not in err, (out, err)
     status = _index_status(sweep_dir)
     assert all(s == "interrupted" for s, _ in status.values()), status
     from o2o.runs import checkpoint_step, latest_checkpoint

@@ -95,6 +95,19 @@ def online_kind(algo: str) -> str:
     return {"sac": "sac", "o2sac": "sac", "td3": "td3", "o2td3": "td3", "ppo": "ppo"}[algo]
 
 
+def bridge_stages(spec, algo: str, reeval_steps: int, align_steps: int) -> dict[str, int]:
+    """The bridge stages a fine-tuning method runs before its online phase, with their gradient steps:
+    re-evaluation where the method has it, alignment where it has it and the online algorithm is SAC or
+    TD3 (O2PPO's alignment is an auxiliary loss of its online updates, not a bridge stage); a stage with
+    0 steps is skipped. ``o2o.loops.ocr.run_ocr_bridge`` runs these, a sweep's progress line counts them."""
+    stages = {}
+    if spec.reeval and reeval_steps > 0:
+        stages["reeval"] = reeval_steps
+    if spec.align and online_kind(algo) in ("sac", "td3") and align_steps > 0:
+        stages["align"] = align_steps
+    return stages
+
+
 def actor_kind(offline_algo: str) -> str:
     """The policy class of an offline agent's actor."""
     return "deterministic" if offline_algo == "td3bc" else "stochastic"

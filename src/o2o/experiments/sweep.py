@@ -739,9 +739,9 @@ def _last_step(metrics: Path) -> int | None:
 
 
 def _bridge_steps(config: dict) -> int | None:
-    """A fine-tuning run's bridge budget in gradient steps: OCR-CFT's re-evaluation + alignment as its
-    method has them (alignment is a bridge stage for SAC and TD3 only), Marvel's VPA; None otherwise."""
-    from o2o.bridge.ocr import online_kind
+    """A fine-tuning run's bridge budget in gradient steps: OCR-CFT's stages (``bridge_stages``, the rule
+    the bridge runs by), Marvel's VPA; None otherwise."""
+    from o2o.bridge.ocr import bridge_stages
     from o2o.methods import get_method
 
     try:
@@ -750,10 +750,7 @@ def _bridge_steps(config: dict) -> int | None:
         return None
     if spec.family == "ocr-cft":
         ocr = config.get("ocr") or {}
-        steps = ocr.get("reeval_steps", 0) if spec.reeval else 0
-        if spec.align and online_kind(config.get("algo", "")) in ("sac", "td3"):
-            steps += ocr.get("align_steps", 0)
-        return steps or None
+        return sum(bridge_stages(spec, str(config.get("algo")), ocr.get("reeval_steps", 0), ocr.get("align_steps", 0)).values()) or None
     return (config.get("vpa") or {}).get("steps") if spec.vpa else None
 
 

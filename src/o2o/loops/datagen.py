@@ -67,6 +67,7 @@ class D4RLRecipe:
     medium_fraction: float = field(default=1 / 3, metadata={"help": "medium = snapshot closest to this fraction of expert return"})
     num_envs: int = field(default=4, metadata={"help": "env copies used to roll out snapshot policies"})
     min_expert_score: float = field(default=50.0, metadata={"help": "warn (stderr, metadata, card) when the best behaviour snapshot scores below this D4RL-normalised score: its 'expert' is no expert and its 'medium' no medium"})
+    medium_iteration: int | None = field(default=None, metadata={"help": "take the snapshot of this iteration as medium instead of the one nearest medium_fraction of the expert's return; for medium / medium-replay the behaviour run then stops there (checkpointed: a later expert resumes it). Reproduces a known run's medium datasets without training to the expert, e.g. Walker2d's iteration 320 of 1000 (docs/datasets.md)"})
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,9 @@ def check_generate_config(cfg: GenerateConfig):
                 raise ConfigError(f"{'dsrl' if recipe is cfg.dsrl else 'd4rl'}.{f.name} must be >= 0, got {v}")
     if cfg.dsrl.num_agents < 1 or cfg.dsrl.iterations < 1 or cfg.d4rl.iterations < 1:
         raise ConfigError("dsrl.num_agents, dsrl.iterations and d4rl.iterations must be >= 1")
+    m, r = cfg.d4rl.medium_iteration, cfg.d4rl
+    if m is not None and not (0 < m <= r.iterations and m % r.eval_every == 0):
+        raise ConfigError(f"d4rl.medium_iteration={m} names no snapshot: snapshots are taken every d4rl.eval_every={r.eval_every} iterations up to d4rl.iterations={r.iterations}")
     return task
 
 
@@ -217,8 +221,9 @@ def _buffer_dataset(rundir_path: Path, upto_steps: int | None = None, *, has_cos
     )
 
 
-def _run_behaviour(cfg, out: Path, *, progress: bool, before=None, after=None, description=None) -> dict:
-    """Run (or resume, or reuse when finished) a behaviour training run in ``out``."""
+def _run_behaviour(cfg, out: Path, *, progress: bool, before=None, after=None, description=None, stop_after=None) -> dict:
+    """Run (or resume, or reuse when finished) a behaviour training run in ``out``; ``stop_after``:
+    only up to that iteration for now (o2o.loops.online.run_online)."""
     from o2o.loops.online import run_online
     from o2o.runs import latest_checkpoint
 
@@ -232,7 +237,7 @@ def _run_behaviour(cfg, out: Path, *, progress: bool, before=None, after=None, d
         import shutil
 
         shutil.rmtree(out)  # a behaviour run that died before its first checkpoint: start it again
-    return run_online(cfg, out, resume=resume, progress=progress, before_iteration=before, after_iteration=after, description=description)
+    return run_online(cfg, out, resume=resume, progress=progress, before_iteration=before, after_iteration=after, description=description, stop_after=stop_after)
 
 
 # ------------------------------------------------------------------------------------ dsrl recipe
@@ -403,7 +408,7 @@ def generate_d4rl(cfg: GenerateConfig, *, progress: bool = True):
 
     task = check_generate_config(cfg)
     r = cfg.d4rl
-    behaviour_cfg = {k: v for k, v in to_dict(r).items() if k not in ("transitions", "medium_fraction", "num_envs", "min_expert_score")}
+    behaviour_cfg = {k: v for k, v in to_dict(r).items() if k not in ("transitions", "medium_fraction", "num_envs", "min_expert_score", "medium_iteration")}
     run = data_dir() / "behaviour" / f"{task.name}-d4rl-s{cfg.seed}-{_config_hash({'task': task.name, **behaviour_cfg})}"
     train_cfg = resolve_train_config(
         "sac",
@@ -432,24 +437,38 @@ def generate_d4rl(cfg: GenerateConfig, *, progress: bool = True):
         if "eval/return" in metrics:
             _save_snapshot(trainer, run, metrics)
 
-    summary = _run_behaviour(train_cfg, run, progress=progress, before=snapshot_untrained, after=snapshot_evaluated, description=f"behaviour SAC {task.name}")
+    q = cfg.quality
+    partial = r.medium_iteration is not None and q in ("medium", "medium-replay")  # no expert needed
+    _run_behaviour(
+        train_cfg, run, progress=progress, before=snapshot_untrained, after=snapshot_evaluated,
+        description=f"behaviour SAC {task.name}", stop_after=r.medium_iteration if partial else None,
+    )
     snaps = [s for s in _snapshots(run) if s["eval_return"] is not None]
     if not snaps:
         raise DatasetError(f"{run}: the behaviour run has no evaluated snapshots")
-    expert = max(snaps, key=lambda s: s["eval_return"])
-    target = r.medium_fraction * expert["eval_return"]
-    before_expert = [s for s in snaps if s["iteration"] <= expert["iteration"]]
-    medium = min(before_expert, key=lambda s: abs(s["eval_return"] - target))
-    extra = {"behaviour_run": str(run.relative_to(data_dir())), "expert_snapshot": expert, "medium_snapshot": medium}
-    warnings = behaviour_quality_warnings(task, expert, medium, r)
-    if warnings:
-        extra["warnings"] = warnings
+    extra: dict = {"behaviour_run": str(run.relative_to(data_dir()))}
+    if r.medium_iteration is not None:
+        medium = next((s for s in snaps if s["iteration"] == r.medium_iteration), None)
+        if medium is None:
+            raise DatasetError(f"{run}: the behaviour run has no snapshot at d4rl.medium_iteration={r.medium_iteration}")
+    if partial:  # the run stopped at the medium snapshot: its expert is unknown, say so instead of guessing
+        expert = None
+        extra["behaviour_stopped_at"] = r.medium_iteration
+    else:
+        expert = max(snaps, key=lambda s: s["eval_return"])
+        if r.medium_iteration is None:
+            target = r.medium_fraction * expert["eval_return"]
+            before_expert = [s for s in snaps if s["iteration"] <= expert["iteration"]]
+            medium = min(before_expert, key=lambda s: abs(s["eval_return"] - target))
+        warnings = behaviour_quality_warnings(task, expert, medium, r)
+        if warnings:
+            extra["warnings"] = warnings
+    extra.update(expert_snapshot=expert, medium_snapshot=medium)
 
     def rollouts(snapshot_iteration: int, stream_seed: int, label: str):
         policy = _snapshot_policy(task, run, snapshot_iteration, r.hidden_dims, stream_seed)
         return _rollout_dataset(task, policy, r.transitions, stream_seed, r.num_envs, f"{label} rollouts of {run}")
 
-    q = cfg.quality
     if q == "random":
         dataset = rollouts(0, cfg.seed * 10 + 1, "random")
     elif q == "medium":

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from o2o.bridge.ocr import online_kind
+from o2o.bridge.ocr import bridge_stages, online_kind
 from o2o.errors import ConfigError
 from o2o.loops.online import OnlineTrainer
 from o2o.loops.onpolicy import OnPolicyTrainer
@@ -127,7 +127,8 @@ def run_ocr_bridge(cfg, spec, pre, state, bridge_dir: Path, *, evaluator, progre
             done[name] = last
             return state, last
 
-        if spec.reeval and o.reeval_steps > 0:
+        stages = bridge_stages(spec, cfg.algo, o.reeval_steps, o.align_steps)
+        if "reeval" in stages:
             from o2o.bridge.reeval import reeval_many
 
             if kind == "ppo":
@@ -149,7 +150,7 @@ def run_ocr_bridge(cfg, spec, pre, state, bridge_dir: Path, *, evaluator, progre
             # the online temperature starts at the evaluation alpha (auto-tuned from there)
             state = state.replace(temperature=_fresh(state.temperature, {"log_alpha": jnp.asarray(np.log(o.reeval_alpha), jnp.float32)}))
 
-        aligned = spec.align and kind in ("sac", "td3") and o.align_steps > 0
+        aligned = "align" in stages
         if aligned:
             from o2o.bridge.align import align_many
 
@@ -187,7 +188,7 @@ def run_ocr_bridge(cfg, spec, pre, state, bridge_dir: Path, *, evaluator, progre
 
 def _ppo_reeval_data(state, dataset, o):
     """PPO's Monte-Carlo targets in PPO's units; sets the state's return statistics from the dataset."""
-    from o2o.agents.ppo import RunningMeanStd, STATS_EPS, normalize_observations, running_stats_init, running_stats_update
+    from o2o.agents.ppo import STATS_EPS, normalize_observations, running_stats_init, running_stats_update
     from o2o.bridge.reeval import discounted_return_trace, episode_ends, monte_carlo_returns
 
     cfg = state.config

@@ -357,9 +357,14 @@ def run_online(
     after_iteration: Callable[[OnlineTrainer, dict], None] | None = None,
     description: str | None = None,
     rundir=None,
+    stop_after: int | None = None,
 ) -> dict:
     """Train ``cfg`` into the run directory ``out_dir`` (or continue it with ``resume``); returns the
     summary also written to ``summary.json``.
+
+    ``stop_after=N`` ends this invocation after iteration N (< the configured iterations) with a
+    checkpoint and no summary: the run is unfinished and a later ``resume`` continues it exactly; the
+    returned dict is then ``{"stopped_at": N}``.
 
     ``before_iteration(trainer)`` and ``after_iteration(trainer, metrics)`` let a caller steer or record
     a run (dataset generation moves the cost target and keeps policy snapshots); they must derive
@@ -382,10 +387,11 @@ def run_online(
     timer = CheckpointTimer()  # also a checkpoint every O2O_CHECKPOINT_EVERY_S seconds (o2o.runs.clock)
 
     o = cfg.online
+    end = o.iterations if stop_after is None else min(stop_after, o.iterations)
     history: list[dict] = []
     with _progress(progress) as bar:
-        task_id = bar.add_task(description or f"{cfg.algo} {cfg.task} seed {cfg.seed}", total=o.iterations, completed=trainer.counters["iteration"], status="")
-        while trainer.counters["iteration"] < o.iterations:
+        task_id = bar.add_task(description or f"{cfg.algo} {cfg.task} seed {cfg.seed}", total=end, completed=min(trainer.counters["iteration"], end), status="")
+        while trainer.counters["iteration"] < end:
             if before_iteration is not None:
                 before_iteration(trainer)
             metrics = trainer.iteration()
@@ -405,7 +411,7 @@ def run_online(
                     status += f" C {metrics['eval/cost']:.1f}"
             bar.update(task_id, completed=it, status=status)
             signum = stop.requested()  # SIGTERM / SIGUSR1 under stop_on_signals (o2o.stop)
-            if it % o.checkpoint_every == 0 or it == o.iterations or timer.due() or signum is not None:
+            if it % o.checkpoint_every == 0 or it == end or timer.due() or signum is not None:
                 writer.flush()
                 rundir.save_checkpoint(it, arrays=trainer.checkpoint_arrays(), host_state=clock.stamp(trainer.host_state()))
                 timer.saved()
@@ -413,6 +419,8 @@ def run_online(
                 writer.close()
                 raise stop.RunStopped(signum, f"iteration {it} of {o.iterations}", rundir.path)
     writer.close()
+    if trainer.counters["iteration"] < o.iterations:
+        return {"stopped_at": trainer.counters["iteration"]}
     summary = summarize(rundir, trainer, clock)
     rundir.write_summary(summary)
     return summary
