@@ -530,3 +530,32 @@ def test_progress_position_of_runs_in_flight(tmp_path):
     (run_dir / "metrics.csv").write_text("step,loss\n" + "".join(f"{i * 100},{0.1234567:.7f}\n" for i in range(1, 401)))
     assert (run_dir / "metrics.csv").stat().st_size > 4096  # read from the file's tail, a partial first line dropped
     assert _position(run_dir, pre) == "40000/10000"
+
+
+def test_adopting_needs_no_dataset_for_the_runs_it_adopts(tmp_path, capsys):
+    """A machine without a task's dataset continues a sweep from its archive: the adopted (finished) runs
+    are never run, so their missing dataset is no error; a run of that task still to train is one."""
+    import shutil
+
+    from o2o.experiments.report import write_report
+    from o2o.loops.datagen import EMBEDDED
+
+    data = tmp_path / "data.hdf5"
+    shutil.copy(EMBEDDED["BallCircle-dsrl-small"], data)
+    text = ("name: adopt\nseeds: {seeds}\ntasks: [{{name: BallCircle, dataset: " + str(data) + "}}]\n"
+            "methods:\n  - {{name: bc-safe, kind: pretrain, set: {{offline.steps: 20, offline.steps_per_call: 10, offline.eval_every: 20, "
+            "offline.eval_episodes: 1, agent.hidden_dims: [8, 8]}}}}\n")
+    first = tmp_path / "first" / "adopt"
+    assert main(["--no-progress", "sweep", str(write_spec(tmp_path, text.format(seeds=1))), "--out", str(first), "--backend", "sequential"]) == 0
+    archive = write_report([first], tmp_path / "docs/adopt.md")["archives"][0]
+    data.unlink()  # the new machine lacks the dataset
+    capsys.readouterr()
+    second = tmp_path / "second"
+    one = write_spec(tmp_path, text.format(seeds=1), name="one.yaml")
+    assert main(["--no-progress", "sweep", str(one), "--out", str(second), "--adopt", str(archive), "--backend", "sequential"]) == 0
+    assert "adopted 1 finished runs" in capsys.readouterr().out
+    assert _index_status(second) == {"bc-safe/BallCircle/seed0": ("finished", 1)}
+    # seed 1 is not in the archive: it would train here, so its missing dataset is the sweep's error
+    two = write_spec(tmp_path, text.format(seeds=2), name="two.yaml")
+    assert main(["--no-progress", "sweep", str(two), "--out", str(tmp_path / "third"), "--adopt", str(archive), "--backend", "sequential"]) == 2
+    assert "data.hdf5: no such dataset file" in one_error_line(capsys.readouterr().err) and not (tmp_path / "third").exists()

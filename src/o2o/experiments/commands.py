@@ -84,6 +84,7 @@ def _resolve_spec(args):
     from o2o.experiments.sweep import SPEC_COPY
 
     given = Path(args.spec)
+    unchecked = _archived_finished(args.adopt)
     if given.is_dir():
         if not (given / INDEX_FILE).is_file():
             from o2o.experiments.archive import is_archive
@@ -97,14 +98,40 @@ def _resolve_spec(args):
         source = Path(meta.get("spec_source", ""))
         copy = given / SPEC_COPY
         if source.is_file() and source.read_text() == copy.read_text():
-            return load_spec(source, cli_overrides=overrides, only=args.only), Path(args.out or given), overrides
+            return load_spec(source, cli_overrides=overrides, only=args.only, unchecked=unchecked), Path(args.out or given), overrides
         from o2o.config import load_yaml
 
         spec = parse_spec(load_yaml(copy), copy.read_text(), source=str(copy), base_dir=source.parent if meta.get("spec_source") else given,
-                          default_name=meta.get("name", given.name), cli_overrides=overrides, only=args.only)
+                          default_name=meta.get("name", given.name), cli_overrides=overrides, only=args.only, unchecked=unchecked)
         return spec, Path(args.out or given), overrides
-    spec = load_spec(given, cli_overrides=args.overrides, only=args.only)
+    spec = load_spec(given, cli_overrides=args.overrides, only=args.only, unchecked=unchecked)
     return spec, Path(args.out or spec.out), args.overrides
+
+
+def _archived_finished(archives) -> frozenset:
+    """The run ids finished in the --adopt archives (their config checks may fail here: ``parse_spec``)."""
+    from o2o.experiments.archive import is_archive, read_archive_index
+
+    ids = set()
+    for archive in archives:
+        if is_archive(archive):  # not one: check_adoptable says so
+            ids |= {r.run_id for r in read_archive_index(archive)[1] if r.status == "finished"}
+    return frozenset(ids)
+
+
+def _check_deferred(spec, sweep_dir: Path, archives) -> None:
+    """A run whose config check failed but was deferred (finished in an --adopt archive) must be one that
+    is adopted, i.e. never run here: else its check's error is the sweep's, before anything is written."""
+    from o2o.experiments.archive import check_adoptable
+    from o2o.experiments.sweep import run_dir_of
+
+    adoptable = set()
+    for archive in archives:
+        adoptable |= {r.run_id for r in check_adoptable(archive, spec.runs)}
+    for run_id, error in spec.deferred.items():
+        local = run_dir_of(sweep_dir, run_id)
+        if run_id not in adoptable or (local.exists() and not (local / "summary.json").is_file()):
+            raise ConfigError(error)
 
 
 def cmd_sweep(args) -> int:
@@ -125,6 +152,7 @@ def cmd_sweep(args) -> int:
 
         for archive in args.adopt:
             check_adoptable(archive, spec.runs)  # a wrong archive is refused before anything is written
+    _check_deferred(spec, sweep_dir, args.adopt)
     if args.dry_run:
         return _dry_run(spec, sweep_dir)
     backend = make_backend(args.backend, workers=args.workers, threads=args.threads_per_worker, address=args.address, pin=not args.no_pin)

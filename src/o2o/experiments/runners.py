@@ -155,7 +155,11 @@ def _pretrain_check(cfg) -> None:
     from o2o.loops.offline import check_offline_config
 
     check_offline_config(cfg.offline)
-    resolve_dataset(cfg.dataset)  # a missing dataset is refused before anything is launched
+    path = resolve_dataset(cfg.dataset)  # a missing dataset is refused before anything is launched
+    if not path.is_file():  # given as a path
+        from o2o.errors import DatasetError
+
+        raise DatasetError(f"{path}: no such dataset file")
 
 
 def _pretrain_load(d: dict):

@@ -33,7 +33,7 @@ import fnmatch
 import hashlib
 import itertools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,9 @@ class SweepSpec:
     runs: tuple[PlannedRun, ...]
     cli_overrides: tuple[str, ...] = ()  # o2o sweep --set, part of every run's config
     only: tuple[str, ...] = ()  # o2o sweep --only: the runs planned are those matching these globs
+    # run id -> the error of its config check, for the ``unchecked`` runs (finished in an --adopt archive)
+    # whose check failed: harmless if the run is adopted (never run here), the sweep's error if not
+    deferred: dict = field(default_factory=dict)
 
     @property
     def sha256(self) -> str:
@@ -149,15 +152,16 @@ def _overrides(value, where: _Where, path: tuple) -> tuple[tuple[str, Any], ...]
 # -------------------------------------------------------------------------------- loading
 
 
-def load_spec(source: str | Path, *, cli_overrides: list[str] | tuple[str, ...] = (), only: list[str] | tuple[str, ...] = ()) -> SweepSpec:
+def load_spec(source: str | Path, *, cli_overrides: list[str] | tuple[str, ...] = (), only: list[str] | tuple[str, ...] = (),
+              unchecked: frozenset = frozenset()) -> SweepSpec:
     """Read and check a sweep spec; build every run's config. Raises ``ConfigError`` naming the line.
-    ``only``: glob patterns on run ids (``parse_spec``)."""
+    ``only``: glob patterns on run ids, ``unchecked``: run ids whose failed check is deferred (``parse_spec``)."""
     from o2o.config import load_yaml
 
     path = Path(source)
     data = load_yaml(path)  # malformed YAML, duplicated keys: named with their line
     return parse_spec(data, path.read_text(), source=str(path), base_dir=path.parent, default_name=path.stem,
-                      cli_overrides=cli_overrides, only=only)
+                      cli_overrides=cli_overrides, only=only, unchecked=unchecked)
 
 
 def parse_spec(
@@ -169,11 +173,14 @@ def parse_spec(
     default_name: str = "sweep",
     cli_overrides: list[str] | tuple[str, ...] = (),
     only: list[str] | tuple[str, ...] = (),
+    unchecked: frozenset = frozenset(),
 ) -> SweepSpec:
     """The checked spec and its planned runs. ``only``: glob patterns (``fnmatch``) on run ids,
     ``<method>/<task>/seed<k>[-<variant hash>]``; the runs that match none are neither planned nor built
     (so a task whose dataset is not on this machine can be left out), and a pattern that matches no run
-    of the spec is refused."""
+    of the spec is refused. ``unchecked``: run ids (the finished runs of ``--adopt`` archives) whose failed
+    config check goes to ``SweepSpec.deferred`` instead of raising: a run adopted is never run here, so
+    its dataset or pre-trained run need not be on this machine."""
     where = _Where(source, text)
     _check_keys(data, SPEC_KEYS, where, (), "sweep spec")
     for required in ("methods", "tasks"):
@@ -194,6 +201,7 @@ def parse_spec(
     seen: dict[str, tuple] = {}
     all_ids: list[str] = []
     matched: set[str] = set()
+    deferred: dict[str, str] = {}
     for mi, method in enumerate(methods):
         kind = get_kind(method.kind)
         for task in tasks:
@@ -231,7 +239,10 @@ def parse_spec(
                     try:
                         kind.check(cfg)
                     except O2OError as err:
-                        raise where.error(("methods", mi), f"method '{method.name}' on {task.name}: {err}") from None
+                        error = where.error(("methods", mi), f"method '{method.name}' on {task.name}: {err}")
+                        if run_id not in unchecked:
+                            raise error from None
+                        deferred[run_id] = str(error)  # e.g. its dataset is not on this machine: fine if adopted
                     from o2o.config import to_dict
 
                     plain = to_dict(cfg)
@@ -252,6 +263,7 @@ def parse_spec(
         runs=tuple(runs),
         cli_overrides=cli,
         only=tuple(only),
+        deferred=deferred,
     )
 
 
