@@ -119,9 +119,10 @@ def _archived_finished(archives) -> frozenset:
     return frozenset(ids)
 
 
-def _check_deferred(spec, sweep_dir: Path, archives) -> None:
-    """A run whose config check failed but was deferred (finished in an --adopt archive) must be one that
-    is adopted, i.e. never run here: else its check's error is the sweep's, before anything is written."""
+def _check_adopt(spec, sweep_dir: Path, archives) -> None:
+    """Each --adopt archive must hold this spec's runs (``check_adoptable``), and a run whose config check
+    failed but was deferred (finished in an archive) must be one that is adopted, i.e. never run here:
+    else its check's error is the sweep's, before anything is written."""
     from o2o.experiments.archive import check_adoptable
     from o2o.experiments.sweep import run_dir_of
 
@@ -147,12 +148,7 @@ def cmd_sweep(args) -> int:
 
         os.environ.update(thread_env(args.threads_per_worker or len(available_cpus())))
     spec, sweep_dir, overrides = _resolve_spec(args)
-    if args.adopt:
-        from o2o.experiments.archive import check_adoptable
-
-        for archive in args.adopt:
-            check_adoptable(archive, spec.runs)  # a wrong archive is refused before anything is written
-    _check_deferred(spec, sweep_dir, args.adopt)
+    _check_adopt(spec, sweep_dir, args.adopt)  # a wrong archive is refused before anything is written
     if args.dry_run:
         return _dry_run(spec, sweep_dir)
     backend = make_backend(args.backend, workers=args.workers, threads=args.threads_per_worker, address=args.address, pin=not args.no_pin)
