@@ -3,6 +3,7 @@ on the local process pool (a real SIGINT), and the Ray backend on a local Ray in
 
 import dataclasses
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -158,8 +159,14 @@ def test_only_plans_the_matching_runs_and_leaves_the_others_unbuilt(tmp_path, ca
     assert "matches none of the 4 runs" in one_error_line(capsys.readouterr().err) and not out.exists()
     assert main(["--no-progress", "sweep", str(path), "--out", str(out), "--only", "*/BallCircle/seed1", "--backend", "sequential"]) == 0
     assert _index_status(out) == {"bc-safe/BallCircle/seed1": ("finished", 1)}
-    assert main(["--no-progress", "sweep", str(path), "--out", str(out), "--only", "bc-safe/Ball*/seed0", "--backend", "sequential"]) == 0
+    capsys.readouterr()
+    assert main(["sweep", str(path), "--out", str(out), "--only", "bc-safe/Ball*/seed0", "--backend", "sequential"]) == 0
     assert set(_index_status(out)) == {"bc-safe/BallCircle/seed0", "bc-safe/BallCircle/seed1"}
+    # the progress counts this launch's runs only, not seed1 finished by the launch before
+    printed = capsys.readouterr().out
+    shown = re.findall(r"sweep part: (\d+)/(\d+)", printed)
+    assert shown and shown[-1] == ("1", "1") and all(int(a) <= int(b) for a, b in shown), shown
+    assert "sweep part: 1 finished, 0 failed, 0 not finished (of the 1 runs this launch planned; the sweep directory holds 2)" in printed
     # the report says the sweep holds part of its spec, with every launch's patterns
     assert main(["report", str(out), "--out", str(tmp_path / "page.md")]) == 0
     page = (tmp_path / "page.md").read_text()

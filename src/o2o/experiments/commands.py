@@ -165,8 +165,10 @@ def cmd_sweep(args) -> int:
     c = outcome.counts
     ran = len(outcome.executed)
     rate = f" ({ran / outcome.wall_time_s * 60:.2f} runs/min)" if ran and outcome.wall_time_s > 0 else ""
+    planned = sum(c.values())
+    whole = f" (of the {planned} runs this launch planned; the sweep directory holds {outcome.in_directory})" if outcome.in_directory != planned else ""
     print(f"sweep {spec.name}: {c['finished']} finished, {c['failed']} failed, "
-          f"{c['pending'] + c['running'] + c['interrupted']} not finished; this call ran {ran} runs in {outcome.wall_time_s:.1f} s{rate}"
+          f"{c['pending'] + c['running'] + c['interrupted']} not finished{whole}; this call ran {ran} runs in {outcome.wall_time_s:.1f} s{rate}"
           + (f" and kept {len(outcome.kept)} finished ones" if outcome.kept else ""))
     for run_id, error in outcome.failed:
         print(f"  FAILED {run_id}: {error}  (traceback: o2o sweep {sweep_dir} --status; run again with --retry-failed)")

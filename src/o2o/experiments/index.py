@@ -189,9 +189,17 @@ class SweepIndex:
         """Mark a run to be run again (its directory lost what made it finished)."""
         self._db.execute("UPDATE runs SET status='interrupted' WHERE run_id=?", (run_id,))
 
-    def counts(self) -> dict[str, int]:
-        rows = self._db.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall()
-        return {s: 0 for s in STATUSES} | dict(rows)
+    def counts(self, run_ids=None) -> dict[str, int]:
+        """Runs per status: of the whole index, or of ``run_ids`` only (a launch with ``--only``)."""
+        if run_ids is None:
+            rows = self._db.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall()
+            return {s: 0 for s in STATUSES} | dict(rows)
+        wanted = set(run_ids)
+        out = {s: 0 for s in STATUSES}
+        for rec in self.records():
+            if rec.run_id in wanted:
+                out[rec.status] = out.get(rec.status, 0) + 1
+        return out
 
     def _tx(self):
         db = self._db

@@ -495,8 +495,9 @@ class SweepOutcome:
     counts: dict
     executed: list[str] = field(default_factory=list)  # run ids run (or continued) by this call
     kept: list[str] = field(default_factory=list)  # finished before this call: not run again
-    failed: list = field(default_factory=list)  # (run_id, error) of every failed run now
+    failed: list = field(default_factory=list)  # (run_id, error) of every failed run of this launch's plan now
     wall_time_s: float = 0.0
+    in_directory: int = 0  # runs the sweep directory's index holds (more than planned after launches with other --only)
 
 
 class _Lock:
@@ -604,6 +605,7 @@ def run_sweep(
                 index.reopen(rec.run_id)
         to_run, finished, skipped = index.plan(run_ids, retry_failed=retry_failed)
         outcome = SweepOutcome(sweep_dir, {}, kept=[r.run_id for r in finished])
+        outcome.in_directory = len(index.records())
         by_id = {r.run_id: r for r in spec.runs}
         interrupted = [r.run_id for r in index.records() if r.run_id in to_run and r.status in ("running", "interrupted")]
         with_ckpt = sum(resume_point(run_dir_of(sweep_dir, r)) is not None for r in interrupted)
@@ -621,8 +623,8 @@ def run_sweep(
         for rec in skipped:
             echo(f"  failed earlier: {rec.run_id}: {rec.error}")
         if not to_run:
-            outcome.counts = index.counts()
-            outcome.failed = [(r.run_id, r.error) for r in index.records() if r.status == "failed"]
+            outcome.counts = index.counts(run_ids)
+            outcome.failed = [(r.run_id, r.error) for r in index.records() if r.status == "failed" and r.run_id in by_id]
             outcome.wall_time_s = time.perf_counter() - start
             return outcome
 
@@ -666,10 +668,10 @@ def run_sweep(
                 if time.monotonic() - shown_at > 10.0 or not in_flight:  # where each run is, from its files
                     shown_at = time.monotonic()
                     status = ", ".join(f"{r} ({_position(run_dir_of(sweep_dir, r), by_id[r])})" for r in sorted(in_flight))
-                    bar.update(task, completed=index.counts()["finished"], status=f"running: {status}" if in_flight else "")
+                    bar.update(task, completed=index.counts(run_ids)["finished"], status=f"running: {status}" if in_flight else "")
         backend.stop()
-        outcome.counts = index.counts()
-        outcome.failed = [(r.run_id, r.error) for r in index.records() if r.status == "failed"]
+        outcome.counts = index.counts(run_ids)
+        outcome.failed = [(r.run_id, r.error) for r in index.records() if r.status == "failed" and r.run_id in by_id]
         outcome.wall_time_s = time.perf_counter() - start
         return outcome
     except BaseException:  # Ctrl-C, SIGTERM, or a bug: the runs in flight keep their checkpoints
