@@ -566,3 +566,33 @@ def test_adopting_needs_no_dataset_for_the_runs_it_adopts(tmp_path, capsys):
     two = write_spec(tmp_path, text.format(seeds=2), name="two.yaml")
     assert main(["--no-progress", "sweep", str(two), "--out", str(tmp_path / "third"), "--adopt", str(archive), "--backend", "sequential"]) == 2
     assert "data.hdf5: no such dataset file" in one_error_line(capsys.readouterr().err) and not (tmp_path / "third").exists()
+
+
+def test_an_only_launch_adopts_the_archives_earlier_seeds_so_its_report_keeps_them(tmp_path, capsys):
+    """One seed per session on fresh machines: `--only '*/seed1' --adopt ARCHIVE` takes in the archive's
+    finished seed 0 too (adopted, never run; seed 2 stays unplanned), so the report of the sweep directory
+    holds both seeds and may replace the archive (a report that lacked seed 0 would be refused)."""
+    import shutil
+
+    from o2o.experiments.report import write_report
+
+    text = ("name: seeds\nseeds: 3\ntasks: [{name: BallCircle, dataset: BallCircle-dsrl-small}]\n"
+            "methods:\n  - {name: bc-safe, kind: pretrain, set: {offline.steps: 20, offline.steps_per_call: 10, offline.eval_every: 20, "
+            "offline.eval_episodes: 1, agent.hidden_dims: [8, 8]}}\n")
+    spec = write_spec(tmp_path, text)
+    first = tmp_path / "first" / "seeds"
+    assert main(["--no-progress", "sweep", str(spec), "--out", str(first), "--only", "*/seed0", "--backend", "sequential"]) == 0
+    archive = write_report([first], tmp_path / "docs/seeds.md")["archives"][0]
+    shutil.rmtree(tmp_path / "first")  # the next session's machine is a fresh one
+    second = tmp_path / "second" / "seeds"
+    capsys.readouterr()
+    assert main(["--no-progress", "sweep", str(spec), "--out", str(second), "--only", "*/seed1", "--adopt", str(archive),
+                 "--backend", "sequential"]) == 0
+    printed = capsys.readouterr().out
+    assert "adopted 1 finished runs" in printed and "not in this spec" not in printed
+    assert "sweep seeds: 1 finished, 0 failed, 0 not finished (of the 1 runs this launch planned; the sweep directory holds 2)" in printed
+    assert _index_status(second) == {"bc-safe/BallCircle/seed0": ("finished", 1), "bc-safe/BallCircle/seed1": ("finished", 1)}
+    assert write_report([second], tmp_path / "docs/seeds.md")["archives"][0] == archive
+    assert sorted(p.name for p in (archive / "runs/bc-safe/BallCircle").iterdir()) == ["seed0", "seed1"]
+    page = (tmp_path / "docs/seeds.md").read_text()
+    assert "only the runs matching `--only '*/seed0'`, `--only '*/seed1'`" in page

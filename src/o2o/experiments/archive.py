@@ -104,8 +104,9 @@ def read_archive_index(path: str | Path):
 
 
 def adopt_archive(archive: str | Path, sweep_dir: str | Path, index, planned_runs, echo=print) -> list[str]:
-    """Record the finished runs of ``archive`` as finished runs of the sweep in ``sweep_dir`` (its
-    ``index`` already holds ``planned_runs``), copying their small files into the sweep's run directories,
+    """Record the finished runs of ``archive`` as finished runs of the sweep in ``sweep_dir`` (``index``;
+    ``planned_runs``: the runs this launch plans plus, with --only, the spec's other runs the archive
+    finished, registered here as they are adopted), copying their small files into the sweep's run directories,
     so the sweep runs only the rest. For a sweep continued on another machine, where the sweep directory
     of an earlier session is gone but its archive was kept.
 
@@ -126,6 +127,7 @@ def adopt_archive(archive: str | Path, sweep_dir: str | Path, index, planned_run
         dest = run_dir_of(sweep_dir, rec.run_id)
         if (current is not None and current.status == "finished") or dest.exists():
             continue
+        index.register([planned[rec.run_id]])  # a run outside --only is not in the index yet
         shutil.copytree(run_dir_of(archive, rec.run_id), dest)
         index.mark_running(rec.run_id, worker=f"adopted from {archive}")
         index.mark_finished(rec.run_id, wall_time_s=rec.wall_time_s, resumed_from=rec.resumed_from, worker=f"adopted from {archive}")

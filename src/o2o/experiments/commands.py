@@ -44,7 +44,8 @@ def add_parsers(sub, add_config_args) -> None:
     p.add_argument("--adopt", metavar="ARCHIVE", action="append", default=[],
                    help="a results archive of this spec (`o2o report` writes PAGE/archive/<sweep>/): its finished runs with "
                    "the same config hash are recorded as finished and not run again (continue a sweep on a machine that lost "
-                   "the sweep directory; those runs keep no checkpoints). Repeatable")
+                   "the sweep directory; those runs keep no checkpoints). With --only, the archive's finished runs outside the "
+                   "patterns are adopted too (never run), so the report keeps them. Repeatable")
     p.add_argument("--only", metavar="GLOB", action="append", default=[],
                    help="run only the runs whose id (<method>/<task>/seed<k>) matches this glob, e.g. 'cql-*/Hopper/*' "
                    "(repeatable); the others are not built or checked, so a task whose dataset this machine lacks can be left "
@@ -128,7 +129,7 @@ def _check_adopt(spec, sweep_dir: Path, archives) -> None:
 
     adoptable = set()
     for archive in archives:
-        adoptable |= {r.run_id for r in check_adoptable(archive, spec.runs)}
+        adoptable |= {r.run_id for r in check_adoptable(archive, spec.runs + spec.adoptable)}
     for run_id, error in spec.deferred.items():
         local = run_dir_of(sweep_dir, run_id)
         if run_id not in adoptable or (local.exists() and not (local / "summary.json").is_file()):

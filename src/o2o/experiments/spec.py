@@ -73,6 +73,9 @@ class SweepSpec:
     # run id -> the error of its config check, for the ``unchecked`` runs (finished in an --adopt archive)
     # whose check failed: harmless if the run is adopted (never run here), the sweep's error if not
     deferred: dict = field(default_factory=dict)
+    # with --only: the spec's other runs that are finished in an --adopt archive. Adopted with the planned
+    # runs (so the sweep directory, and the report that replaces the archive, keep them), never run.
+    adoptable: tuple[PlannedRun, ...] = ()
 
     @property
     def sha256(self) -> str:
@@ -180,7 +183,8 @@ def parse_spec(
     (so a task whose dataset is not on this machine can be left out), and a pattern that matches no run
     of the spec is refused. ``unchecked``: run ids (the finished runs of ``--adopt`` archives) whose failed
     config check goes to ``SweepSpec.deferred`` instead of raising: a run adopted is never run here, so
-    its dataset or pre-trained run need not be on this machine."""
+    its dataset or pre-trained run need not be on this machine. Those outside ``only`` are built too, into
+    ``SweepSpec.adoptable``: a launch that runs one seed keeps the archive's earlier ones."""
     where = _Where(source, text)
     _check_keys(data, SPEC_KEYS, where, (), "sweep spec")
     for required in ("methods", "tasks"):
@@ -198,6 +202,7 @@ def parse_spec(
     cli = _cli_overrides(cli_overrides)
 
     runs: list[PlannedRun] = []
+    adoptable: list[PlannedRun] = []  # outside --only, finished in an --adopt archive
     seen: dict[str, tuple] = {}
     all_ids: list[str] = []
     matched: set[str] = set()
@@ -216,11 +221,13 @@ def parse_spec(
                         raise where.error(("methods", mi), f"run '{run_id}' is planned twice; give each method a distinct name and each seed once")
                     seen[run_id] = ()
                     all_ids.append(run_id)
+                    outside = False
                     if only:
                         hits = [pattern for pattern in only if fnmatch.fnmatchcase(run_id, pattern)]
-                        if not hits:
-                            continue
                         matched.update(hits)
+                        outside = not hits
+                        if outside and run_id not in unchecked:
+                            continue
                     cfg = _build(kind, method, task, seed, where, mi)
                     layers = [
                         (("set",), common),
@@ -247,7 +254,9 @@ def parse_spec(
 
                     plain = to_dict(cfg)
                     group = f"{method.name}/{task.name}" + (f"/{variant_hash}" if variant else "") if method.vectorize_seeds else ""
-                    runs.append(PlannedRun(run_id, method.name, task.name, seed, label, method.kind, plain, config_hash(method.kind, plain), group))
+                    (adoptable if outside else runs).append(
+                        PlannedRun(run_id, method.name, task.name, seed, label, method.kind, plain, config_hash(method.kind, plain), group)
+                    )
     for pattern in only:
         if pattern not in matched:
             raise ConfigError(f"--only '{pattern}' matches none of the {len(all_ids)} runs of {source} "
@@ -264,6 +273,7 @@ def parse_spec(
         cli_overrides=cli,
         only=tuple(only),
         deferred=deferred,
+        adoptable=tuple(adoptable),
     )
 
 

@@ -565,7 +565,7 @@ def run_sweep(
     ``defer_eval``: pre-training runs train without evaluating on the live task and keep every
     checkpoint (``o2o eval SWEEP_DIR --record`` evaluates them later, where the simulator is).
     ``adopt``: results archives whose finished runs of this spec are recorded as finished first
-    (``o2o.experiments.archive.adopt_archive``)."""
+    (``o2o.experiments.archive.adopt_archive``), those outside ``--only`` too (``spec.adoptable``)."""
     from o2o.runs.checkpoint import write_text_atomic
 
     sweep_dir = Path(sweep_dir)
@@ -580,11 +580,15 @@ def run_sweep(
     try:
         launched_before = bool(index.records())
         index.register(spec.runs)
+        adopted_patterns: set[str] = set()  # the --only of the archives whose runs outside this launch's --only were adopted
         if adopt:
-            from o2o.experiments.archive import adopt_archive
+            from o2o.experiments.archive import adopt_archive, read_archive_index
 
+            planned_ids = {r.run_id for r in spec.runs}
             for archive in adopt:
-                adopt_archive(archive, sweep_dir, index, spec.runs, echo=echo)
+                outside = [i for i in adopt_archive(archive, sweep_dir, index, spec.runs + spec.adoptable, echo=echo) if i not in planned_ids]
+                if outside:
+                    adopted_patterns |= set(json.loads(read_archive_index(archive)[0].get("only") or "[]") or outside)
         write_text_atomic(sweep_dir / SPEC_COPY, spec.text)
         meta = index.meta()
         # the --only patterns of the launches so far, so that a report says the sweep holds part of its spec;
@@ -592,7 +596,7 @@ def run_sweep(
         # --only existed counts as whole)
         earlier = json.loads(meta.get("only") or "[]")
         whole = not spec.only or (launched_before and not earlier)
-        only = [] if whole else sorted(set(earlier) | set(spec.only))
+        only = [] if whole else sorted(set(earlier) | set(spec.only) | adopted_patterns)
         index.set_meta(
             name=spec.name, spec_source=str(spec.path or ""), spec_sha256=spec.sha256, cli_overrides=json.dumps(list(spec.cli_overrides)),
             created_at=meta.get("created_at", time.strftime("%Y-%m-%d %H:%M:%S")), updated_at=time.strftime("%Y-%m-%d %H:%M:%S"),
