@@ -13,7 +13,9 @@ fine-tuning table).
 Every panel reads one `o2o sweep` directory (the table ``PANELS`` below names it and the spec that
 made it), or, where that directory is not on this machine, the results archive `o2o report` wrote beside
 the sweep's page (docs/results/<name>/archive/<name>: every finished run's metrics, no checkpoints); only finished runs count (those with a summary.json), and a panel whose sweep has none says
-"not run". Curves: mean and 95% Student-t interval over seeds (``o2o.experiments.aggregate.curve``),
+"not run", or, where the sweep's page exists but neither its directory nor an archive does (sweeps run
+before archives existed, on machines since gone), that its data is not on this machine.
+`--rows sac` draws one row (e.g. the O2SAC panels run after the full figure was made). Curves: mean and 95% Student-t interval over seeds (``o2o.experiments.aggregate.curve``),
 x = online env steps. The pre-trained line is the mean of the pre-trained runs' own final evaluations
 (their summary.json), the runs every seed of the panel starts from.
 """
@@ -86,6 +88,15 @@ def table_row(sweep: Path, row: str, dataset: str) -> str | None:
     return f"| {ROWS[row].split()[0]} | {dataset} | {n[0]} | " + " | ".join(cells) + f" | `{sweep.name}` |"
 
 
+def missing_why(name: str | None, pages: Path = Path("docs/results")) -> str:
+    """What a panel without runs says: not run, or run but its data is not here (its page exists)."""
+    if not name:
+        return "no spec yet"
+    if (pages / f"{name}.md").is_file():
+        return f"run, but its data is not\non this machine (page:\n{pages}/{name}.md)"
+    return f"not run\n({name}.yaml)"
+
+
 def draw_panel(ax, sweep: Path, row: str) -> list[str]:
     """Plot one panel; return the lines of its text summary."""
     from o2o.experiments.report import finetune_stats
@@ -112,15 +123,20 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sweeps", type=Path, default=Path("runs/sweeps"), help="the directory holding the sweep directories")
     p.add_argument("--out", type=Path, default=Path("docs/figures/ocr_overview.png"))
+    p.add_argument("--rows", default=",".join(ROWS), help=f"the rows to draw, comma-separated (default: all, {','.join(ROWS)})")
     args = p.parse_args(argv)
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown or not rows:
+        p.error(f"--rows: unknown row {unknown[0] if unknown else repr(args.rows)}; choose from {', '.join(ROWS)}")
 
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(ROWS), len(COLS), figsize=(4.2 * len(COLS), 3.2 * len(ROWS)), squeeze=False)
-    for i, row in enumerate(ROWS):
+    fig, axes = plt.subplots(len(rows), len(COLS), figsize=(4.2 * len(COLS), 3.2 * len(rows) + (0.4 if len(rows) == 1 else 0)), squeeze=False)
+    for i, row in enumerate(rows):
         for j, dataset in enumerate(COLS):
             ax = axes[i, j]
             name = PANELS.get((row, dataset))
@@ -128,22 +144,22 @@ def main(argv=None) -> int:
             lines = draw_panel(ax, sweep, row) if sweep else []
             ax.set_title(f"{ROWS[row].split()[0]} - {dataset}", fontsize=10)
             if not lines:
-                why = f"not run\n({name}.yaml)" if name else "no spec yet"
-                ax.text(0.5, 0.5, why, ha="center", va="center", transform=ax.transAxes, color="gray")
+                why = missing_why(name)
+                ax.text(0.5, 0.5, why, ha="center", va="center", transform=ax.transAxes, color="gray", fontsize=9)
                 ax.set_xticks([])
                 ax.set_yticks([])
                 print(f"{row} {dataset}: {why.splitlines()[0]}")
                 continue
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7, loc="best")
-            if i == len(ROWS) - 1 or (i + 1, j) not in PANELS:
+            if i == len(rows) - 1:
                 ax.set_xlabel("online env steps (thousands)")
-            if j == 0:
+            if not any(a.get_ylabel() for a in axes[i, :j]):  # the row's first drawn panel
                 ax.set_ylabel("D4RL-normalised score")
             print(f"{row} {dataset} ({sweep}): " + "; ".join(lines))
     print("\n| algorithm | dataset | seeds (full method) | full method | naive | from scratch | sweep |")
     print("|---|---|---|---|---|---|---|")
-    for row in ROWS:
+    for row in rows:
         for dataset in COLS:
             name = PANELS.get((row, dataset))
             sweep = find_sweep(args.sweeps, name)
@@ -153,8 +169,8 @@ def main(argv=None) -> int:
                     print(line)
     print("\n(each cell: start / lowest in the first 10% of the online budget / final / online mean, D4RL-normalised,"
           " mean over seeds)")
-    fig.suptitle("OCR-CFT on the generated datasets, reduced budgets: O2SAC / O2TD3 / O2PPO vs naive fine-tuning vs from scratch "
-                 "(mean and 95% t-interval over seeds)")
+    fig.suptitle(f"OCR-CFT on the generated datasets, reduced budgets: {' / '.join(ROWS[r].split()[0] for r in rows)} vs naive "
+                 "fine-tuning vs from scratch (mean and 95% t-interval over seeds)")
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=110)
