@@ -586,6 +586,11 @@ def test_an_only_launch_adopts_the_archives_earlier_seeds_so_its_report_keeps_th
     shutil.rmtree(tmp_path / "first")  # the next session's machine is a fresh one
     second = tmp_path / "second" / "seeds"
     capsys.readouterr()
+    assert main(["sweep", str(spec), "--out", str(second), "--only", "*/seed1", "--adopt", str(archive), "--dry-run"]) == 0
+    dry = capsys.readouterr().out
+    assert "1 runs planned" in dry and "1 more outside --only, finished in the --adopt archives" in dry and not second.exists()
+    assert re.search(r"seed0 .* adopted from the archive at launch .* \[outside --only\]", dry) and "seed2" not in dry
+    assert re.search(r"seed1 .* new", dry)
     assert main(["--no-progress", "sweep", str(spec), "--out", str(second), "--only", "*/seed1", "--adopt", str(archive),
                  "--backend", "sequential"]) == 0
     printed = capsys.readouterr().out

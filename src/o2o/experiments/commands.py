@@ -120,7 +120,7 @@ def _archived_finished(archives) -> frozenset:
     return frozenset(ids)
 
 
-def _check_adopt(spec, sweep_dir: Path, archives) -> None:
+def _check_adopt(spec, sweep_dir: Path, archives) -> set[str]:
     """Each --adopt archive must hold this spec's runs (``check_adoptable``), and a run whose config check
     failed but was deferred (finished in an archive) must be one that is adopted, i.e. never run here:
     else its check's error is the sweep's, before anything is written."""
@@ -134,6 +134,7 @@ def _check_adopt(spec, sweep_dir: Path, archives) -> None:
         local = run_dir_of(sweep_dir, run_id)
         if run_id not in adoptable or (local.exists() and not (local / "summary.json").is_file()):
             raise ConfigError(error)
+    return adoptable
 
 
 def cmd_sweep(args) -> int:
@@ -149,9 +150,9 @@ def cmd_sweep(args) -> int:
 
         os.environ.update(thread_env(args.threads_per_worker or len(available_cpus())))
     spec, sweep_dir, overrides = _resolve_spec(args)
-    _check_adopt(spec, sweep_dir, args.adopt)  # a wrong archive is refused before anything is written
+    adoptable = _check_adopt(spec, sweep_dir, args.adopt)  # a wrong archive is refused before anything is written
     if args.dry_run:
-        return _dry_run(spec, sweep_dir)
+        return _dry_run(spec, sweep_dir, adoptable)
     backend = make_backend(args.backend, workers=args.workers, threads=args.threads_per_worker, address=args.address, pin=not args.no_pin)
     try:
         outcome = run_sweep(spec, sweep_dir, backend=backend, retry_failed=args.retry_failed, progress=not args.no_progress,
@@ -177,18 +178,25 @@ def cmd_sweep(args) -> int:
     return 1 if outcome.failed else 0
 
 
-def _dry_run(spec, sweep_dir: Path) -> int:
+def _dry_run(spec, sweep_dir: Path, adoptable: set[str] = frozenset()) -> int:
     from o2o.experiments.index import INDEX_FILE, read_index
+    from o2o.experiments.sweep import run_dir_of
 
     status = {}
     if (sweep_dir / INDEX_FILE).is_file():
         _, records = read_index(sweep_dir)
         status = {r.run_id: (r.status, r.config_hash) for r in records}
-    print(f"sweep {spec.name}: {len(spec.runs)} runs planned -> {sweep_dir}/runs/")
-    for run in spec.runs:
+    outside = {r.run_id for r in spec.adoptable}
+    print(f"sweep {spec.name}: {len(spec.runs)} runs planned -> {sweep_dir}/runs/"
+          + (f"; {len(outside)} more outside --only, finished in the --adopt archives" if outside else ""))
+    for run in spec.runs + spec.adoptable:
         st, h = status.get(run.run_id, ("new", run.config_hash))
         if h != run.config_hash:
             st = "CONFIG DIFFERS from the recorded run (refused at launch)"
+        elif st != "finished" and run.run_id in adoptable and not run_dir_of(sweep_dir, run.run_id).exists():
+            st = "adopted from the archive at launch (finished there; not run)"
+        if run.run_id in outside:
+            st += " [outside --only]"
         print(f"  {run.run_id:<40} {run.kind:<9} hash {run.config_hash}  {st}" + (f"  [{run.variant}]" if run.variant else "")
               + (f"  (one program with the other seeds of {run.group})" if run.group else ""))
     print("outputs: none written (dry run)")
