@@ -15,8 +15,8 @@ made it), or, where that directory is not on this machine, the results archive `
 the sweep's page (docs/results/<name>/archive/<name>: every finished run's metrics, no checkpoints); only finished runs count (those with a summary.json), and a panel whose sweep has none says
 "not run", or, where the sweep's page exists but neither its directory nor an archive does (sweeps run
 before archives existed, on machines since gone), that its data is not on this machine.
-`--rows sac` draws one row (e.g. the O2SAC panels run after the full figure was made). Curves: mean and 95% Student-t interval over seeds (``o2o.experiments.aggregate.curve``),
-x = online env steps. The pre-trained line is the mean of the pre-trained runs' own final evaluations
+`--rows sac` draws one row (e.g. the O2SAC panels run after the full figure was made). Curves: mean
+and 95% Student-t interval over seeds (``o2o.experiments.aggregate.curve``), x = online env steps. The pre-trained line is the mean of the pre-trained runs' own final evaluations
 (their summary.json), the runs every seed of the panel starts from.
 """
 
