@@ -299,11 +299,12 @@ def test_cpq_ood_term_raises_the_cost_critic_on_policy_actions():
     params = cost_critic.init(jax.random.PRNGKey(0), batch["observations"], batch["actions"])
     apply_fn = cost_critic.apply
     actions = jax.random.uniform(jax.random.PRNGKey(3), (128, 10, 2), minval=-1.0, maxval=1.0)  # "policy" samples
-    mask = jnp.ones((128, 10))
+    pairs = (jnp.repeat(batch["observations"], 10, axis=0), actions.reshape(-1, 2))  # (state, action) pairs
+    mask = jnp.ones((128 * 10,))
 
     @jax.jit
     def grads(weight):
-        return jax.grad(lambda p: cpq.cost_critic_loss(p, apply_fn, batch, target_qc, actions, mask, weight)[0])(params)
+        return jax.grad(lambda p: cpq.cost_critic_loss(p, apply_fn, batch, target_qc, *pairs, mask, weight)[0])(params)
 
     g0, g1 = grads(0.0), grads(1.0)
     difference = sum(float(jnp.abs(a - b).sum()) for a, b in zip(jax.tree_util.tree_leaves(g0), jax.tree_util.tree_leaves(g1)))
@@ -333,10 +334,12 @@ def test_cpq_hinge_ood_term_pushes_only_the_actions_below_the_cap():
     mask = (jax.random.uniform(jax.random.PRNGKey(4), (64, 6)) < 0.5).astype(jnp.float32)
     qc_ood = cql.q_many(apply_fn, params, batch["observations"], actions)  # [2, 64, 6]
 
+    pairs = (jnp.repeat(batch["observations"], 6, axis=0), actions.reshape(-1, 2))  # (state, action) pairs
+
     def grads(weight, m=mask, cap=None, scale=1.0):
         def loss(p):
-            full, _ = cpq.cost_critic_loss(p, apply_fn, batch, target_qc, actions, m, weight, cap)
-            bellman, _ = cpq.cost_critic_loss(p, apply_fn, batch, target_qc, actions, m, 0.0)
+            full, _ = cpq.cost_critic_loss(p, apply_fn, batch, target_qc, *pairs, m.reshape(-1), weight, cap)
+            bellman, _ = cpq.cost_critic_loss(p, apply_fn, batch, target_qc, *pairs, m.reshape(-1), 0.0)
             return bellman + scale * (full - bellman)  # the Bellman part, plus the OOD part scaled
         return jax.tree_util.tree_leaves(jax.grad(loss)(params))
 
@@ -362,6 +365,40 @@ def test_cpq_hinge_ood_term_pushes_only_the_actions_below_the_cap():
         assert want is not None, "every critic-ensemble parameter has a leading ensemble axis"
         np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-6)
         assert not np.allclose(np.asarray(got), np.asarray(base))
+
+
+@pytest.mark.parametrize("data_quantile", [None, 0.9])
+def test_cpq_ood_set_is_the_quantile_rule_over_all_candidates(data_quantile):
+    """ood_actions returns only the top-KL candidates (the only ones the batch-quantile rule can flag):
+    the pairs it flags are exactly those the rule flags among all B x M policy samples."""
+    data = bandit_dataset(96)
+    cfg = cpq.CPQConfig(hidden_dims=(16, 16), vae_hidden_dims=(16, 16), num_ood_actions=7, ood_data_quantile=data_quantile)
+    state = cpq.init(jax.random.PRNGKey(0), 2, 2, cfg)
+    batch = {k: jnp.asarray(v) for k, v in replay_dataset_dict(data).items()}
+    key = jax.random.PRNGKey(5)
+    obs, actions, mask = cpq.ood_actions(state, batch["observations"], key, batch["actions"])
+    # the rule applied to every candidate, from the same samples
+    all_actions, _ = cql.sample_actions(state.actor, batch["observations"], jax.random.split(key)[0], 7)
+    all_obs = jnp.repeat(batch["observations"], 7, axis=0)
+    all_actions = all_actions.reshape(-1, 2)
+    kl = vae_kl(state.vae.params, state.vae.apply_fn, all_obs, all_actions)
+    flagged = kl >= jnp.quantile(kl, cfg.ood_quantile)
+    if data_quantile is not None:
+        kl_data = vae_kl(state.vae.params, state.vae.apply_fn, batch["observations"], batch["actions"])
+        flagged = flagged & (kl >= jnp.quantile(kl_data, data_quantile))
+    assert actions.shape == (cpq.flagged_count(96 * 7, 0.75), 2) and obs.shape == (actions.shape[0], 2)
+    want = {tuple(np.round(np.r_[o, a], 6)) for o, a in zip(np.asarray(all_obs)[np.asarray(flagged)],
+                                                            np.asarray(all_actions)[np.asarray(flagged)])}
+    got = {tuple(np.round(np.r_[o, a], 6)) for o, a in zip(np.asarray(obs)[np.asarray(mask) > 0],
+                                                          np.asarray(actions)[np.asarray(mask) > 0])}
+    assert len(want) > 0 and got == want
+
+
+def test_flagged_count_matches_jnp_quantile():
+    for n in (4, 10, 97, 5120):
+        values = jax.random.normal(jax.random.PRNGKey(n), (n,))
+        for q in (0.0, 0.5, 0.75, 0.9, 1.0):
+            assert cpq.flagged_count(n, q) == int((values >= jnp.quantile(values, q)).sum()), (n, q)
 
 
 def test_cpq_vae_flags_out_of_distribution_actions():

@@ -1,10 +1,13 @@
 """`o2o pretrain`: runs end to end on a small dataset and refuses bad input before training."""
 
+import json
+
 import h5py
 import numpy as np
 import pytest
 
 from o2o.cli import main
+from o2o.data import load_hdf5, sha256_data
 
 
 def write(path, n=400, obs=8, act=2, costs=True, seed=0):
@@ -33,6 +36,11 @@ def test_pretrain_runs_and_resumes(tmp_path, capsys):
     stdout = capsys.readouterr().out
     assert "final_eval_return" in stdout and stdout.strip().splitlines()[-1].startswith(f"outputs: {out}")
     assert (out / "checkpoints").exists() and (out / "summary.json").exists()
+    # the summary names the transitions it trained on (the checksum `o2o data inspect` prints)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["dataset_sha256"] == sha256_data(load_hdf5(data))
+    write(tmp_path / "other.hdf5", seed=1)
+    assert summary["dataset_sha256"] != sha256_data(load_hdf5(tmp_path / "other.hdf5"))
 
 
 @pytest.mark.parametrize(

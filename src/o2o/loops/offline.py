@@ -134,7 +134,7 @@ class OfflineData:
     every trainer (agent initialisation, evaluation, checkpoint contents)."""
 
     def __init__(self, cfg, *, dataset=None):
-        from o2o.data import load_hdf5
+        from o2o.data import load_hdf5, sha256_data
         from o2o.envs import get_task
         from o2o.loops.datagen import resolve_dataset
 
@@ -151,6 +151,9 @@ class OfflineData:
             dataset = load_hdf5(path, task=self.task, require_costs=self.spec.safe)
         else:
             _check_dataset(dataset, self.task, self.spec.safe, cfg.dataset)
+        # which transitions the run trained on: a dataset name can stand for different files (a dataset
+        # regenerated on another machine or by another code version), the checksum cannot (summary.json)
+        self.dataset_sha256 = sha256_data(dataset)
         self.cost_limit = cfg.cost_limit if cfg.cost_limit is not None else self.task.cost_limit
         if self.spec.safe:
             if self.cost_limit is None or self.cost_limit <= 0:
@@ -520,6 +523,7 @@ def _run_seeds(trainer, cfgs, out_dirs: list[Path], *, resume: bool, progress: b
             "algo": trainer.cfg.algo,
             "task": trainer.task.name,
             "dataset": trainer.cfg.dataset,
+            "dataset_sha256": trainer.data.dataset_sha256,  # the transitions' checksum (o2o data inspect)
             "seed": seed,
             "cost_limit": trainer.cost_limit,
             "steps": trainer.counters["steps"],
