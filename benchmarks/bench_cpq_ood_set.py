@@ -38,7 +38,6 @@ def ood_actions_all(state, observations, key, dataset_actions=None):
     import jax
     import jax.numpy as jnp
 
-    from o2o.agents import cpq
     from o2o.agents.cql import sample_actions
     from o2o.nn.vae import vae_kl
 
@@ -54,7 +53,6 @@ def ood_actions_all(state, observations, key, dataset_actions=None):
         flagged = flagged & (kl >= jnp.quantile(vae_kl(state.vae.params, state.vae.apply_fn, observations, dataset_actions),
                                                 cfg.ood_data_quantile))
     assert cfg.num_random_ood_actions == 0 and cfg.ood_detection == "vae", "the benchmark's preset only"
-    del cpq
     return obs, jax.lax.stop_gradient(actions), flagged.astype(jnp.float32)
 
 

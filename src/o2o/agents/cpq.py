@@ -296,8 +296,9 @@ def ood_actions(state: CPQState, observations, key, dataset_actions=None) -> tup
     (``flagged_count``), so only those are returned (``jax.lax.top_k`` by KL): the cost critic is then
     evaluated on a quarter of the candidates instead of all of them (and differentiated through them),
     which is the same loss and gradient, since the others enter with mask 0, at 1.6x the updates/s of
-    CPQ's preset on a 2-core CPU (benchmarks/bench_cpq_ood_set.py, docs/benchmarks.md). (Were several KLs tied exactly at the quantile, top_k would
-    keep only as many as fit; with continuous KLs that has probability 0.)"""
+    CPQ's preset on a 2-core CPU (benchmarks/bench_cpq_ood_set.py, docs/benchmarks.md). (Were several
+    KLs tied exactly at the quantile, top_k would keep only as many as fit; with continuous KLs that has
+    probability 0.)"""
     cfg = state.config
     policy_key, random_key = jax.random.split(key)
     actions, _ = sample_actions(state.actor, observations, policy_key, cfg.num_ood_actions)  # [B, M, A]
