@@ -31,17 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def discounted_to_go(values: np.ndarray, episode_ends: np.ndarray, gamma: float) -> np.ndarray:
-    """Per step, the discounted sum of ``values`` from that step to its episode's end."""
-    out = np.zeros(len(values), np.float64)
-    acc = 0.0
-    for i in range(len(values) - 1, -1, -1):
-        if episode_ends[i]:
-            acc = 0.0
-        acc = float(values[i]) + gamma * acc
-        out[i] = acc
-    return out
+from o2o.bridge.reeval import monte_carlo_returns  # per step, the discounted sum to the episode's end
 
 
 def check(run: Path, episodes: int) -> dict:
@@ -68,8 +58,8 @@ def check(run: Path, episodes: int) -> dict:
     actions = jnp.asarray(rollout.actions)
     qc = np.asarray(reduce_costs(state.cost_critic.apply_fn(state.cost_critic.params, obs, actions), cfg.cost_reduce))
     q = np.asarray(state.critic.apply_fn(state.critic.params, obs, actions).min(axis=0))
-    mc_cost = discounted_to_go(rollout.costs, ends, cfg.gamma)
-    mc_return = cfg.reward_scale * discounted_to_go(rollout.rewards, ends, cfg.gamma)
+    mc_cost = monte_carlo_returns(rollout.costs, rollout.terminals, rollout.timeouts, cfg.gamma)
+    mc_return = cfg.reward_scale * monte_carlo_returns(rollout.rewards, rollout.terminals, rollout.timeouts, cfg.gamma)
     # steps in the first half of their episode (the MC sums there see at least half the horizon)
     index_in_episode = np.zeros(len(ends), int)
     for i in range(1, len(ends)):
@@ -101,9 +91,13 @@ def main() -> None:
     from o2o.errors import O2OError
 
     try:
-        rows = [check(run, args.episodes) for run in args.runs]
-    except O2OError as e:  # not a run, no checkpoint, no cost critic: one line, not a traceback
+        report(args)
+    except O2OError as e:  # not a run, no checkpoint, no cost critic, unknown dataset: one line, not a traceback
         raise SystemExit(f"cpq_critic_check: {e}") from None
+
+
+def report(args) -> None:
+    rows = [check(run, args.episodes) for run in args.runs]
     print("(first half of each episode; l = " + f"{rows[0]['l']:.2f}; Qc = the cost critics' aggregated value on (s, pi(s)); "
           "MC = the discounted sum of the episode's own costs / scaled rewards from that step)\n")
     print("| run | step | return | cost | Qc(s, pi(s)) | MC cost-to-go | critic: unsafe | MC: unsafe | Q(s, pi(s)) | MC return (x reward scale) |")
@@ -119,9 +113,8 @@ def main() -> None:
 
         cfg = load_pretrained(args.runs[0]).config.agent
         data = load_hdf5(resolve_dataset(args.dataset))
-        ends = data.terminals | data.timeouts
-        mc_cost = discounted_to_go(data.costs, ends, cfg.gamma)
-        mc_return = cfg.reward_scale * discounted_to_go(data.rewards, ends, cfg.gamma)
+        mc_cost = monte_carlo_returns(data.costs, data.terminals, data.timeouts, cfg.gamma)
+        mc_return = cfg.reward_scale * monte_carlo_returns(data.rewards, data.terminals, data.timeouts, cfg.gamma)
         print(f"\n{args.dataset} (transitions sha256 {sha256_data(data)[:16]}), the behaviour's own values over its "
               f"{data.num_transitions} transitions: MC cost-to-go mean {mc_cost.mean():.2f}, median {np.median(mc_cost):.2f}, "
               f"{100 * (mc_cost <= rows[0]['l']).mean():.0f}% <= l; MC return x {cfg.reward_scale} mean {mc_return.mean():.2f}")
