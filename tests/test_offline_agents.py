@@ -322,6 +322,66 @@ def test_cpq_ood_term_raises_the_cost_critic_on_policy_actions():
     assert ood_qc_after_sgd_step(g1) - before > ood_qc_after_sgd_step(g0) - before + 1e-4
 
 
+def test_cpq_reward_cql_term_against_a_hand_computed_case():
+    """Two critics Q_i(s, a) = v_i . a on one state: the loss is the Bellman error plus alpha_r times the
+    importance-sampled log-sum-exp minus Q(data), summed over critics, computed here with numpy."""
+    v = np.array([[1.0, -2.0], [0.5, 0.25]], np.float32)
+
+    def apply_fn(params, obs, act):
+        return (params["v"] @ act.T) + 0.0 * obs.sum(-1)  # [K, rows]
+
+    obs, data_action, target = jnp.zeros((1, 3)), jnp.asarray([[0.2, -0.4]]), jnp.asarray([0.3])
+    samples = {
+        "random_actions": jnp.asarray([[[0.5, 0.5], [-1.0, 0.0]]]),
+        "current_actions": jnp.asarray([[[0.1, 0.9], [0.0, -0.5]]]),
+        "current_log_probs": jnp.asarray([[-1.0, 0.5]]),
+        "next_actions": jnp.asarray([[[0.3, -0.2], [-0.6, 0.6]]]),
+        "next_log_probs": jnp.asarray([[0.2, -0.3]]),
+    }
+    loss, info = cpq.conservative_critic_loss({"v": jnp.asarray(v)}, apply_fn, obs, data_action, target, samples, 2.0)
+    expected = 0.0
+    for vi in v:
+        q_data = float(vi @ np.array([0.2, -0.4]))
+        parts = [vi @ np.array(a) - 2 * math.log(0.5) for a in ([0.5, 0.5], [-1.0, 0.0])]
+        parts += [vi @ np.array(a) - lp for a, lp in (([0.3, -0.2], 0.2), ([-0.6, 0.6], -0.3))]
+        parts += [vi @ np.array(a) - lp for a, lp in (([0.1, 0.9], -1.0), ([0.0, -0.5], 0.5))]
+        lse = math.log(sum(math.exp(p) for p in parts))
+        expected += (q_data - 0.3) ** 2 + 2.0 * (lse - q_data)
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    plain, _ = cpq.critic_loss({"v": jnp.asarray(v)}, apply_fn, obs, data_action, target)
+    zero, _ = cpq.conservative_critic_loss({"v": jnp.asarray(v)}, apply_fn, obs, data_action, target, samples, 0.0)
+    assert float(zero) == pytest.approx(float(plain))
+
+
+def test_cpq_reward_cql_option_lowers_reward_values_off_the_data_and_leaves_the_cost_critic():
+    data = bandit_dataset(256)
+    batch = {k: jnp.asarray(v) for k, v in replay_dataset_dict(data).items()}
+    batch["next_observations"] = batch["observations"]
+    base = dict(hidden_dims=(32, 32), vae_hidden_dims=(16, 16), batch_size=256, actor_lr=3e-4)
+    states = {alpha: cpq.init(jax.random.PRNGKey(0), 2, 2, cpq.CPQConfig(**base, reward_cql_alpha=alpha)) for alpha in (0.0, 1.0)}
+    keys = jax.random.split(jax.random.PRNGKey(1), 150)
+    after_one = {}
+    for alpha, state in states.items():
+        step = jax.jit(cpq.update)
+        after_one[alpha], _ = step(state, batch, keys[0])
+        for key in keys:
+            state, info = step(state, batch, key)
+        states[alpha] = state
+    # one update: the cost critic, VAE and OOD weight are the same with and without the option
+    for a, b in zip(jax.tree_util.tree_leaves((after_one[0.0].cost_critic.params, after_one[0.0].vae.params)),
+                    jax.tree_util.tree_leaves((after_one[1.0].cost_critic.params, after_one[1.0].vae.params))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert not np.allclose(np.asarray(jax.tree_util.tree_leaves(after_one[0.0].critic.params)[0]),
+                           np.asarray(jax.tree_util.tree_leaves(after_one[1.0].critic.params)[0]))
+    uniform = jax.random.uniform(jax.random.PRNGKey(7), (256, 10, 2), minval=-1.0, maxval=1.0)
+
+    def gap(state):  # mean reward value of uniform actions minus that of the data's actions
+        q_unif = cql.q_many(state.critic.apply_fn, state.critic.params, batch["observations"], uniform).mean()
+        return float(q_unif - state.critic.apply_fn(state.critic.params, batch["observations"], batch["actions"]).mean())
+
+    assert gap(states[1.0]) < gap(states[0.0]) - 0.05, (gap(states[0.0]), gap(states[1.0]))
+
+
 def test_cpq_hinge_ood_term_pushes_only_the_actions_below_the_cap():
     """ood_penalty=hinge: -w E_nu[min(Qc, c)]. An OOD action whose cost value is already above c gets no
     push; the others get the linear term's push (mean over all flagged actions, as in the linear term)."""

@@ -63,6 +63,13 @@ per-parameter normalisation keeps even a small consistent gradient moving, so Qc
 rise without bound and the cost target bootstraps through it (the policy's next actions are often
 the flagged ones). An OOD action needs a cost value above l to be excluded, not an unbounded one.
 
+Another option (off by default): ``reward_cql_alpha`` > 0 adds CQL(H)'s regulariser to the reward critics,
+alpha_r E_s[logsumexp_a Q_i(s,a) - Q_i(s,a_data)] (Kumar et al. 2020, eq. 4, the importance-sampled
+log-sum-exp of CQL's code). CPQ keeps only the cost critic conservative and relies on OOD actions being
+flagged costly to cut their reward bootstrap; actions the VAE rule does not flag get no such protection.
+On the generated BallCircle data the policies then sit on actions whose reward value is 32-275x their
+Monte-Carlo return (docs/results.md, the third CPU test).
+
 Another option (off by default): ``clip_targets`` clips both critic targets to the range a discounted sum of
 the dataset's per-step values can take (``value_bounds``). At OSRL's 100k steps on the generated
 BallCircle data both critics diverge far outside that range once w reaches its floor
@@ -82,7 +89,7 @@ from flax.training.train_state import TrainState
 
 from o2o.agents import sac
 from o2o.agents.common import adam
-from o2o.agents.cql import sample_actions
+from o2o.agents.cql import cql_gap, cql_logsumexp, cql_samples, q_many, sample_actions
 from o2o.agents.sac_lag import reduce_costs
 from o2o.errors import ConfigError
 from o2o.nn import CriticEnsemble, TanhGaussianActor, polyak_update, tanh_gaussian_sample, shared_module
@@ -146,6 +153,14 @@ class CPQConfig:
         metadata={"help": "clip the reward and cost critic targets to the values a discounted sum of the dataset's "
                   "per-step rewards / costs can take (reward_range, cost_range; o2o, not in OSRL or the paper)"},
     )
+    reward_cql_alpha: float = field(
+        default=0.0,
+        metadata={"help": "weight of a CQL(H) regulariser on the reward critics, alpha_r E_s[logsumexp_a Q - Q(s,a_data)]; "
+                  "0 = CPQ's unregularised reward critic (o2o, not in the paper)"},
+    )
+    reward_cql_n_actions: int = field(
+        default=10, metadata={"help": "actions per state from each log-sum-exp source with reward_cql_alpha (CQL: 10)"}
+    )
     reward_range: tuple[float, float] | None = field(
         default=None, metadata={"help": "per-step reward range for clip_targets; None = the dataset's min and max"}
     )
@@ -158,6 +173,10 @@ class CPQConfig:
             raise ConfigError(f"horizon must be >= 1, got {self.horizon}")
         if self.init_temperature < 0 or (self.auto_temperature and self.init_temperature <= 0):
             raise ConfigError("init_temperature must be >= 0, and > 0 with auto_temperature (it is learned in log space)")
+        if self.reward_cql_alpha < 0 or self.reward_cql_n_actions < 1:
+            raise ConfigError(
+                f"reward_cql_alpha must be >= 0 and reward_cql_n_actions >= 1, got {self.reward_cql_alpha}, {self.reward_cql_n_actions}"
+            )
         if self.init_ood_weight <= 0:
             raise ConfigError(f"init_ood_weight must be > 0, got {self.init_ood_weight}")
         for name in ("ood_quantile", "ood_data_quantile"):
@@ -275,6 +294,27 @@ def critic_loss(critic_params, apply_fn, observations, actions, target) -> tuple
     q = apply_fn(critic_params, observations, actions)  # [num_critics, B]
     loss = ((q - target[None]) ** 2).mean(axis=1).sum()
     return loss, {"critic_loss": loss, "q_mean": q.mean()}
+
+
+def conservative_critic_loss(critic_params, apply_fn, observations, actions, target, samples: dict, weight) -> tuple[jax.Array, dict]:
+    """sum_i [ E_D[(Q_i(s,a) - y)^2] + alpha_r E_s[logsumexp_a Q_i(s,a) - Q_i(s,a_data)] ]: the reward critic
+    loss with CQL(H)'s regulariser (importance-sampled log-sum-exp over uniform, pi(.|s) and pi(.|s')
+    actions, ``cql.cql_samples``), which lowers the reward value of actions the data does not take."""
+    q_data = apply_fn(critic_params, observations, actions)  # [K, B]
+    bellman = ((q_data - target[None]) ** 2).mean(axis=1)  # [K]
+    lse = cql_logsumexp(
+        q_many(apply_fn, critic_params, observations, samples["random_actions"]),
+        q_many(apply_fn, critic_params, observations, samples["current_actions"]),
+        q_many(apply_fn, critic_params, observations, samples["next_actions"]),
+        q_data,
+        samples["current_log_probs"],
+        samples["next_log_probs"],
+        actions.shape[-1],
+        importance_sample=True,
+    )
+    gap = cql_gap(q_data, lse)  # [K]
+    loss = bellman.sum() + weight * gap.sum()
+    return loss, {"critic_loss": loss, "q_mean": q_data.mean(), "reward_bellman_loss": bellman.sum(), "reward_cql_gap": gap.mean()}
 
 
 def flagged_count(num_candidates: int, quantile: float) -> int:
@@ -400,9 +440,19 @@ def update(state: CPQState, batch: dict, key: jax.Array) -> tuple[CPQState, dict
     state = state.replace(vae=vae)
 
     target_q = jax.lax.stop_gradient(reward_critic_target(state, batch, reward_key))
-    grads, critic_info = jax.grad(critic_loss, has_aux=True)(
-        state.critic.params, state.critic.apply_fn, batch["observations"], batch["actions"], target_q
-    )
+    if cfg.reward_cql_alpha > 0:
+        # its own stream, folded from the target's key, so that CPQ without the option draws what it always drew
+        samples = cql_samples(
+            state.actor, batch, tuple(jax.random.split(jax.random.fold_in(reward_key, 1), 3)), cfg.reward_cql_n_actions
+        )
+        grads, critic_info = jax.grad(conservative_critic_loss, has_aux=True)(
+            state.critic.params, state.critic.apply_fn, batch["observations"], batch["actions"], target_q, samples,
+            cfg.reward_cql_alpha,
+        )
+    else:
+        grads, critic_info = jax.grad(critic_loss, has_aux=True)(
+            state.critic.params, state.critic.apply_fn, batch["observations"], batch["actions"], target_q
+        )
     critic = state.critic.apply_gradients(grads=grads)
 
     target_qc = jax.lax.stop_gradient(cost_critic_target(state, batch, cost_key))

@@ -249,15 +249,16 @@ def cql_actor_loss(actor_params, state: CQLState, batch, key, behaviour_cloning)
 # ---------------------------------------------------------------- update
 
 
-def update_critic(state: CQLState, batch, key):
-    cfg = state.config
-    target_key, random_key, current_key, next_key = jax.random.split(key, 4)
-    target_q = jax.lax.stop_gradient(reward_critic_target(state, batch, target_key))
+def cql_samples(actor: TrainState, batch, keys: tuple[jax.Array, jax.Array, jax.Array], n: int) -> dict:
+    """The (gradient-free) actions of CQL's log-sum-exp estimate, n per state from each source: uniform on
+    [-1, 1]^A (random_actions), pi(.|s) (current_actions, current_log_probs) and pi(.|s')
+    (next_actions, next_log_probs), all to be evaluated at s. ``keys``: one per source, in that order
+    (three keys rather than one split here, so that CQL draws the same numbers as before this was shared)."""
+    random_key, current_key, next_key = keys
     batch_size, act_dim = batch["actions"].shape
-    n = cfg.cql_n_actions
-    current_actions, current_log_probs = sample_actions(state.actor, batch["observations"], current_key, n)
-    next_actions, next_log_probs = sample_actions(state.actor, batch["next_observations"], next_key, n)
-    samples = jax.lax.stop_gradient(
+    current_actions, current_log_probs = sample_actions(actor, batch["observations"], current_key, n)
+    next_actions, next_log_probs = sample_actions(actor, batch["next_observations"], next_key, n)
+    return jax.lax.stop_gradient(
         {
             "random_actions": jax.random.uniform(random_key, (batch_size, n, act_dim), minval=-1.0, maxval=1.0),
             "current_actions": current_actions,
@@ -266,6 +267,13 @@ def update_critic(state: CQLState, batch, key):
             "next_log_probs": next_log_probs,
         }
     )
+
+
+def update_critic(state: CQLState, batch, key):
+    cfg = state.config
+    target_key, random_key, current_key, next_key = jax.random.split(key, 4)
+    target_q = jax.lax.stop_gradient(reward_critic_target(state, batch, target_key))
+    samples = cql_samples(state.actor, batch, (random_key, current_key, next_key), cfg.cql_n_actions)
     alpha_prime = state.alpha_prime.apply_fn(state.alpha_prime.params, cfg.cql_alpha_prime_max)
     cql_weight = cfg.cql_alpha * (alpha_prime if cfg.cql_lagrange else 1.0)
     grads, (info, gap) = jax.grad(cql_critic_loss, has_aux=True)(
