@@ -351,6 +351,15 @@ def test_cpq_reward_cql_term_against_a_hand_computed_case():
     plain, _ = cpq.critic_loss({"v": jnp.asarray(v)}, apply_fn, obs, data_action, target)
     zero, _ = cpq.conservative_critic_loss({"v": jnp.asarray(v)}, apply_fn, obs, data_action, target, samples, 0.0)
     assert float(zero) == pytest.approx(float(plain))
+    # the plain log-sum-exp: the samples' values as they are, with the data action among them
+    no_is, _ = cpq.conservative_critic_loss({"v": jnp.asarray(v)}, apply_fn, obs, data_action, target, samples, 2.0, False)
+    expected = 0.0
+    for vi in v:
+        q_data = float(vi @ np.array([0.2, -0.4]))
+        actions = ([0.5, 0.5], [-1.0, 0.0], [0.2, -0.4], [0.3, -0.2], [-0.6, 0.6], [0.1, 0.9], [0.0, -0.5])
+        lse = math.log(sum(math.exp(vi @ np.array(a)) for a in actions))
+        expected += (q_data - 0.3) ** 2 + 2.0 * (lse - q_data)
+    assert float(no_is) == pytest.approx(expected, rel=1e-5)
 
 
 def test_cpq_reward_cql_option_lowers_reward_values_off_the_data_and_leaves_the_cost_critic():
