@@ -472,6 +472,54 @@ def test_status_tells_a_stopped_sweeps_running_runs_from_live_ones(tmp_path, cap
     assert status_of("sac/Pendulum/seed1")[0] == "pending"
 
 
+def test_a_sweep_or_archive_recorded_before_a_config_key_existed_is_the_same_experiment(tmp_path):
+    """o2o adds config keys whose defaults keep the behaviour from before (reward_cql_alpha, ...). A sweep
+    index or a results archive recorded by an o2o without such a key is continued / adopted, not refused
+    as another experiment; the key planned at another value than its default still is one."""
+    import json
+
+    from o2o.experiments.report import write_report
+    from o2o.experiments.spec import config_hash
+
+    def as_if_older(config):  # the config an o2o without agent.actor_lr recorded
+        config = json.loads(json.dumps(config))
+        del config["agent"]["actor_lr"]
+        return config
+
+    spec_path = write_spec(tmp_path, TINY.format(seeds=2, iterations=1))
+    first = tmp_path / "first"
+    quiet = dict(backend=SequentialBackend(), progress=False, echo=lambda *_: None)
+    run_sweep(load_spec(spec_path), first, **quiet)
+    archive = write_report([first], tmp_path / "docs/tiny.md")["archives"][0]
+    planned = {r.run_id: r for r in load_spec(spec_path).runs}
+
+    db = sqlite3.connect(first / "index.sqlite")
+    for run_id, run in planned.items():
+        old = as_if_older(run.config)
+        db.execute("UPDATE runs SET config_json=?, config_hash=? WHERE run_id=?",
+                   (json.dumps(old, sort_keys=True), config_hash("train", old), run_id))
+    db.commit()
+    db.close()
+    out = run_sweep(load_spec(spec_path), first, **quiet)
+    assert out.executed == [] and sorted(out.kept) == sorted(planned)
+    with SweepIndex(first) as index:  # recorded anew, complete
+        assert {r.run_id: r.config_hash for r in index.records()} == {k: r.config_hash for k, r in planned.items()}
+
+    index_json = archive / "index.json"
+    data = json.loads(index_json.read_text())
+    for rec in data["runs"]:
+        rec["config"] = as_if_older(rec["config"])
+        rec["config_hash"] = config_hash("train", rec["config"])
+    index_json.write_text(json.dumps(data))
+    out = run_sweep(load_spec(spec_path), tmp_path / "second", adopt=[archive], **quiet)
+    assert out.executed == [] and sorted(out.kept) == sorted(planned)
+
+    # another actor learning rate than the default the older o2o used: another experiment
+    other = write_spec(tmp_path, TINY.format(seeds=2, iterations=1) + "  agent.actor_lr: 0.001\n", name="other.yaml")
+    with pytest.raises(ConfigError, match=r"agent.actor_lr: 0.0003 -> 0.001"):
+        run_sweep(load_spec(other), tmp_path / "third", adopt=[archive], **quiet)
+
+
 def test_sweep_adopts_the_finished_runs_of_an_archive_and_runs_only_the_rest(tmp_path, capsys):
     """A sweep continued on a machine that lost its directory: `--adopt` takes the finished runs of the
     archive `o2o report` wrote (same run id and config hash), and only the others are trained."""

@@ -16,7 +16,9 @@ every visited (s, pi(s)):
 
 With ``--dataset`` it also prints the behaviour data's own Monte-Carlo values (the same discounted sums
 over the dataset's episodes, all steps): the scale the critics' training metrics ``loss/qc_mean`` and
-``loss/q_mean`` (on the data's state-actions, bootstrapped through the policy) can be read against.
+``loss/q_mean`` (on the data's state-actions, bootstrapped through the policy) can be read against; and,
+on the data's states, how much of CQL(H)'s log-sum-exp gradient (``agent.reward_cql_alpha``) falls on
+the actor's own actions, importance-sampled and plain (``lse_shares``).
 
     .venv/bin/python benchmarks/experiments/cpq_critic_check.py runs/sweeps/offline-cpq-cpu-ballcircle-25k/runs/*/*/seed*
     .venv/bin/python benchmarks/experiments/cpq_critic_check.py RUN_DIR --episodes 5 --dataset BallCircle-dsrl
@@ -118,6 +120,49 @@ def report(args) -> None:
         print(f"\n{args.dataset} (transitions sha256 {sha256_data(data)[:16]}), the behaviour's own values over its "
               f"{data.num_transitions} transitions: MC cost-to-go mean {mc_cost.mean():.2f}, median {np.median(mc_cost):.2f}, "
               f"{100 * (mc_cost <= rows[0]['l']).mean():.0f}% <= l; MC return x {cfg.reward_scale} mean {mc_return.mean():.2f}")
+        print("\nThe reward critics' CQL(H) log-sum-exp on 2048 of the data's states (4 actions per source, as "
+              "agent.reward_cql_n_actions=4), whether or not the run used agent.reward_cql_alpha: the share of its "
+              "gradient on the actor's own actions pi(.|s), importance-sampled (CQL's code: each sample minus its "
+              "log density) and plain.\n")
+        print("| run | step | log-density of the actor's actions | Q: uniform / pi(.|s) / data actions | share on pi(.|s): importance-sampled | plain |")
+        print("|---|---|---|---|---|---|")
+        for run in args.runs:
+            r = lse_shares(run, data)
+            name = "/".join(Path(run).parts[-3:])
+            print(f"| {name} | {r['step']} | {r['log_pi']:.1f} | {r['q_random']:.1f} / {r['q_current']:.1f} / {r['q_data']:.1f} | "
+                  f"{100 * r['share_is']:.0f}% | {100 * r['share_plain']:.0f}% |")
+
+
+def lse_shares(run: Path, data, num_states: int = 2048, n: int = 4) -> dict:
+    """How much of the regulariser's push-down lands on the actor's own actions: d lse / d Q(s, a) is the
+    softmax weight of that sample among all of them, summed here over the n pi(.|s) samples, averaged over
+    states and critics. Importance sampling subtracts log pi(a|s), which for a near-deterministic actor is
+    large, so its actions weigh ~exp(-log pi) there."""
+    import jax
+    import jax.numpy as jnp
+
+    from o2o.agents.cql import cql_samples, q_many, uniform_log_density
+    from o2o.bridge.pretrained import load_pretrained
+
+    pre = load_pretrained(run)
+    state = pre.state
+    idx = np.random.default_rng(0).choice(data.num_transitions, min(num_states, data.num_transitions), replace=False)
+    norm = lambda o: jnp.asarray((o - pre.obs_mean) / pre.obs_std)  # noqa: E731
+    batch = {"observations": norm(data.observations[idx]), "next_observations": norm(data.next_observations[idx]),
+             "actions": jnp.asarray(data.actions[idx])}
+    samples = cql_samples(state.actor, batch, tuple(jax.random.split(jax.random.PRNGKey(0), 3)), n)
+    apply_fn, params, obs = state.critic.apply_fn, state.critic.params, batch["observations"]
+    q_random, q_current, q_next = (q_many(apply_fn, params, obs, samples[k]) for k in ("random_actions", "current_actions", "next_actions"))
+    q_data = apply_fn(params, obs, batch["actions"])
+    act_dim = batch["actions"].shape[-1]
+    # the current-action samples last in both, as in cql.cql_logsumexp
+    weighted = jnp.concatenate([q_random - uniform_log_density(act_dim), q_next - samples["next_log_probs"][None],
+                                q_current - samples["current_log_probs"][None]], -1)
+    plain = jnp.concatenate([q_random, q_data[..., None], q_next, q_current], -1)
+    share = lambda parts: float(jax.nn.softmax(parts, -1)[..., -n:].sum(-1).mean())  # noqa: E731
+    return {"step": pre.step, "log_pi": float(samples["current_log_probs"].mean()), "q_random": float(q_random.mean()),
+            "q_current": float(q_current.mean()), "q_data": float(q_data.mean()),
+            "share_is": share(weighted), "share_plain": share(plain)}
 
 
 if __name__ == "__main__":

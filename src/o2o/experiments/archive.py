@@ -153,8 +153,11 @@ def check_adoptable(archive: str | Path, planned_runs) -> list:
         run = planned.get(rec.run_id)
         if run is not None and run.config_hash != rec.config_hash:
             from o2o.config import diff_configs
+            from o2o.experiments.runners import completed_config
 
-            diffs = diff_configs(rec.config, run.config)
+            diffs = diff_configs(completed_config(rec.kind, rec.config), run.config) if rec.kind == run.kind else ["kind changed"]
+            if not diffs:
+                continue  # archived by an earlier o2o, before keys it lacks were added: the same experiment
             raise ConfigError(f"--adopt: run '{rec.run_id}' of '{archive}' has another config than the spec plans "
                               f"({'; '.join(diffs[:3]) or 'kind changed'}); it is not this experiment's run")
     return finished

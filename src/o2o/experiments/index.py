@@ -11,8 +11,10 @@ drives the sweep writes the index (workers return their results to it), so there
 Resume rules (``plan``): finished runs are never run again; running / interrupted runs (the sweep
 stopped while they were in flight) and pending runs are run, continuing from their last checkpoint
 when their run directory has one; failed runs are run again only when asked (``retry_failed``). A
-run whose config hash differs from the one recorded under the same run id is refused: the spec
-changed under a sweep that already ran, and reusing the directory would mix two experiments.
+run whose config differs from the one recorded under the same run id is refused: the spec changed
+under a sweep that already ran, and reusing the directory would mix two experiments. A config
+recorded by an earlier o2o is compared as this o2o reads it (``runners.completed_config``: keys added
+since at their defaults), and recorded anew when it is the same.
 """
 
 from __future__ import annotations
@@ -126,17 +128,25 @@ class SweepIndex:
         """Add the planned runs not yet in the index (status pending). A run id already recorded with
         another config hash is refused before anything is written."""
         known = {r.run_id: r for r in self.records()}
+        upgraded = []  # recorded by an earlier o2o without the config keys added since, at their defaults
         for run in runs:
             old = known.get(run.run_id)
             if old is not None and old.config_hash != run.config_hash:
                 from o2o.config import diff_configs
+                from o2o.experiments.runners import completed_config
 
-                diffs = diff_configs(old.config, run.config)
+                diffs = diff_configs(completed_config(old.kind, old.config), run.config) if old.kind == run.kind else ["kind changed"]
+                if not diffs:
+                    upgraded.append(run)
+                    continue
                 raise ConfigError(
                     f"run '{run.run_id}' is already in {self.path} with another config ({'; '.join(diffs[:3]) or 'kind changed'}); "
                     "the spec changed under a sweep that already ran: give the sweep another name or --out"
                 )
         with self._tx():
+            for run in upgraded:
+                self._db.execute("UPDATE runs SET config_hash=?, config_json=? WHERE run_id=?",
+                                 (run.config_hash, json.dumps(run.config, sort_keys=True), run.run_id))
             for run in runs:
                 if run.run_id not in known:
                     self._db.execute(

@@ -47,9 +47,11 @@ def split_overrides(overrides: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def _stage_state(out: Path, cfg_dict: dict) -> str:
-    """'new' | 'done' | 'resume'; raises when ``out`` holds a run with another config."""
-    from o2o.config import diff_configs
+def _stage_state(out: Path, cfg) -> str:
+    """'new' | 'done' | 'resume'; raises when ``out`` holds a run with another config (one saved before
+    o2o added config keys is compared with them at their defaults: ``upgrade_saved_config``)."""
+    from o2o.config import diff_configs, to_dict
+    from o2o.loops.online import upgrade_saved_config
     from o2o.runs.checkpoint import latest_checkpoint
     from o2o.runs.rundir import _read_config
 
@@ -57,7 +59,8 @@ def _stage_state(out: Path, cfg_dict: dict) -> str:
         if out.exists() and any(out.iterdir()):
             raise RunDirError(f"'{out}' exists and holds no o2o run; empty it or choose another --out")
         return "new"
-    diffs = diff_configs(_read_config(out), cfg_dict)
+    upgrade_saved_config(out, cfg)
+    diffs = diff_configs(_read_config(out), to_dict(cfg))
     if diffs:
         raise RunDirError(
             f"'{out}' holds a run with another config ({'; '.join(diffs[:3])}); choose another --out or delete it"
@@ -147,7 +150,7 @@ def run_pipeline(
         from o2o.loops.offline import OfflineTrainer
 
         cfg = OfflineTrainer(pre_cfg).cfg  # resolved as the run directory records it
-        state = _stage_state(out, to_dict(cfg))
+        state = _stage_state(out, cfg)
         if state != "done":
             run_pretrain(pre_cfg, out, resume=state == "resume", progress=progress)
         result.pretrained[(algo, seed)] = out
@@ -161,7 +164,7 @@ def run_pipeline(
                 method, pretrained, task, seed, layer=budget.get("finetune"), overrides=per_stage["finetune"]
             )
             out = root / "finetune" / f"{method}-s{seed}"
-            state = _stage_state(out, to_dict(cfg))
+            state = _stage_state(out, cfg)
             if state != "done":
                 run_finetune(cfg, out, resume=state == "resume", progress=progress)
             result.finetuned[method][seed] = out

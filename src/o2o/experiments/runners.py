@@ -78,6 +78,20 @@ def get_kind(name: str) -> RunKind:
         raise ConfigError(f"unknown run kind '{name}'; choose one of: {', '.join(KINDS)}") from None
 
 
+def completed_config(kind: str, saved: dict) -> dict:
+    """A run config recorded by an earlier o2o, as this o2o reads it: the config keys added since then at
+    their defaults. A new key's default keeps the behaviour from before the key existed (the project's
+    rule for new options, docs/experiments.md), so a sweep, an archive or a run directory from before an
+    option was added is still the same experiment. Unchanged when this o2o cannot read it (a key since
+    removed or renamed): the difference is then reported as one."""
+    from o2o.config import to_dict
+
+    try:
+        return to_dict(get_kind(kind).load(saved))
+    except (ConfigError, KeyError, TypeError):
+        return saved
+
+
 # ---------------------------------------------------------------------------------------- train
 
 

@@ -271,7 +271,7 @@ def run_finetune(cfg, out_dir, *, resume: bool = False, progress: bool = True) -
     """Fine-tune into ``out_dir`` (or continue it). Returns the summary written to summary.json."""
     from o2o.bridge.pretrained import load_pretrained, reset_optimisers
     from o2o.config import to_dict
-    from o2o.loops.online import OnlineTrainer, run_online
+    from o2o.loops.online import OnlineTrainer, run_online, upgrade_saved_config
     from o2o.runs import RunDir
     from o2o.runs.rundir import _read_config
     from o2o.config import diff_configs
@@ -292,6 +292,7 @@ def run_finetune(cfg, out_dir, *, resume: bool = False, progress: bool = True) -
     if resume:
         if not out.is_dir():
             raise RunDirError(f"cannot resume '{out}': no such directory; start a new run with --out {out}")
+        upgrade_saved_config(out, cfg)  # saved before o2o added config keys: compared with them at their defaults
         diffs = diff_configs(_read_config(out), to_dict(cfg))
         if diffs:
             raise RunDirError(f"cannot resume '{out}': config differs: {'; '.join(diffs[:5])}; start a new run with another --out")
