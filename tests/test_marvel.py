@@ -242,10 +242,11 @@ def test_marvel_pipeline_end_to_end_and_reuses_finished_stages(pretrained, tmp_p
     for stage, section, key in (("pretrain/cpq-s0", "agent", "reward_cql_alpha"), ("finetune/marvel-s0", "lagrange", "kd_reset_min_shift")):
         saved = yaml.safe_load((root / stage / "config.yaml").read_text())
         del saved[section][key]
-        (root / stage / "config.yaml").write_text(yaml.safe_dump(saved))
+        (root / stage / "config.yaml").write_text("# Resolved config of this run (o2o 0.0).\n" + yaml.safe_dump(saved))
     assert main(args) == 0
     assert (root / "finetune" / "marvel-s0" / "summary.json").stat().st_mtime_ns == stamp
-    assert "kd_reset_min_shift" in (root / "finetune/marvel-s0/config.yaml").read_text()  # written back complete
+    written = (root / "finetune/marvel-s0/config.yaml").read_text()  # written back complete, its header kept
+    assert "kd_reset_min_shift" in written and written.startswith("# Resolved config of this run (o2o 0.0).\n")
     # a stage directory with another config is refused, not overwritten
     assert main(args + ["--set", "finetune.online.iterations=3"]) == 2
     assert "another config" in capsys.readouterr().err

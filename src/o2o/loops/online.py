@@ -446,7 +446,8 @@ def upgrade_saved_config(out_dir, cfg) -> None:
     except ConfigError:
         return  # a removed or renamed key: RunDir.create reports the difference
     if completed != saved and completed == to_dict(cfg):
-        write_text_atomic(path, yaml.safe_dump(completed, sort_keys=False))
+        header = "".join(line for line in path.read_text().splitlines(keepends=True) if line.startswith("#"))
+        write_text_atomic(path, header + yaml.safe_dump(completed, sort_keys=False))
 
 
 def summarize(rundir, trainer: OnlineTrainer, clock: RunClock) -> dict:
