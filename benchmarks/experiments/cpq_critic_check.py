@@ -124,7 +124,7 @@ def report(args) -> None:
               "agent.reward_cql_n_actions=4), whether or not the run used agent.reward_cql_alpha: the share of its "
               "gradient on the actor's own actions pi(.|s), importance-sampled (CQL's code: each sample minus its "
               "log density) and plain.\n")
-        print("| run | step | log-density of the actor's actions | Q: uniform / pi(.|s) / data actions | share on pi(.|s): importance-sampled | plain |")
+        print("| run | step | log-density of the actor's actions | Q: uniform / actor / data actions | share on the actor's actions: importance-sampled | plain |")
         print("|---|---|---|---|---|---|")
         for run in args.runs:
             r = lse_shares(run, data)
