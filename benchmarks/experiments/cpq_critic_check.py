@@ -141,7 +141,7 @@ def lse_shares(run: Path, data, num_states: int = 2048, n: int = 4) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from o2o.agents.cql import cql_samples, q_many, uniform_log_density
+    from o2o.agents.cql import cql_logsumexp, cql_samples, q_many
     from o2o.bridge.pretrained import load_pretrained
 
     pre = load_pretrained(run)
@@ -155,14 +155,15 @@ def lse_shares(run: Path, data, num_states: int = 2048, n: int = 4) -> dict:
     q_random, q_current, q_next = (q_many(apply_fn, params, obs, samples[k]) for k in ("random_actions", "current_actions", "next_actions"))
     q_data = apply_fn(params, obs, batch["actions"])
     act_dim = batch["actions"].shape[-1]
-    # the current-action samples last in both, as in cql.cql_logsumexp
-    weighted = jnp.concatenate([q_random - uniform_log_density(act_dim), q_next - samples["next_log_probs"][None],
-                                q_current - samples["current_log_probs"][None]], -1)
-    plain = jnp.concatenate([q_random, q_data[..., None], q_next, q_current], -1)
-    share = lambda parts: float(jax.nn.softmax(parts, -1)[..., -n:].sum(-1).mean())  # noqa: E731
+
+    def share(importance_sample: bool) -> float:  # d sum(lse) / d Q(s, a ~ pi(.|s)): each sample's softmax weight
+        lse = lambda q_cur: cql_logsumexp(q_random, q_cur, q_next, q_data, samples["current_log_probs"],  # noqa: E731
+                                          samples["next_log_probs"], act_dim, importance_sample).sum()
+        return float(jax.grad(lse)(q_current).sum(-1).mean())
+
     return {"step": pre.step, "log_pi": float(samples["current_log_probs"].mean()), "q_random": float(q_random.mean()),
             "q_current": float(q_current.mean()), "q_data": float(q_data.mean()),
-            "share_is": share(weighted), "share_plain": share(plain)}
+            "share_is": share(True), "share_plain": share(False)}
 
 
 if __name__ == "__main__":
