@@ -56,6 +56,9 @@ def test_generation_is_reproducible_and_writes_a_card(tmp_path, monkeypatch):
     sidecar = json.loads(path.with_suffix(".json").read_text())
     assert sidecar["sha256"] == shas[0] and sidecar["data_sha256"] == sha256_data(ds)
     assert sidecar["data_sha256"] in path.with_suffix(".md").read_text()
+    # where it was made: generation is reproducible on one machine, not across CPUs
+    assert ds.metadata["machine"] == datagen.machine_description() and "jax " in ds.metadata["machine"]
+    assert ds.metadata["machine"] in path.with_suffix(".md").read_text()
     # a different seed gives different data
     monkeypatch.setenv("O2O_DATA_DIR", str(tmp_path / "c"))
     _, meta = generate(tiny_cfg(seed=1), progress=False)

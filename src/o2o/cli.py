@@ -696,7 +696,7 @@ def _data_inspect(args) -> int:
         print(f"{'safe episodes':>22}: {np.mean(costs <= limit):.1%} at cost limit {limit:g}")
     else:
         print(f"{'costs':>22}: none (unconstrained dataset)")
-    for key in ("task", "recipe", "quality", "seed", "code_version"):
+    for key in ("task", "recipe", "quality", "seed", "code_version", "machine"):
         if ds.metadata.get(key) is not None:
             print(f"{key:>22}: {ds.metadata[key]}")
     print(f"{'sha256 (file)':>22}: {sha256_file(path)}")
