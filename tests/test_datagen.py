@@ -138,7 +138,9 @@ def test_d4rl_recipe_with_a_weak_behaviour_run_warns_everywhere(tmp_path, monkey
     assert "**Warnings**" in (tmp_path / "Hopper-medium.md").read_text()
     assert load_hdf5(tmp_path / "Hopper-medium.hdf5").metadata["warnings"] == meta["warnings"]
     assert main(["data", "inspect", "Hopper-medium"]) == 0
-    assert "warning: the behaviour run's best snapshot" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "warning: the behaviour run's best snapshot" in out
+    assert f"machine: {datagen.machine_description()}" in out  # where it was made, d4rl recipe too
 
 
 @pytest.mark.parametrize("iterations, eval_every, expected", [(1000, 5, 50), (150, 5, 25), (12, 5, 5), (2, 1, 1)])
