@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Train sweeps on a GPU machine against a deadline, then strip them for the way back (one device call).
+#   source benchmarks/device/setup.sh   (first; .devcarry/ carried: benchmarks/device/bundle.sh)
+#   benchmarks/device/sweeps_until.sh SECONDS SPEC GLOB [SPEC GLOB ...]
+# Runs `o2o sweep SPEC --only GLOB --defer-eval --workers 1` for each pair in turn (GLOB '*' = all runs)
+# until SECONDS have passed since the script started; the sweep in flight then gets SIGTERM, so each
+# run checkpoints at the end of its current iteration and stops (a later launch continues it). Then
+# every sweep touched is stripped (benchmarks/device/strip_runs.py) into $OUT/<sweep>.tar.gz, and the
+# log goes to $OUT/sweeps.log. Put the pairs in order of priority: the deadline cuts the last ones.
+# Back here: tar xzf <sweep>.tar.gz -C runs/sweeps; o2o eval runs/sweeps/<sweep> --record.
+set -uo pipefail
+deadline=$(( $(date +%s) + $1 )); shift
+out="${OUT:-/tmp/out}"; mkdir -p "$out" /tmp/export
+log="$out/sweeps.log"
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true; } | tee -a "$log"
+names=()
+while [ $# -ge 2 ]; do
+  spec=$1 glob=$2; shift 2
+  name=$(sed -n 's/^name: *//p' "$spec" | head -1)
+  left=$(( deadline - $(date +%s) ))
+  if [ "$left" -le 30 ]; then echo "sweeps_until: no time left for $spec --only '$glob'" | tee -a "$log"; continue; fi
+  echo "== $(date -u +%T) o2o sweep $spec --only '$glob' (${left} s left)" | tee -a "$log"
+  timeout -s TERM -k 40 "$left" python3 -m o2o.cli sweep "$spec" --only "$glob" --defer-eval --workers 1 2>&1 | tee -a "$log"
+  echo "== $(date -u +%T) sweep exit ${PIPESTATUS[0]}" | tee -a "$log"
+  case " ${names[*]-} " in *" $name "*) ;; *) names+=("$name");; esac
+done
+for name in "${names[@]}"; do
+  [ -d "runs/sweeps/$name" ] || continue
+  python3 -m o2o.cli sweep "runs/sweeps/$name" --status 2>&1 | tee -a "$log"
+  python3 benchmarks/device/strip_runs.py "runs/sweeps/$name" "/tmp/export/$name" 2>&1 | tee -a "$log"
+  cp "/tmp/export/$name.tar.gz" "$out/"
+done
