@@ -292,6 +292,37 @@ def test_cpq_clipped_targets_stay_in_the_range_of_a_discounted_sum():
     np.testing.assert_allclose(np.asarray(yc)[np.asarray(inside)], np.asarray(yc_loose)[np.asarray(inside)])
 
 
+def test_bear_lag_clipped_targets_stay_in_the_range_of_a_discounted_sum():
+    obs_dim, act_dim, n = 3, 2, 64
+    rng = np.random.default_rng(0)
+    batch = {
+        "observations": jnp.asarray(rng.standard_normal((n, obs_dim)), jnp.float32),
+        "actions": jnp.asarray(rng.uniform(-1, 1, (n, act_dim)), jnp.float32),
+        "rewards": jnp.asarray(rng.uniform(-3, 7, n), jnp.float32),
+        "costs": jnp.asarray(rng.integers(0, 2, n), jnp.float32),
+        "next_observations": jnp.asarray(rng.standard_normal((n, obs_dim)), jnp.float32),
+        "terminals": jnp.zeros(n, jnp.float32),
+    }
+    cfg = bear_lag.BEARLagConfig(hidden_dims=(16, 16), vae_hidden_dims=(16, 16), clip_targets=True,
+                                 reward_range=(-3.0, 7.0), cost_range=(0.0, 1.0))
+    state = bear_lag.init(jax.random.PRNGKey(0), obs_dim, act_dim, cfg)
+    # diverged critics: targets far outside what a discounted sum of the data's values can be, the cost
+    # critic's far below 0 among them (what BEAR-Lag's did on BallCircle)
+    blow_up = functools.partial(jax.tree_util.tree_map, lambda x: 300.0 * x)
+    state = state.replace(target_critic_params=blow_up(state.target_critic_params),
+                          target_cost_critic_params=blow_up(state.target_cost_critic_params))
+    key = jax.random.PRNGKey(1)
+    loose = state.replace(config=bear_lag.BEARLagConfig(**{**cfg.__dict__, "clip_targets": False}))
+    (y, yc), (y_loose, yc_loose) = bear_lag.critic_targets(state, batch, key), bear_lag.critic_targets(loose, batch, key)
+    assert float(yc_loose.min()) < -100 and float(jnp.abs(y_loose).max()) > 70  # the case is a real one
+    assert float(yc.min()) >= 0.0 and float(yc.max()) <= 100.0 + 1e-4  # 0/1 costs, gamma 0.99
+    assert float(y.min()) >= -30.0 - 1e-4 and float(y.max()) <= 70.0 + 1e-4  # reward scale 0.1
+    inside = np.asarray((y_loose >= -30) & (y_loose <= 70))
+    np.testing.assert_allclose(np.asarray(y)[inside], np.asarray(y_loose)[inside])
+    with pytest.raises(ConfigError, match="reward_range and cost_range"):
+        bear_lag.critic_targets(state.replace(config=bear_lag.BEARLagConfig(hidden_dims=(16, 16), clip_targets=True)), batch, key)
+
+
 def test_cpq_ood_term_raises_the_cost_critic_on_policy_actions():
     batch = {k: jnp.asarray(v) for k, v in replay_dataset_dict(bandit_dataset(128)).items()}
     target_qc = batch["costs"]

@@ -43,6 +43,11 @@ Where o2o departs from OSRL's code:
   (optimistic for a cost); here max (or mean) and the mirrored mix above.
 - OSRL bootstraps the cost target through terminals and treats timeouts as terminal; here only
   ``terminals`` stop bootstrapping.
+- Option (off by default, o2o's): ``clip_targets`` bounds y and y_c by the range a discounted sum of the
+  dataset's per-step rewards / costs can take (``cpq.value_bounds``; with 0/1 costs and gamma 0.99,
+  [0, 100]). At OSRL's 100k steps on the generated BallCircle data the cost critic of every seed left
+  that range downwards (mean Qc -50 to -1,800 from 30k-70k steps), the PID multiplier fell to 0 and
+  the policy went unsafe (docs/results.md).
 - OSRL's critic ensembles are two banks of ``num_q`` networks each; here one ensemble of
   ``num_critics`` networks, soft-clipped over all of them (identical for the default of two).
 """
@@ -59,7 +64,7 @@ from flax.training.train_state import TrainState
 
 from o2o.agents import sac
 from o2o.agents.common import adam
-from o2o.agents.cpq import cost_threshold
+from o2o.agents.cpq import clip_to_value_bounds, cost_threshold
 from o2o.agents.cql import q_many
 from o2o.agents.sac_lag import reduce_costs
 from o2o.errors import ConfigError
@@ -108,6 +113,17 @@ class BEARLagConfig:
     pid_kd: float = field(default=0.001, metadata={"help": "PID derivative gain"})
     log_std_min: float = field(default=-5.0, metadata={"help": "lower bound of the actor's log std"})
     log_std_max: float = field(default=2.0, metadata={"help": "upper bound of the actor's log std"})
+    clip_targets: bool = field(
+        default=False,
+        metadata={"help": "clip the reward and cost critic targets to the values a discounted sum of the dataset's "
+                  "per-step rewards / costs can take (reward_range, cost_range; o2o, not in OSRL or the paper)"},
+    )
+    reward_range: tuple[float, float] | None = field(
+        default=None, metadata={"help": "per-step reward range for clip_targets; None = the dataset's min and max"}
+    )
+    cost_range: tuple[float, float] | None = field(
+        default=None, metadata={"help": "per-step cost range for clip_targets; None = the dataset's min and max"}
+    )
 
     def __post_init__(self):
         if self.horizon < 1:
@@ -227,6 +243,9 @@ def critic_targets(state: BEARLagState, batch, key) -> tuple[jax.Array, jax.Arra
     not_done = 1.0 - batch["terminals"]
     y = cfg.reward_scale * batch["rewards"] + cfg.gamma * not_done * next_q
     y_c = batch["costs"] + cfg.gamma * not_done * next_qc
+    if cfg.clip_targets:
+        y = clip_to_value_bounds(y, cfg.reward_range, cfg.gamma, cfg.reward_scale)
+        y_c = clip_to_value_bounds(y_c, cfg.cost_range, cfg.gamma)
     return y, y_c
 
 

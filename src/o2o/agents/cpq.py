@@ -267,7 +267,8 @@ def value_bounds(step_range: tuple[float, float], gamma: float, scale: float = 1
     return min(lo, lo / (1.0 - gamma)), max(hi, hi / (1.0 - gamma))
 
 
-def _clip(target, step_range, gamma: float, scale: float = 1.0):
+def clip_to_value_bounds(target, step_range, gamma: float, scale: float = 1.0):
+    """``target`` clipped to ``value_bounds(step_range, gamma, scale)`` (the ``clip_targets`` option)."""
     if step_range is None:
         raise ConfigError("clip_targets needs reward_range and cost_range (o2o pretrain fills them from the dataset)")
     lo, hi = value_bounds(tuple(step_range), gamma, scale)
@@ -292,7 +293,7 @@ def reward_critic_target(state: CPQState, batch, key) -> jax.Array:
     next_qc = reduce_costs(state.cost_critic.apply_fn(state.target_cost_critic_params, next_obs, next_actions), cfg.cost_reduce)
     threshold = cost_threshold(cfg.cost_limit, cfg.horizon, cfg.gamma)
     y = constraint_penalized_target(batch["rewards"], batch["terminals"], next_q, next_qc, threshold, cfg.gamma, cfg.reward_scale)
-    return _clip(y, cfg.reward_range, cfg.gamma, cfg.reward_scale) if cfg.clip_targets else y
+    return clip_to_value_bounds(y, cfg.reward_range, cfg.gamma, cfg.reward_scale) if cfg.clip_targets else y
 
 
 def cost_critic_target(state: CPQState, batch, key) -> jax.Array:
@@ -302,7 +303,7 @@ def cost_critic_target(state: CPQState, batch, key) -> jax.Array:
     next_actions, _ = tanh_gaussian_sample(key, mean, log_std)
     next_qc = state.cost_critic.apply_fn(state.target_cost_critic_params, batch["next_observations"], next_actions)
     y = batch["costs"] + cfg.gamma * (1.0 - batch["terminals"]) * reduce_costs(next_qc, cfg.cost_reduce)
-    return _clip(y, cfg.cost_range, cfg.gamma) if cfg.clip_targets else y
+    return clip_to_value_bounds(y, cfg.cost_range, cfg.gamma) if cfg.clip_targets else y
 
 
 def critic_loss(critic_params, apply_fn, observations, actions, target) -> tuple[jax.Array, dict]:
