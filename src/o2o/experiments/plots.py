@@ -11,6 +11,15 @@ from o2o.experiments.aggregate import curve
 COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray"]
 
 
+def step_label(x: float, _pos=None) -> str:
+    """A step count as a tick label: 20000 -> '20k', 1500000 -> '1.5M', 30 -> '30'."""
+    if abs(x) >= 1e6:
+        return f"{x / 1e6:g}M"
+    if abs(x) >= 1e3:
+        return f"{x / 1e3:g}k"
+    return f"{x:g}"
+
+
 def plot_learning_curves(
     groups: dict[str, list[str | Path]],
     out: str | Path,
@@ -32,8 +41,16 @@ def plot_learning_curves(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
     panels = 2 if cost_metric else 1
-    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 3.8), dpi=110, squeeze=False)
+    # one legend for both panels, below them: method labels (with their grid cells) are long, and a legend
+    # inside an axis hides the curves it names
+    entries = [f"{label} (n=...)" for label in groups] + (["cost limit"] if cost_metric and cost_limit is not None else [])
+    ncol = max(1, min(len(entries), (panels * 96) // max(len(e) for e in entries))) if entries else 1
+    legend_rows = -(-len(entries) // ncol)
+    legend_h = 0.22 * legend_rows + 0.15
+    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 3.8 + legend_h), dpi=110, squeeze=False)
     for i, (label, runs) in enumerate(groups.items()):
         color = (colors or {}).get(label, COLORS[i % len(COLORS)])
         metrics = [(axes[0, 0], reward_metric)] + ([(axes[0, 1], cost_metric)] if cost_metric else [])
@@ -50,12 +67,19 @@ def plot_learning_curves(
     for ax in axes[0]:
         ax.set_xlabel(x_label)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10], integer=True))
+        ax.xaxis.set_major_formatter(FuncFormatter(step_label))
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    if cost_metric:
+        extra = [(h, lab) for h, lab in zip(*axes[0, 1].get_legend_handles_labels()) if lab.startswith("cost limit")]
+        handles, labels = handles + [h for h, _ in extra], labels + [lab for _, lab in extra]
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
     what = "mean and 95% t CI" if how == "mean" else "IQM and 95% bootstrap CI"
     full = f"{title}  ({what} over seeds)"
     # a title wider than the figure would be cut at both edges: the aggregate's description on a line of its own
     fig.suptitle(full if len(full) <= 58 * panels else f"{title}\n({what} over seeds)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, legend_h / (3.8 + legend_h), 1, 1))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp.png")
