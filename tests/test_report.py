@@ -279,3 +279,9 @@ def test_archive_keeps_the_pretrained_score_of_finetuning_runs(tmp_path):
     shutil.rmtree(pre)
     shutil.rmtree(sweep)
     assert finetune_stats(tmp_path / "arch/runs/o2td3/Hopper/seed0")["pretrained"] == 30.0
+
+
+def test_step_tick_labels():
+    from o2o.experiments.plots import step_label
+
+    assert [step_label(x) for x in (0, 30, 20000, 125000, 1_500_000, -2000)] == ["0", "30", "20k", "125k", "1.5M", "-2k"]
