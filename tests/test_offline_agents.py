@@ -260,13 +260,10 @@ def test_cpq_threshold_and_bootstrap_cut():
     np.testing.assert_allclose(np.asarray(y), [2 + 9, 2, 2, 2 + 9])
 
 
-def test_cpq_clipped_targets_stay_in_the_range_of_a_discounted_sum():
-    assert cpq.value_bounds((0.0, 1.0), 0.99) == pytest.approx((0.0, 100.0))
-    assert cpq.value_bounds((-3.0, 7.0), 0.99, 0.1) == pytest.approx((-30.0, 70.0))
-    assert cpq.value_bounds((0.5, 2.0), 0.9) == pytest.approx((0.5, 20.0))  # one step's minimum: a cut bootstrap
-    obs_dim, act_dim, n = 3, 2, 64
+def _random_batch(n: int, obs_dim: int, act_dim: int) -> dict:
+    """A batch with rewards in [-3, 7] and 0/1 costs, no terminals (the clip_targets tests)."""
     rng = np.random.default_rng(0)
-    batch = {
+    return {
         "observations": jnp.asarray(rng.standard_normal((n, obs_dim)), jnp.float32),
         "actions": jnp.asarray(rng.uniform(-1, 1, (n, act_dim)), jnp.float32),
         "rewards": jnp.asarray(rng.uniform(-3, 7, n), jnp.float32),
@@ -274,6 +271,14 @@ def test_cpq_clipped_targets_stay_in_the_range_of_a_discounted_sum():
         "next_observations": jnp.asarray(rng.standard_normal((n, obs_dim)), jnp.float32),
         "terminals": jnp.zeros(n, jnp.float32),
     }
+
+
+def test_cpq_clipped_targets_stay_in_the_range_of_a_discounted_sum():
+    assert cpq.value_bounds((0.0, 1.0), 0.99) == pytest.approx((0.0, 100.0))
+    assert cpq.value_bounds((-3.0, 7.0), 0.99, 0.1) == pytest.approx((-30.0, 70.0))
+    assert cpq.value_bounds((0.5, 2.0), 0.9) == pytest.approx((0.5, 20.0))  # one step's minimum: a cut bootstrap
+    obs_dim, act_dim = 3, 2
+    batch = _random_batch(64, obs_dim, act_dim)
     cfg = cpq.CPQConfig(hidden_dims=(16, 16), vae_hidden_dims=(16, 16), clip_targets=True, reward_range=(-3.0, 7.0),
                         cost_range=(0.0, 1.0))
     state = cpq.init(jax.random.PRNGKey(0), obs_dim, act_dim, cfg)
@@ -293,16 +298,8 @@ def test_cpq_clipped_targets_stay_in_the_range_of_a_discounted_sum():
 
 
 def test_bear_lag_clipped_targets_stay_in_the_range_of_a_discounted_sum():
-    obs_dim, act_dim, n = 3, 2, 64
-    rng = np.random.default_rng(0)
-    batch = {
-        "observations": jnp.asarray(rng.standard_normal((n, obs_dim)), jnp.float32),
-        "actions": jnp.asarray(rng.uniform(-1, 1, (n, act_dim)), jnp.float32),
-        "rewards": jnp.asarray(rng.uniform(-3, 7, n), jnp.float32),
-        "costs": jnp.asarray(rng.integers(0, 2, n), jnp.float32),
-        "next_observations": jnp.asarray(rng.standard_normal((n, obs_dim)), jnp.float32),
-        "terminals": jnp.zeros(n, jnp.float32),
-    }
+    obs_dim, act_dim = 3, 2
+    batch = _random_batch(64, obs_dim, act_dim)
     cfg = bear_lag.BEARLagConfig(hidden_dims=(16, 16), vae_hidden_dims=(16, 16), clip_targets=True,
                                  reward_range=(-3.0, 7.0), cost_range=(0.0, 1.0))
     state = bear_lag.init(jax.random.PRNGKey(0), obs_dim, act_dim, cfg)
