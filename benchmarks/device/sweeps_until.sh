@@ -9,6 +9,13 @@
 # log goes to $OUT/sweeps.log. Put the pairs in order of priority: the deadline cuts the last ones.
 # Back here: tar xzf <sweep>.tar.gz -C runs/sweeps; o2o eval runs/sweeps/<sweep> --record.
 set -uo pipefail
+if [ $# -lt 3 ] || [ $(( ($# - 1) % 2 )) -ne 0 ] || ! [[ $1 =~ ^[0-9]+$ ]]; then
+  echo "usage: benchmarks/device/sweeps_until.sh SECONDS SPEC GLOB [SPEC GLOB ...]  (a GLOB for every SPEC; '*' = all runs)" >&2
+  exit 2
+fi
+for ((i = 2; i <= $#; i += 2)); do
+  [ -f "${!i}" ] || { echo "sweeps_until: no sweep spec '${!i}'" >&2; exit 2; }
+done
 deadline=$(( $(date +%s) + $1 )); shift
 out="${OUT:-/tmp/out}"; mkdir -p "$out" /tmp/export
 log="$out/sweeps.log"
