@@ -17,6 +17,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from o2o.agents import OFFLINE_AGENTS, bc, bear_lag, cpq, cql, get_offline_agent, iql, td3bc
@@ -295,6 +296,28 @@ def test_cpq_clipped_targets_stay_in_the_range_of_a_discounted_sum():
     assert float(y.min()) >= -30.0 - 1e-4 and float(y.max()) <= 70.0 + 1e-4
     inside = (yc_loose >= 0) & (yc_loose <= 100)  # targets already in range are untouched
     np.testing.assert_allclose(np.asarray(yc)[np.asarray(inside)], np.asarray(yc_loose)[np.asarray(inside)])
+
+
+def test_cpq_actor_threshold_scale_leaves_a_margin_under_the_threshold():
+    obs_dim, act_dim = 3, 2
+    batch = _random_batch(32, obs_dim, act_dim)
+    cfg = cpq.CPQConfig(hidden_dims=(16, 16), vae_hidden_dims=(16, 16))  # l = 6.34 at kappa 20, T 300
+    state = cpq.init(jax.random.PRNGKey(0), obs_dim, act_dim, cfg)
+    # every action's cost value is 5: under l, over 0.5 l
+    state = state.replace(cost_critic=state.cost_critic.replace(apply_fn=lambda p, o, a: jnp.full((2, o.shape[0]), 5.0)))
+    key = jax.random.PRNGKey(1)
+    outcomes = {}
+    for scale in (1.0, 0.9, 0.5):
+        scaled = state.replace(config=cpq.CPQConfig(**{**cfg.__dict__, "actor_threshold_scale": scale}))
+        loss, info = cpq.cpq_actor_loss(scaled.actor.params, scaled, batch, key)
+        grad = jax.grad(lambda p: cpq.cpq_actor_loss(p, scaled, batch, key)[0])(scaled.actor.params)
+        outcomes[scale] = (float(info["actor_safe_fraction"]), float(loss), optax.global_norm(grad))
+    assert outcomes[1.0][0] == 1.0 and outcomes[0.9][0] == 1.0 and outcomes[0.5][0] == 0.0
+    assert outcomes[1.0][1] == pytest.approx(outcomes[0.9][1]) and outcomes[1.0][1] != 0.0
+    assert outcomes[0.5][1] == 0.0 and float(outcomes[0.5][2]) == 0.0  # no action counts safe: no reward pull
+    for bad in (0.0, 1.5):
+        with pytest.raises(ConfigError, match="actor_threshold_scale"):
+            cpq.CPQConfig(actor_threshold_scale=bad)
 
 
 def test_bear_lag_clipped_targets_stay_in_the_range_of_a_discounted_sum():

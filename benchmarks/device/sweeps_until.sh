@@ -7,6 +7,8 @@
 # run checkpoints at the end of its current iteration and stops (a later launch continues it). Then
 # every sweep touched is stripped (benchmarks/device/strip_runs.py) into $OUT/<sweep>.tar.gz, and the
 # log goes to $OUT/sweeps.log. Put the pairs in order of priority: the deadline cuts the last ones.
+# An archive over 15 MiB comes back split into <sweep>.tar.gz.part-aa, -ab, ... (the device tool returns
+# files of at most 16 MiB): cat them together and compare with the sha256 in the log.
 # Back here: tar xzf <sweep>.tar.gz -C runs/sweeps; o2o eval runs/sweeps/<sweep> --record.
 set -uo pipefail
 if [ $# -lt 3 ] || [ $(( ($# - 1) % 2 )) -ne 0 ] || ! [[ $1 =~ ^[0-9]+$ ]]; then
@@ -35,5 +37,12 @@ for name in "${names[@]}"; do
   [ -d "runs/sweeps/$name" ] || continue
   python3 -m o2o.cli sweep "runs/sweeps/$name" --status 2>&1 | tee -a "$log"
   python3 benchmarks/device/strip_runs.py "runs/sweeps/$name" "/tmp/export/$name" 2>&1 | tee -a "$log"
-  cp "/tmp/export/$name.tar.gz" "$out/"
+  # the device tool brings back files of at most 16 MiB: a larger archive comes back in parts
+  if [ "$(stat -c %s "/tmp/export/$name.tar.gz")" -le $((15 * 1024 * 1024)) ]; then
+    cp "/tmp/export/$name.tar.gz" "$out/"
+  else
+    split -b 15M "/tmp/export/$name.tar.gz" "$out/$name.tar.gz.part-"
+    echo "sweeps_until: $name.tar.gz is over 15 MiB, sent as $(ls "$out/$name.tar.gz.part-"* | wc -l) parts; here: cat $name.tar.gz.part-* > $name.tar.gz" | tee -a "$log"
+  fi
+  sha256sum "/tmp/export/$name.tar.gz" | tee -a "$log"
 done
