@@ -62,3 +62,17 @@ def test_pretrain_refuses_bad_input_before_training(tmp_path, capsys, case, args
     lines = [line for line in err.strip().splitlines() if line]
     assert len(lines) == 1 and lines[0].startswith("o2o: error:") and expect in lines[0]
     assert not out.exists()
+
+
+def test_example_cpq_config_sets_the_options_it_names():
+    """examples/configs/cpq-o2o.yaml (the ninth test's CPQ) resolves over the preset; a renamed key fails here."""
+    from pathlib import Path
+
+    from o2o.presets import resolve_pretrain_config
+
+    path = Path(__file__).parents[1] / "examples" / "configs" / "cpq-o2o.yaml"
+    agent = resolve_pretrain_config("cpq", "BallCircle-dsrl", config_file=str(path)).agent
+    preset = resolve_pretrain_config("cpq", "BallCircle-dsrl").agent
+    assert (agent.ood_penalty, agent.clip_targets, agent.reward_cql_alpha) == ("hinge", True, 1.0)
+    assert (agent.reward_cql_importance_sample, agent.cost_reduce) == (False, "mean")
+    assert (preset.ood_penalty, preset.clip_targets, preset.reward_cql_alpha, preset.cost_reduce) == ("linear", False, 0.0, "max")
