@@ -320,6 +320,33 @@ def test_cpq_actor_threshold_scale_leaves_a_margin_under_the_threshold():
             cpq.CPQConfig(actor_threshold_scale=bad)
 
 
+def test_cpq_unsafe_cost_weight_pulls_unsafe_samples_down_the_cost_value():
+    obs_dim, act_dim = 3, 2
+    batch = _random_batch(32, obs_dim, act_dim)
+    cfg = cpq.CPQConfig(hidden_dims=(16, 16), vae_hidden_dims=(16, 16))  # l = 6.34
+    state = cpq.init(jax.random.PRNGKey(0), obs_dim, act_dim, cfg)
+    # the cost value rises with the first action component: 7 + a_0 > l for every a in [-1, 1]^2, all unsafe
+    cost_fn = lambda p, o, a: jnp.broadcast_to(7.0 + a[:, 0], (2, o.shape[0]))
+    state = state.replace(cost_critic=state.cost_critic.replace(apply_fn=cost_fn))
+    key = jax.random.PRNGKey(1)
+    mean, log_std = state.actor.apply_fn(state.actor.params, batch["observations"])
+    actions, _ = cpq.tanh_gaussian_sample(key, mean, log_std)  # what the loss samples with the same key
+    out = {}
+    for beta in (0.0, 2.0):
+        s = state.replace(config=cpq.CPQConfig(**{**cfg.__dict__, "unsafe_cost_weight": beta}))
+        loss, info = cpq.cpq_actor_loss(s.actor.params, s, batch, key)
+        grads = jax.grad(lambda p: cpq.cpq_actor_loss(p, s, batch, key)[0])(s.actor.params)
+        out[beta] = (float(info["actor_safe_fraction"]), float(loss), grads)
+    assert out[0.0][0] == 0.0 and out[0.0][1] == 0.0 and float(optax.global_norm(out[0.0][2])) == 0.0  # CPQ: no way back
+    assert out[2.0][1] == pytest.approx(2.0 * float((7.0 + actions[:, 0]).mean()), rel=1e-5)
+    # a gradient step on beta's loss lowers the cost value of the policy's actions: a_0 moves down
+    stepped = optax.apply_updates(state.actor.params, jax.tree_util.tree_map(lambda g: -0.1 * g, out[2.0][2]))
+    moved, _ = cpq.tanh_gaussian_sample(key, *state.actor.apply_fn(stepped, batch["observations"]))
+    assert float(moved[:, 0].mean()) < float(actions[:, 0].mean())
+    with pytest.raises(ConfigError, match="unsafe_cost_weight"):
+        cpq.CPQConfig(unsafe_cost_weight=-1.0)
+
+
 def test_bear_lag_clipped_targets_stay_in_the_range_of_a_discounted_sum():
     obs_dim, act_dim = 3, 2
     batch = _random_batch(64, obs_dim, act_dim)

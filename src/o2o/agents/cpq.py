@@ -90,6 +90,12 @@ CarRun at 25k (cost mean) the unsafe seed's cost critic read 6.43 at its own act
 Monte-Carlo cost value was 13.87 (l = 8.66), so an error of a few units decides whether the policy is safe
 (docs/results.md, the eighth test); the margin asks the actor for room below l.
 
+Another option (off by default): ``unsafe_cost_weight`` beta > 0 makes the actor descend beta agg Qc on the
+samples it counts unsafe (a switch between the reward and the cost objective per sample, in the spirit
+of CRPO, Xu et al. 2021). In CPQ an unsafe sample scores 0, so once a policy's own actions read unsafe
+nothing pulls it back: at 100k on CarRun (cost mean) the share of the policy's samples called safe fell
+from 0.5 to 0 between 40k and 70k and the actors froze in unsafe policies (docs/results.md, the ninth test).
+
 The cost ensemble's reduction (``cost_reduce``, max by default, as pessimistic for a cost as TD3's min is
 for a reward): with all the options above, at 100k steps on an H200 the max let the cost values on the
 data's actions climb from ~10-17 to 58-83 between 20k and 100k steps on both tasks, until every sampled
@@ -160,6 +166,11 @@ class CPQConfig:
         metadata={"help": "the actor counts an action safe where agg Qc <= scale * l; < 1 leaves a margin for the cost "
                   "critic's under-estimate at the policy's own actions (o2o, not in the paper; 1 = CPQ)"},
     )
+    unsafe_cost_weight: float = field(
+        default=0.0,
+        metadata={"help": "beta: the actor also descends beta * agg Qc on the samples it counts unsafe, a way back to "
+                  "the safe set; 0 = CPQ, where unsafe samples give the actor no gradient (o2o, not in the paper)"},
+    )
     ood_penalty: Literal["linear", "hinge"] = field(
         default="linear",
         metadata={"help": "linear: -w E_nu[Qc] (CPQ, OSRL); hinge: -w E_nu[min(Qc, scale * l)], raise an OOD cost value "
@@ -205,6 +216,8 @@ class CPQConfig:
             raise ConfigError(f"horizon must be >= 1, got {self.horizon}")
         if self.init_temperature < 0 or (self.auto_temperature and self.init_temperature <= 0):
             raise ConfigError("init_temperature must be >= 0, and > 0 with auto_temperature (it is learned in log space)")
+        if self.unsafe_cost_weight < 0:
+            raise ConfigError(f"unsafe_cost_weight must be >= 0, got {self.unsafe_cost_weight}")
         if not 0.0 < self.actor_threshold_scale <= 1.0:
             raise ConfigError(f"actor_threshold_scale must be in (0, 1], got {self.actor_threshold_scale}")
         if self.reward_cql_alpha < 0 or self.reward_cql_n_actions < 1:
@@ -430,8 +443,9 @@ def cost_critic_loss(
 
 
 def cpq_actor_loss(actor_params, state: CPQState, batch, key) -> tuple[jax.Array, dict]:
-    """E[alpha log pi(a|s) - 1[agg Qc(s,a) <= m l] min_j Q_j(s,a)], a ~ pi re-parameterised, online critics
-    (m = ``actor_threshold_scale``, 1 in CPQ)."""
+    """E[alpha log pi(a|s) - 1[agg Qc(s,a) <= m l] min_j Q_j(s,a) + beta 1[agg Qc(s,a) > m l] agg Qc(s,a)],
+    a ~ pi re-parameterised, online critics (m = ``actor_threshold_scale``, beta = ``unsafe_cost_weight``;
+    CPQ: m = 1, beta = 0)."""
     cfg = state.config
     mean, log_std = state.actor.apply_fn(actor_params, batch["observations"])
     actions, log_probs = tanh_gaussian_sample(key, mean, log_std)
@@ -440,6 +454,8 @@ def cpq_actor_loss(actor_params, state: CPQState, batch, key) -> tuple[jax.Array
     threshold = cfg.actor_threshold_scale * cost_threshold(cfg.cost_limit, cfg.horizon, cfg.gamma)
     safe = jax.lax.stop_gradient((qc <= threshold).astype(q.dtype))
     loss = (temperature(state) * log_probs - safe * q).mean()
+    if cfg.unsafe_cost_weight > 0:
+        loss = loss + cfg.unsafe_cost_weight * ((1.0 - safe) * qc).mean()
     return loss, {
         "actor_loss": loss,
         "entropy": -log_probs.mean(),
