@@ -673,12 +673,14 @@ def test_bear_lag_keeps_cost_low_and_beats_random():
     assert cost < 0.1, cost  # random 0.25, unconstrained ~0.32
 
 
-def test_cpq_avoids_the_costly_state_and_beats_random():
+@pytest.mark.parametrize("options", [{}, {"unsafe_cost_weight": 1.0}], ids=["cpq", "unsafe-cost-descent"])
+def test_cpq_avoids_the_costly_state_and_beats_random(options):
     data = two_step_dataset()
     spec, state, metrics = train(
         "cpq", data, steps=600, **SMALL, **SMALL_VAE,
         actor_lr=1e-3, critic_lr=3e-3, cost_critic_lr=3e-3, gamma=0.9, cost_limit=0.2, horizon=2,
         init_ood_weight=0.02, ood_weight_lr=0.05,  # w scaled to the tiny threshold l = 0.19
+        **options,
     )
     first_step = np.column_stack([EVAL_STATES, np.zeros(len(EVAL_STATES), np.float32)])
     a = np.asarray(spec.module.act(state, jnp.asarray(first_step), jax.random.PRNGKey(0), deterministic=True))

@@ -180,6 +180,13 @@ def test_only_plans_the_matching_runs_and_leaves_the_others_unbuilt(tmp_path, ca
     assert main(["--no-progress", "sweep", str(whole), "--out", str(tmp_path / "w"), "--only", "*/seed0", "--backend", "sequential"]) == 0
     assert main(["report", str(tmp_path / "w"), "--out", str(tmp_path / "whole.md")]) == 0
     assert "--only" not in (tmp_path / "whole.md").read_text()
+    # patterns that match every run of the spec make a partial sweep whole (sweeps_until.sh's final '*')
+    two = write_spec(tmp_path, text.replace(", {name: CarRun, dataset: no-such-data}", ""), "two.yaml")
+    assert load_spec(two, only=["*"]).only == () and load_spec(two, only=["*/seed0"]).only == ("*/seed0",)
+    assert main(["--no-progress", "sweep", str(two), "--out", str(tmp_path / "t"), "--only", "*/seed0", "--backend", "sequential"]) == 0
+    assert main(["--no-progress", "sweep", str(two), "--out", str(tmp_path / "t"), "--only", "*", "--backend", "sequential"]) == 0
+    assert main(["report", str(tmp_path / "t"), "--out", str(tmp_path / "two.md")]) == 0
+    assert "--only" not in (tmp_path / "two.md").read_text()
     capsys.readouterr()
 
 

@@ -271,7 +271,7 @@ def parse_spec(
         description=str(data.get("description") or ""),
         runs=tuple(runs),
         cli_overrides=cli,
-        only=tuple(only),
+        only=tuple(only) if len(runs) < len(all_ids) else (),  # patterns that match every run plan the whole spec
         deferred=deferred,
         adoptable=tuple(adoptable),
     )
