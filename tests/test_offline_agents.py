@@ -298,13 +298,18 @@ def test_cpq_clipped_targets_stay_in_the_range_of_a_discounted_sum():
     np.testing.assert_allclose(np.asarray(yc)[np.asarray(inside)], np.asarray(yc_loose)[np.asarray(inside)])
 
 
+def _cpq_with_cost_values(cost_fn):
+    """A small CPQ state (l = 6.34 at kappa 20, T 300) whose cost critic says ``cost_fn(params, obs, actions)``
+    ([2, B]), and a random batch: the actor-loss tests."""
+    batch = _random_batch(32, 3, 2)
+    cfg = cpq.CPQConfig(hidden_dims=(16, 16), vae_hidden_dims=(16, 16))
+    state = cpq.init(jax.random.PRNGKey(0), 3, 2, cfg)
+    return batch, cfg, state.replace(cost_critic=state.cost_critic.replace(apply_fn=cost_fn))
+
+
 def test_cpq_actor_threshold_scale_leaves_a_margin_under_the_threshold():
-    obs_dim, act_dim = 3, 2
-    batch = _random_batch(32, obs_dim, act_dim)
-    cfg = cpq.CPQConfig(hidden_dims=(16, 16), vae_hidden_dims=(16, 16))  # l = 6.34 at kappa 20, T 300
-    state = cpq.init(jax.random.PRNGKey(0), obs_dim, act_dim, cfg)
     # every action's cost value is 5: under l, over 0.5 l
-    state = state.replace(cost_critic=state.cost_critic.replace(apply_fn=lambda p, o, a: jnp.full((2, o.shape[0]), 5.0)))
+    batch, cfg, state = _cpq_with_cost_values(lambda p, o, a: jnp.full((2, o.shape[0]), 5.0))
     key = jax.random.PRNGKey(1)
     outcomes = {}
     for scale in (1.0, 0.9, 0.5):
@@ -321,13 +326,8 @@ def test_cpq_actor_threshold_scale_leaves_a_margin_under_the_threshold():
 
 
 def test_cpq_unsafe_cost_weight_pulls_unsafe_samples_down_the_cost_value():
-    obs_dim, act_dim = 3, 2
-    batch = _random_batch(32, obs_dim, act_dim)
-    cfg = cpq.CPQConfig(hidden_dims=(16, 16), vae_hidden_dims=(16, 16))  # l = 6.34
-    state = cpq.init(jax.random.PRNGKey(0), obs_dim, act_dim, cfg)
     # the cost value rises with the first action component: 7 + a_0 > l for every a in [-1, 1]^2, all unsafe
-    cost_fn = lambda p, o, a: jnp.broadcast_to(7.0 + a[:, 0], (2, o.shape[0]))
-    state = state.replace(cost_critic=state.cost_critic.replace(apply_fn=cost_fn))
+    batch, cfg, state = _cpq_with_cost_values(lambda p, o, a: jnp.broadcast_to(7.0 + a[:, 0], (2, o.shape[0])))
     key = jax.random.PRNGKey(1)
     mean, log_std = state.actor.apply_fn(state.actor.params, batch["observations"])
     actions, _ = cpq.tanh_gaussian_sample(key, mean, log_std)  # what the loss samples with the same key
