@@ -88,7 +88,9 @@ Another option (off by default): ``actor_threshold_scale`` m < 1 makes the actor
 where its cost value is <= m l (the reward target still cuts at l). CPQ's policies ride the threshold: on
 CarRun at 25k (cost mean) the unsafe seed's cost critic read 6.43 at its own actions where their
 Monte-Carlo cost value was 13.87 (l = 8.66), so an error of a few units decides whether the policy is safe
-(docs/results.md, the eighth test); the margin asks the actor for room below l.
+(docs/results.md, the eighth test); the margin asks the actor for room below l. Tried at m = 0.5 on CarRun
+(25k): worse, 3 of 3 seeds unsafe against 1 of 3, because it takes the actor's gradient from more samples
+(docs/results.md, the tenth test).
 
 Another option (off by default): ``unsafe_cost_weight`` beta > 0 makes the actor descend beta agg Qc on the
 samples it counts unsafe (a switch between the reward and the cost objective per sample, in the spirit
