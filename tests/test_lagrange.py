@@ -187,3 +187,109 @@ def test_apid_mean_rule_collapses_gains_on_a_safe_start_and_the_max_rule_does_no
     assert lam_max[-1] > lam_max[10] > 0
     with pytest.raises(ConfigError, match="adapt_relative"):
         _apid(adapt_relative="median")
+
+
+# ------------------------------------------------------------------ o2o's Marvel controller (the preset)
+
+
+def _preset_controller(method: str = "marvel", task: str = "BallCircle"):
+    """The multiplier controller a fine-tuning run of ``method`` gets from the presets, and its limit."""
+    from o2o.envs import get_task
+    from o2o.loops.finetune import resolve_finetune_config
+
+    cfg = resolve_finetune_config(method, task=task, require_pretrained=False)
+    kappa = cfg.online.cost_limit if cfg.online.cost_limit is not None else get_task(task).cost_limit
+    return make_controller(cfg.lagrange, kappa), kappa
+
+
+def _script(controller, costs):
+    return np.array([controller.update(c)[0] for c in costs])
+
+
+@pytest.mark.parametrize("safe_start", [0, 100])
+@pytest.mark.parametrize("violation", [1.05, 1.2, 2.0, 5.0])
+def test_marvel_controller_keeps_raising_lambda_while_a_violation_lasts(safe_start, violation):
+    """Sustained violation, with or without a long safe stretch before it: lambda never falls while the
+    cost stays over the limit (the paper's rule after a safe start peaks after ~10 measurements and then
+    falls: its integral sits at the gain floor and the derivative fades)."""
+    c, kappa = _preset_controller()
+    _script(c, np.zeros(safe_start))
+    lam = _script(c, np.full(60, violation * kappa))
+    assert np.all(np.diff(lam) >= 0)
+    assert lam[29] > lam[9] > 0
+    assert lam[-1] > lam[29] or lam[-1] == c.cfg.max_lambda  # still rising, or held at the cap
+
+
+def test_marvel_controller_lowers_lambda_once_the_cost_is_back_under_the_limit():
+    c, kappa = _preset_controller()
+    raised = _script(c, np.full(20, 2.0 * kappa))[-1]
+    state = c.state_dict()
+    lam = _script(c, np.full(100, 0.5 * kappa))  # just under the set point: a slow, steady decrease
+    assert lam[0] < raised and np.all(np.diff(lam) <= 0) and lam[-1] < lam[0]
+    c.load_state_dict(state)
+    lam = _script(c, np.zeros(100))  # far under it: back to zero
+    assert lam[0] < raised and np.all(np.diff(lam) <= 0) and lam[-1] == 0.0
+
+
+def test_marvel_controller_meets_a_late_violation_with_gains_no_lower_than_half():
+    c, kappa = _preset_controller()
+    gains0 = {g: v.copy() for g, v in c.gains0.items()}
+    _script(c, np.zeros(200))  # a long safe start
+    _script(c, [2.0 * kappa])
+    for g in ("kp", "ki", "kd"):
+        assert c.gains[g][0] >= 0.5 * gains0[g][0]
+    # the paper's rule (marvel-paper) has them at K0 / 10 by then
+    p, _ = _preset_controller("marvel-paper")
+    _script(p, np.zeros(200))
+    _script(p, [2.0 * kappa])
+    assert p.gains["ki"][0] <= 0.1 * p.gains0["ki"][0] * 1.03
+
+
+def _lagged_plant(controller, kappa, steepness, lag, seed, steps=120):
+    """A policy whose episode cost answers the multiplier with a lag and whose need for a multiplier grows
+    as it learns: cost = kappa exp(s (need_t - lambda_eff)), lambda_eff the lagged multiplier, need_t
+    rising from -0.5 to 1, 20% noise, capped at 10 kappa."""
+    rng = np.random.default_rng(seed)
+    lam = effective = 0.0
+    costs = []
+    for t in range(steps):
+        need = min(1.0, -0.5 + t / 30)
+        effective = lag * effective + (1 - lag) * lam
+        cost = float(np.clip(kappa * np.exp(steepness * (need - effective)) * (1 + 0.2 * rng.standard_normal()), 0, 10 * kappa))
+        lam = controller.update(cost)[0]
+        costs.append(cost)
+    return np.array(costs)
+
+
+@pytest.mark.parametrize("steepness,lag", [(1.0, 0.5), (3.0, 0.8), (6.0, 0.9)])
+def test_marvel_controller_holds_a_cost_near_the_limit_without_swinging_to_zero(steepness, lag):
+    """Closed loop on the lagged plant: after the transient the cost sits at the set point (1 - margin)
+    kappa, under the limit, neither alternating between violations and zero nor staying over."""
+    for seed in range(3):
+        c, kappa = _preset_controller()
+        target = (1 - c.cfg.limit_margin) * kappa
+        tail = _lagged_plant(c, kappa, steepness, lag, seed)[-50:]
+        assert 0.85 * target <= tail.mean() <= kappa
+        assert tail.min() > 0.25 * target  # never swung back to (near) zero cost
+        assert np.mean(tail > 1.5 * kappa) <= 0.05
+
+
+def test_relative_error_makes_the_gains_independent_of_the_limit():
+    cfg = LagrangeConfig(controller="apid", relative_error=True, kp=0.5, ki=0.1, kd=0.1)
+    lams = []
+    for kappa in (10.0, 20.0, 40.0):
+        c = make_controller(cfg, kappa)
+        lams.append(_script(c, kappa * np.array([0.0, 0.5, 2.0, 2.0, 3.0, 1.0, 0.2])))
+    np.testing.assert_allclose(lams[0], lams[1], rtol=1e-12)
+    np.testing.assert_allclose(lams[0], lams[2], rtol=1e-12)
+
+
+def test_max_lambda_bounds_the_integral_too():
+    """Anti-windup at the top: with max_lambda the integral is clipped there, so lambda comes down as
+    soon as the cost is back under the limit instead of unwinding a hidden excess first."""
+    c = make_controller(LagrangeConfig(controller="pid", kp=0.0, ki=1.0, kd=0.0, max_lambda=2.0), cost_limit=1.0)
+    _script(c, np.full(50, 5.0))  # the unclipped integral would be 200
+    assert c.integral[0] == 2.0
+    assert c.update(0.5)[0] == pytest.approx(1.5)
+    with pytest.raises(ConfigError, match="gain_floor"):
+        make_controller(LagrangeConfig(controller="apid", gain_floor=0.0), 20.0)

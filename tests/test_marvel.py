@@ -2,8 +2,10 @@
 
 One tiny CPQ run on the embedded BallCircle dataset is shared by the module (module fixture)."""
 
+import dataclasses
 import json
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -95,6 +97,119 @@ def test_vpa_updates_the_critics_only_and_defaults_alpha_from_the_temperature():
     changed = jax.tree_util.tree_map(lambda a, b: not np.allclose(a, np.asarray(b)), critic_before, state.critic.params)
     assert any(jax.tree_util.tree_leaves(changed))
     assert losses[-1] < losses[0]
+
+
+def _sac_lag_batch(n=64, obs_dim=3, act_dim=2, seed=0):
+    rng = np.random.default_rng(seed)
+    return {"observations": jnp.asarray(rng.normal(size=(n, obs_dim)), jnp.float32)}
+
+
+def _edit_output(train_state, scale=1.0, shift=0.0):
+    """A critic whose output is ``scale`` times the old plus ``shift`` (the output Dense's kernel and bias)."""
+    flat = flax.traverse_util.flatten_dict(jax.tree_util.tree_map(np.asarray, train_state.params))
+    last = max({path[:-1] for path in flat}, key=lambda p: [str(x) for x in p])  # the output Dense
+    flat[last + ("kernel",)] = flat[last + ("kernel",)] * scale
+    flat[last + ("bias",)] = flat[last + ("bias",)] * scale + shift
+    return train_state.replace(params=flax.traverse_util.unflatten_dict(flat))
+
+
+def _shift_output(train_state, shift):
+    return _edit_output(train_state, shift=shift)
+
+
+def _scale_cost_critic(state, k):
+    return state.replace(cost_critic=_edit_output(state.cost_critic, scale=k))
+
+
+def test_balanced_cost_term_weighs_the_cost_gradient_in_units_of_the_reward_gradient():
+    """cost_term: balanced -> the actor's step is g_r + lambda b g_c with b = ||g_r|| / ||g_c||: the cost part
+    is lambda times as long as the reward part, the step does not change when the cost critic's scale does,
+    and with scale_actor_loss it is divided by 1 + lambda. raw -> the gradient of the paper's loss."""
+    from o2o.agents import sac_lag
+
+    def flat(tree):
+        return np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(tree)])
+
+    batch, key, lam = _sac_lag_batch(), jax.random.PRNGKey(3), jnp.float32(0.7)
+    raw_cfg = sac_lag.SACLagConfig(hidden_dims=(16,), init_temperature=0.2, auto_temperature=False)
+    state = sac_lag.init(jax.random.PRNGKey(4), 3, 2, raw_cfg)
+    params = state.actor.params
+
+    def objective_grad(i, s):
+        return flat(jax.grad(lambda p: sac_lag.actor_objectives(p, s, batch, key)[0][i])(params))
+
+    g_r, g_c = objective_grad(0, state), objective_grad(1, state)
+    b = np.linalg.norm(g_r) / np.linalg.norm(g_c)
+
+    grads, info = sac_lag.lagrangian_actor_grads(params, state, batch, key, lam)
+    np.testing.assert_allclose(flat(grads), g_r + 0.7 * g_c, rtol=1e-4, atol=1e-7)  # the paper's loss
+    np.testing.assert_allclose(float(info["grad_balance"]), b, rtol=1e-4)
+    loss_grads = jax.grad(lambda p: sac_lag.lagrangian_actor_loss(p, state, batch, key, lam)[0])(params)
+    np.testing.assert_allclose(flat(grads), flat(loss_grads), rtol=1e-4, atol=1e-7)
+
+    balanced = state.replace(config=dataclasses.replace(raw_cfg, cost_term="balanced", scale_actor_loss=True))
+    grads, info = sac_lag.lagrangian_actor_grads(params, balanced, batch, key, lam)
+    step = flat(grads) * (1 + 0.7)
+    np.testing.assert_allclose(step, g_r + 0.7 * b * g_c, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(np.linalg.norm(step - g_r), 0.7 * np.linalg.norm(g_r), rtol=1e-4)
+    assert float(info["lagrange_effective"]) == pytest.approx(0.7 * b, rel=1e-4)
+
+    # a cost critic ten times larger: b ten times smaller, the same step
+    scaled = _scale_cost_critic(balanced, 10.0)
+    grads10, info10 = sac_lag.lagrangian_actor_grads(params, scaled, batch, key, lam)
+    assert float(info10["grad_balance"]) == pytest.approx(b / 10, rel=1e-3)
+    np.testing.assert_allclose(flat(grads10), flat(grads), rtol=1e-3, atol=1e-7)
+
+
+def test_marvel_paper_method_is_the_released_rule():
+    from o2o.loops.finetune import resolve_finetune_config
+
+    paper = resolve_finetune_config("marvel-paper", task="BallCircle", require_pretrained=False)
+    ours = resolve_finetune_config("marvel", task="BallCircle", require_pretrained=False)
+    assert paper.lagrange.cadence == "minibatch" and paper.lagrange.gain_update == "raw" and paper.lagrange.kp == 5e-6
+    assert paper.agent.cost_term == "raw" and not paper.agent.scale_actor_loss and paper.lagrange.max_lambda is None
+    assert ours.agent.cost_term == "balanced" and ours.agent.scale_actor_loss and ours.lagrange.relative_error
+    for cfg in (paper, ours):  # the paper's online schedule
+        assert (cfg.online.iterations, cfg.online.episodes_per_iteration, cfg.online.updates_per_iteration, cfg.agent.batch_size) == (100, 5, 20, 64)
+
+
+def test_vpa_at_the_preset_removes_four_fifths_of_the_start_error_on_zero_reward_data():
+    """Data whose rewards and costs are all 0 (true values 0) and critics that start at ~43 (the demo's
+    CPQ cost critic): the preset's VPA (steps, target rate) leaves at most a fifth of the error; the same
+    steps at the agent's tau = 0.005 leave more than half (the error decays about as gamma^(steps tau))."""
+    from o2o.agents import sac_lag
+    from o2o.bridge.vpa import run_vpa
+    from o2o.data.replay import replay_from_dataset
+    from o2o.loops.finetune import resolve_finetune_config
+
+    preset = resolve_finetune_config("marvel", task="BallCircle", require_pretrained=False)
+    n, rng = 2048, np.random.default_rng(0)
+    data = {
+        "observations": rng.normal(size=(n, 4)).astype(np.float32), "actions": rng.uniform(-1, 1, (n, 2)).astype(np.float32),
+        "rewards": np.zeros(n, np.float32), "costs": np.zeros(n, np.float32), "next_observations": rng.normal(size=(n, 4)).astype(np.float32),
+        "terminals": np.zeros(n, bool), "timeouts": np.zeros(n, bool),
+    }
+    cfg = dataclasses.replace(preset.agent, hidden_dims=(32, 32), num_cost_critics=1)
+    assert cfg.gamma == 0.99
+    start = sac_lag.init(jax.random.PRNGKey(0), 4, 2, cfg)
+    start = start.replace(critic=_shift_output(start.critic, 43.0), cost_critic=_shift_output(start.cost_critic, 43.0))
+    start = start.replace(target_critic_params=start.critic.params, target_cost_critic_params=start.cost_critic.params)
+    obs, act = jnp.asarray(data["observations"]), jnp.asarray(data["actions"])
+
+    def errors(state):
+        q = state.critic.apply_fn(state.critic.params, obs, act).min(axis=0)
+        qc = state.cost_critic.apply_fn(state.cost_critic.params, obs, act).max(axis=0)
+        return float(jnp.abs(q).mean()), float(jnp.abs(qc).mean())
+
+    e0 = errors(start)
+    assert min(e0) > 40
+    vpa = dataclasses.replace(preset.vpa, steps_per_call=preset.vpa.steps // 5)
+    copy = jax.tree_util.tree_map(jnp.array, start)  # run_vpa donates its input
+    aligned, _ = run_vpa(start, replay_from_dataset(data), vpa, jax.random.PRNGKey(1))
+    slow, _ = run_vpa(copy, replay_from_dataset(data), dataclasses.replace(vpa, tau=0.005), jax.random.PRNGKey(1))
+    for before, after, at_tau in zip(e0, errors(aligned), errors(slow)):
+        assert after <= before / 5
+        assert at_tau > before / 2
 
 
 # ------------------------------------------------------------------------------------------ methods

@@ -10,13 +10,17 @@ vector (one entry and one multiplier per cost signal); scalars are treated as le
     PID:          (Stooke, Achiam & Abbeel 2020, "Responsive Safety in RL by PID Lagrangian Methods")
                   e_t   = J_t - kappa
                   P_t   = a_p P_{t-1} + (1 - a_p) e_t                          (EMA of the error; a_p = 0 -> raw)
-                  I_t   = [I_{t-1} + K_i e_t]_+                                 (anti-windup: never below 0)
+                  I_t   = clip(I_{t-1} + K_i e_t, 0, lambda_max)                (anti-windup)
                   Jbar_t = a_d Jbar_{t-1} + (1 - a_d) J_t
                   D_t   = [Jbar_t - Jbar_{t-d}]_+                              (one-sided, lag d)
                   lambda_t = [K_p P_t + I_t + K_d D_t]_+
 
     aPID:         (Marvel) the PID with a_p = a_d = 0.9, d = 10 and gains adapted to the recent cost
                   (see ``AdaptivePID``)
+With ``relative_error`` every controller sees the cost in units of the limit, J / kappa against 1 (for
+kappa < 1: J against kappa, unscaled), so that its gains mean the same for every limit: the error of a
+2x violation is 1. With ``limit_margin`` m the set point is (1 - m) kappa instead of kappa.
+
 State is plain numbers (``state_dict`` / ``load_state_dict``) so checkpoints hold it as JSON.
 """
 
@@ -66,6 +70,21 @@ class LagrangeConfig:
                   "+alpha per update above kappa, unbounded below it) or max ((m - kappa) / max(m, kappa): "
                   "within [-alpha, +alpha] both ways; o2o's, docs/algorithms.md)"},
     )
+    gain_floor: float | None = field(
+        default=None,
+        metadata={"help": "aPID: lower bound of an adapted gain as a fraction of K0; None = 1 / gain_bound (the paper's "
+                  "[K0/10, 10 K0]); o2o's Marvel preset 0.5, so that a violation after a long safe stretch meets gains "
+                  "of at least K0 / 2"},
+    )
+    limit_margin: float = field(
+        default=0.0,
+        metadata={"help": "the controller's set point is (1 - margin) kappa: a margin under the limit for the noise of a "
+                  "policy that rides it (evaluation still against kappa)"},
+    )
+    relative_error: bool = field(
+        default=False,
+        metadata={"help": "measure the cost in units of the limit (J / kappa against 1): gains independent of kappa"},
+    )
     kd_reset: bool = field(default=False, metadata={"help": "aPID: reset K_d to K0_d when the cost signal changes regime"})
     kd_reset_z: float = field(default=4.0, metadata={"help": "aPID: change-point z-score between the two halves of 2W smoothed costs"})
     kd_reset_min_shift: float = field(default=0.1, metadata={"help": "aPID: ... and a mean shift of at least this fraction of kappa"})
@@ -81,10 +100,15 @@ class Controller:
             raise ConfigError(f"lagrange.init_lambda must be >= 0, got {cfg.init_lambda}")
         if cfg.max_lambda is not None and cfg.max_lambda < 0:
             raise ConfigError(f"lagrange.max_lambda must be >= 0, got {cfg.max_lambda}")
+        if not 0.0 <= cfg.limit_margin < 1.0:
+            raise ConfigError(f"lagrange.limit_margin must be in [0, 1), got {cfg.limit_margin}")
         if cfg.cadence not in ("measurement", "minibatch"):
             raise ConfigError(f"lagrange.cadence must be measurement | minibatch, got '{cfg.cadence}'")
         self.cfg = cfg
         self.cost_limit = np.broadcast_to(np.asarray(cost_limit, np.float64), (num_costs,)).copy()
+        # the units the controller works in: kappa (relative_error) or raw cost
+        self.unit = np.maximum(self.cost_limit, 1.0) if cfg.relative_error else np.ones_like(self.cost_limit)
+        self.limit = (1.0 - cfg.limit_margin) * self.cost_limit / self.unit  # the set point, in the controller's units
         self.value = np.full((num_costs,), cfg.init_lambda, np.float64)
         self.num_updates = 0
 
@@ -95,7 +119,7 @@ class Controller:
         return lam
 
     def update(self, episode_cost) -> np.ndarray:
-        cost = np.broadcast_to(np.asarray(episode_cost, np.float64), self.value.shape)
+        cost = np.broadcast_to(np.asarray(episode_cost, np.float64), self.value.shape) / self.unit
         self.value = self._clip(self._step(cost))
         self.num_updates += 1
         return self.value.copy()
@@ -136,7 +160,7 @@ class DualAscent(Controller):
             raise ConfigError(f"lagrange.dual_lr must be > 0, got {cfg.dual_lr}")
 
     def _step(self, cost):
-        return self.value + self.cfg.dual_lr * (cost - self.cost_limit)
+        return self.value + self.cfg.dual_lr * (cost - self.limit)
 
 
 class PID(Controller):
@@ -174,10 +198,11 @@ class PID(Controller):
         return self.d_delay + 1
 
     def _step(self, cost):
-        error = cost - self.cost_limit
+        error = cost - self.limit
         first = not self.cost_history
         self.error_ema = error if first else self.ema_p * self.error_ema + (1 - self.ema_p) * error
-        self.integral = np.maximum(self.integral + self.gains["ki"] * error, 0.0)
+        # anti-windup: the integral stays in [0, max_lambda] (no upper bound without max_lambda)
+        self.integral = np.clip(self.integral + self.gains["ki"] * error, 0.0, self.cfg.max_lambda)
         previous = cost if first else np.asarray(self.cost_history[-1])
         smoothed = cost if first else self.ema_d * previous + (1 - self.ema_d) * cost
         self.cost_history = (self.cost_history + [smoothed.tolist()])[-self.history_length :]
@@ -249,6 +274,8 @@ class AdaptivePID(PID):
             raise ConfigError(f"lagrange.adapt_window must be >= 2, got {cfg.adapt_window}")
         if cfg.gain_bound < 1:
             raise ConfigError(f"lagrange.gain_bound must be >= 1, got {cfg.gain_bound}")
+        if cfg.gain_floor is not None and not 0 < cfg.gain_floor <= 1:
+            raise ConfigError(f"lagrange.gain_floor must be in (0, 1] or null, got {cfg.gain_floor}")
         if cfg.gain_update not in ("bounded", "exp", "raw"):
             raise ConfigError(f"lagrange.gain_update must be bounded | exp | raw, got '{cfg.gain_update}'")
         if cfg.adapt_relative not in ("mean", "max"):
@@ -277,16 +304,17 @@ class AdaptivePID(PID):
         old, new = hist[:w], hist[w:]
         shift = np.abs(new.mean(0) - old.mean(0))
         stderr = np.sqrt((old.var(0, ddof=1) + new.var(0, ddof=1)) / w) + 1e-8
-        return (shift > self.cfg.kd_reset_z * stderr) & (shift > self.cfg.kd_reset_min_shift * self.cost_limit)
+        return (shift > self.cfg.kd_reset_z * stderr) & (shift > self.cfg.kd_reset_min_shift * self.limit)
 
     def _step(self, cost):
         lam = super()._step(cost)
         cfg = self.cfg
         window = np.asarray(self.cost_history[-cfg.adapt_window :], np.float64)
-        m = window.mean(0) + 0.1
+        # m > 0: the paper's 0.1 cost units; with relative_error 0.005 kappa (0.1 at kappa = 20)
+        m = window.mean(0) + (0.005 if cfg.relative_error else 0.1)
         s = window.std(0)
-        scale = m if cfg.adapt_relative == "mean" else np.maximum(m, self.cost_limit)
-        rel = (m - self.cost_limit) / scale
+        scale = m if cfg.adapt_relative == "mean" else np.maximum(m, self.limit)
+        rel = (m - self.limit) / scale
         self.gains["kp"] = self.gains["kp"] * self._factor(cfg.adapt_rate_p * rel)
         self.gains["ki"] = self.gains["ki"] * self._factor(cfg.adapt_rate_i * rel)
         self.gains["kd"] = self.gains["kd"] * self._factor(cfg.adapt_rate_d * s / m)
@@ -297,8 +325,9 @@ class AdaptivePID(PID):
                 self.gains["kd"] = np.where(reset, self.gains0["kd"], self.gains["kd"])
                 self.kd_resets += int(reset.sum())
                 self.since_reset = 0
+        floor = 1.0 / cfg.gain_bound if cfg.gain_floor is None else cfg.gain_floor
         for g in self.gains:
-            self.gains[g] = np.clip(self.gains[g], self.gains0[g] / cfg.gain_bound, self.gains0[g] * cfg.gain_bound)
+            self.gains[g] = np.clip(self.gains[g], self.gains0[g] * floor, self.gains0[g] * cfg.gain_bound)
         return lam
 
     def diagnostics(self) -> dict[str, float]:

@@ -15,6 +15,13 @@ Marvel family (``../shared/specs/marvel.md``; online algorithm SAC-Lag, safe tas
 | apid-only    | pi0   | pre-trained       | -   | aPID                                    |
 | vpa-pid      | pi0   | pre-trained + VPA | yes | PID (aPID's EMAs and lag, fixed gains)  |
 | marvel       | pi0   | pre-trained + VPA | yes | aPID                                    |
+| marvel-paper | pi0   | pre-trained + VPA | yes | aPID, the released rule and loss        |
+
+``marvel`` is o2o's Marvel: the preset's balanced cost term and aPID with bounded gains
+(``configs/finetune-safe.yaml``). ``marvel-paper`` is the authors' released rule: the raw loss
+alpha log pi - Q + lambda Qc, the aPID updated on every minibatch with the same measurement
+(K_p = K_i = K_d = 5e-6 on the raw cost error), the raw gain factors clipped to [K0/10, 10 K0],
+no upper bound on lambda.
 """
 
 from __future__ import annotations
@@ -49,6 +56,13 @@ class MethodSpec:
 _DUAL0 = {"lagrange.controller": "dual-ascent", "lagrange.init_lambda": 0.0}
 _APID = {"lagrange.controller": "apid"}
 _FINETUNE = {"online.warmup_steps": 0, "online.update_after": 0}  # the pre-trained policy acts from step 0
+_PAPER = {  # the released code's controller and actor loss (online/sac_lag.py, utils.PIDLagrangian)
+    "lagrange.controller": "apid", "lagrange.cadence": "minibatch", "lagrange.kp": 5e-6, "lagrange.ki": 5e-6,
+    "lagrange.kd": 5e-6, "lagrange.relative_error": False, "lagrange.gain_update": "raw", "lagrange.adapt_relative": "mean",
+    "lagrange.gain_floor": None, "lagrange.gain_bound": 10.0, "lagrange.max_lambda": None, "lagrange.ema_p": None,
+    "lagrange.limit_margin": 0.0, "lagrange.init_lambda": 0.0,
+    "agent.cost_term": "raw", "agent.scale_actor_loss": False,
+}
 
 METHODS: dict[str, MethodSpec] = {
     m.name: m
@@ -63,6 +77,7 @@ METHODS: dict[str, MethodSpec] = {
             {"lagrange.controller": "pid", "lagrange.ema_p": 0.9, "lagrange.ema_d": 0.9, "lagrange.d_delay": 10, **_FINETUNE},
         ),
         MethodSpec("marvel", "safe", "sac-lag", True, True, True, "Marvel: pi0 + VPA-aligned critics + aPID multiplier", {**_APID, **_FINETUNE}),
+        MethodSpec("marvel-paper", "safe", "sac-lag", True, True, True, "Marvel with the released aPID rule and raw actor loss", {**_PAPER, **_FINETUNE}),
     ]
 }
 

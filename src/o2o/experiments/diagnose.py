@@ -90,10 +90,10 @@ def diagnose_critic(run_dir, *, pairs: int = 64, rollouts: int = 3, horizon: int
 
     from o2o.agents.sac import actor_actions
     from o2o.agents.sac_lag import reduce_costs
-    from o2o.bridge.pretrained import load_pretrained, to_sac_lag
+    from o2o.bridge.pretrained import load_pretrained
     from o2o.config import from_dict, load_yaml
     from o2o.envs import get_task
-    from o2o.loops.finetune import finetune_config_class, load_bridge
+    from o2o.loops.finetune import agent_init_key, build_agent, finetune_config_class, load_bridge
     from o2o.methods import get_method
 
     run_dir = Path(run_dir)
@@ -108,8 +108,9 @@ def diagnose_critic(run_dir, *, pairs: int = 64, rollouts: int = 3, horizon: int
     if pairs < 2 or rollouts < 1:
         raise ConfigError("--pairs must be >= 2 and --rollouts >= 1")
     task = get_task(cfg.task)
-    pre = load_pretrained(cfg.pretrained, task=task.name, need_cost_critic=True)
-    before = to_sac_lag(pre, cfg.agent, jax.random.PRNGKey(0))
+    spec = get_method(cfg.method)
+    pre = load_pretrained(cfg.pretrained, task=task.name, need_cost_critic=cfg.vpa.init == "pretrained")
+    before = build_agent(cfg, spec, pre, agent_init_key(cfg.seed))  # the critics VPA started from
     loaded = load_bridge(run_dir / "bridge", before)
     if loaded is None:
         raise RunDirError(f"'{run_dir}/bridge' holds no aligned agent (the run stopped during VPA); resume the run first")

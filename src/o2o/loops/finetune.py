@@ -88,7 +88,8 @@ def resolve_finetune_config(
     if spec.needs_pretrained and (pretrained or require_pretrained):
         if not pretrained:
             raise ConfigError(f"method '{method}' starts from a pre-trained run: pass --pretrained RUN_DIR (o2o pretrain)")
-        pre = load_pretrained(pretrained, task=task, need_cost_critic=_needs_cost_critic(spec))
+        # a method with VPA may start from fresh critics (vpa.init: fresh): checked once the config is known
+        pre = load_pretrained(pretrained, task=task, need_cost_critic=_needs_cost_critic(spec) and not spec.vpa)
         task_name = pre.task
     elif pretrained and not (task or user.get("task")):  # the task of the given pre-trained run
         pre = load_pretrained(pretrained)
@@ -130,6 +131,10 @@ def resolve_finetune_config(
         cfg = resolve_ocr_defaults(cfg, pre.config.dataset if pre is not None else None)
         check_ocr_config(cfg.ocr)
         return cfg
+    if pre is not None and spec.vpa and cfg.vpa.init == "pretrained" and not hasattr(pre.state, "cost_critic"):
+        raise ConfigError(
+            f"pre-trained run '{pretrained}' ({pre.algo}) has no critics to align; VPA can fit fresh ones: --set vpa.init=fresh"
+        )
     if pre is not None and (spec.init_actor or spec.init_critics):
         cfg = dataclasses.replace(cfg, agent=adopt_shapes(cfg.agent, pre))
     check_vpa_config(cfg.vpa)
@@ -176,6 +181,11 @@ def build_agent(cfg, spec: MethodSpec, pre, key):
         raise ConfigError(f"method '{spec.name}': no converter from {pre.algo} to {spec.algo}")
     copy_critics = spec.init_critics and not (spec.vpa and cfg.vpa.init == "fresh")
     return to_sac_lag(pre, cfg.agent, key, actor=spec.init_actor, critics=copy_critics)
+
+
+def agent_init_key(seed: int):
+    """The key ``build_agent`` draws a fine-tuning run's fresh networks with."""
+    return jax.random.fold_in(jax.random.PRNGKey(seed), 0x5EED)
 
 
 def offline_dataset(pre, task):
@@ -281,12 +291,12 @@ def run_finetune(cfg, out_dir, *, resume: bool = False, progress: bool = True) -
     check_finetune_config(cfg)
     pre = None
     if cfg.pretrained:
-        pre = load_pretrained(cfg.pretrained, task=cfg.task, need_cost_critic=_needs_cost_critic(spec))
+        fresh = spec.vpa and not ocr and cfg.vpa.init == "fresh"
+        pre = load_pretrained(cfg.pretrained, task=cfg.task, need_cost_critic=_needs_cost_critic(spec) and not fresh)
     elif spec.needs_pretrained:
         raise ConfigError(f"method '{cfg.method}' needs a pre-trained run: pass --pretrained RUN_DIR")
     out = Path(out_dir)
-    init_key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 0x5EED)
-    state = build_agent(cfg, spec, pre, init_key)  # also the template of every checkpoint
+    state = build_agent(cfg, spec, pre, agent_init_key(cfg.seed))  # also the template of every checkpoint
     obs_stats = pre.obs_stats if (pre is not None and spec.init_actor) else None
 
     if resume:
