@@ -4,6 +4,7 @@ One tiny CPQ run on the embedded BallCircle dataset is shared by the module (mod
 
 import dataclasses
 import json
+import re
 
 import flax
 import jax
@@ -334,7 +335,8 @@ def test_finetune_bad_input_is_refused_before_training(pretrained, tmp_path, cap
 
     bc = tmp_path / "bc"
     run_pretrain(resolve_pretrain_config("bc", "BallCircle-dsrl-small", layer={"offline": TINY_PRETRAIN["offline"]}), bc, progress=False)
-    assert "no cost critic" in err("--method", "marvel", "--pretrained", str(bc))
+    assert "no cost critic" in err("--method", "warm-start", "--pretrained", str(bc))
+    assert "vpa.init=fresh" in err("--method", "marvel", "--pretrained", str(bc))  # VPA can fit fresh critics
 
 
 def test_marvel_pipeline_end_to_end_and_reuses_finished_stages(pretrained, tmp_path, capsys):
@@ -383,3 +385,30 @@ def yaml_value(text):
     import yaml
 
     return yaml.safe_load(text)
+
+
+def test_demo_runs_three_seeds_from_bc_safe_and_replaces_only_its_own_outputs(tmp_path, capsys):
+    """o2o demo at a tiny budget: BC-Safe -> VPA from fresh critics -> Marvel for seeds 0, 1, 2, one row
+    per seed and the wall time. A bad key fails before anything is touched; an --out holding files the
+    demo did not write is refused and kept."""
+    keep = tmp_path / "mine"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("mine")
+    assert main(["--no-progress", "demo", "--out", str(keep)]) == 2
+    assert (keep / "notes.txt").read_text() == "mine" and "did not write" in capsys.readouterr().err
+
+    out = tmp_path / "demo"
+    tiny = ["pretrain.offline.steps=200", "pretrain.offline.steps_per_call=100", "pretrain.offline.eval_every=200",
+            "pretrain.offline.checkpoint_every=200", "pretrain.agent.hidden_dims=[32,32]"] + [f"finetune.{k}" for k in TINY_FINETUNE]
+    args = ["--no-progress", "demo", "--out", str(out)] + [x for kv in tiny for x in ("--set", kv)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert re.findall(r"marvel\s*│\s*(\d)\s*│", printed) == ["0", "1", "2"]  # one row per seed
+    assert "wall time" in printed
+    assert sorted(p.name for p in (out / "finetune").iterdir()) == ["marvel-s0", "marvel-s1", "marvel-s2"]
+    assert sorted(p.name for p in (out / "pretrain").iterdir()) == ["bc-safe-s0", "bc-safe-s1", "bc-safe-s2"]
+    assert "| marvel | 2 |" in (out / "report.md").read_text()  # the per-seed table
+    marker = out / "finetune" / "marvel-s0" / "summary.json"
+    before = marker.stat().st_mtime_ns
+    assert main(["--no-progress", "demo", "--out", str(out), "--set", "pretrain.bogus=1"]) == 2  # checked first
+    assert marker.stat().st_mtime_ns == before

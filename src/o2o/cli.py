@@ -5,7 +5,7 @@
     o2o train --resume runs/x                   continue an interrupted run exactly
     o2o eval RUN_DIR                            evaluate a run's latest checkpoint
     o2o config --algo sac-lag                   every config key, its type, default and meaning
-    o2o demo                                    a short SAC-Lag run on BallCircle
+    o2o demo                                    the Marvel pipeline on the embedded BallCircle dataset, 3 seeds
 
 Bad input (unknown task, wrong config key, broken dataset, ...) ends with one line
 ``o2o: error: ...`` and exit status 2; never a traceback.
@@ -242,11 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "demo",
         help="the Marvel pipeline on the embedded BallCircle dataset at a small budget (minutes)",
-        description="o2o marvel on the embedded BallCircle-dsrl-small dataset with the budget in o2o/configs/pipeline-demo.yaml: "
-        "CPQ pre-training, VPA, aPID fine-tuning; prints the offline-vs-fine-tuned table and writes a learning-curve figure. "
-        "OUT is replaced.",
+        description="o2o marvel on the embedded BallCircle-dsrl-small dataset with the budget in o2o/configs/pipeline-demo.yaml, "
+        "seeds 0, 1 and 2: BC-Safe pre-training, VPA from fresh critics, Marvel's aPID fine-tuning; prints the offline-vs-fine-tuned "
+        "table (one row per seed) and its wall time and writes a report and a learning-curve figure. The demo's own outputs in OUT "
+        "are replaced, after every config is checked; an OUT holding other files is refused.",
     )
-    p.add_argument("--out", default="runs/demo", metavar="DIR", help="pipeline directory (default runs/demo; replaced)")
+    p.add_argument("--out", default="runs/demo", metavar="DIR", help="pipeline directory (default runs/demo; its demo outputs are replaced)")
     p.add_argument(
         "--set", dest="overrides", metavar="STAGE.KEY=VALUE", action="append", default=[],
         help="override one key of one stage, e.g. --set finetune.online.iterations=5",
@@ -489,17 +490,21 @@ def cmd_finetune(args) -> int:
     return 0
 
 
-def _print_pipeline(result) -> None:
+def _print_pipeline(result, per_seed: bool = False) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"offline policy vs fine-tuned policy (deterministic evaluation; cost limit {result.rows[0]['cost_limit']:g})")
-    for col in ("method", "seeds", "offline return", "offline cost", "fine-tuned return", "fine-tuned cost", "safe", "training cost (cumulative)"):
+    rows = result.seed_rows if per_seed else result.rows
+    table = Table(title=f"offline policy vs fine-tuned policy (deterministic evaluation; cost limit {rows[0]['cost_limit']:g})")
+    columns = ("method", "seed" if per_seed else "seeds", "offline return", "offline cost", "fine-tuned return", "fine-tuned cost", "safe",
+               "training cost (cumulative)")
+    for col in columns:
         table.add_column(col, justify="right" if col not in ("method",) else "left")
-    for r in result.rows:
+    for r in rows:
         table.add_row(
-            r["method"], str(r["seeds"]), f"{r['start_return']:.1f}", f"{r['start_cost']:.1f}", f"{r['final_return']:.1f}",
-            f"{r['final_cost']:.1f}", "yes" if r["final_normalized_cost"] <= 1 else "NO", f"{r['train_cumulative_cost']:.0f}",
+            r["method"], str(r["seed"] if per_seed else r["seeds"]), f"{r['start_return']:.1f}", f"{r['start_cost']:.1f}",
+            f"{r['final_return']:.1f}", f"{r['final_cost']:.1f}", "yes" if r["final_normalized_cost"] <= 1 else "NO",
+            f"{r['train_cumulative_cost']:.0f}",
         )
     Console(width=None if sys.stdout.isatty() else 160).print(table)
     print(f"outputs: {result.root}/ (pretrain/, finetune/, report.md, {result.figure.name})")
@@ -561,7 +566,7 @@ def cmd_ocr(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    import shutil
+    import time
 
     from o2o.config import load_yaml
     from o2o.experiments.pipeline import run_pipeline
@@ -569,13 +574,17 @@ def cmd_demo(args) -> int:
 
     demo = load_yaml(PRESET_DIR / "pipeline-demo.yaml")
     out = Path(args.out)
-    if out.exists():
-        shutil.rmtree(out)
+    ours = {"pretrain", "finetune", "report.md", "curves.png"}
+    if out.exists() and (not out.is_dir() or any(p.name not in ours for p in out.iterdir())):
+        raise O2OError(f"'{out}' holds files o2o demo did not write; the demo replaces its own outputs only: choose another --out")
+    start = time.perf_counter()
     result = run_pipeline(
-        demo.pop("task"), root=out, dataset=demo.pop("dataset"), methods=tuple(demo.pop("methods")),
-        budget=demo, overrides=args.overrides, progress=not args.no_progress,
+        demo.pop("task"), root=out, dataset=demo.pop("dataset"), offline_algo=demo.pop("offline_algo"),
+        methods=tuple(demo.pop("methods")), seeds=tuple(demo.pop("seeds")), budget=demo, overrides=args.overrides,
+        progress=not args.no_progress, fresh=True,
     )
-    _print_pipeline(result)
+    _print_pipeline(result, per_seed=True)
+    print(f"wall time {time.perf_counter() - start:.0f} s")
     return 0
 
 

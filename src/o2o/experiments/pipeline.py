@@ -33,7 +33,8 @@ class PipelineResult:
     finetuned: dict[str, dict[int, Path]] = field(default_factory=dict)
     report: Path | None = None
     figure: Path | None = None
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)  # per method, means over seeds
+    seed_rows: list[dict[str, Any]] = field(default_factory=list)  # per method and seed
 
 
 def split_overrides(overrides: list[str]) -> dict[str, list[str]]:
@@ -111,12 +112,15 @@ def run_pipeline(
     pretrain_seed: int | None = None,
     recipe: str = "dsrl",
     quality: str | None = None,
+    fresh: bool = False,
 ) -> PipelineResult:
     """Run (or complete) the pipeline under ``root``. One pre-training run per seed, each fine-tuning
     seed starting from its own; with ``pretrain_seed`` every fine-tuning seed starts from that one
     pre-trained run (cheaper; the spread over seeds then leaves out pre-training's). ``offline_algo``
     None: each method pre-trains with its own (``MethodSpec.offline_algo``: o2sac cql, o2td3 td3bc,
-    o2ppo iql). ``recipe``/``quality``: how the default dataset is generated when missing."""
+    o2ppo iql). ``recipe``/``quality``: how the default dataset is generated when missing. ``fresh``:
+    once every config is validated, delete the stage directories and report files this call writes
+    (nothing else under ``root``) so that every stage runs anew (``o2o demo``)."""
     from o2o.config import to_dict
     from o2o.envs import get_task
     from o2o.loops.finetune import resolve_finetune_config, run_finetune
@@ -144,6 +148,15 @@ def run_pipeline(
     for m in methods:  # an unknown key or bad value of a fine-tuning stage fails here, before any work
         resolve_finetune_config(m, None, task, seeds[0], layer=budget.get("finetune"), overrides=per_stage["finetune"], require_pretrained=False)
 
+    if fresh:
+        import shutil
+
+        outputs = [root / "pretrain" / f"{a}-s{s}" for a, s in pre_cfgs] + [root / "finetune" / f"{m}-s{s}" for m in methods for s in seeds]
+        for path in outputs:
+            if path.is_dir():
+                shutil.rmtree(path)
+        for name in ("report.md", "curves.png"):
+            (root / name).unlink(missing_ok=True)
     result.dataset = ensure_dataset(task, dataset, budget.get("data", {}), per_stage["data"], progress, recipe, quality)
     for (algo, seed), pre_cfg in pre_cfgs.items():
         out = root / "pretrain" / f"{algo}-s{seed}"
@@ -193,7 +206,7 @@ def write_report(result: PipelineResult, task_name: str) -> None:
     task = get_task(task_name)
     if not task.safe:
         return _write_unconstrained_report(result, task)
-    rows = []
+    rows, result.seed_rows = [], []
     for method, runs in result.finetuned.items():
         firsts, lasts, cum = [], [], []
         for seed, run in sorted(runs.items()):
@@ -203,6 +216,16 @@ def write_report(result: PipelineResult, task_name: str) -> None:
             lasts.append(last)
             cum.append(summary["train_cumulative_cost"])
             limit = summary.get("cost_limit")
+            result.seed_rows.append({
+                "method": method, "seed": seed, "cost_limit": limit,
+                "start_return": first["eval/return"], "start_cost": first["eval/cost"],
+                "final_return": last["eval/return"], "final_cost": last["eval/cost"],
+                "start_normalized_return": first["eval/normalized_return"],
+                "final_normalized_return": last["eval/normalized_return"],
+                "final_normalized_cost": last["eval/normalized_cost"],
+                "train_cumulative_cost": summary["train_cumulative_cost"],
+                "wall_time_s": summary.get("wall_time_s", float("nan")),
+            })
         mean = lambda xs, k: float(np.mean([x[k] for x in xs]))
         rows.append({
             "method": method, "seeds": len(runs), "cost_limit": limit,
@@ -237,6 +260,17 @@ def write_report(result: PipelineResult, task_name: str) -> None:
         lines.append(
             f"| {r['method']} | {r['seeds']} | {r['start_return']:.1f} | {r['start_cost']:.1f} | {r['final_return']:.1f} | "
             f"{r['final_cost']:.1f} | {r['final_normalized_return']:.3f} | {r['final_normalized_cost']:.2f} | {safe} | {r['train_cumulative_cost']:.0f} |"
+        )
+    lines += [
+        "", "Per seed:", "",
+        "| method | seed | start return | start cost | final return | final cost | final - start norm. return | safe | cumulative training cost |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result.seed_rows:
+        safe = "yes" if r["final_normalized_cost"] <= 1.0 else "**no**"
+        lines.append(
+            f"| {r['method']} | {r['seed']} | {r['start_return']:.1f} | {r['start_cost']:.1f} | {r['final_return']:.1f} | "
+            f"{r['final_cost']:.1f} | {r['final_normalized_return'] - r['start_normalized_return']:+.3f} | {safe} | {r['train_cumulative_cost']:.0f} |"
         )
     lines += ["", f"![learning curves]({figure.name})", ""]
     result.report = result.root / "report.md"
