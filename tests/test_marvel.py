@@ -412,3 +412,21 @@ def test_demo_runs_three_seeds_from_bc_safe_and_replaces_only_its_own_outputs(tm
     before = marker.stat().st_mtime_ns
     assert main(["--no-progress", "demo", "--out", str(out), "--set", "pretrain.bogus=1"]) == 2  # checked first
     assert marker.stat().st_mtime_ns == before
+
+
+def test_a_start_without_optimiser_state_fine_tunes_and_refuses_resume(pretrained, tmp_path, capsys):
+    """lab/pack_starts.py's starts: the pre-trained checkpoint with its optimiser states zeroed is enough to
+    fine-tune from (the online stage starts fresh optimisers) and is refused by `o2o pretrain --resume`."""
+    import shutil
+
+    from o2o.loops.finetune import run_finetune
+    from o2o.runs.checkpoint import latest_checkpoint, strip_checkpoint
+
+    start = tmp_path / "start"
+    shutil.copytree(pretrained, start)
+    kept, zeroed = strip_checkpoint(latest_checkpoint(start), (), "test start", optimiser_only=True)
+    assert kept > 0 and zeroed > 0
+    summary = run_finetune(_cfg("marvel", start), tmp_path / "ft", progress=False)
+    assert summary["iterations"] == 2
+    assert main(["--no-progress", "pretrain", "--resume", str(start)]) == 2
+    assert "no optimiser state" in capsys.readouterr().err

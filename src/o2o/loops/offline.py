@@ -473,12 +473,13 @@ def _run_seeds(trainer, cfgs, out_dirs: list[Path], *, resume: bool, progress: b
     rundirs = _open_run_dirs(cfgs, out_dirs, resume)
     writers = [MetricsWriter(rd) for rd in rundirs]
     if resume:
-        from o2o.runs.checkpoint import STRIPPED_KEY
+        from o2o.runs.checkpoint import OPTIMISER_STRIPPED_KEY, STRIPPED_KEY
 
         loaded = [rd.load_checkpoint(template=trainer.seed_checkpoint(i)[0]) for i, rd in enumerate(rundirs)]
         for rd, (_, host) in zip(rundirs, loaded):
-            if host.get(STRIPPED_KEY):
-                raise RunDirError(f"cannot resume '{rd.path}': its latest checkpoint holds only the policy ({host[STRIPPED_KEY]})")
+            for key, what in ((STRIPPED_KEY, "only the policy"), (OPTIMISER_STRIPPED_KEY, "no optimiser state")):
+                if host.get(key):
+                    raise RunDirError(f"cannot resume '{rd.path}': its latest checkpoint holds {what} ({host[key]})")
         trainer.restore_seeds(loaded)
     hosts = [host for _, host in loaded] if resume else [None] * len(rundirs)
     clocks = [RunClock(host, resumed_from=trainer.counters["steps"]) for host in hosts]  # wall time across resumes

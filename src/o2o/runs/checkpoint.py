@@ -289,23 +289,32 @@ def save_checkpoint(
 
 
 STRIPPED_KEY = "stripped"  # host_state key of a checkpoint reduced by strip_checkpoint (what it still holds)
+OPTIMISER_STRIPPED_KEY = "optimiser_state_stripped"  # ... of one whose optimiser states only were zeroed
 
 
-def strip_checkpoint(ckpt: str | Path, keep: tuple[str, ...], note: str) -> tuple[int, int]:
+def strip_checkpoint(ckpt: str | Path, keep: tuple[str, ...], note: str, *, optimiser_only: bool = False) -> tuple[int, int]:
     """Zero every array of checkpoint ``ckpt`` whose path (``/``-joined state-dict keys) does not start
     with one of ``keep``, in place: shapes and dtypes stay, so it still loads against its template, and
     the zeros compress to almost nothing (to carry evaluation-only checkpoints off a GPU machine).
     ``host_state.json`` records ``note`` under ``"stripped"``; loaders that need more than what was kept
-    must refuse such a checkpoint (``o2o.bridge.pretrained.load_pretrained`` does). Returns the number
-    of arrays kept and zeroed."""
+    must refuse such a checkpoint (``o2o.bridge.pretrained.load_pretrained`` does). With
+    ``optimiser_only`` ``keep`` is ignored and only optimiser states (paths with an ``opt_state``
+    component) are zeroed, recorded under ``"optimiser_state_stripped"``: every network stays, enough to
+    fine-tune from (fresh optimisers) but not to resume training. Returns the number of arrays kept and
+    zeroed."""
     ckpt = _resolve(Path(ckpt))
     restored = serialization.msgpack_restore((ckpt / ARRAYS_FILE).read_bytes())
     counts = [0, 0]
 
+    def dropped(path: str) -> bool:
+        if optimiser_only:
+            return "opt_state" in path.split("/")
+        return not any(path == k or path.startswith(k + "/") for k in keep)
+
     def walk(tree: Any, path: str) -> Any:
         if isinstance(tree, dict):
             return {k: walk(v, f"{path}/{k}" if path else str(k)) for k, v in tree.items()}
-        if isinstance(tree, np.ndarray) and not any(path == k or path.startswith(k + "/") for k in keep):
+        if isinstance(tree, np.ndarray) and dropped(path):
             counts[1] += 1
             return np.zeros_like(tree)
         counts[0] += isinstance(tree, np.ndarray)
@@ -313,7 +322,7 @@ def strip_checkpoint(ckpt: str | Path, keep: tuple[str, ...], note: str) -> tupl
 
     array_bytes = serialization.msgpack_serialize(walk(restored, ""), in_place=True)
     host_state = json.loads((ckpt / HOST_FILE).read_text())
-    host_state[STRIPPED_KEY] = note
+    host_state[OPTIMISER_STRIPPED_KEY if optimiser_only else STRIPPED_KEY] = note
     meta = json.loads((ckpt / META_FILE).read_text())
     meta.update(arrays_bytes=len(array_bytes), arrays_crc32=zlib.crc32(array_bytes))
     # arrays first, meta last: an interruption in between leaves a checkpoint that fails its CRC check
