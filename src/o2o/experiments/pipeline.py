@@ -240,9 +240,10 @@ def write_report(result: PipelineResult, task_name: str) -> None:
     figure = plot_learning_curves(
         {m: [str(p) for p in runs.values()] for m, runs in result.finetuned.items()},
         result.root / "curves.png",
-        title=f"{task.name}: fine-tuning from {', '.join(sorted({p.name.split('-s')[0] for p in result.pretrained.values()}))}",
+        title=f"{task.name}: fine-tuning from {', '.join(sorted({p.name.rsplit('-s', 1)[0] for p in result.pretrained.values()}))}",
         cost_limit=limit,
         x_label="environment steps",
+        train_cost_metric="train/cumulative_cost",
     )
     lines = [
         f"# {task.name}: offline-to-online pipeline",
@@ -301,7 +302,7 @@ def _write_unconstrained_report(result: PipelineResult, task) -> None:
             "final_return": mean(lasts, "eval/return"), "final_normalized_return": mean(lasts, "eval/normalized_return"),
         })
     result.rows = rows
-    sources = sorted({p.name.split("-s")[0] for p in result.pretrained.values()}) or ["scratch"]
+    sources = sorted({p.name.rsplit("-s", 1)[0] for p in result.pretrained.values()}) or ["scratch"]
     figure = plot_learning_curves(
         {m: [str(p) for p in runs.values()] for m, runs in result.finetuned.items()},
         result.root / "curves.png", title=f"{task.name}: fine-tuning from {', '.join(sources)}", x_label="environment steps",

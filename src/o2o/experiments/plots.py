@@ -32,8 +32,10 @@ def plot_learning_curves(
     colors: dict[str, str] | None = None,
     how: str = "mean",
     x_label: str = "environment steps",
+    train_cost_metric: str | None = None,
 ) -> Path:
-    """One panel for reward (and one for cost when ``cost_metric``), the aggregate (``how``: mean or
+    """One panel for reward (and one for cost when ``cost_metric``, one for the cumulative training
+    cost when ``train_cost_metric``), the aggregate (``how``: mean or
     iqm) and its 95% CI over the runs of each group. ``colors`` maps group labels to colours, so that a
     method keeps its colour across figures (default: by position). Returns the PNG path."""
     import matplotlib
@@ -43,7 +45,7 @@ def plot_learning_curves(
 
     from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-    panels = 2 if cost_metric else 1
+    panels = 1 + bool(cost_metric) + bool(train_cost_metric)
     # one legend for both panels, below them: method labels (with their grid cells) are long, and a legend
     # inside an axis hides the curves it names
     entries = [f"{label} (n=...)" for label in groups] + (["cost limit"] if cost_metric and cost_limit is not None else [])
@@ -54,6 +56,8 @@ def plot_learning_curves(
     for i, (label, runs) in enumerate(groups.items()):
         color = (colors or {}).get(label, COLORS[i % len(COLORS)])
         metrics = [(axes[0, 0], reward_metric)] + ([(axes[0, 1], cost_metric)] if cost_metric else [])
+        if train_cost_metric:
+            metrics.append((axes[0, panels - 1], train_cost_metric))
         for ax, metric in metrics:
             c = curve(runs, metric, how=how)
             ax.plot(c.x, c.mean, color=color, marker="o", ms=3, label=f"{label} (n={c.n})")
@@ -64,6 +68,9 @@ def plot_learning_curves(
         axes[0, 1].set_ylim(bottom=0)  # a cost is never negative; the t interval can dip below 0
         if cost_limit is not None:
             axes[0, 1].axhline(cost_limit, color="k", ls="--", lw=1.2, label=f"cost limit {cost_limit:g}")
+    if train_cost_metric:
+        axes[0, panels - 1].set_ylabel("cumulative training cost")
+        axes[0, panels - 1].set_ylim(bottom=0)
     for ax in axes[0]:
         ax.set_xlabel(x_label)
         ax.grid(alpha=0.3)
