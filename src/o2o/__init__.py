@@ -1,3 +1,33 @@
-"""o2o: offline-to-online reinforcement learning, safe and unconstrained, in JAX."""
+"""o2o: offline-to-online reinforcement learning, safe and unconstrained, in JAX.
+
+The Python API (docs/api.md); ``import o2o`` stays cheap, each function imports what it needs:
+
+    policy = o2o.load_policy("runs/x")            # any run directory: deterministic policy(obs) -> action
+    env = o2o.make_env("BallCircle", seed=0)      # the seeded gymnasium env o2o trains on
+"""
+
+from __future__ import annotations
 
 __version__ = "0.1.0"
+
+__all__ = ["load_policy", "make_env"]
+
+
+def load_policy(run_dir, checkpoint=None):
+    """The deterministic policy of a run directory (``o2o pretrain``, ``train`` or ``finetune``, or a
+    stage of ``o2o marvel`` / ``ocr``) at its latest checkpoint or at ``checkpoint`` (a step, or a
+    ``ckpt_<step>`` directory): ``policy(obs) -> action`` on NumPy arrays, one observation
+    ``[obs_dim]`` or a batch ``[B, obs_dim]``, with the run's observation normalisation applied.
+    Attributes ``observation_dim``, ``action_dim``, ``task`` (name); see ``o2o.loops.policy.Policy``."""
+    from o2o.loops.policy import load_policy as _load_policy
+
+    return _load_policy(run_dir, checkpoint)
+
+
+def make_env(task, seed: int = 0):
+    """The gymnasium env of ``task`` (name, e.g. ``"BallCircle"``) that o2o trains and evaluates on:
+    its time limit, actions in [-1, 1]^act_dim, float32 observations, ``info["cost"]`` on every step,
+    and episodes that are a pure function of ``seed`` (``o2o.envs.make.SeededEnv``)."""
+    from o2o.envs import make_env as _make_env
+
+    return _make_env(task, seed)

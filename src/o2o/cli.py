@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=None,
                    help="evaluation episodes (default 10; with --record the run's offline.eval_episodes)")
     p.add_argument("--record", action="store_true", help="evaluate every unevaluated checkpoint into metrics.csv and summary.json")
+    p.add_argument("--checkpoint", metavar="K", help="evaluate checkpoint K (the step of RUN_DIR/checkpoints/ckpt_K, or its path) instead of the latest")
+    p.add_argument("--seed", type=int, default=None, help="seed of the evaluation episodes (default: the run's own evaluation episodes)")
 
     p = sub.add_parser(
         "config",
@@ -344,36 +346,23 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from o2o.config import from_dict, load_yaml
-    from o2o.loops.online import make_trainer, train_config_class
-    from o2o.runs import RunDir
+    from o2o.loops.policy import PRETRAIN, load_policy
 
     if args.episodes is not None and args.episodes < 1:
         raise O2OError(f"--episodes must be >= 1, got {args.episodes}")
     if args.record:
+        if args.checkpoint is not None or args.seed is not None:
+            raise O2OError("--record evaluates every unevaluated checkpoint on the run's own episodes; drop --checkpoint and --seed")
         return _record_evaluations(Path(args.run_dir), args.episodes)
     args.episodes = args.episodes or 10
-    run = RunDir.open(args.run_dir)
-    saved = load_yaml(run.config_path)
-    if "offline" in saved and "method" not in saved:  # a pre-training run (o2o pretrain)
-        from o2o.loops.offline import evaluate_run
-
-        result = evaluate_run(args.run_dir, args.episodes)
-    else:
-        if "method" in saved:  # a fine-tuning run
-            from o2o.loops.finetune import finetune_config_class
-
-            cfg = from_dict(finetune_config_class(saved["method"]), saved)
-        else:
-            cfg = from_dict(train_config_class(saved.get("algo", "sac")), saved)
-        trainer = make_trainer(cfg, progress=False)
-        template = trainer.checkpoint_arrays()
-        if hasattr(cfg, "ocr"):  # OCR-CFT runs also checkpoint their reference policy
-            template["reference"] = trainer.state.actor.params
-        arrays, host = run.load_checkpoint(template=template)
-        trainer.restore(arrays, host)
-        metrics = trainer.evaluate(args.episodes)
-        result = {"run": str(args.run_dir), "iteration": trainer.counters["iteration"], "episodes": args.episodes, **metrics}
+    policy = load_policy(args.run_dir, args.checkpoint)
+    metrics = policy.evaluate(args.episodes, args.seed)
+    step = {"steps": policy.step} if policy.kind == PRETRAIN else {"iteration": policy.step}
+    result = {"run": str(args.run_dir), **step, "episodes": args.episodes, **metrics}
+    if args.checkpoint is not None:
+        result["checkpoint"] = str(policy.checkpoint)
+    if args.seed is not None:
+        result["seed"] = args.seed
     for k, v in result.items():
         print(f"{k:>24}: {v:.3f}" if isinstance(v, float) else f"{k:>24}: {v}")
     out = Path(args.run_dir) / "eval.json"

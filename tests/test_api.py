@@ -1,0 +1,120 @@
+"""The Python API (docs/api.md): load_policy for every run kind, make_env, the training functions, the
+NumPy export, rendering, and their one-line refusals of bad input."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import o2o
+from o2o.cli import main
+
+# Tiny budgets: every run here takes seconds.
+TINY_PRETRAIN = [
+    "offline.steps=200", "offline.steps_per_call=100", "offline.eval_every=200", "offline.eval_episodes=1",
+    "offline.checkpoint_every=100", "offline.normalize_observations=true", "agent.hidden_dims=[32,32]", "agent.batch_size=64",
+]
+TINY_ONLINE = [
+    "online.iterations=2", "online.episodes_per_iteration=1", "online.updates_per_iteration=10", "online.eval_every=2",
+    "online.eval_episodes=1", "online.checkpoint_every=1", "online.replay_capacity=1000", "agent.hidden_dims=[32,32]",
+    "agent.batch_size=32",
+]
+TINY_FINETUNE = TINY_ONLINE[:-2] + ["agent.batch_size=32", "vpa.init=fresh", "vpa.steps=100", "vpa.steps_per_call=50", "vpa.batch_size=32"]
+
+
+def _sets(items):
+    return [arg for kv in items for arg in ("--set", kv)]
+
+
+def one_error_line(err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("o2o: error: ") and "Traceback" not in err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """On BallCircle: a BC-Safe pre-training run (observations normalised), a Marvel fine-tuning run
+    from it (SAC-Lag: both tanh-Gaussian actors) and a TD3 training run (the deterministic actor)."""
+    root = tmp_path_factory.mktemp("api_runs")
+    out = {"pretrain": root / "bcsafe", "finetune": root / "marvel", "td3": root / "td3"}
+    assert main(["--no-progress", "pretrain", "--algo", "bc-safe", "--dataset", "BallCircle-dsrl-small", "--out", str(out["pretrain"]),
+                 *_sets(TINY_PRETRAIN)]) == 0
+    assert main(["--no-progress", "finetune", "--method", "marvel", "--pretrained", str(out["pretrain"]), "--out", str(out["finetune"]),
+                 *_sets(TINY_FINETUNE)]) == 0
+    assert main(["--no-progress", "train", "--algo", "td3", "--task", "BallCircle", "--out", str(out["td3"]), *_sets(TINY_ONLINE)]) == 0
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- 1. load_policy, make_env
+
+
+def test_import_o2o_stays_cheap():
+    code = "import sys, o2o; assert callable(o2o.load_policy) and callable(o2o.make_env); print('jax' in sys.modules, 'gymnasium' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("kind", ["pretrain", "finetune", "td3"])
+def test_load_policy_every_run_kind(runs, kind):
+    policy = o2o.load_policy(runs[kind])
+    assert (policy.task, policy.observation_dim, policy.action_dim) == ("BallCircle", 8, 2)
+    obs = np.random.default_rng(0).normal(size=(16, 8)).astype(np.float32) * 3
+    batch = policy(obs)
+    assert batch.shape == (16, 2) and batch.dtype == np.float32 and np.all(np.abs(batch) <= 1)
+    np.testing.assert_allclose(policy(obs[3]), batch[3], atol=1e-6)  # one observation -> one action
+    np.testing.assert_array_equal(policy(obs), batch)  # deterministic
+    with pytest.raises(ValueError, match=r"\[8\]"):
+        policy(obs[:, :5])
+
+
+def test_load_policy_applies_the_runs_observation_normalisation(runs):
+    """The policy acts on raw observations: the actor sees (obs - mean) / std of the pre-training data."""
+    from o2o.bridge.pretrained import load_pretrained
+
+    pre = load_pretrained(runs["pretrain"])
+    assert np.any(pre.obs_mean != 0) and np.any(pre.obs_std != 1)  # normalised by the run
+    obs = np.random.default_rng(1).normal(size=(32, 8)).astype(np.float32)
+    mean, _ = pre.state.actor.apply_fn(pre.state.actor.params, (obs - pre.obs_mean) / pre.obs_std)
+    policy = o2o.load_policy(runs["pretrain"])
+    np.testing.assert_allclose(policy(obs), np.tanh(np.asarray(mean)), atol=1e-6)
+    unnormalised, _ = pre.state.actor.apply_fn(pre.state.actor.params, obs)
+    assert np.max(np.abs(policy(obs) - np.tanh(np.asarray(unnormalised)))) > 1e-3
+    # the fine-tuning run starts from this actor and keeps its statistics
+    tuned = o2o.load_policy(runs["finetune"])
+    np.testing.assert_array_equal(tuned.obs_mean, pre.obs_mean)
+    np.testing.assert_array_equal(tuned.obs_std, pre.obs_std)
+
+
+def test_load_policy_at_a_given_checkpoint(runs):
+    latest = o2o.load_policy(runs["pretrain"])
+    first = o2o.load_policy(runs["pretrain"], checkpoint=100)
+    assert (latest.step, first.step) == (200, 100) and first.checkpoint.name == "ckpt_100"
+    obs = np.random.default_rng(2).normal(size=(8, 8)).astype(np.float32)
+    assert np.max(np.abs(latest(obs) - first(obs))) > 0  # 100 more gradient steps
+    np.testing.assert_array_equal(o2o.load_policy(runs["pretrain"], checkpoint=str(runs["pretrain"] / "checkpoints" / "ckpt_200"))(obs), latest(obs))
+
+
+def test_eval_command_loads_through_the_same_policy(runs, capsys):
+    """o2o eval and load_policy(...).evaluate give the same numbers (one loader)."""
+    for kind in ("pretrain", "td3"):
+        assert main(["--no-progress", "eval", str(runs[kind]), "--episodes", "2"]) == 0
+        written = json.loads((runs[kind] / "eval.json").read_text())
+        metrics = o2o.load_policy(runs[kind]).evaluate(2)
+        assert {k: written[k] for k in metrics} == metrics
+    capsys.readouterr()
+
+
+def test_make_env_is_seeded():
+    env = o2o.make_env("BallCircle", seed=3)
+    first, _ = env.reset()
+    assert first.shape == (8,) and env.action_space.shape == (2,)
+    _, _, _, _, info = env.step(np.zeros(2, np.float32))
+    assert "cost" in info
+    again = o2o.make_env("BallCircle", seed=3)
+    np.testing.assert_array_equal(again.reset()[0], first)
+    env.close()
+    again.close()
