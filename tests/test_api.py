@@ -118,3 +118,39 @@ def test_make_env_is_seeded():
     np.testing.assert_array_equal(again.reset()[0], first)
     env.close()
     again.close()
+
+
+# ---------------------------------------------------------------------------------------------- 2. pretrain, finetune, train
+
+
+def _as_dict(items):
+    import yaml
+
+    return {k: yaml.safe_load(v) for k, _, v in (kv.partition("=") for kv in items)}
+
+
+def test_pretrain_and_train_functions_are_the_commands(runs, tmp_path):
+    """The same options through the function and through the command line: the same run."""
+    run, summary = o2o.pretrain("bc-safe", "BallCircle-dsrl-small", out=tmp_path / "p", overrides=_as_dict(TINY_PRETRAIN), progress=False)
+    assert run == tmp_path / "p" and summary == json.loads((run / "summary.json").read_text())
+    assert (run / "config.yaml").read_text() == (runs["pretrain"] / "config.yaml").read_text()
+    obs = np.random.default_rng(3).normal(size=(64, 8)).astype(np.float32)
+    np.testing.assert_array_equal(o2o.load_policy(run)(obs), o2o.load_policy(runs["pretrain"])(obs))
+
+    run, summary = o2o.train("td3", "BallCircle", out=tmp_path / "t", overrides=_as_dict(TINY_ONLINE), progress=False)
+    cli = json.loads((runs["td3"] / "summary.json").read_text())
+    assert (run / "config.yaml").read_text() == (runs["td3"] / "config.yaml").read_text()
+    for key in ("final_eval_return", "final_eval_cost", "train_cumulative_cost", "env_steps", "updates"):
+        assert summary[key] == cli[key], key
+
+
+def test_api_functions_refuse_bad_input_with_one_message(runs, tmp_path):
+    from o2o.errors import ConfigError, O2OError
+
+    with pytest.raises(O2OError, match="needs --algo"):
+        o2o.train(task="BallCircle")
+    with pytest.raises(ConfigError, match="online.iterationz.*iterations"):
+        o2o.finetune("marvel", runs["pretrain"], out=tmp_path / "f", overrides={"online.iterationz": 1})
+    with pytest.raises(ConfigError, match="overrides must be a dict"):
+        o2o.train("sac", "Pendulum", overrides="online.iterations=1")
+    assert not (tmp_path / "f").exists()

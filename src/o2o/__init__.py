@@ -2,7 +2,10 @@
 
 The Python API (docs/api.md); ``import o2o`` stays cheap, each function imports what it needs:
 
-    policy = o2o.load_policy("runs/x")            # any run directory: deterministic policy(obs) -> action
+    run, summary = o2o.pretrain("bc-safe", "BallCircle-dsrl-small", out="runs/p", overrides={"offline.steps": 2000})
+    run, summary = o2o.finetune("marvel", run, out="runs/f", overrides={"online.iterations": 5})
+    run, summary = o2o.train("sac-lag", "BallCircle", out="runs/t")
+    policy = o2o.load_policy("runs/f")            # any run directory: deterministic policy(obs) -> action
     env = o2o.make_env("BallCircle", seed=0)      # the seeded gymnasium env o2o trains on
 """
 
@@ -10,7 +13,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["load_policy", "make_env"]
+__all__ = ["load_policy", "make_env", "pretrain", "finetune", "train"]
 
 
 def load_policy(run_dir, checkpoint=None):
@@ -31,3 +34,32 @@ def make_env(task, seed: int = 0):
     from o2o.envs import make_env as _make_env
 
     return _make_env(task, seed)
+
+
+def pretrain(algo=None, dataset=None, **options):
+    """``o2o pretrain`` as a function: offline pre-training of ``algo`` on ``dataset``; keyword options
+    as the command's (``task``, ``steps``, ``seed``, ``seeds``, ``out``, ``resume``, ``defer_eval``,
+    ``config``, ``overrides`` as a dict of dotted keys, ``progress``). Returns (run directory,
+    summary). Details: ``o2o.api.pretrain``."""
+    from o2o.api import pretrain as _pretrain
+
+    return _pretrain(algo, dataset, **options)
+
+
+def finetune(method=None, pretrained=None, **options):
+    """``o2o finetune`` as a function: fine-tune the pre-trained run ``pretrained`` online with
+    ``method``; keyword options as the command's (``task``, ``seed``, ``out``, ``resume``, ``config``,
+    ``overrides`` as a dict of dotted keys, ``progress``). Returns (run directory, summary). Details:
+    ``o2o.api.finetune``."""
+    from o2o.api import finetune as _finetune
+
+    return _finetune(method, pretrained, **options)
+
+
+def train(algo=None, task=None, **options):
+    """``o2o train`` as a function: an online agent from scratch on ``task``; keyword options as the
+    command's (``seed``, ``out``, ``resume``, ``config``, ``overrides`` as a dict of dotted keys,
+    ``progress``). Returns (run directory, summary). Details: ``o2o.api.train``."""
+    from o2o.api import train as _train
+
+    return _train(algo, task, **options)

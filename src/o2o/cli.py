@@ -312,34 +312,10 @@ def _print_summary(summary: dict, out: Path) -> None:
 
 
 def cmd_train(args) -> int:
-    from o2o.config import from_dict, load_yaml
-    from o2o.loops.online import run_online, train_config_class
-    from o2o.presets import resolve_train_config
+    from o2o.api import train
 
-    if args.resume:
-        run = Path(args.resume)
-        cfg_path = run / "config.yaml"
-        if not cfg_path.exists():
-            raise O2OError(f"cannot resume '{run}': no config.yaml there (is it a run directory?)")
-        saved = load_yaml(cfg_path)
-        algo = args.algo or saved.get("algo")
-        cfg = from_dict(train_config_class(algo), saved)
-        if args.config or args.overrides or args.task or args.seed is not None:
-            from o2o.config import apply_overrides, update_from_dict
-
-            if args.config:
-                cfg = update_from_dict(cfg, load_yaml(args.config))
-            for key, value in (("task", args.task), ("seed", args.seed)):
-                if value is not None:
-                    cfg = update_from_dict(cfg, {key: value})
-            cfg = apply_overrides(cfg, args.overrides)
-        out = run
-    else:
-        if not args.algo:
-            raise O2OError("o2o train needs --algo (sac, sac-lag, td3 or ppo) or --resume DIR")
-        cfg = resolve_train_config(args.algo, args.task, args.seed, config_file=args.config, overrides=args.overrides)
-        out = Path(args.out or f"runs/{cfg.algo}-{cfg.task}-s{cfg.seed}")
-    summary = run_online(cfg, out, resume=bool(args.resume), progress=not args.no_progress)
+    out, summary = train(args.algo, args.task, seed=args.seed, out=args.out, resume=args.resume, config=args.config,
+                         overrides=args.overrides, progress=not args.no_progress)
     _print_summary(summary, out)
     print(f"outputs: {out}/ (config.yaml, metrics.csv, tb/, checkpoints/, summary.json)")
     return 0
@@ -454,26 +430,10 @@ def _method_names() -> list[str]:
 
 
 def cmd_finetune(args) -> int:
-    from o2o.config import apply_overrides, from_dict, load_yaml
-    from o2o.loops.finetune import finetune_config_class, resolve_finetune_config, run_finetune
+    from o2o.api import finetune
 
-    if args.resume:
-        run = Path(args.resume)
-        if not (run / "config.yaml").exists():
-            raise O2OError(f"cannot resume '{run}': no config.yaml there (is it a run directory?)")
-        saved = load_yaml(run / "config.yaml")
-        if "method" not in saved:
-            raise O2OError(f"'{run}' is not a fine-tuning run (no method in its config); use o2o train --resume")
-        cfg = apply_overrides(from_dict(finetune_config_class(saved["method"]), saved), args.overrides)
-        out = run
-    else:
-        if not args.method:
-            raise O2OError("o2o finetune needs --method (e.g. marvel) or --resume DIR")
-        cfg = resolve_finetune_config(
-            args.method, args.pretrained, args.task, args.seed, config_file=args.config, overrides=args.overrides
-        )
-        out = Path(args.out or f"runs/{cfg.method}-{cfg.task}-s{cfg.seed}")
-    summary = run_finetune(cfg, out, resume=bool(args.resume), progress=not args.no_progress)
+    out, summary = finetune(args.method, args.pretrained, task=args.task, seed=args.seed, out=args.out, resume=args.resume,
+                            config=args.config, overrides=args.overrides, progress=not args.no_progress)
     _print_summary({**summary, "algo": f"{summary['method']} ({summary['algo']})"}, out)
     print(f"outputs: {out}/ (config.yaml, bridge/, metrics.csv, tb/, checkpoints/, summary.json)")
     return 0
@@ -720,67 +680,20 @@ def _seed_list(values: str | list[str]) -> tuple[int, ...]:
 
 
 def cmd_pretrain(args) -> int:
-    from o2o.config import apply_overrides, from_dict, load_yaml
-    from o2o.loops.offline import pretrain_config_class, run_pretrain, run_pretrain_seeds
-    from o2o.presets import resolve_pretrain_config
+    from o2o.api import pretrain
 
-    if args.seeds:
-        args.seeds = list(_seed_list(args.seeds))
-    if args.seed is not None and args.seeds:
-        raise O2OError("--seed and --seeds are mutually exclusive: --seed S trains one run, --seeds S1 S2 ... trains several as one program")
-    if args.seeds and len(set(args.seeds)) != len(args.seeds):
-        raise O2OError(f"--seeds {' '.join(map(str, args.seeds))} lists a seed twice")
-    if args.resume:
-        if args.seeds:
-            raise O2OError("--resume takes the seeds from the run directories it continues; drop --seeds")
-        run = Path(args.resume)
-        group = _seed_group_dirs(run)
-        if group:
-            saved = {seed: load_yaml(path / "config.yaml") for seed, path in group.items()}
-            first = next(iter(saved.values()))
-            for seed, conf in saved.items():
-                if {**conf, "seed": None} != {**first, "seed": None}:
-                    raise O2OError(f"cannot resume '{run}' as one group: {group[seed]} has another config than "
-                                   f"{next(iter(group.values()))}; resume each with o2o pretrain --resume DIR/seed<k>")
-            cfg = apply_overrides(from_dict(pretrain_config_class(first.get("algo", "")), first), args.overrides)
-            summaries = run_pretrain_seeds(cfg, list(group), list(group.values()), resume=True, progress=not args.no_progress,
-                                           live_eval=not args.defer_eval)
-            _print_seed_group(summaries, list(group.values()))
-            return 0
-        if not (run / "config.yaml").exists():
-            raise O2OError(f"cannot resume '{run}': no config.yaml there (is it a run directory?)")
-        saved = load_yaml(run / "config.yaml")
-        cfg = apply_overrides(from_dict(pretrain_config_class(saved.get("algo", "")), saved), args.overrides)
-        out = run
-    else:
-        if not args.algo or not args.dataset:
-            raise O2OError("o2o pretrain needs --algo and --dataset (or --resume DIR)")
-        seed = args.seeds[0] if args.seeds else args.seed
-        cfg = resolve_pretrain_config(
-            args.algo, args.dataset, args.task, seed, steps=args.steps, config_file=args.config, overrides=args.overrides
-        )
-        if args.seeds:
-            root = Path(args.out or f"runs/pretrain-{cfg.algo}-{Path(cfg.dataset).stem}")
-            outs = [root / f"seed{s}" for s in args.seeds]
-            summaries = run_pretrain_seeds(cfg, args.seeds, outs, progress=not args.no_progress, live_eval=not args.defer_eval)
-            _print_seed_group(summaries, outs)
-            return 0
-        out = Path(args.out or f"runs/pretrain-{cfg.algo}-{Path(cfg.dataset).stem}-s{cfg.seed}")
-    summary = run_pretrain(cfg, out, resume=bool(args.resume), progress=not args.no_progress, live_eval=not args.defer_eval)
+    out, summary = pretrain(
+        args.algo, args.dataset, task=args.task, steps=args.steps, seed=args.seed,
+        seeds=_seed_list(args.seeds) if args.seeds else None, out=args.out, resume=args.resume, defer_eval=args.defer_eval,
+        config=args.config, overrides=args.overrides, progress=not args.no_progress,
+    )
+    if "seed" not in summary:  # a seed group: {"seed<k>": summary}
+        _print_seed_group(list(summary.values()), [out / name for name in summary])
+        return 0
     for k, v in summary.items():
         print(f"{k:>32}: {v:.3f}" if isinstance(v, float) else f"{k:>32}: {v}")
     print(f"outputs: {out}/ (config.yaml, metrics.csv, tb/, checkpoints/, summary.json)")
     return 0
-
-
-def _seed_group_dirs(path: Path) -> dict[int, Path]:
-    """``{seed: run dir}`` of a folder written by ``o2o pretrain --seeds`` (its seed<k>/ run directories)."""
-    import re
-
-    if not path.is_dir() or (path / "config.yaml").exists():
-        return {}
-    found = {int(m.group(1)): p for p in path.iterdir() if (m := re.fullmatch(r"seed(\d+)", p.name)) and (p / "config.yaml").is_file()}
-    return dict(sorted(found.items()))
 
 
 def _print_seed_group(summaries: list[dict], outs: list[Path]) -> None:
