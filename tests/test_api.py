@@ -154,3 +154,72 @@ def test_api_functions_refuse_bad_input_with_one_message(runs, tmp_path):
     with pytest.raises(ConfigError, match="overrides must be a dict"):
         o2o.train("sac", "Pendulum", overrides="online.iterations=1")
     assert not (tmp_path / "f").exists()
+
+
+# ---------------------------------------------------------------------------------------------- 3. o2o export, numpy_policy
+
+NUMPY_SIDE = """
+import sys
+import numpy as np
+from o2o.export import numpy_policy
+policy = numpy_policy(sys.argv[1])
+np.save(sys.argv[3], policy(np.load(sys.argv[2])))
+print(policy.task, policy.actor, policy.observation_dim, policy.action_dim, 'jax' in sys.modules, 'flax' in sys.modules)
+"""
+
+
+@pytest.fixture(scope="module")
+def ppo_run(tmp_path_factory):
+    """A PPO run: its actor sees its own running observation statistics, clipped."""
+    out = tmp_path_factory.mktemp("api_ppo") / "ppo"
+    sets = ["online.iterations=1", "online.steps_per_iteration=64", "online.eval_episodes=1", "agent.hidden_dims=[32,32]",
+            "agent.minibatch_size=32", "agent.num_epochs=1"]
+    assert main(["--no-progress", "train", "--algo", "ppo", "--task", "BallCircle", "--out", str(out), *_sets(sets)]) == 0
+    return out
+
+
+@pytest.mark.parametrize("kind, actor", [("pretrain", "tanh_gaussian"), ("finetune", "tanh_gaussian"), ("td3", "deterministic"),
+                                         ("ppo", "tanh_gaussian")])
+def test_numpy_policy_reproduces_load_policy(runs, ppo_run, kind, actor, tmp_path, capsys):
+    """1,000 observations: the exported NumPy forward pass acts as load_policy does, in a process without JAX."""
+    run = ppo_run if kind == "ppo" else runs[kind]
+    out = tmp_path / "policy.npz"
+    assert main(["export", str(run), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"outputs: {out}"
+    with np.load(out, allow_pickle=False) as f:  # plain arrays: no object arrays anywhere
+        assert all(f[k].dtype != object for k in f.files)
+        assert str(f["task"]) == "BallCircle" and str(f["actor"]) == actor
+    policy = o2o.load_policy(run)
+    obs = (np.random.default_rng(4).normal(size=(1000, 8)) * 3 * policy.obs_std + policy.obs_mean).astype(np.float32)
+    np.save(tmp_path / "obs.npy", obs)
+    side = subprocess.run([sys.executable, "-c", NUMPY_SIDE, str(out), str(tmp_path / "obs.npy"), str(tmp_path / "act.npy")],
+                          capture_output=True, text=True, check=True).stdout.split()
+    assert side == ["BallCircle", actor, "8", "2", "False", "False"]  # JAX never imported
+    diff = float(np.max(np.abs(np.load(tmp_path / "act.npy") - policy(obs))))
+    print(f"{kind}: max |numpy_policy - load_policy| over 1000 observations = {diff:.2e}")
+    assert diff < 1e-5
+
+
+def test_numpy_policy_with_layer_norm():
+    """The forward pass's layer-norm branch against Flax's LayerNorm (no o2o actor uses it by default)."""
+    import jax
+    from types import SimpleNamespace
+
+    from o2o.export import NumpyPolicy, policy_arrays
+    from o2o.nn import TanhGaussianActor
+
+    actor = TanhGaussianActor((16, 16), 2, layer_norm=True)
+    params = actor.init(jax.random.PRNGKey(0), np.zeros((1, 5), np.float32))
+    params = jax.tree_util.tree_map(lambda x: x + 0.1 * jax.random.normal(jax.random.PRNGKey(1), x.shape), params)  # not the init's 1 / 0
+    fake = SimpleNamespace(actor_params=params, obs_mean=np.full(5, 0.5), obs_std=np.full(5, 2.0), obs_clip=None, task="T", algo="sac")
+    obs = np.random.default_rng(5).normal(size=(100, 5)).astype(np.float32)
+    mean, _ = actor.apply(params, (obs - 0.5) / 2.0)
+    np.testing.assert_allclose(NumpyPolicy(policy_arrays(fake))(obs), np.tanh(np.asarray(mean)), atol=1e-5)
+
+
+def test_export_refuses_bad_input(runs, tmp_path, capsys):
+    assert main(["export", str(runs["td3"]), "--out", str(tmp_path / "policy.pkl")]) == 2
+    assert ".npz" in one_error_line(capsys.readouterr().err)
+    assert main(["export", str(runs["td3"]), "--out", str(tmp_path / "p.npz"), "--checkpoint", "7"]) == 2
+    assert "no checkpoint 7; it has 1, 2" in one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "p.npz").exists()

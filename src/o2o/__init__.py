@@ -7,13 +7,14 @@ The Python API (docs/api.md); ``import o2o`` stays cheap, each function imports 
     run, summary = o2o.train("sac-lag", "BallCircle", out="runs/t")
     policy = o2o.load_policy("runs/f")            # any run directory: deterministic policy(obs) -> action
     env = o2o.make_env("BallCircle", seed=0)      # the seeded gymnasium env o2o trains on
+    o2o.export_policy("runs/f", "policy.npz")     # plain arrays; o2o.export.numpy_policy acts with NumPy only
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["load_policy", "make_env", "pretrain", "finetune", "train"]
+__all__ = ["load_policy", "make_env", "pretrain", "finetune", "train", "export_policy"]
 
 
 def load_policy(run_dir, checkpoint=None):
@@ -63,3 +64,12 @@ def train(algo=None, task=None, **options):
     from o2o.api import train as _train
 
     return _train(algo, task, **options)
+
+
+def export_policy(run_dir, out, checkpoint=None):
+    """``o2o export`` as a function: the deterministic policy of ``run_dir`` (latest checkpoint, or
+    ``checkpoint``) as plain arrays in the .npz file ``out``; ``o2o.export.numpy_policy(out)`` acts
+    with it using NumPy only. Returns the path written."""
+    from o2o.api import export_policy as _export
+
+    return _export(run_dir, out, checkpoint=checkpoint)[1]

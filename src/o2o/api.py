@@ -157,3 +157,20 @@ def finetune(method: str | None = None, pretrained: str | Path | None = None, *,
         cfg = resolve_finetune_config(method, str(pretrained) if pretrained else None, task, seed, config_file=config, overrides=sets)
         run = Path(out or f"runs/{cfg.method}-{cfg.task}-s{cfg.seed}")
     return run, run_finetune(cfg, run, resume=bool(resume), progress=progress)
+
+
+def export_policy(run_dir: str | Path, out: str | Path, *, checkpoint: int | str | Path | None = None):
+    """``o2o export``: the deterministic policy of ``run_dir`` (latest checkpoint, or ``checkpoint``)
+    as plain arrays in the .npz file ``out``, for ``o2o.export.numpy_policy`` (NumPy only). Returns
+    the loaded policy (``o2o.load_policy``'s) and the file written."""
+    from o2o.export import write_policy
+    from o2o.loops.policy import load_policy
+
+    out = Path(out)
+    if out.suffix != ".npz":
+        raise O2OError(f"the export is a NumPy .npz file: give --out a name ending in .npz, not '{out.name}'")
+    policy = load_policy(run_dir, checkpoint)
+    try:
+        return policy, write_policy(policy, out)
+    except ValueError as err:
+        raise O2OError(f"cannot export '{run_dir}' ({policy.algo}): {err}; o2o export writes o2o's MLP actors") from None

@@ -4,6 +4,7 @@
     o2o train --algo sac-lag --task BallCircle --seed 0 --out runs/x [--set agent.actor_lr=1e-4]
     o2o train --resume runs/x                   continue an interrupted run exactly
     o2o eval RUN_DIR                            evaluate a run's latest checkpoint
+    o2o export RUN_DIR --out policy.npz         the policy as plain arrays (o2o.export.numpy_policy: NumPy only)
     o2o config --algo sac-lag                   every config key, its type, default and meaning
     o2o demo                                    the Marvel pipeline on the embedded BallCircle dataset, 3 seeds
 
@@ -98,6 +99,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record", action="store_true", help="evaluate every unevaluated checkpoint into metrics.csv and summary.json")
     p.add_argument("--checkpoint", metavar="K", help="evaluate checkpoint K (the step of RUN_DIR/checkpoints/ckpt_K, or its path) instead of the latest")
     p.add_argument("--seed", type=int, default=None, help="seed of the evaluation episodes (default: the run's own evaluation episodes)")
+
+    p = sub.add_parser(
+        "export",
+        help="write a run's deterministic policy as plain arrays (.npz) for a NumPy-only forward pass",
+        description="The actor of RUN_DIR's latest checkpoint (or of --checkpoint K) with its architecture, the "
+        "observation normalisation and the task's name, as plain arrays in a .npz file (np.load(FILE, allow_pickle=False) "
+        "reads it). o2o.export.numpy_policy(FILE) acts with it using NumPy only (no JAX). Any run directory: "
+        "o2o pretrain, train, finetune, or a pipeline's stage.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--out", required=True, metavar="FILE.npz", help="the file to write")
+    p.add_argument("--checkpoint", metavar="K", help="export checkpoint K (the step of RUN_DIR/checkpoints/ckpt_K, or its path) instead of the latest")
 
     p = sub.add_parser(
         "config",
@@ -344,6 +357,16 @@ def cmd_eval(args) -> int:
     out = Path(args.run_dir) / "eval.json"
     out.write_text(json.dumps(result, indent=2))
     print(f"outputs: {out}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from o2o.api import export_policy
+
+    policy, path = export_policy(args.run_dir, args.out, checkpoint=args.checkpoint)
+    print(f"{policy.algo} policy for {policy.task} ({policy.observation_dim} -> {policy.action_dim}) from {policy.checkpoint}")
+    print("act with NumPy only: from o2o.export import numpy_policy; policy = numpy_policy(FILE); action = policy(obs)")
+    print(f"outputs: {path}")
     return 0
 
 
@@ -706,7 +729,7 @@ def _print_seed_group(summaries: list[dict], outs: list[Path]) -> None:
     print(f"outputs: {root}/ ({', '.join(o.name for o in outs)}: each config.yaml, metrics.csv, tb/, checkpoints/, summary.json)")
 
 
-COMMANDS = {"finetune": cmd_finetune, "marvel": cmd_marvel, "ocr": cmd_ocr, "diagnose-critic": cmd_diagnose_critic, "pretrain": cmd_pretrain, "data": cmd_data, "tasks": cmd_tasks, "train": cmd_train, "eval": cmd_eval, "config": cmd_config, "demo": cmd_demo}
+COMMANDS = {"finetune": cmd_finetune, "marvel": cmd_marvel, "ocr": cmd_ocr, "diagnose-critic": cmd_diagnose_critic, "pretrain": cmd_pretrain, "data": cmd_data, "tasks": cmd_tasks, "train": cmd_train, "eval": cmd_eval, "export": cmd_export, "config": cmd_config, "demo": cmd_demo}
 
 
 def _all_commands() -> dict:
