@@ -223,3 +223,37 @@ def test_export_refuses_bad_input(runs, tmp_path, capsys):
     assert main(["export", str(runs["td3"]), "--out", str(tmp_path / "p.npz"), "--checkpoint", "7"]) == 2
     assert "no checkpoint 7; it has 1, 2" in one_error_line(capsys.readouterr().err)
     assert not (tmp_path / "p.npz").exists()
+
+
+# ---------------------------------------------------------------------------------------------- 4. o2o eval --render
+
+
+def test_render_writes_a_gif_of_the_episode_with_its_return_and_cost(runs, tmp_path, capsys):
+    import imageio.v3 as iio
+
+    gif = tmp_path / "episode.gif"
+    assert main(["eval", str(runs["pretrain"]), "--render", str(gif), "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.strip().splitlines()[-1] == f"outputs: {gif}" and "episode 1: return" in out
+    frames = iio.imread(gif, index=None)
+    assert frames.shape == (200, 180, 240, 3)  # BallCircle's 200 steps, one frame each, 240 x 180
+    assert gif.stat().st_size < 3_000_000
+    scene = frames[-1][40:].astype(int)  # below the text band: the arena, its floor and the ball, not a blank image
+    assert scene.std() > 20 and len(np.unique(scene.reshape(-1, 3) // 32, axis=0)) >= 4
+    band = frames[-1][:8].astype(int)  # dark band with white text
+    assert band.mean() < 100 and band.max() > 200
+    # the episode drawn is the policy's on make_env(task, seed): the same return
+    env, policy = o2o.make_env("BallCircle", seed=1), o2o.load_policy(runs["pretrain"])
+    obs, _ = env.reset()
+    ret, done = 0.0, False
+    while not done:
+        obs, reward, terminated, truncated, _ = env.step(policy(obs))
+        ret, done = ret + reward, terminated or truncated
+    assert f"episode 1: return {ret:.1f}" in out
+
+
+def test_render_strides_long_videos(runs, tmp_path, capsys):
+    from o2o.loops.render import render_episodes
+
+    result = render_episodes(o2o.load_policy(runs["td3"]), tmp_path / "two.gif", episodes=2, max_frames=100)
+    assert result["stride"] == 4 and result["frames"] == 2 * 50 and len(result["returns"]) == 2

@@ -28,13 +28,14 @@ def load_policy(run_dir, checkpoint=None):
     return _load_policy(run_dir, checkpoint)
 
 
-def make_env(task, seed: int = 0):
+def make_env(task, seed: int = 0, render_size=None):
     """The gymnasium env of ``task`` (name, e.g. ``"BallCircle"``) that o2o trains and evaluates on:
     its time limit, actions in [-1, 1]^act_dim, float32 observations, ``info["cost"]`` on every step,
-    and episodes that are a pure function of ``seed`` (``o2o.envs.make.SeededEnv``)."""
+    and episodes that are a pure function of ``seed`` (``o2o.envs.make.SeededEnv``). With
+    ``render_size=(width, height)``, ``env.render()`` returns RGB frames drawn on the CPU."""
     from o2o.envs import make_env as _make_env
 
-    return _make_env(task, seed)
+    return _make_env(task, seed, render_size=render_size)
 
 
 def pretrain(algo=None, dataset=None, **options):

@@ -4,6 +4,7 @@
     o2o train --algo sac-lag --task BallCircle --seed 0 --out runs/x [--set agent.actor_lr=1e-4]
     o2o train --resume runs/x                   continue an interrupted run exactly
     o2o eval RUN_DIR                            evaluate a run's latest checkpoint
+    o2o eval RUN_DIR --render episode.gif       a video of the policy, its return and cost drawn on the frames
     o2o export RUN_DIR --out policy.npz         the policy as plain arrays (o2o.export.numpy_policy: NumPy only)
     o2o config --algo sac-lag                   every config key, its type, default and meaning
     o2o demo                                    the Marvel pipeline on the embedded BallCircle dataset, 3 seeds
@@ -98,7 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluation episodes (default 10; with --record the run's offline.eval_episodes)")
     p.add_argument("--record", action="store_true", help="evaluate every unevaluated checkpoint into metrics.csv and summary.json")
     p.add_argument("--checkpoint", metavar="K", help="evaluate checkpoint K (the step of RUN_DIR/checkpoints/ckpt_K, or its path) instead of the latest")
-    p.add_argument("--seed", type=int, default=None, help="seed of the evaluation episodes (default: the run's own evaluation episodes)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the evaluation episodes (default: the run's own evaluation episodes; with --render 0)")
+    p.add_argument("--render", metavar="FILE", help="play --episodes episodes (default 1) of the policy and write them, with "
+                   "their return and cost so far, to FILE.gif (small) or FILE.mp4 (needs imageio-ffmpeg); drawn on the CPU")
 
     p = sub.add_parser(
         "export",
@@ -340,9 +344,11 @@ def cmd_eval(args) -> int:
     if args.episodes is not None and args.episodes < 1:
         raise O2OError(f"--episodes must be >= 1, got {args.episodes}")
     if args.record:
-        if args.checkpoint is not None or args.seed is not None:
-            raise O2OError("--record evaluates every unevaluated checkpoint on the run's own episodes; drop --checkpoint and --seed")
+        if args.checkpoint is not None or args.seed is not None or args.render:
+            raise O2OError("--record evaluates every unevaluated checkpoint on the run's own episodes; drop --checkpoint, --seed and --render")
         return _record_evaluations(Path(args.run_dir), args.episodes)
+    if args.render:
+        return _render(args)
     args.episodes = args.episodes or 10
     policy = load_policy(args.run_dir, args.checkpoint)
     metrics = policy.evaluate(args.episodes, args.seed)
@@ -357,6 +363,23 @@ def cmd_eval(args) -> int:
     out = Path(args.run_dir) / "eval.json"
     out.write_text(json.dumps(result, indent=2))
     print(f"outputs: {out}")
+    return 0
+
+
+def _render(args) -> int:
+    """``o2o eval RUN_DIR --render FILE``: a video of the policy's episodes."""
+    from o2o.loops.policy import load_policy
+    from o2o.loops.render import check_video_path, render_episodes
+
+    path = check_video_path(args.render)  # before the run is loaded
+    policy = load_policy(args.run_dir, args.checkpoint)
+    result = render_episodes(policy, path, episodes=args.episodes or 1, seed=args.seed or 0)
+    for i, ret in enumerate(result["returns"]):
+        cost = f"  cost {result['costs'][i]:.1f}" if result["costs"] is not None else ""
+        print(f"episode {i + 1}: return {ret:.1f}{cost}")
+    print(f"{result['frames']} frames (every {result['stride']} step{'s' if result['stride'] > 1 else ''}) of "
+          f"{policy.algo} on {policy.task} from {policy.checkpoint}")
+    print(f"outputs: {path}")
     return 0
 
 
