@@ -257,3 +257,64 @@ def test_render_strides_long_videos(runs, tmp_path, capsys):
 
     result = render_episodes(o2o.load_policy(runs["td3"]), tmp_path / "two.gif", episodes=2, max_frames=100)
     assert result["stride"] == 4 and result["frames"] == 2 * 50 and len(result["returns"]) == 2
+
+
+# ---------------------------------------------------------------------------------------------- 5. bad input
+
+
+def _copy_run(src, dst, *, checkpoints=True, config_edit=None):
+    import shutil
+
+    shutil.copytree(src, dst, ignore=None if checkpoints else shutil.ignore_patterns("checkpoints"))
+    if config_edit:
+        text = (dst / "config.yaml").read_text()
+        assert config_edit[0] in text
+        (dst / "config.yaml").write_text(text.replace(*config_edit))
+    return dst
+
+
+def _refused(capsys, *argv) -> str:
+    assert main(list(argv)) == 2
+    return one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("command", [["eval"], ["eval", "--render", "x.gif"], ["export", "--out", "x.npz"]])
+def test_run_without_a_checkpoint(runs, tmp_path, capsys, command):
+    run = _copy_run(runs["td3"], tmp_path / "fresh", checkpoints=False)
+    line = _refused(capsys, command[0], str(run), *command[1:])
+    assert "has no checkpoint yet" in line and f"o2o train --resume {run}" in line
+    assert not (tmp_path / "x.gif").exists() and not (tmp_path / "x.npz").exists()
+    from o2o.errors import RunDirError
+
+    with pytest.raises(RunDirError, match="has no checkpoint yet"):
+        o2o.load_policy(run)
+
+
+def test_checkpoint_of_another_architecture(runs, tmp_path, capsys):
+    # the run's config says 64 hidden units, its checkpoint holds 32
+    wider = _copy_run(runs["pretrain"], tmp_path / "wider", config_edit=("- 32\n  - 32", "- 64\n  - 64"))
+    line = _refused(capsys, "eval", str(wider))
+    assert "has shape" in line and "(8, 32)" in line and "(8, 64)" in line and "different network size" in line
+    assert "different network size" in _refused(capsys, "export", str(wider), "--out", str(tmp_path / "p.npz"))
+    # a TD3 checkpoint in a fine-tuning (SAC-Lag) run directory
+    import shutil
+
+    mixed = _copy_run(runs["finetune"], tmp_path / "mixed", checkpoints=False)
+    shutil.copytree(runs["td3"] / "checkpoints", mixed / "checkpoints")
+    line = _refused(capsys, "eval", str(mixed), "--render", str(tmp_path / "m.gif"))
+    assert "does not match this agent's state" in line and "different method or config" in line
+    assert not (tmp_path / "p.npz").exists() and not (tmp_path / "m.gif").exists()
+
+
+def test_unknown_render_format_and_other_bad_eval_input(runs, tmp_path, capsys):
+    line = _refused(capsys, "eval", str(runs["td3"]), "--render", str(tmp_path / "episode.avi"))
+    assert "unknown video format '.avi'" in line and ".gif or .mp4" in line
+    assert "'(none)'" in _refused(capsys, "eval", str(runs["td3"]), "--render", str(tmp_path / "episode"))
+    try:
+        import imageio_ffmpeg  # noqa: F401
+    except ImportError:
+        assert "imageio-ffmpeg" in _refused(capsys, "eval", str(runs["td3"]), "--render", str(tmp_path / "episode.mp4"))
+    assert "no checkpoint 99; it has 1, 2" in _refused(capsys, "eval", str(runs["td3"]), "--checkpoint", "99")
+    assert "holds no o2o run" in _refused(capsys, "eval", str(tmp_path))
+    assert "does not exist" in _refused(capsys, "export", str(tmp_path / "nowhere"), "--out", str(tmp_path / "p.npz"))
+    assert list(tmp_path.iterdir()) == []
