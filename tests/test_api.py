@@ -318,3 +318,21 @@ def test_unknown_render_format_and_other_bad_eval_input(runs, tmp_path, capsys):
     assert "holds no o2o run" in _refused(capsys, "eval", str(tmp_path))
     assert "does not exist" in _refused(capsys, "export", str(tmp_path / "nowhere"), "--out", str(tmp_path / "p.npz"))
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------- 6. the documented example
+
+
+def test_api_example_runs(tmp_path):
+    """examples/api_example.py (docs/api.md) end to end, as a user runs it."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(root / "examples" / "api_example.py"), str(tmp_path)], capture_output=True,
+                          text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].startswith(f"pre-trained {tmp_path / 'pretrain'}") and lines[1].startswith(f"fine-tuned  {tmp_path / 'finetune'}")
+    assert "pretrain bc-safe policy (8 -> 2): episode return" in lines[2] and "finetune sac-lag policy (8 -> 2)" in lines[3]
+    assert lines[4].startswith(f"exported {tmp_path / 'policy.npz'}: max |numpy_policy - load_policy|")
+    assert (tmp_path / "finetune" / "summary.json").is_file()
