@@ -23,6 +23,7 @@ MuJoCo and classic-control envs draw only from their own ``np_random``, which
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -155,8 +156,8 @@ class SeededEnv(gym.Wrapper):
         """An RGB frame [height, width, 3] uint8 of the current state, on the CPU, for an env made with
         ``make_env(..., render_size=(width, height))``. Bullet tasks draw with PyBullet's TinyRenderer
         (BSG's ``render(mode='rgb_array')``, through the task's own camera); MuJoCo ones with MuJoCo's
-        renderer, which needs an OpenGL backend (``MUJOCO_GL=egl`` or ``osmesa`` on a machine without a display);
-        classic-control ones (Pendulum) with pygame, at their own size."""
+        renderer, headless through EGL when there is no display and ``MUJOCO_GL`` is unset (``make_env``
+        sets it); classic-control ones (Pendulum) with pygame, at their own size."""
         from o2o.errors import O2OError
 
         if self.render_size is None:
@@ -196,6 +197,10 @@ def make_env(task: Task | str, seed: int, *, isolate_step_rng: bool = False,
         kwargs = {"render_mode": "rgb_array"}
         if task.family == "mujoco":  # classic control draws at its own size
             kwargs.update(width=int(render_size[0]), height=int(render_size[1]))
+            if not os.environ.get("DISPLAY") and not os.environ.get("MUJOCO_GL"):
+                # no display: MuJoCo's headless EGL backend (gymnasium would try GLFW first and fail)
+                os.environ["MUJOCO_GL"] = "egl"
+                os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
     # The passive env checker costs time on every step and only repeats what our tests check.
     # BSG draws from the global RNG while building bodies: make that private and deterministic.
     with _PrivateGlobalRNG(seed=_CONSTRUCTION_SEED), _process_std_streams():
