@@ -336,3 +336,72 @@ def test_api_example_runs(tmp_path):
     assert "pretrain bc-safe policy (8 -> 2): episode return" in lines[2] and "finetune sac-lag policy (8 -> 2)" in lines[3]
     assert lines[4].startswith(f"exported {tmp_path / 'policy.npz'}: max |numpy_policy - load_policy|")
     assert (tmp_path / "finetune" / "summary.json").is_file()
+
+
+# ---------------------------------------------------------------------------------------------- optional: Weights & Biases
+
+
+class _FakeWandbRun:
+    def __init__(self, kwargs):
+        self.kwargs, self.rows, self.metrics, self.finished = kwargs, [], [], False
+
+    def define_metric(self, name, step_metric=None):
+        self.metrics.append((name, step_metric))
+
+    def log(self, row):
+        self.rows.append(dict(row))
+
+    def finish(self):
+        self.finished = True
+
+
+@pytest.fixture
+def fake_wandb(monkeypatch):
+    """A stand-in ``wandb`` module that records what o2o sends (the real one needs an account or files)."""
+    import types
+
+    from o2o.runs.wandb_log import WANDB_PROJECT_ENV
+
+    module = types.ModuleType("wandb")
+    module.runs = []
+    module.init = lambda **kwargs: module.runs.append(_FakeWandbRun(kwargs)) or module.runs[-1]
+    monkeypatch.setitem(sys.modules, "wandb", module)
+    monkeypatch.setenv(WANDB_PROJECT_ENV, "unused")  # restored after the test, whatever --wandb sets
+    return module
+
+
+def test_wandb_logs_every_metrics_row_of_a_run(runs, fake_wandb, tmp_path, capsys):
+    out = tmp_path / "td3"
+    assert main(["--no-progress", "--wandb", "o2o-tests", "train", "--algo", "td3", "--task", "BallCircle", "--out", str(out),
+                 *_sets(TINY_ONLINE)]) == 0
+    capsys.readouterr()
+    (run,) = fake_wandb.runs
+    assert run.kwargs["project"] == "o2o-tests" and run.kwargs["name"] == "td3" and run.kwargs["resume"] == "allow"
+    assert run.kwargs["id"] == (out / "wandb_id").read_text().strip() and run.kwargs["config"]["algo"] == "td3"
+    assert ("*", "step") in run.metrics and run.finished
+    csv = np.genfromtxt(out / "metrics.csv", delimiter=",", names=True)
+    assert [row["step"] for row in run.rows] == list(csv["step"]) == [1, 2]
+    assert run.rows[-1]["eval/return"] == pytest.approx(float(csv["evalreturn"][-1]))
+    # the bridge's writer does not log; a run directory keeps its W&B id
+    from o2o.runs import MetricsWriter
+
+    with MetricsWriter(out) as writer:
+        writer.write(3, {"x": 1.0})
+    assert fake_wandb.runs[-1].kwargs["id"] == run.kwargs["id"]
+    (tmp_path / "bridge").mkdir()
+    with MetricsWriter(tmp_path / "bridge", tensorboard=False) as writer:
+        writer.write(1, {"x": 1.0})
+    assert len(fake_wandb.runs) == 2
+
+
+def test_wandb_without_the_package_is_refused_before_anything_runs(monkeypatch, tmp_path, capsys):
+    from o2o.errors import ConfigError
+    from o2o.runs.wandb_log import WANDB_PROJECT_ENV
+
+    monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb raises ImportError
+    monkeypatch.setenv(WANDB_PROJECT_ENV, "unused")
+    line = _refused(capsys, "--wandb", "p", "train", "--algo", "td3", "--task", "BallCircle", "--out", str(tmp_path / "r"))
+    assert "wandb package is not installed" in line and "pip install wandb" in line
+    with pytest.raises(ConfigError, match="pip install wandb"):
+        o2o.train("td3", "BallCircle", out=tmp_path / "r")
+    assert not (tmp_path / "r").exists()

@@ -4,6 +4,8 @@ Each takes the command's options as keyword arguments and returns ``(run_dir, su
 directory and the summary written to its ``summary.json``. The commands call these same functions
 and only print, so a run started here and one started on the command line are the same run.
 
+``$O2O_WANDB_PROJECT`` (``o2o --wandb``) also logs the runs' metrics to Weights & Biases (``o2o.runs.wandb_log``).
+
 Config overrides are a dict of dotted keys (``{"online.iterations": 2, "agent.hidden_dims": [64, 64]}``)
 or ``--set``-style strings (``["online.iterations=2"]``). Bad input raises ``o2o.errors.O2OError``
 (the command line prints it as its one ``o2o: error:`` line).
@@ -16,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from o2o.errors import ConfigError, O2OError, RunDirError
+from o2o.runs.wandb_log import check_wandb
 
 Overrides = Mapping[str, object] | Sequence[str] | None
 
@@ -51,6 +54,7 @@ def train(algo: str | None = None, task: str | None = None, *, seed: int | None 
     from o2o.loops.online import run_online, train_config_class
     from o2o.presets import resolve_train_config
 
+    check_wandb()
     sets = override_strings(overrides)
     if resume:
         run = Path(resume)
@@ -86,6 +90,7 @@ def pretrain(algo: str | None = None, dataset: str | None = None, *, task: str |
     from o2o.loops.offline import pretrain_config_class, run_pretrain, run_pretrain_seeds
     from o2o.presets import resolve_pretrain_config
 
+    check_wandb()
     sets = override_strings(overrides)
     seeds = list(seeds) if seeds else None
     live_eval = not defer_eval
@@ -144,6 +149,7 @@ def finetune(method: str | None = None, pretrained: str | Path | None = None, *,
     from o2o.config import apply_overrides, from_dict
     from o2o.loops.finetune import finetune_config_class, resolve_finetune_config, run_finetune
 
+    check_wandb()
     sets = override_strings(overrides)
     if resume:
         run = Path(resume)

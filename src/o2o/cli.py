@@ -28,7 +28,8 @@ EPILOG = (
     "Every command ends by printing where its outputs are. Environment: O2O_DATA_DIR (datasets, default "
     "~/.o2o/datasets), O2O_CHECKPOINT_EVERY_S (a training run also checkpoints once this many seconds passed "
     "since its last checkpoint, default 600, 0 = off), O2O_PROGRESS_EVERY (seconds between progress lines off a "
-    "terminal, default 60). Docs: docs/ in the o2o repository."
+    "terminal, default 60), O2O_WANDB_PROJECT (also log to this Weights & Biases project, as --wandb). Docs: docs/ in "
+    "the o2o repository."
 )
 
 
@@ -68,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs stay quiet)")
+    parser.add_argument("--wandb", metavar="PROJECT", help="also log every training run's metrics to this Weights & Biases "
+                        "project (sets O2O_WANDB_PROJECT; needs `pip install wandb`; WANDB_MODE=offline keeps them on disk)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     sub.add_parser("tasks", help="list the tasks: spaces, horizon, cost limit, reference returns")
@@ -775,10 +778,16 @@ def main(argv: list[str] | None = None) -> int:
 
     training = args.command in TRAINING_COMMANDS or getattr(args, "data_command", None) == "generate"
     try:
-        if training:  # a malformed O2O_CHECKPOINT_EVERY_S is refused before anything runs
+        if args.wandb:  # in the environment: a sweep's workers log too
+            from o2o.runs.wandb_log import WANDB_PROJECT_ENV
+
+            os.environ[WANDB_PROJECT_ENV] = args.wandb
+        if training:  # a malformed O2O_CHECKPOINT_EVERY_S, or W&B without wandb, is refused before anything runs
             from o2o.runs.clock import checkpoint_every_s
+            from o2o.runs.wandb_log import check_wandb
 
             checkpoint_every_s()
+            check_wandb()
         # SIGTERM / SIGUSR1 make a training run checkpoint and stop (o2o.stop); a sweep handles them itself
         with stop_on_signals() if training and args.command != "sweep" else contextlib.nullcontext():
             code = _all_commands()[args.command](args) or 0
