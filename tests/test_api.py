@@ -17,7 +17,8 @@ TINY_PRETRAIN = [
     "offline.checkpoint_every=100", "offline.normalize_observations=true", "agent.hidden_dims=[32,32]", "agent.batch_size=64",
 ]
 TINY_ONLINE = [
-    "online.iterations=2", "online.episodes_per_iteration=1", "online.updates_per_iteration=10", "online.eval_every=2",
+    "online.warmup_steps=0", "online.update_after=0", "online.iterations=2", "online.episodes_per_iteration=1",
+    "online.updates_per_iteration=10", "online.eval_every=2",
     "online.eval_episodes=1", "online.checkpoint_every=1", "online.replay_capacity=1000", "agent.hidden_dims=[32,32]",
     "agent.batch_size=32",
 ]
@@ -140,6 +141,7 @@ def test_pretrain_and_train_functions_are_the_commands(runs, tmp_path):
     run, summary = o2o.train("td3", "BallCircle", out=tmp_path / "t", overrides=_as_dict(TINY_ONLINE), progress=False)
     cli = json.loads((runs["td3"] / "summary.json").read_text())
     assert (run / "config.yaml").read_text() == (runs["td3"] / "config.yaml").read_text()
+    assert summary["updates"] == 20  # the actors learned something to compare
     for key in ("final_eval_return", "final_eval_cost", "train_cumulative_cost", "env_steps", "updates"):
         assert summary[key] == cli[key], key
 
