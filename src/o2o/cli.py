@@ -4,6 +4,8 @@
     o2o train --algo sac-lag --task BallCircle --seed 0 --out runs/x [--set agent.actor_lr=1e-4]
     o2o train --resume runs/x                   continue an interrupted run exactly
     o2o eval RUN_DIR                            evaluate a run's latest checkpoint
+    o2o eval RUN_DIR --render episode.gif       a video of the policy, its return and cost drawn on the frames
+    o2o export RUN_DIR --out policy.npz         the policy as plain arrays (o2o.export.numpy_policy: NumPy only)
     o2o config --algo sac-lag                   every config key, its type, default and meaning
     o2o demo                                    the Marvel pipeline on the embedded BallCircle dataset, 3 seeds
 
@@ -26,7 +28,8 @@ EPILOG = (
     "Every command ends by printing where its outputs are. Environment: O2O_DATA_DIR (datasets, default "
     "~/.o2o/datasets), O2O_CHECKPOINT_EVERY_S (a training run also checkpoints once this many seconds passed "
     "since its last checkpoint, default 600, 0 = off), O2O_PROGRESS_EVERY (seconds between progress lines off a "
-    "terminal, default 60). Docs: docs/ in the o2o repository."
+    "terminal, default 60), O2O_WANDB_PROJECT (also log to this Weights & Biases project, as --wandb). Docs: docs/ in "
+    "the o2o repository."
 )
 
 
@@ -66,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs stay quiet)")
+    parser.add_argument("--wandb", metavar="PROJECT", help="also log every training run's metrics to this Weights & Biases "
+                        "project (sets O2O_WANDB_PROJECT; needs `pip install wandb`; WANDB_MODE=offline keeps them on disk)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     sub.add_parser("tasks", help="list the tasks: spaces, horizon, cost limit, reference returns")
@@ -96,6 +101,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=None,
                    help="evaluation episodes (default 10; with --record the run's offline.eval_episodes)")
     p.add_argument("--record", action="store_true", help="evaluate every unevaluated checkpoint into metrics.csv and summary.json")
+    p.add_argument("--checkpoint", metavar="K", help="evaluate checkpoint K (the step of RUN_DIR/checkpoints/ckpt_K, or its path) instead of the latest")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the evaluation episodes (default: the run's own evaluation episodes; with --render 0)")
+    p.add_argument("--render", metavar="FILE", help="play --episodes episodes (default 1) of the policy and write them, with "
+                   "their return and cost so far, to FILE.gif (small) or FILE.mp4 (needs imageio-ffmpeg); drawn on the CPU")
+
+    p = sub.add_parser(
+        "export",
+        help="write a run's deterministic policy as plain arrays (.npz) for a NumPy-only forward pass",
+        description="The actor of RUN_DIR's latest checkpoint (or of --checkpoint K) with its architecture, the "
+        "observation normalisation and the task's name, as plain arrays in a .npz file (np.load(FILE, allow_pickle=False) "
+        "reads it). o2o.export.numpy_policy(FILE) acts with it using NumPy only (no JAX). Any run directory: "
+        "o2o pretrain, train, finetune, or a pipeline's stage.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--out", required=True, metavar="FILE.npz", help="the file to write")
+    p.add_argument("--checkpoint", metavar="K", help="export checkpoint K (the step of RUN_DIR/checkpoints/ckpt_K, or its path) instead of the latest")
 
     p = sub.add_parser(
         "config",
@@ -310,75 +332,67 @@ def _print_summary(summary: dict, out: Path) -> None:
 
 
 def cmd_train(args) -> int:
-    from o2o.config import from_dict, load_yaml
-    from o2o.loops.online import run_online, train_config_class
-    from o2o.presets import resolve_train_config
+    from o2o.api import train
 
-    if args.resume:
-        run = Path(args.resume)
-        cfg_path = run / "config.yaml"
-        if not cfg_path.exists():
-            raise O2OError(f"cannot resume '{run}': no config.yaml there (is it a run directory?)")
-        saved = load_yaml(cfg_path)
-        algo = args.algo or saved.get("algo")
-        cfg = from_dict(train_config_class(algo), saved)
-        if args.config or args.overrides or args.task or args.seed is not None:
-            from o2o.config import apply_overrides, update_from_dict
-
-            if args.config:
-                cfg = update_from_dict(cfg, load_yaml(args.config))
-            for key, value in (("task", args.task), ("seed", args.seed)):
-                if value is not None:
-                    cfg = update_from_dict(cfg, {key: value})
-            cfg = apply_overrides(cfg, args.overrides)
-        out = run
-    else:
-        if not args.algo:
-            raise O2OError("o2o train needs --algo (sac, sac-lag, td3 or ppo) or --resume DIR")
-        cfg = resolve_train_config(args.algo, args.task, args.seed, config_file=args.config, overrides=args.overrides)
-        out = Path(args.out or f"runs/{cfg.algo}-{cfg.task}-s{cfg.seed}")
-    summary = run_online(cfg, out, resume=bool(args.resume), progress=not args.no_progress)
+    out, summary = train(args.algo, args.task, seed=args.seed, out=args.out, resume=args.resume, config=args.config,
+                         overrides=args.overrides, progress=not args.no_progress)
     _print_summary(summary, out)
     print(f"outputs: {out}/ (config.yaml, metrics.csv, tb/, checkpoints/, summary.json)")
     return 0
 
 
 def cmd_eval(args) -> int:
-    from o2o.config import from_dict, load_yaml
-    from o2o.loops.online import make_trainer, train_config_class
-    from o2o.runs import RunDir
+    from o2o.loops.policy import PRETRAIN, load_policy
 
     if args.episodes is not None and args.episodes < 1:
         raise O2OError(f"--episodes must be >= 1, got {args.episodes}")
     if args.record:
+        if args.checkpoint is not None or args.seed is not None or args.render:
+            raise O2OError("--record evaluates every unevaluated checkpoint on the run's own episodes; drop --checkpoint, --seed and --render")
         return _record_evaluations(Path(args.run_dir), args.episodes)
+    if args.render:
+        return _render(args)
     args.episodes = args.episodes or 10
-    run = RunDir.open(args.run_dir)
-    saved = load_yaml(run.config_path)
-    if "offline" in saved and "method" not in saved:  # a pre-training run (o2o pretrain)
-        from o2o.loops.offline import evaluate_run
-
-        result = evaluate_run(args.run_dir, args.episodes)
-    else:
-        if "method" in saved:  # a fine-tuning run
-            from o2o.loops.finetune import finetune_config_class
-
-            cfg = from_dict(finetune_config_class(saved["method"]), saved)
-        else:
-            cfg = from_dict(train_config_class(saved.get("algo", "sac")), saved)
-        trainer = make_trainer(cfg, progress=False)
-        template = trainer.checkpoint_arrays()
-        if hasattr(cfg, "ocr"):  # OCR-CFT runs also checkpoint their reference policy
-            template["reference"] = trainer.state.actor.params
-        arrays, host = run.load_checkpoint(template=template)
-        trainer.restore(arrays, host)
-        metrics = trainer.evaluate(args.episodes)
-        result = {"run": str(args.run_dir), "iteration": trainer.counters["iteration"], "episodes": args.episodes, **metrics}
+    policy = load_policy(args.run_dir, args.checkpoint)
+    metrics = policy.evaluate(args.episodes, args.seed)
+    step = {"steps": policy.step} if policy.kind == PRETRAIN else {"iteration": policy.step}
+    result = {"run": str(args.run_dir), **step, "episodes": args.episodes, **metrics}
+    if args.checkpoint is not None:
+        result["checkpoint"] = str(policy.checkpoint)
+    if args.seed is not None:
+        result["seed"] = args.seed
     for k, v in result.items():
         print(f"{k:>24}: {v:.3f}" if isinstance(v, float) else f"{k:>24}: {v}")
     out = Path(args.run_dir) / "eval.json"
     out.write_text(json.dumps(result, indent=2))
     print(f"outputs: {out}")
+    return 0
+
+
+def _render(args) -> int:
+    """``o2o eval RUN_DIR --render FILE``: a video of the policy's episodes."""
+    from o2o.loops.policy import load_policy
+    from o2o.loops.render import check_video_path, render_episodes
+
+    path = check_video_path(args.render)  # before the run is loaded
+    policy = load_policy(args.run_dir, args.checkpoint)
+    result = render_episodes(policy, path, episodes=args.episodes or 1, seed=args.seed or 0)
+    for i, ret in enumerate(result["returns"]):
+        cost = f"  cost {result['costs'][i]:.1f}" if result["costs"] is not None else ""
+        print(f"episode {i + 1}: return {ret:.1f}{cost}")
+    print(f"{result['frames']} frames (every {result['stride']} step{'s' if result['stride'] > 1 else ''}) of "
+          f"{policy.algo} on {policy.task} from {policy.checkpoint}")
+    print(f"outputs: {path}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from o2o.api import export_policy
+
+    policy, path = export_policy(args.run_dir, args.out, checkpoint=args.checkpoint)
+    print(f"{policy.algo} policy for {policy.task} ({policy.observation_dim} -> {policy.action_dim}) from {policy.checkpoint}")
+    print("act with NumPy only: from o2o.export import numpy_policy; policy = numpy_policy(FILE); action = policy(obs)")
+    print(f"outputs: {path}")
     return 0
 
 
@@ -465,26 +479,10 @@ def _method_names() -> list[str]:
 
 
 def cmd_finetune(args) -> int:
-    from o2o.config import apply_overrides, from_dict, load_yaml
-    from o2o.loops.finetune import finetune_config_class, resolve_finetune_config, run_finetune
+    from o2o.api import finetune
 
-    if args.resume:
-        run = Path(args.resume)
-        if not (run / "config.yaml").exists():
-            raise O2OError(f"cannot resume '{run}': no config.yaml there (is it a run directory?)")
-        saved = load_yaml(run / "config.yaml")
-        if "method" not in saved:
-            raise O2OError(f"'{run}' is not a fine-tuning run (no method in its config); use o2o train --resume")
-        cfg = apply_overrides(from_dict(finetune_config_class(saved["method"]), saved), args.overrides)
-        out = run
-    else:
-        if not args.method:
-            raise O2OError("o2o finetune needs --method (e.g. marvel) or --resume DIR")
-        cfg = resolve_finetune_config(
-            args.method, args.pretrained, args.task, args.seed, config_file=args.config, overrides=args.overrides
-        )
-        out = Path(args.out or f"runs/{cfg.method}-{cfg.task}-s{cfg.seed}")
-    summary = run_finetune(cfg, out, resume=bool(args.resume), progress=not args.no_progress)
+    out, summary = finetune(args.method, args.pretrained, task=args.task, seed=args.seed, out=args.out, resume=args.resume,
+                            config=args.config, overrides=args.overrides, progress=not args.no_progress)
     _print_summary({**summary, "algo": f"{summary['method']} ({summary['algo']})"}, out)
     print(f"outputs: {out}/ (config.yaml, bridge/, metrics.csv, tb/, checkpoints/, summary.json)")
     return 0
@@ -731,67 +729,20 @@ def _seed_list(values: str | list[str]) -> tuple[int, ...]:
 
 
 def cmd_pretrain(args) -> int:
-    from o2o.config import apply_overrides, from_dict, load_yaml
-    from o2o.loops.offline import pretrain_config_class, run_pretrain, run_pretrain_seeds
-    from o2o.presets import resolve_pretrain_config
+    from o2o.api import pretrain
 
-    if args.seeds:
-        args.seeds = list(_seed_list(args.seeds))
-    if args.seed is not None and args.seeds:
-        raise O2OError("--seed and --seeds are mutually exclusive: --seed S trains one run, --seeds S1 S2 ... trains several as one program")
-    if args.seeds and len(set(args.seeds)) != len(args.seeds):
-        raise O2OError(f"--seeds {' '.join(map(str, args.seeds))} lists a seed twice")
-    if args.resume:
-        if args.seeds:
-            raise O2OError("--resume takes the seeds from the run directories it continues; drop --seeds")
-        run = Path(args.resume)
-        group = _seed_group_dirs(run)
-        if group:
-            saved = {seed: load_yaml(path / "config.yaml") for seed, path in group.items()}
-            first = next(iter(saved.values()))
-            for seed, conf in saved.items():
-                if {**conf, "seed": None} != {**first, "seed": None}:
-                    raise O2OError(f"cannot resume '{run}' as one group: {group[seed]} has another config than "
-                                   f"{next(iter(group.values()))}; resume each with o2o pretrain --resume DIR/seed<k>")
-            cfg = apply_overrides(from_dict(pretrain_config_class(first.get("algo", "")), first), args.overrides)
-            summaries = run_pretrain_seeds(cfg, list(group), list(group.values()), resume=True, progress=not args.no_progress,
-                                           live_eval=not args.defer_eval)
-            _print_seed_group(summaries, list(group.values()))
-            return 0
-        if not (run / "config.yaml").exists():
-            raise O2OError(f"cannot resume '{run}': no config.yaml there (is it a run directory?)")
-        saved = load_yaml(run / "config.yaml")
-        cfg = apply_overrides(from_dict(pretrain_config_class(saved.get("algo", "")), saved), args.overrides)
-        out = run
-    else:
-        if not args.algo or not args.dataset:
-            raise O2OError("o2o pretrain needs --algo and --dataset (or --resume DIR)")
-        seed = args.seeds[0] if args.seeds else args.seed
-        cfg = resolve_pretrain_config(
-            args.algo, args.dataset, args.task, seed, steps=args.steps, config_file=args.config, overrides=args.overrides
-        )
-        if args.seeds:
-            root = Path(args.out or f"runs/pretrain-{cfg.algo}-{Path(cfg.dataset).stem}")
-            outs = [root / f"seed{s}" for s in args.seeds]
-            summaries = run_pretrain_seeds(cfg, args.seeds, outs, progress=not args.no_progress, live_eval=not args.defer_eval)
-            _print_seed_group(summaries, outs)
-            return 0
-        out = Path(args.out or f"runs/pretrain-{cfg.algo}-{Path(cfg.dataset).stem}-s{cfg.seed}")
-    summary = run_pretrain(cfg, out, resume=bool(args.resume), progress=not args.no_progress, live_eval=not args.defer_eval)
+    out, summary = pretrain(
+        args.algo, args.dataset, task=args.task, steps=args.steps, seed=args.seed,
+        seeds=_seed_list(args.seeds) if args.seeds else None, out=args.out, resume=args.resume, defer_eval=args.defer_eval,
+        config=args.config, overrides=args.overrides, progress=not args.no_progress,
+    )
+    if "seed" not in summary:  # a seed group: {"seed<k>": summary}
+        _print_seed_group(list(summary.values()), [out / name for name in summary])
+        return 0
     for k, v in summary.items():
         print(f"{k:>32}: {v:.3f}" if isinstance(v, float) else f"{k:>32}: {v}")
     print(f"outputs: {out}/ (config.yaml, metrics.csv, tb/, checkpoints/, summary.json)")
     return 0
-
-
-def _seed_group_dirs(path: Path) -> dict[int, Path]:
-    """``{seed: run dir}`` of a folder written by ``o2o pretrain --seeds`` (its seed<k>/ run directories)."""
-    import re
-
-    if not path.is_dir() or (path / "config.yaml").exists():
-        return {}
-    found = {int(m.group(1)): p for p in path.iterdir() if (m := re.fullmatch(r"seed(\d+)", p.name)) and (p / "config.yaml").is_file()}
-    return dict(sorted(found.items()))
 
 
 def _print_seed_group(summaries: list[dict], outs: list[Path]) -> None:
@@ -804,7 +755,7 @@ def _print_seed_group(summaries: list[dict], outs: list[Path]) -> None:
     print(f"outputs: {root}/ ({', '.join(o.name for o in outs)}: each config.yaml, metrics.csv, tb/, checkpoints/, summary.json)")
 
 
-COMMANDS = {"finetune": cmd_finetune, "marvel": cmd_marvel, "ocr": cmd_ocr, "diagnose-critic": cmd_diagnose_critic, "pretrain": cmd_pretrain, "data": cmd_data, "tasks": cmd_tasks, "train": cmd_train, "eval": cmd_eval, "config": cmd_config, "demo": cmd_demo}
+COMMANDS = {"finetune": cmd_finetune, "marvel": cmd_marvel, "ocr": cmd_ocr, "diagnose-critic": cmd_diagnose_critic, "pretrain": cmd_pretrain, "data": cmd_data, "tasks": cmd_tasks, "train": cmd_train, "eval": cmd_eval, "export": cmd_export, "config": cmd_config, "demo": cmd_demo}
 
 
 def _all_commands() -> dict:
@@ -827,10 +778,16 @@ def main(argv: list[str] | None = None) -> int:
 
     training = args.command in TRAINING_COMMANDS or getattr(args, "data_command", None) == "generate"
     try:
-        if training:  # a malformed O2O_CHECKPOINT_EVERY_S is refused before anything runs
+        if args.wandb:  # in the environment: a sweep's workers log too
+            from o2o.runs.wandb_log import WANDB_PROJECT_ENV
+
+            os.environ[WANDB_PROJECT_ENV] = args.wandb
+        if training:  # a malformed O2O_CHECKPOINT_EVERY_S, or W&B without wandb, is refused before anything runs
             from o2o.runs.clock import checkpoint_every_s
+            from o2o.runs.wandb_log import check_wandb
 
             checkpoint_every_s()
+            check_wandb()
         # SIGTERM / SIGUSR1 make a training run checkpoint and stop (o2o.stop); a sweep handles them itself
         with stop_on_signals() if training and args.command != "sweep" else contextlib.nullcontext():
             code = _all_commands()[args.command](args) or 0

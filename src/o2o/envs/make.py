@@ -23,6 +23,7 @@ MuJoCo and classic-control envs draw only from their own ``np_random``, which
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -103,9 +104,11 @@ class SeededEnv(gym.Wrapper):
     ``reset_episode(episode_seed)`` replays a given episode start without drawing (exact resume).
     """
 
-    def __init__(self, env: gym.Env, task: Task, seed: int, *, isolate_step_rng: bool = False):
+    def __init__(self, env: gym.Env, task: Task, seed: int, *, isolate_step_rng: bool = False,
+                 render_size: tuple[int, int] | None = None):
         super().__init__(env)
         self.task = task
+        self.render_size = render_size  # (width, height) of render()'s frames; None: not made for rendering
         self._rng = np.random.default_rng(seed)
         self._draws_from_global_rng = task.family == "bullet"
         # BSG's 8 tasks draw from the global RNG only in reset (tests/test_envs.py checks it), so
@@ -149,6 +152,26 @@ class SeededEnv(gym.Wrapper):
         return (np.asarray(obs, dtype=np.float32), float(reward), bool(terminated),
                 bool(truncated), info)
 
+    def render(self) -> np.ndarray:
+        """An RGB frame [height, width, 3] uint8 of the current state, on the CPU, for an env made with
+        ``make_env(..., render_size=(width, height))``. Bullet tasks draw with PyBullet's TinyRenderer
+        (BSG's ``render(mode='rgb_array')``, through the task's own camera); MuJoCo ones with MuJoCo's
+        renderer, headless through EGL when there is no display and ``MUJOCO_GL`` is unset (``make_env``
+        sets it); classic-control ones (Pendulum) with pygame, at their own size."""
+        from o2o.errors import O2OError
+
+        if self.render_size is None:
+            raise O2OError(f"this {self.task.name} env was not made for rendering; use make_env(task, seed, render_size=(width, height))")
+        if self.task.family == "bullet":
+            bullet_env = self.env.unwrapped
+            bullet_env.world.camera.render_width, bullet_env.world.camera.render_height = self.render_size
+            return np.asarray(bullet_env.render(mode="rgb_array"), np.uint8)
+        try:
+            return np.asarray(self.env.render(), np.uint8)
+        except Exception as err:  # no OpenGL context: GLFW without a display, EGL / OSMesa missing
+            raise O2OError(f"cannot render {self.task.name}: its renderer failed ({type(err).__name__}: {err}); for MuJoCo "
+                           f"on a machine without a display set MUJOCO_GL=egl or MUJOCO_GL=osmesa") from None
+
     def get_state(self) -> dict[str, Any]:
         """The generator's state (JSON-serialisable): with ``set_state`` it resumes the exact
         sequence of future episode seeds."""
@@ -158,19 +181,30 @@ class SeededEnv(gym.Wrapper):
         self._rng.bit_generator.state = state
 
 
-def make_env(task: Task | str, seed: int, *, isolate_step_rng: bool = False) -> SeededEnv:
+def make_env(task: Task | str, seed: int, *, isolate_step_rng: bool = False,
+             render_size: tuple[int, int] | None = None) -> SeededEnv:
     """Create ``task``'s environment (with its time limit) wrapped in ``SeededEnv``.
 
     ``isolate_step_rng`` also swaps NumPy's global RNG around every ``step`` (only meaningful for
     Bullet tasks; none of the registered ones draws during a step, so it is off by default).
+    ``render_size=(width, height)``: ``env.render()`` returns RGB frames of that size.
     """
     task = get_task(task)
+    kwargs: dict[str, Any] = {}
     if task.family == "bullet":
         import bullet_safety_gym  # noqa: F401  (its import registers the Safety*-v0 ids)
+    elif render_size is not None:  # gymnasium's envs fix their renderer at construction
+        kwargs = {"render_mode": "rgb_array"}
+        if task.family == "mujoco":  # classic control draws at its own size
+            kwargs.update(width=int(render_size[0]), height=int(render_size[1]))
+            if not os.environ.get("DISPLAY") and not os.environ.get("MUJOCO_GL"):
+                # no display: MuJoCo's headless EGL backend (gymnasium would try GLFW first and fail)
+                os.environ["MUJOCO_GL"] = "egl"
+                os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
     # The passive env checker costs time on every step and only repeats what our tests check.
     # BSG draws from the global RNG while building bodies: make that private and deterministic.
     with _PrivateGlobalRNG(seed=_CONSTRUCTION_SEED), _process_std_streams():
-        env = gym.make(task.env_id, disable_env_checker=True)
+        env = gym.make(task.env_id, disable_env_checker=True, **kwargs)
     space = env.action_space
     if not (np.all(space.low == -1.0) and np.all(space.high == 1.0)):
         # Agents act in [-1, 1]^d everywhere (tanh policies); map that box onto the env's own bounds
@@ -178,4 +212,4 @@ def make_env(task: Task | str, seed: int, *, isolate_step_rng: bool = False) -> 
         env = gym.wrappers.RescaleAction(env, -1.0, 1.0)
         # gymnasium 0.28.1's RescaleAction maps actions but leaves action_space at the old bounds.
         env.action_space = gym.spaces.Box(-1.0, 1.0, space.shape, np.float32)
-    return SeededEnv(env, task, seed, isolate_step_rng=isolate_step_rng)
+    return SeededEnv(env, task, seed, isolate_step_rng=isolate_step_rng, render_size=render_size)

@@ -555,12 +555,6 @@ def evaluate_checkpoint(run_dir, num_episodes: int | None = None, checkpoint=Non
     return pre.step, n, evaluation_metrics(get_task(pre.task), policy, n, pre.config.seed, pre.cost_limit)
 
 
-def evaluate_run(run_dir, num_episodes: int) -> dict:
-    """``o2o eval`` of a pre-training run: its latest checkpoint's policy, deterministic, on its task."""
-    step, n, metrics = evaluate_checkpoint(run_dir, num_episodes)
-    return {"run": str(run_dir), "steps": step, "episodes": n, **metrics}
-
-
 def record_evaluations(run_dir, num_episodes: int | None = None, *, echo=None) -> list[dict]:
     """``o2o eval RUN_DIR --record`` of a pre-training run: evaluate each checkpoint whose step has no
     evaluation row yet in metrics.csv (a run trained with deferred evaluation, or one that ran out

@@ -206,9 +206,15 @@ class OnlineTrainer:
         return policy
 
     def deterministic_policy(self) -> Callable[[np.ndarray], np.ndarray]:
-        actor = self.state.actor
-        key = jax.random.PRNGKey(0)
-        return lambda obs: np.asarray(_policy_step(actor, self._norm(obs), key, 0, deterministic=True, **self.policy_kwargs))
+        """The current actor's mode on raw observations; it holds the actor and the observation
+        statistics only, not the trainer (``o2o.load_policy`` keeps it without the replay buffer)."""
+        actor, kwargs, key = self.state.actor, self.policy_kwargs, jax.random.PRNGKey(0)
+        mean, std, normalize = self.obs_mean, self.obs_std, self.normalize
+
+        def policy(obs: np.ndarray) -> np.ndarray:
+            return np.asarray(_policy_step(actor, (obs - mean) / std if normalize else obs, key, 0, deterministic=True, **kwargs))
+
+        return policy
 
     def _norm(self, obs: np.ndarray) -> np.ndarray:
         return (obs - self.obs_mean) / self.obs_std if self.normalize else obs

@@ -1,4 +1,5 @@
-"""Metrics of a run: one CSV row per ``write`` (for scripts and plots) plus TensorBoard scalars.
+"""Metrics of a run: one CSV row per ``write`` (for scripts and plots) plus TensorBoard scalars, and
+Weights & Biases when ``$O2O_WANDB_PROJECT`` asks for it (``runs.wandb_log``).
 
 The CSV's columns are ``step`` and the union of every metric name logged so far, in the order they
 first appeared; a row leaves the metrics it did not log empty. When a new name appears the file is
@@ -71,6 +72,8 @@ class MetricsWriter:
         self.tb_dir = root / TB_DIRNAME
         self._tensorboard = tensorboard
         self._tb = None
+        self._root = root
+        self._wandb = None  # the run's W&B run, opened at the first row when $O2O_WANDB_PROJECT is set (runs.wandb_log)
         self._purge_step: int | None = None
         self._file = None
         self._header, _ = _read_table(self.csv_path)
@@ -108,6 +111,9 @@ class MetricsWriter:
         if tb is not None:
             for name, value in values.items():
                 tb.add_scalar(name, value, global_step=step)
+            wandb_run = self._wandb_run()
+            if wandb_run is not None:
+                wandb_run.log(step, values)
 
     def truncate_after(self, step: int) -> None:
         """Drop CSV rows with a step above ``step``; TensorBoard hides its later events too."""
@@ -141,6 +147,9 @@ class MetricsWriter:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
 
     def __enter__(self) -> MetricsWriter:
         return self
@@ -160,6 +169,17 @@ class MetricsWriter:
             self._file.close()
             self._file = None
         _replace_text(self.csv_path, text)
+
+    def _wandb_run(self):
+        """The run's W&B run when ``$O2O_WANDB_PROJECT`` asks for one (the run's own metrics only: the
+        writers without TensorBoard, a bridge's, do not log there)."""
+        if self._wandb is None:
+            from o2o.runs.wandb_log import WandbRun, wandb_project
+
+            project = wandb_project()
+            if project is not None:
+                self._wandb = WandbRun(self._root, project)
+        return self._wandb
 
     def _tb_writer(self):
         if not self._tensorboard:
