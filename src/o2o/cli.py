@@ -610,14 +610,14 @@ def cmd_data(args) -> int:
 def _data_generate(args) -> int:
     from o2o.config import apply_overrides, load_yaml, update_from_dict
     from o2o.envs import get_task
-    from o2o.loops.datagen import GenerateConfig, data_dir, default_name, generate
+    from o2o.loops.datagen import GenerateConfig, default_name, generate, named_dataset_path
 
     cfg = GenerateConfig()
     if args.config:
         cfg = update_from_dict(cfg, load_yaml(args.config))
     cfg = update_from_dict(cfg, {"task": get_task(args.task).name, "recipe": args.recipe, "quality": args.quality, "seed": args.seed})
     cfg = apply_overrides(cfg, args.overrides)
-    out = Path(args.out) if args.out else data_dir() / f"{args.name or default_name(cfg)}.hdf5"
+    out = Path(args.out) if args.out else named_dataset_path(args.name or default_name(cfg))
     path, meta = generate(cfg, out, progress=not args.no_progress)
     print(f"dataset {meta['name']}: {meta['num_transitions']} transitions, {meta['num_episodes']} episodes, "
           f"return {meta['min_episode_return']:.1f}..{meta['max_episode_return']:.1f}"
@@ -635,12 +635,12 @@ def _data_import(args) -> int:
 
     from o2o.data import load_hdf5, sha256_file
     from o2o.envs import get_task
-    from o2o.loops.datagen import data_dir
+    from o2o.loops.datagen import data_dir, named_dataset_path
 
     task = get_task(args.task) if args.task else None
     src = Path(args.path)
+    dest = named_dataset_path(args.name or src.stem)
     ds = load_hdf5(src, task=task, expected_sha256=args.sha256)  # validates everything before copying
-    dest = data_dir() / f"{args.name or src.stem}.hdf5"
     if dest.exists():
         raise O2OError(f"a dataset named '{dest.stem}' already exists in {data_dir()}; choose another --name")
     dest.parent.mkdir(parents=True, exist_ok=True)
