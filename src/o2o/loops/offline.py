@@ -403,8 +403,11 @@ def _check_dataset(dataset, task, safe: bool, name: str) -> None:
 def run_pretrain(cfg, out_dir, *, resume: bool = False, progress: bool = True, dataset=None, live_eval: bool | None = None) -> dict:
     """Pre-train one seed into the run directory ``out_dir``; returns its summary. ``live_eval=False``
     defers evaluation (module docstring); None: ``live_eval_default()``."""
-    trainer = OfflineTrainer(cfg, dataset=dataset)
-    return _run_seeds(trainer, [trainer.cfg], [Path(out_dir)], resume=resume, progress=progress, live_eval=live_eval)[0]
+    from o2o.runs.rundir import hold_runs
+
+    with hold_runs([out_dir] if resume else []):  # a run in use is refused before the dataset loads
+        trainer = OfflineTrainer(cfg, dataset=dataset)
+        return _run_seeds(trainer, [trainer.cfg], [Path(out_dir)], resume=resume, progress=progress, live_eval=live_eval)[0]
 
 
 def run_pretrain_seeds(
@@ -420,8 +423,11 @@ def run_pretrain_seeds(
     if len(seeds) == 1:
         return [run_pretrain(dataclasses.replace(cfg, seed=seeds[0]), out_dirs[0], resume=resume, progress=progress,
                              dataset=dataset, live_eval=live_eval)]
-    trainer = SeedBatchTrainer(cfg, seeds, dataset=dataset)
-    return _run_seeds(trainer, trainer.configs(), out_dirs, resume=resume, progress=progress, live_eval=live_eval)
+    from o2o.runs.rundir import hold_runs
+
+    with hold_runs(out_dirs if resume else []):  # a run in use is refused before the dataset loads
+        trainer = SeedBatchTrainer(cfg, seeds, dataset=dataset)
+        return _run_seeds(trainer, trainer.configs(), out_dirs, resume=resume, progress=progress, live_eval=live_eval)
 
 
 def _open_run_dirs(cfgs, out_dirs: list[Path], resume: bool) -> list:
@@ -440,6 +446,8 @@ def _open_run_dirs(cfgs, out_dirs: list[Path], resume: bool) -> list:
                 created.append((out, out.exists()))
             rundirs.append(RunDir.create(out, to_dict(c), resume=resume))
     except BaseException:
+        for rd in rundirs:
+            rd.close()
         for out, existed in created:  # leave them as they were: absent or empty
             shutil.rmtree(out, ignore_errors=True)
             if existed:
@@ -447,6 +455,8 @@ def _open_run_dirs(cfgs, out_dirs: list[Path], resume: bool) -> list:
         raise
     steps = {rd.resume_step for rd in rundirs}
     if resume and len(steps) > 1:
+        for rd in rundirs:
+            rd.close()
         at = ", ".join(f"{rd.path.name} at {rd.resume_step}" for rd in rundirs)
         raise RunDirError(
             f"cannot resume these runs as one group: their checkpoints are at different steps ({at}); "
@@ -458,9 +468,7 @@ def _open_run_dirs(cfgs, out_dirs: list[Path], resume: bool) -> list:
 def _run_seeds(trainer, cfgs, out_dirs: list[Path], *, resume: bool, progress: bool, live_eval: bool | None = None) -> list[dict]:
     """The loop every pre-training run goes through, one seed (``OfflineTrainer``) or a group
     (``SeedBatchTrainer``): one run directory, metrics writer and checkpoint per seed."""
-    from o2o import stop
-    from o2o.loops.online import _progress
-    from o2o.runs import CheckpointTimer, MetricsWriter, RunClock
+    from o2o.runs import CheckpointTimer
 
     live_eval = live_eval_default() if live_eval is None else bool(live_eval)
     trainer.data.live_eval = live_eval
@@ -470,7 +478,21 @@ def _run_seeds(trainer, cfgs, out_dirs: list[Path], *, resume: bool, progress: b
     keep = 2 if live_eval else -(-o.steps // o.checkpoint_every) + 1
     timer = CheckpointTimer() if live_eval else CheckpointTimer(None)
 
-    rundirs = _open_run_dirs(cfgs, out_dirs, resume)
+    rundirs = _open_run_dirs(cfgs, out_dirs, resume)  # each holds its run's lock until the summaries are written
+    try:
+        return _train_seeds(trainer, rundirs, resume=resume, progress=progress, live_eval=live_eval, keep=keep, timer=timer)
+    finally:
+        for rd in rundirs:
+            rd.close()
+
+
+def _train_seeds(trainer, rundirs, *, resume: bool, progress: bool, live_eval: bool, keep: int, timer) -> list[dict]:
+    """``_run_seeds``'s loop in the open run directories ``rundirs``."""
+    from o2o import stop
+    from o2o.loops.online import _progress
+    from o2o.runs import MetricsWriter, RunClock
+
+    o = trainer.cfg.offline
     writers = [MetricsWriter(rd) for rd in rundirs]
     if resume:
         from o2o.runs.checkpoint import STRIPPED_KEY
@@ -571,33 +593,35 @@ def record_evaluations(run_dir, num_episodes: int | None = None, *, echo=None) -
 
     from o2o.runs import RunDir, read_metrics_csv
     from o2o.runs.checkpoint import checkpoint_step, list_checkpoints, write_text_atomic
+    from o2o.runs.lock import lock_run_dir
     from o2o.runs.metrics import merge_metrics
 
     run = RunDir.open(run_dir)
-    checkpoints = list_checkpoints(run.checkpoints_dir)
-    if not checkpoints:
-        raise RunDirError(f"pre-trained run '{run_dir}' has no checkpoint to evaluate")
-    done: set[int] = set()
-    if run.metrics_path.is_file():
-        cols = read_metrics_csv(run.metrics_path)
-        if "eval/return" in cols:
-            done = {int(s) for s, r in zip(cols["step"], cols["eval/return"]) if not np.isnan(r)}
-    out = []
-    for ckpt in checkpoints:
-        step = checkpoint_step(ckpt)
-        if step in done:
-            continue
-        _, _, metrics = evaluate_checkpoint(run_dir, num_episodes, ckpt)
-        merge_metrics(run.path, step, metrics)
-        out.append({"step": step, **metrics})
-        if echo is not None:
-            echo(f"{run.path}: step {step}: " + "  ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
-    final = checkpoint_step(checkpoints[-1])
-    if run.summary_path.is_file() and out and out[-1]["step"] == final:
-        summary = json.loads(run.summary_path.read_text())
-        if int(summary.get("steps", final)) == final:
-            summary.update({f"final_{k.replace('/', '_')}": v for k, v in out[-1].items() if k != "step"})
-            summary["evaluation"] = "recorded"  # by o2o eval --record, after training
-            write_text_atomic(run.summary_path, json.dumps(summary, indent=2) + "\n")
-    return out
+    with lock_run_dir(run.path):  # metrics.csv and summary.json are rewritten: not while the run trains
+        checkpoints = list_checkpoints(run.checkpoints_dir)
+        if not checkpoints:
+            raise RunDirError(f"pre-trained run '{run_dir}' has no checkpoint to evaluate")
+        done: set[int] = set()
+        if run.metrics_path.is_file():
+            cols = read_metrics_csv(run.metrics_path)
+            if "eval/return" in cols:
+                done = {int(s) for s, r in zip(cols["step"], cols["eval/return"]) if not np.isnan(r)}
+        out = []
+        for ckpt in checkpoints:
+            step = checkpoint_step(ckpt)
+            if step in done:
+                continue
+            _, _, metrics = evaluate_checkpoint(run_dir, num_episodes, ckpt)
+            merge_metrics(run.path, step, metrics)
+            out.append({"step": step, **metrics})
+            if echo is not None:
+                echo(f"{run.path}: step {step}: " + "  ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+        final = checkpoint_step(checkpoints[-1])
+        if run.summary_path.is_file() and out and out[-1]["step"] == final:
+            summary = json.loads(run.summary_path.read_text())
+            if int(summary.get("steps", final)) == final:
+                summary.update({f"final_{k.replace('/', '_')}": v for k, v in out[-1].items() if k != "step"})
+                summary["evaluation"] = "recorded"  # by o2o eval --record, after training
+                write_text_atomic(run.summary_path, json.dumps(summary, indent=2) + "\n")
+        return out
 

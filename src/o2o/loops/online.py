@@ -370,13 +370,24 @@ def run_online(
     a run (dataset generation moves the cost target and keeps policy snapshots); they must derive
     whatever they change from the trainer's counters so that a resumed run sees the same values."""
     from o2o.config import to_dict
-    from o2o.runs import MetricsWriter, RunDir
+    from o2o.runs import RunDir
+    from o2o.runs.rundir import hold_runs
 
-    trainer = trainer or make_trainer(cfg, progress=progress)  # validates everything before touching disk
-    if rundir is None:  # a caller that prepared the run (fine-tuning: bridge outputs) passes its RunDir
+    if rundir is not None:  # a caller that prepared the run (fine-tuning: bridge outputs) passes its RunDir
+        trainer = trainer or make_trainer(cfg, progress=progress)
+        return _train_online(cfg, trainer, rundir, resume, progress, before_iteration, after_iteration, description, stop_after)
+    with hold_runs([out_dir] if resume else []):
+        trainer = trainer or make_trainer(cfg, progress=progress)  # validates everything before touching disk
         if resume:
             upgrade_saved_config(out_dir, cfg)
-        rundir = RunDir.create(out_dir, to_dict(cfg), resume=resume)
+        with RunDir.create(out_dir, to_dict(cfg), resume=resume) as rundir:  # holds the run's lock until the end
+            return _train_online(cfg, trainer, rundir, resume, progress, before_iteration, after_iteration, description, stop_after)
+
+
+def _train_online(cfg, trainer, rundir, resume, progress, before_iteration, after_iteration, description, stop_after) -> dict:
+    """``run_online``'s loop in the open run directory ``rundir``."""
+    from o2o.runs import MetricsWriter
+
     writer = MetricsWriter(rundir)
     host = None
     if resume and rundir.latest_checkpoint() is not None:
