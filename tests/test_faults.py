@@ -91,3 +91,83 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
     finally:
         proc.kill()
     lock_run_dir(run_dir).release()
+
+
+def test_non_finite_config_values_are_refused(capsys, tmp_path):
+    for value, expect in (("nan", "must be a finite number, got nan"), ("1e400", "must be a finite number, got inf"),
+                          ("-1e-4", "is a learning rate and must be >= 0")):
+        code, _, err = run(capsys, "--no-progress", "train", "--algo", "sac", "--task", "Pendulum", "--out",
+                           str(tmp_path / "r"), "--set", f"agent.actor_lr={value}")
+        assert code == 2 and f"config key 'agent.actor_lr' {expect}" in one_error_line(err)
+    config = tmp_path / "c.yaml"
+    config.write_text("agent:\n  critic_lr: .nan\n")
+    code, _, err = run(capsys, "train", "--algo", "sac", "--task", "Pendulum", "--config", str(config), "--out", str(tmp_path / "r"))
+    assert code == 2 and "'agent.critic_lr' must be a finite number" in one_error_line(err)
+    assert not (tmp_path / "r").exists()
+
+
+def _poisoned_update_many(monkeypatch, module, at_call: int, what: str):
+    """``module._update_many`` whose ``at_call``-th call returns NaN losses (``what="loss"``) or, with
+    finite losses, a NaN first leaf of the agent state (``what="state"``)."""
+    import jax
+
+    real = module._update_many
+    calls = [0]
+
+    def poisoned(update_fn, batch_size):
+        many = real(update_fn, batch_size)
+
+        def call(state, *args, **kwargs):
+            state, metrics = many(state, *args, **kwargs)
+            calls[0] += 1
+            if calls[0] == at_call:
+                if what == "loss":
+                    metrics = {k: v * np.nan for k, v in metrics.items()}
+                else:
+                    leaves, tree = jax.tree_util.tree_flatten(state)
+                    first = next(i for i, x in enumerate(leaves) if np.issubdtype(x.dtype, np.floating))
+                    leaves[first] = leaves[first] * np.nan
+                    state = jax.tree_util.tree_unflatten(tree, leaves)
+            return state, metrics
+
+        return call
+
+    monkeypatch.setattr(module, "_update_many", poisoned)
+
+
+@pytest.mark.parametrize("what", ["loss", "state"])
+def test_offline_divergence_stops_and_keeps_the_last_finite_checkpoint(capsys, tmp_path, monkeypatch, what):
+    import o2o.loops.offline as offline
+    from test_pretrain import TINY, write
+
+    _poisoned_update_many(monkeypatch, offline, 3, what)
+    data, out = tmp_path / "d.hdf5", tmp_path / "run"
+    write(data)
+    code, _, err = run(capsys, "--no-progress", "pretrain", "--algo", "bc-safe", "--dataset", str(data), "--task", "BallCircle",
+                       "--out", str(out), *TINY, "--steps", "50", "--set", "offline.checkpoint_every=10",
+                       "--set", "offline.eval_every=1000")
+    assert code == 2
+    line = one_error_line(err)
+    quantity = "loss/" if what == "loss" else "agent/"
+    assert line.startswith(f"o2o: error: training diverged at step 30: {quantity}") and "is the last finite state" in line
+    assert (out / "checkpoints" / "latest").read_text().strip() == "ckpt_20"
+    assert not (out / "summary.json").exists()
+
+
+@pytest.mark.parametrize("what", ["loss", "state"])
+def test_online_divergence_stops_and_keeps_the_last_finite_checkpoint(capsys, tmp_path, monkeypatch, what):
+    import o2o.loops.online as online
+    from test_cli import TINY
+
+    _poisoned_update_many(monkeypatch, online, 3, what)
+    out = tmp_path / "run"
+    code, _, err = run(capsys, "--no-progress", "train", "--algo", "sac", "--task", "Pendulum", "--out", str(out), *TINY,
+                       "--set", "online.iterations=5", "--set", "online.update_after=0", "--set", "online.warmup_steps=0",
+                       "--set", "online.eval_every=100", "--set", "online.checkpoint_every=1")
+    assert code == 2
+    line = one_error_line(err)
+    quantity = "loss/" if what == "loss" else "agent/"
+    assert line.startswith(f"o2o: error: training diverged at iteration 3: {quantity}") and "ckpt_2, is the last finite state" in line
+    assert (out / "checkpoints" / "latest").read_text().strip() == "ckpt_2"
+    assert not (out / "summary.json").exists()
+

@@ -23,3 +23,7 @@ class DatasetError(O2OError):
 
 class RunDirError(O2OError):
     """A run directory that cannot be created, resumed or read."""
+
+
+class DivergedError(O2OError):
+    """A loss, parameter or action that is NaN or inf: the run stops and saves nothing of that state."""

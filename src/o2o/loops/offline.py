@@ -43,7 +43,8 @@ import numpy as np
 from o2o.agents import get_offline_agent
 from o2o.agents.common import make_update_many
 from o2o.data.replay import replay_from_dataset, replay_sample
-from o2o.errors import ConfigError, DatasetError, RunDirError
+from o2o.errors import ConfigError, DatasetError, DivergedError, RunDirError
+from o2o.loops.divergence import check_losses, diverged, finite_checkpoint
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,7 @@ class OfflineData:
         evaluation steps the evaluation."""
         o = self.cfg.offline
         out = {f"loss/{k}": float(v) for k, v in metrics.items() if np.ndim(v) == 0}
+        check_losses(out)  # before the evaluation: a diverged policy is not run on the task
         out["perf/updates_per_s"] = o.steps_per_call / max(elapsed, 1e-9)
         if self.live_eval and (steps % o.eval_every == 0 or steps == o.steps):
             out.update(evaluate())
@@ -352,6 +354,8 @@ class SeedBatchTrainer:
         metrics = jax.device_get(metrics)
         elapsed = time.perf_counter() - t0
         self.counters["steps"] += o.steps_per_call
+        for i, seed in enumerate(self.seeds):  # every seed before any evaluation
+            check_losses({f"loss/{k}": v[i] for k, v in metrics.items() if np.ndim(v) >= 1}, f"seed {seed}: ")
         rows = []
         for i in range(len(self.seeds)):
             per_seed = {k: v[i] for k, v in metrics.items() if np.ndim(v) >= 1}
@@ -507,10 +511,20 @@ def _train_seeds(trainer, rundirs, *, resume: bool, progress: bool, live_eval: b
     seeds = trainer.seeds
     last_eval: list[dict[str, float]] = [{} for _ in seeds]
     what = f"{trainer.cfg.algo} on {trainer.cfg.dataset}" + (f" (seeds {','.join(map(str, seeds))} as one program)" if len(seeds) > 1 else "")
+    where = rundirs[0].path if len(rundirs) == 1 else rundirs[0].path.parent
+
+    def stop_diverged(err: DivergedError, step: int) -> DivergedError:
+        for writer in writers:
+            writer.close()
+        return diverged(err, f"step {step}", where, rundirs[0].latest_checkpoint())
+
     with _progress(progress) as bar:
         tid = bar.add_task(what, total=o.steps, completed=trainer.counters["steps"], status="")
         while trainer.counters["steps"] < o.steps:
-            rows = trainer.step_seeds()
+            try:
+                rows = trainer.step_seeds()
+            except DivergedError as err:
+                raise stop_diverged(err, trainer.counters["steps"]) from None
             s = trainer.counters["steps"]
             for i, (writer, metrics) in enumerate(zip(writers, rows)):
                 writer.write(s, metrics)
@@ -523,15 +537,20 @@ def _train_seeds(trainer, rundirs, *, resume: bool, progress: bool, live_eval: b
             bar.update(tid, completed=s, status=status)
             signum = stop.requested()  # SIGTERM / SIGUSR1 under stop_on_signals (o2o.stop)
             if s % o.checkpoint_every == 0 or s == o.steps or timer.due() or (signum is not None and live_eval):
-                for i, (writer, rundir) in enumerate(zip(writers, rundirs)):
-                    writer.flush()
+                saves = []
+                for i, seed in enumerate(seeds):  # every seed checked before any is saved
                     arrays, host = trainer.seed_checkpoint(i)
+                    try:
+                        saves.append((finite_checkpoint(arrays), host))
+                    except DivergedError as err:
+                        raise stop_diverged(DivergedError(f"seed {seed}: {err}" if len(seeds) > 1 else str(err)), s) from None
+                for i, (writer, rundir, (arrays, host)) in enumerate(zip(writers, rundirs, saves)):
+                    writer.flush()
                     rundir.save_checkpoint(s, arrays=arrays, host_state=clocks[i].stamp(host), keep=keep)
                 timer.saved()
             if signum is not None and s < o.steps:  # a deferred run keeps to its step-based checkpoints
                 for writer in writers:
                     writer.close()
-                where = rundirs[0].path if len(rundirs) == 1 else rundirs[0].path.parent
                 last = rundirs[0].latest_checkpoint()
                 kept = None if live_eval else (f"a deferred-evaluation run keeps only its step-based checkpoints (every "
                                                f"offline.checkpoint_every = {o.checkpoint_every} steps): "

@@ -30,7 +30,8 @@ from o2o import stop
 from o2o.agents import AgentSpec, get_online_agent
 from o2o.agents.common import make_update_many
 from o2o.data.replay import replay_add, replay_init, replay_sample
-from o2o.errors import ConfigError
+from o2o.errors import ConfigError, DivergedError
+from o2o.loops.divergence import check_losses, diverged, finite_checkpoint
 from o2o.lagrange import LagrangeConfig, make_controller
 from o2o.runs.clock import CheckpointTimer, RunClock
 
@@ -267,9 +268,9 @@ class OnlineTrainer:
             update_time = time.perf_counter() - t0
             c["updates"] += o.updates_per_iteration
             metrics["perf/updates_per_s"] = o.updates_per_iteration / max(update_time, 1e-9)
-            for k, v in update_metrics.items():
-                if k != "lagrange":
-                    metrics[f"loss/{k}"] = float(v)
+            losses = {f"loss/{k}": float(v) for k, v in update_metrics.items() if k != "lagrange"}
+            check_losses(losses)  # before the next collection or evaluation runs a diverged policy
+            metrics.update(losses)
 
         c["iteration"] += 1
         metrics["train/cumulative_cost"] = c["cumulative_cost"]
@@ -405,8 +406,12 @@ def _train_online(cfg, trainer, rundir, resume, progress, before_iteration, afte
         while trainer.counters["iteration"] < end:
             if before_iteration is not None:
                 before_iteration(trainer)
-            metrics = trainer.iteration()
-            it = trainer.counters["iteration"]
+            it = trainer.counters["iteration"] + 1
+            try:
+                metrics = trainer.iteration()
+            except DivergedError as err:
+                writer.close()
+                raise diverged(err, f"iteration {it}", rundir.path, rundir.latest_checkpoint()) from None
             if after_iteration is not None:
                 after_iteration(trainer, metrics)
             writer.write(it, metrics)
@@ -424,7 +429,12 @@ def _train_online(cfg, trainer, rundir, resume, progress, before_iteration, afte
             signum = stop.requested()  # SIGTERM / SIGUSR1 under stop_on_signals (o2o.stop)
             if it % o.checkpoint_every == 0 or it == end or timer.due() or signum is not None:
                 writer.flush()
-                rundir.save_checkpoint(it, arrays=trainer.checkpoint_arrays(), host_state=clock.stamp(trainer.host_state()))
+                try:
+                    arrays = finite_checkpoint(trainer.checkpoint_arrays())
+                except DivergedError as err:
+                    writer.close()
+                    raise diverged(err, f"iteration {it}", rundir.path, rundir.latest_checkpoint()) from None
+                rundir.save_checkpoint(it, arrays=arrays, host_state=clock.stamp(trainer.host_state()))
                 timer.saved()
             if signum is not None and it < o.iterations:
                 writer.close()
