@@ -171,3 +171,30 @@ def test_online_divergence_stops_and_keeps_the_last_finite_checkpoint(capsys, tm
     assert (out / "checkpoints" / "latest").read_text().strip() == "ckpt_2"
     assert not (out / "summary.json").exists()
 
+
+def test_finetune_records_the_pretrained_run_as_an_absolute_path(tmp_path, monkeypatch):
+    import types
+
+    import yaml
+
+    import o2o.bridge.pretrained as pretrained_module
+    from o2o.config import to_dict
+    from o2o.loops.finetune import resolve_finetune_config
+    from o2o.loops.online import upgrade_saved_config
+
+    monkeypatch.setattr(pretrained_module, "load_pretrained", lambda path, **kw: types.SimpleNamespace(task="BallCircle"))
+    monkeypatch.chdir(tmp_path)
+    cfg = resolve_finetune_config("from-scratch", "runs/pre", "BallCircle", 0)
+    assert cfg.pretrained == str(tmp_path / "runs" / "pre")
+    sweep = resolve_finetune_config("from-scratch", "runs/pre", "BallCircle", 0, absolute_pretrained=False)
+    assert sweep.pretrained == "runs/pre"  # a sweep's run identity does not depend on where it is launched
+
+    # a run that recorded it relative resumes, from the directory it is relative to, under the absolute path
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump({**to_dict(cfg), "pretrained": "runs/pre"}, sort_keys=False))
+    upgrade_saved_config(run, cfg)
+    assert yaml.safe_load((run / "config.yaml").read_text()) == to_dict(cfg)
+    (run / "config.yaml").write_text(yaml.safe_dump({**to_dict(cfg), "pretrained": "runs/other"}, sort_keys=False))
+    upgrade_saved_config(run, cfg)  # another run: left for the resume check to refuse
+    assert yaml.safe_load((run / "config.yaml").read_text())["pretrained"] == "runs/other"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 from dataclasses import field
 from functools import lru_cache
 from pathlib import Path
@@ -72,9 +73,12 @@ def resolve_finetune_config(
     config_file: str | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     require_pretrained: bool = True,
+    absolute_pretrained: bool = True,
 ):
     """Resolve a fine-tuning config (order in the module docstring); ``layer`` is a caller's budget
-    (the pipeline's), applied just below the user's ``--config`` file."""
+    (the pipeline's), applied just below the user's ``--config`` file. The config records the
+    pre-trained run as an absolute path, so that the run resumes from any working directory;
+    ``absolute_pretrained=False`` keeps the path as given (a sweep's, part of its runs' identity)."""
     from o2o.bridge.pretrained import adopt_shapes, load_pretrained
     from o2o.config import apply_overrides, load_yaml, update_from_dict
     from o2o.envs import get_task
@@ -118,6 +122,8 @@ def resolve_finetune_config(
             cfg = update_from_dict(cfg, data)
         except ConfigError as err:
             raise ConfigError(f"{path}: {err}") from None
+    if pretrained and absolute_pretrained:
+        pretrained = os.path.abspath(pretrained)
     cfg = update_from_dict(cfg, {"method": method, "task": task_name, "pretrained": str(pretrained) if pretrained else None})
     if seed is not None:
         cfg = update_from_dict(cfg, {"seed": seed})

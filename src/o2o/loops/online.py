@@ -17,6 +17,7 @@ collector (per-env RNG and any episode in progress), counters - goes into the ch
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
@@ -448,9 +449,10 @@ def _train_online(cfg, trainer, rundir, resume, progress, before_iteration, afte
 
 
 def upgrade_saved_config(out_dir, cfg) -> None:
-    """A run saved before o2o added config keys lacks them. If the saved config, with the new keys at
-    their defaults, equals ``cfg``, write it back complete so the resume check compares like with like;
-    any real difference is still refused by ``RunDir.create``."""
+    """A run saved before o2o added config keys lacks them (or, fine-tuning, recorded its pre-trained run
+    relative to the working directory, where ``cfg`` has it absolute). If the saved config, with the new
+    keys at their defaults (and that path made absolute), equals ``cfg``, write it back complete so the
+    resume check compares like with like; any real difference is still refused by ``RunDir.create``."""
     from pathlib import Path
 
     import yaml
@@ -466,6 +468,9 @@ def upgrade_saved_config(out_dir, cfg) -> None:
         completed = to_dict(from_dict(type(cfg), saved))
     except ConfigError:
         return  # a removed or renamed key: RunDir.create reports the difference
+    pretrained, wanted = saved.get("pretrained"), getattr(cfg, "pretrained", None)
+    if isinstance(pretrained, str) and wanted and not os.path.isabs(pretrained) and os.path.abspath(pretrained) == wanted:
+        completed["pretrained"] = wanted  # saved as given, relative to this working directory: now recorded absolute
     if completed != saved and completed == to_dict(cfg):
         header = "".join(line for line in path.read_text().splitlines(keepends=True) if line.startswith("#"))
         write_text_atomic(path, header + yaml.safe_dump(completed, sort_keys=False))
