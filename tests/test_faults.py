@@ -198,3 +198,51 @@ def test_finetune_records_the_pretrained_run_as_an_absolute_path(tmp_path, monke
     (run / "config.yaml").write_text(yaml.safe_dump({**to_dict(cfg), "pretrained": "runs/other"}, sort_keys=False))
     upgrade_saved_config(run, cfg)  # another run: left for the resume check to refuse
     assert yaml.safe_load((run / "config.yaml").read_text())["pretrained"] == "runs/other"
+
+
+def _archive_with(tmp_path, run_id="sac/Pendulum/seed0"):
+    """A results archive holding one finished run's files (``o2o report``'s layout)."""
+    import json
+
+    archive = tmp_path / "archive"
+    run_dir = archive / "runs" / run_id
+    run_dir.mkdir(parents=True)
+    for name in ("config.yaml", "metrics.csv", "summary.json"):
+        (run_dir / name).write_text("{}\n")
+    (archive / "index.json").write_text(json.dumps({"meta": {}, "runs": [{"run_id": run_id, "status": "finished"}]}))
+    return archive, run_dir
+
+
+@pytest.mark.parametrize("case", ["file", "folder", "run_folder", "dotdot"])
+def test_adopt_refuses_links_and_paths_outside_the_archive(capsys, tmp_path, case):
+    from test_sweep import TINY, write_spec
+
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "key").write_text("private")
+    archive, run_dir = _archive_with(tmp_path)
+    if case == "file":
+        (run_dir / "metrics.csv").unlink()
+        (run_dir / "metrics.csv").symlink_to(secret / "key")
+        expect = f"'{run_dir / 'metrics.csv'}' is a symbolic link"
+    elif case == "folder":
+        (run_dir / "bridge").symlink_to(secret)
+        expect = f"'{run_dir / 'bridge'}' is a symbolic link"
+    elif case == "run_folder":
+        import shutil
+
+        shutil.rmtree(run_dir)
+        run_dir.symlink_to(secret)
+        expect = f"'{run_dir}' is a symbolic link"
+    else:  # an index naming a run outside the archive
+        (secret / "summary.json").write_text("{}\n")
+        index = archive / "index.json"
+        index.write_text(index.read_text().replace("sac/Pendulum/seed0", "../../secret"))
+        expect = "is not a folder inside the archive"
+    spec = write_spec(tmp_path, TINY.format(seeds=1, iterations=1))
+    out = tmp_path / "sweep"
+    code, _, err = run(capsys, "--no-progress", "sweep", str(spec), "--out", str(out), "--adopt", str(archive), "--backend", "sequential")
+    assert code == 2
+    line = one_error_line(err)
+    assert line.startswith("o2o: error: --adopt: ") and expect in line
+    assert not out.exists()
