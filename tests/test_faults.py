@@ -246,3 +246,18 @@ def test_adopt_refuses_links_and_paths_outside_the_archive(capsys, tmp_path, cas
     line = one_error_line(err)
     assert line.startswith("o2o: error: --adopt: ") and expect in line
     assert not out.exists()
+
+
+def test_resuming_a_finished_run_leaves_it_as_it_is(capsys, tmp_path):
+    from o2o.presets import resolve_train_config
+
+    run_dir = tmp_path / "run"
+    _resumable_run(run_dir, resolve_train_config("sac", "Pendulum"))
+    (run_dir / "summary.json").write_text('{"final_eval_return": -150.0}\n')
+    files = lambda: {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock"}  # noqa: E731
+    before = files()
+    code, out, err = run(capsys, "--no-progress", "train", "--resume", str(run_dir))
+    assert code == 0 and out == ""
+    assert err.strip() == (f"o2o: run '{run_dir}' has finished: nothing to resume (its results, {run_dir / 'summary.json'}, "
+                           f"are left as they are)")
+    assert files() == before

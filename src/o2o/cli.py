@@ -20,7 +20,7 @@ import os
 import sys
 from pathlib import Path
 
-from o2o.errors import O2OError
+from o2o.errors import O2OError, RunFinished
 
 EPILOG = (
     "Every command ends by printing where its outputs are. Environment: O2O_DATA_DIR (datasets, default "
@@ -839,6 +839,9 @@ def main(argv: list[str] | None = None) -> int:
     except O2OError as err:
         print(f"o2o: error: {err}", file=sys.stderr)
         return 2
+    except RunFinished as err:
+        print(f"o2o: {err}", file=sys.stderr)
+        return 0
     except RunStopped as err:
         if not err.resumable:
             again = "start it again with the same command"

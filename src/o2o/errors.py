@@ -27,3 +27,8 @@ class RunDirError(O2OError):
 
 class DivergedError(O2OError):
     """A loss, parameter or action that is NaN or inf: the run stops and saves nothing of that state."""
+
+
+class RunFinished(Exception):
+    """Not an error: ``--resume`` of a run that has finished. The CLI says so and exits 0; the run's
+    files are left as they are."""

@@ -27,7 +27,7 @@ import yaml
 
 from o2o import __version__
 from o2o.config import diff_configs, to_dict
-from o2o.errors import RunDirError
+from o2o.errors import RunDirError, RunFinished
 from o2o.runs.lock import LOCK_FILE, RunLock, lock_run_dir
 from o2o.runs.checkpoint import (
     CHECKPOINTS_DIRNAME,
@@ -124,7 +124,8 @@ class RunDir:
 
         ``config`` is the resolved config (a dict, or a config dataclass). A new run needs ``path``
         absent or empty. A resumed run needs ``path`` to hold a run with the same config and at
-        least one checkpoint; nothing is written before those checks pass. The returned run holds
+        least one checkpoint, and not to have finished (``RunFinished``: it holds summary.json);
+        nothing is written before those checks pass. The returned run holds
         the run directory's lock: a directory another process trains in is refused.
         """
         path = Path(path)
@@ -173,6 +174,8 @@ class RunDir:
                 f"cannot resume '{path}': config differs: {shown}{more}; resume with the run's own "
                 f"config ({path / CONFIG_FILE}) or start a new run with another --out"
             )
+        if (path / SUMMARY_FILE).is_file():
+            raise RunFinished(f"run '{path}' has finished: nothing to resume (its results, {path / SUMMARY_FILE}, are left as they are)")
         ckpt = latest_checkpoint(path)
         if ckpt is None:
             raise RunDirError(
