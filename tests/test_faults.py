@@ -261,3 +261,18 @@ def test_resuming_a_finished_run_leaves_it_as_it_is(capsys, tmp_path):
     assert err.strip() == (f"o2o: run '{run_dir}' has finished: nothing to resume (its results, {run_dir / 'summary.json'}, "
                            f"are left as they are)")
     assert files() == before
+
+
+def test_eval_record_skips_a_run_in_use_in_a_folder_and_refuses_it_alone(capsys, tmp_path):
+    from o2o.presets import resolve_pretrain_config
+
+    run_dir = tmp_path / "sweep" / "run"
+    _resumable_run(run_dir, resolve_pretrain_config("cpq", "BallCircle-dsrl-small", None))
+    holder = _hold_lock(run_dir)
+    try:
+        code, out, _ = run(capsys, "--no-progress", "eval", str(tmp_path / "sweep"), "--record")
+        assert code == 0 and f"skipped {run_dir}: run directory '{run_dir}' is in use by pid 4242" in out
+        code, _, err = run(capsys, "--no-progress", "eval", str(run_dir), "--record")
+        assert code == 2 and "is in use by pid 4242 on node7" in one_error_line(err)
+    finally:
+        holder.close()

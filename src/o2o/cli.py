@@ -408,9 +408,16 @@ def _record_evaluations(path: Path, episodes: int | None) -> int:
         runs = [r for r in runs if r not in empty]
     if not runs:
         raise O2OError(f"no pre-training run (o2o pretrain) at or under '{path}'; --record evaluates pre-training checkpoints")
+    from o2o.errors import RunInUseError
+
     total = 0
     for run in runs:
-        total += len(record_evaluations(run, episodes, echo=print))
+        try:
+            total += len(record_evaluations(run, episodes, echo=print))
+        except RunInUseError as err:
+            if run == path:
+                raise
+            print(f"skipped {run}: {err}")  # in a folder, a run another process trains waits for a later --record
     print(f"recorded {total} evaluation(s) in {len(runs)} run(s) under {path}")
     return 0
 

@@ -25,6 +25,10 @@ class RunDirError(O2OError):
     """A run directory that cannot be created, resumed or read."""
 
 
+class RunInUseError(RunDirError):
+    """A run directory another process trains in (it holds the run's lock)."""
+
+
 class DivergedError(O2OError):
     """A loss, parameter or action that is NaN or inf: the run stops and saves nothing of that state."""
 

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from o2o.errors import RunDirError
+from o2o.errors import RunDirError, RunInUseError
 
 __all__ = ["LOCK_FILE", "RunLock", "lock_run_dir"]
 
@@ -65,7 +65,7 @@ def _holder(f) -> str:
 
 
 def lock_run_dir(path: str | Path) -> RunLock:
-    """Lock the existing run directory ``path`` for this process; a ``RunDirError`` naming the holder
+    """Lock the existing run directory ``path`` for this process; a ``RunInUseError`` naming the holder
     if another process holds it. A filesystem without locks (some network mounts) gets a warning on
     stderr and no lock."""
     path = Path(path)
@@ -83,7 +83,7 @@ def lock_run_dir(path: str | Path) -> RunLock:
         if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
             holder = _holder(f)
             f.close()
-            raise RunDirError(
+            raise RunInUseError(
                 f"run directory '{path}' is in use by {holder}; wait for that process to end (or stop it), "
                 f"or choose another run directory"
             ) from None

@@ -28,7 +28,6 @@ import yaml
 from o2o import __version__
 from o2o.config import diff_configs, to_dict
 from o2o.errors import RunDirError, RunFinished
-from o2o.runs.lock import LOCK_FILE, RunLock, lock_run_dir
 from o2o.runs.checkpoint import (
     CHECKPOINTS_DIRNAME,
     json_default,
@@ -38,6 +37,7 @@ from o2o.runs.checkpoint import (
     save_checkpoint,
     write_text_atomic,
 )
+from o2o.runs.lock import LOCK_FILE, RunLock, lock_run_dir
 
 __all__ = ["RunDir", "hold_runs"]
 
