@@ -249,11 +249,10 @@ def test_adopt_refuses_links_and_paths_outside_the_archive(capsys, tmp_path, cas
 
 
 def test_resuming_a_finished_run_leaves_it_as_it_is(capsys, tmp_path):
-    from o2o.presets import resolve_train_config
+    from test_cli import TINY
 
     run_dir = tmp_path / "run"
-    _resumable_run(run_dir, resolve_train_config("sac", "Pendulum"))
-    (run_dir / "summary.json").write_text('{"final_eval_return": -150.0}\n')
+    assert run(capsys, "--no-progress", "train", "--algo", "sac", "--task", "Pendulum", "--out", str(run_dir), *TINY)[0] == 0
     files = lambda: {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock"}  # noqa: E731
     before = files()
     code, out, err = run(capsys, "--no-progress", "train", "--resume", str(run_dir))

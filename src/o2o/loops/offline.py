@@ -497,21 +497,24 @@ def _train_seeds(trainer, rundirs, *, resume: bool, progress: bool, live_eval: b
     from o2o.runs import MetricsWriter, RunClock
 
     o = trainer.cfg.offline
-    writers = [MetricsWriter(rd) for rd in rundirs]
+    where = rundirs[0].path if len(rundirs) == 1 else rundirs[0].path.parent
     if resume:
         from o2o.runs.checkpoint import STRIPPED_KEY
+        from o2o.runs.rundir import run_finished
 
         loaded = [rd.load_checkpoint(template=trainer.seed_checkpoint(i)[0]) for i, rd in enumerate(rundirs)]
         for rd, (_, host) in zip(rundirs, loaded):
             if host.get(STRIPPED_KEY):
                 raise RunDirError(f"cannot resume '{rd.path}': its latest checkpoint holds only the policy ({host[STRIPPED_KEY]})")
         trainer.restore_seeds(loaded)
+        if trainer.counters["steps"] >= o.steps and all(rd.summary_path.is_file() for rd in rundirs):
+            raise run_finished(where, group=len(rundirs) > 1)
+    writers = [MetricsWriter(rd) for rd in rundirs]
     hosts = [host for _, host in loaded] if resume else [None] * len(rundirs)
     clocks = [RunClock(host, resumed_from=trainer.counters["steps"]) for host in hosts]  # wall time across resumes
     seeds = trainer.seeds
     last_eval: list[dict[str, float]] = [{} for _ in seeds]
     what = f"{trainer.cfg.algo} on {trainer.cfg.dataset}" + (f" (seeds {','.join(map(str, seeds))} as one program)" if len(seeds) > 1 else "")
-    where = rundirs[0].path if len(rundirs) == 1 else rundirs[0].path.parent
 
     def stop_diverged(err: DivergedError, step: int) -> DivergedError:
         for writer in writers:

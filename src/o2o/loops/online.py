@@ -389,12 +389,16 @@ def run_online(
 def _train_online(cfg, trainer, rundir, resume, progress, before_iteration, after_iteration, description, stop_after) -> dict:
     """``run_online``'s loop in the open run directory ``rundir``."""
     from o2o.runs import MetricsWriter
+    from o2o.runs.rundir import run_finished
 
-    writer = MetricsWriter(rundir)
     host = None
     if resume and rundir.latest_checkpoint() is not None:
         arrays, host = rundir.load_checkpoint(template=trainer.checkpoint_arrays())
         trainer.restore(arrays, host)
+        if trainer.counters["iteration"] >= cfg.online.iterations and rundir.summary_path.is_file():
+            raise run_finished(rundir.path)
+    writer = MetricsWriter(rundir)
+    if host is not None:
         writer.truncate_after(trainer.counters["iteration"])
     clock = RunClock(host, resumed_from=trainer.counters["iteration"])
     timer = CheckpointTimer()  # also a checkpoint every O2O_CHECKPOINT_EVERY_S seconds (o2o.runs.clock)

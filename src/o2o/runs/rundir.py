@@ -39,7 +39,7 @@ from o2o.runs.checkpoint import (
 )
 from o2o.runs.lock import LOCK_FILE, RunLock, lock_run_dir
 
-__all__ = ["RunDir", "hold_runs"]
+__all__ = ["RunDir", "hold_runs", "run_finished"]
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
@@ -124,8 +124,7 @@ class RunDir:
 
         ``config`` is the resolved config (a dict, or a config dataclass). A new run needs ``path``
         absent or empty. A resumed run needs ``path`` to hold a run with the same config and at
-        least one checkpoint, and not to have finished (``RunFinished``: it holds summary.json);
-        nothing is written before those checks pass. The returned run holds
+        least one checkpoint; nothing is written before those checks pass. The returned run holds
         the run directory's lock: a directory another process trains in is refused.
         """
         path = Path(path)
@@ -174,8 +173,6 @@ class RunDir:
                 f"cannot resume '{path}': config differs: {shown}{more}; resume with the run's own "
                 f"config ({path / CONFIG_FILE}) or start a new run with another --out"
             )
-        if (path / SUMMARY_FILE).is_file():
-            raise RunFinished(f"run '{path}' has finished: nothing to resume (its results, {path / SUMMARY_FILE}, are left as they are)")
         ckpt = latest_checkpoint(path)
         if ckpt is None:
             raise RunDirError(
@@ -223,6 +220,15 @@ class RunDir:
             return json.loads(self.summary_path.read_text())
         except json.JSONDecodeError as err:
             raise RunDirError(f"'{self.summary_path}' is corrupt ({err}); rerun the run's evaluation") from None
+
+
+def run_finished(path: str | Path, *, group: bool = False) -> RunFinished:
+    """What ``--resume`` of a run at its configured end with its summary.json written raises, before it
+    changes anything there; ``group``: ``path`` holds the seed runs of one group (o2o pretrain --seeds)."""
+    path = Path(path)
+    if group:
+        return RunFinished(f"the runs in '{path}' have finished: nothing to resume (their {SUMMARY_FILE} files are left as they are)")
+    return RunFinished(f"run '{path}' has finished: nothing to resume (its results, {path / SUMMARY_FILE}, are left as they are)")
 
 
 def hold_runs(paths) -> contextlib.ExitStack:
