@@ -22,7 +22,7 @@ import os
 import sys
 from pathlib import Path
 
-from o2o.errors import O2OError
+from o2o.errors import O2OError, RunFinished
 
 EPILOG = (
     "Every command ends by printing where its outputs are. Environment: O2O_DATA_DIR (datasets, default "
@@ -422,9 +422,16 @@ def _record_evaluations(path: Path, episodes: int | None) -> int:
         runs = [r for r in runs if r not in empty]
     if not runs:
         raise O2OError(f"no pre-training run (o2o pretrain) at or under '{path}'; --record evaluates pre-training checkpoints")
+    from o2o.errors import RunInUseError
+
     total = 0
     for run in runs:
-        total += len(record_evaluations(run, episodes, echo=print))
+        try:
+            total += len(record_evaluations(run, episodes, echo=print))
+        except RunInUseError as err:
+            if run == path:
+                raise
+            print(f"skipped {run}: {err}")  # in a folder, a run another process trains waits for a later --record
     print(f"recorded {total} evaluation(s) in {len(runs)} run(s) under {path}")
     return 0
 
@@ -608,14 +615,14 @@ def cmd_data(args) -> int:
 def _data_generate(args) -> int:
     from o2o.config import apply_overrides, load_yaml, update_from_dict
     from o2o.envs import get_task
-    from o2o.loops.datagen import GenerateConfig, data_dir, default_name, generate
+    from o2o.loops.datagen import GenerateConfig, default_name, generate, named_dataset_path
 
     cfg = GenerateConfig()
     if args.config:
         cfg = update_from_dict(cfg, load_yaml(args.config))
     cfg = update_from_dict(cfg, {"task": get_task(args.task).name, "recipe": args.recipe, "quality": args.quality, "seed": args.seed})
     cfg = apply_overrides(cfg, args.overrides)
-    out = Path(args.out) if args.out else data_dir() / f"{args.name or default_name(cfg)}.hdf5"
+    out = Path(args.out) if args.out else named_dataset_path(args.name or default_name(cfg))
     path, meta = generate(cfg, out, progress=not args.no_progress)
     print(f"dataset {meta['name']}: {meta['num_transitions']} transitions, {meta['num_episodes']} episodes, "
           f"return {meta['min_episode_return']:.1f}..{meta['max_episode_return']:.1f}"
@@ -633,12 +640,12 @@ def _data_import(args) -> int:
 
     from o2o.data import load_hdf5, sha256_file
     from o2o.envs import get_task
-    from o2o.loops.datagen import data_dir
+    from o2o.loops.datagen import data_dir, named_dataset_path
 
     task = get_task(args.task) if args.task else None
     src = Path(args.path)
+    dest = named_dataset_path(args.name or src.stem)
     ds = load_hdf5(src, task=task, expected_sha256=args.sha256)  # validates everything before copying
-    dest = data_dir() / f"{args.name or src.stem}.hdf5"
     if dest.exists():
         raise O2OError(f"a dataset named '{dest.stem}' already exists in {data_dir()}; choose another --name")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -796,6 +803,9 @@ def main(argv: list[str] | None = None) -> int:
     except O2OError as err:
         print(f"o2o: error: {err}", file=sys.stderr)
         return 2
+    except RunFinished as err:
+        print(f"o2o: {err}", file=sys.stderr)
+        return 0
     except RunStopped as err:
         if not err.resumable:
             again = "start it again with the same command"

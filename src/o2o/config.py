@@ -230,10 +230,12 @@ def _coerce(tp: Any, value: Any, key: str, current: Any = None) -> Any:
         if isinstance(value, bool):
             raise wrong()
         if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str) and (number := _parse_float(value)) is not None:
-            return number
-        raise wrong()
+            number = float(value)
+        elif isinstance(value, str) and (number := _parse_float(value)) is not None:
+            pass
+        else:
+            raise wrong()
+        return _check_float(key, number)
     if tp is str:
         if isinstance(value, str):
             return value
@@ -243,6 +245,16 @@ def _coerce(tp: Any, value: Any, key: str, current: Any = None) -> Any:
             return value
         raise wrong()
     raise TypeError(f"config key '{key}': unsupported annotation {tp!r}")
+
+
+def _check_float(key: str, number: float) -> float:
+    """Every float setting is finite (a NaN or inf learning rate, weight or limit can only poison a
+    run), and a learning rate (a key ending in ``lr``) is not negative."""
+    if not math.isfinite(number):
+        raise ConfigError(f"config key '{key}' must be a finite number, got {number}; give a finite value")
+    if key.rsplit(".", 1)[-1].endswith("lr") and number < 0:
+        raise ConfigError(f"config key '{key}' is a learning rate and must be >= 0, got {number:g}; give a non-negative value")
+    return number
 
 
 # --------------------------------------------------------------------------------------------------

@@ -23,3 +23,16 @@ class DatasetError(O2OError):
 
 class RunDirError(O2OError):
     """A run directory that cannot be created, resumed or read."""
+
+
+class RunInUseError(RunDirError):
+    """A run directory another process trains in (it holds the run's lock)."""
+
+
+class DivergedError(O2OError):
+    """A loss, parameter or action that is NaN or inf: the run stops and saves nothing of that state."""
+
+
+class RunFinished(Exception):
+    """Not an error: ``--resume`` of a run that has finished. The CLI says so and exits 0; the run's
+    files are left as they are."""

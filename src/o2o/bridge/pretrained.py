@@ -59,6 +59,9 @@ def load_pretrained(
 
     path = Path(path)
     if not path.is_dir():
+        if not path.is_absolute():  # a run that recorded it relative is resumed from another directory
+            raise RunDirError(f"pre-trained run '{path}' does not exist in the working directory {Path.cwd()}; run from the "
+                              f"directory the path is relative to, or train one with `o2o pretrain`")
         raise RunDirError(f"pre-trained run '{path}' does not exist; train one with `o2o pretrain`")
     run = RunDir.open(path)
     saved = load_yaml(run.config_path)

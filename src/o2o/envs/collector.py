@@ -189,7 +189,9 @@ class Collector:
         # np.clip is several times slower on small arrays; NaN propagates, so the check sees it.
         actions = np.minimum(np.maximum(actions, self._action_low), self._action_high)
         if not np.isfinite(actions).all() and not np.isfinite(actions[active]).all():
-            raise ValueError("policy returned non-finite actions (NaN or inf)")
+            from o2o.errors import DivergedError
+
+            raise DivergedError("the policy returned non-finite actions (NaN or inf): its parameters are not finite")
 
         for i in active:
             episode, segment, action = self._episodes[i], segments[i], actions[i]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -148,6 +149,9 @@ def check_adoptable(archive: str | Path, planned_runs) -> list:
         raise ConfigError(f"--adopt '{archive}' is not a results archive (no {ARCHIVE_INDEX}; `o2o report --out` writes one)")
     _, records = read_archive_index(archive)
     planned = {r.run_id: r for r in planned_runs}
+    for rec in records:
+        if rec.status == "finished":
+            check_plain_tree(archive, run_dir_of(archive, rec.run_id))
     finished = [r for r in records if r.status == "finished" and (run_dir_of(archive, r.run_id) / "summary.json").is_file()]
     for rec in finished:
         run = planned.get(rec.run_id)
@@ -161,3 +165,35 @@ def check_adoptable(archive: str | Path, planned_runs) -> list:
             raise ConfigError(f"--adopt: run '{rec.run_id}' of '{archive}' has another config than the spec plans "
                               f"({'; '.join(diffs[:3]) or 'kind changed'}); it is not this experiment's run")
     return finished
+
+
+def check_plain_tree(root: str | Path, path: str | Path) -> None:
+    """A one-line ``ConfigError`` unless ``path`` (absent, or a folder under ``root``) and everything in it
+    are plain folders and files inside ``root``: a symbolic link (or a device, a pipe) in an archive
+    would bring its target, from anywhere on this machine, into the sweep and the next report."""
+    from o2o.errors import ConfigError
+
+    root, path = Path(root), Path(path)
+    fix = "an archive holds plain files only: replace it by a copy of what it names, or remove it, and adopt again"
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        parts = ()
+    if not parts or ".." in parts:
+        raise ConfigError(f"--adopt: '{path}' is not a folder inside the archive '{root}'; the archive's index.json is corrupt")
+    here = root
+    for part in parts:  # the run folder's own path, component by component
+        here = here / part
+        if here.is_symlink():
+            raise ConfigError(f"--adopt: '{here}' is a symbolic link; {fix}")
+        if not here.exists():
+            return
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise ConfigError(f"--adopt: '{path}' lies outside the archive '{root}'; {fix}")
+    for folder, dirs, files in os.walk(path):  # os.walk does not descend into linked folders
+        for name in dirs + files:
+            item = Path(folder) / name
+            if item.is_symlink():
+                raise ConfigError(f"--adopt: '{item}' is a symbolic link; {fix}")
+            if not (item.is_dir() or item.is_file()):
+                raise ConfigError(f"--adopt: '{item}' is not a plain file or folder; {fix}")

@@ -225,7 +225,8 @@ def _finetune_build(method: MethodSpec, task: TaskSpec, seed: int):
     pretrained = task.extra.get("pretrained") or method.extra.get("pretrained")
     if pretrained:
         pretrained = str(pretrained).replace("{task}", task.name).replace("{seed}", str(seed))
-    return resolve_finetune_config(method.algo, pretrained, task.name, seed, config_file=method.config_file)
+    # kept as the spec writes it: a run's config hash must not depend on where the sweep is launched
+    return resolve_finetune_config(method.algo, pretrained, task.name, seed, config_file=method.config_file, absolute_pretrained=False)
 
 
 def _finetune_check(cfg) -> None:

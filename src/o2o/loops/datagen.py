@@ -90,6 +90,18 @@ def data_dir() -> Path:
     return Path(os.environ.get("O2O_DATA_DIR") or Path.home() / ".o2o" / "datasets")
 
 
+def named_dataset_path(name: str, option: str = "--name") -> Path:
+    """``<data dir>/<name>.hdf5`` for a dataset name; a name that is empty, absolute, holds a path
+    separator or is ``.`` / ``..`` would land outside the data directory and is refused."""
+    seps = {"/", os.sep} | ({os.altsep} if os.altsep else set())
+    if not name or name in (".", "..") or any(sep in name for sep in seps) or "\0" in name or Path(name).is_absolute():
+        raise DatasetError(
+            f"{option} '{name}' is not a dataset name (a name has no path separator and is not '.' or '..'); "
+            f"give a plain name such as BallCircle-mine"
+        )
+    return data_dir() / f"{name}.hdf5"
+
+
 EMBEDDED = {"BallCircle-dsrl-small": Path(__file__).resolve().parent.parent / "assets" / "BallCircle-dsrl-small.hdf5"}
 
 

@@ -17,7 +17,9 @@ pre-trained run. The resolved config is what the run directory records.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 from dataclasses import field
 from functools import lru_cache
 from pathlib import Path
@@ -71,9 +73,12 @@ def resolve_finetune_config(
     config_file: str | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     require_pretrained: bool = True,
+    absolute_pretrained: bool = True,
 ):
     """Resolve a fine-tuning config (order in the module docstring); ``layer`` is a caller's budget
-    (the pipeline's), applied just below the user's ``--config`` file."""
+    (the pipeline's), applied just below the user's ``--config`` file. The config records the
+    pre-trained run as an absolute path, so that the run resumes from any working directory;
+    ``absolute_pretrained=False`` keeps the path as given (a sweep's, part of its runs' identity)."""
     from o2o.bridge.pretrained import adopt_shapes, load_pretrained
     from o2o.config import apply_overrides, load_yaml, update_from_dict
     from o2o.envs import get_task
@@ -117,6 +122,8 @@ def resolve_finetune_config(
             cfg = update_from_dict(cfg, data)
         except ConfigError as err:
             raise ConfigError(f"{path}: {err}") from None
+    if pretrained and absolute_pretrained:
+        pretrained = os.path.abspath(pretrained)
     cfg = update_from_dict(cfg, {"method": method, "task": task_name, "pretrained": str(pretrained) if pretrained else None})
     if seed is not None:
         cfg = update_from_dict(cfg, {"seed": seed})
@@ -279,39 +286,49 @@ def check_finetune_config(cfg) -> None:
 
 def run_finetune(cfg, out_dir, *, resume: bool = False, progress: bool = True) -> dict:
     """Fine-tune into ``out_dir`` (or continue it). Returns the summary written to summary.json."""
-    from o2o.bridge.pretrained import load_pretrained, reset_optimisers
-    from o2o.config import to_dict
-    from o2o.loops.online import OnlineTrainer, run_online, upgrade_saved_config
+    from o2o.bridge.pretrained import load_pretrained
+    from o2o.config import diff_configs, to_dict
+    from o2o.loops.online import upgrade_saved_config
     from o2o.runs import RunDir
-    from o2o.runs.rundir import _read_config
-    from o2o.config import diff_configs
+    from o2o.runs.rundir import _read_config, hold_runs
 
     spec = get_method(cfg.method)
     ocr = spec.family == "ocr-cft"
     check_finetune_config(cfg)
-    pre = None
-    if cfg.pretrained:
-        fresh = spec.vpa and not ocr and cfg.vpa.init == "fresh"
-        pre = load_pretrained(cfg.pretrained, task=cfg.task, need_cost_critic=_needs_cost_critic(spec) and not fresh)
-    elif spec.needs_pretrained:
-        raise ConfigError(f"method '{cfg.method}' needs a pre-trained run: pass --pretrained RUN_DIR")
     out = Path(out_dir)
-    state = build_agent(cfg, spec, pre, agent_init_key(cfg.seed))  # also the template of every checkpoint
-    obs_stats = pre.obs_stats if (pre is not None and spec.init_actor) else None
+    with contextlib.ExitStack() as hold:  # the run's lock, held until the summary is written
+        if resume:  # locked first: a run in use is refused before the pre-trained run loads
+            if not out.is_dir():
+                raise RunDirError(f"cannot resume '{out}': no such directory; start a new run with --out {out}")
+            hold.enter_context(hold_runs([out]))
+        pre = None
+        if cfg.pretrained:
+            fresh = spec.vpa and not ocr and cfg.vpa.init == "fresh"
+            pre = load_pretrained(cfg.pretrained, task=cfg.task, need_cost_critic=_needs_cost_critic(spec) and not fresh)
+        elif spec.needs_pretrained:
+            raise ConfigError(f"method '{cfg.method}' needs a pre-trained run: pass --pretrained RUN_DIR")
+        state = build_agent(cfg, spec, pre, agent_init_key(cfg.seed))  # also the template of every checkpoint
+        obs_stats = pre.obs_stats if (pre is not None and spec.init_actor) else None
+        if resume:
+            upgrade_saved_config(out, cfg)  # saved before o2o added config keys: compared with them at their defaults
+            diffs = diff_configs(_read_config(out), to_dict(cfg))
+            if diffs:
+                raise RunDirError(f"cannot resume '{out}': config differs: {'; '.join(diffs[:5])}; start a new run with another --out")
+            has_online = RunDir.open(out).latest_checkpoint() is not None
+            rundir = hold.enter_context(RunDir.create(out, to_dict(cfg), resume=True)) if has_online else RunDir.open(out)
+        else:
+            rundir = hold.enter_context(RunDir.create(out, to_dict(cfg)))
+            has_online = False
+        return _finetune(cfg, spec, pre, state, obs_stats, out, rundir, resume=resume, has_online=has_online, progress=progress)
 
-    if resume:
-        if not out.is_dir():
-            raise RunDirError(f"cannot resume '{out}': no such directory; start a new run with --out {out}")
-        upgrade_saved_config(out, cfg)  # saved before o2o added config keys: compared with them at their defaults
-        diffs = diff_configs(_read_config(out), to_dict(cfg))
-        if diffs:
-            raise RunDirError(f"cannot resume '{out}': config differs: {'; '.join(diffs[:5])}; start a new run with another --out")
-        has_online = RunDir.open(out).latest_checkpoint() is not None
-        rundir = RunDir.create(out, to_dict(cfg), resume=True) if has_online else RunDir.open(out)
-    else:
-        rundir = RunDir.create(out, to_dict(cfg))
-        has_online = False
 
+def _finetune(cfg, spec, pre, state, obs_stats, out: Path, rundir, *, resume: bool, has_online: bool, progress: bool) -> dict:
+    """``run_finetune`` in the locked run directory ``rundir``: the bridge (or its saved result), then
+    the online stage; writes and returns the summary."""
+    from o2o.bridge.pretrained import reset_optimisers
+    from o2o.loops.online import OnlineTrainer, run_online
+
+    ocr = spec.family == "ocr-cft"
     bridge_summary = None
     if ocr:
         trainer, bridge_summary = _ocr_stage(cfg, spec, pre, state, out, resume=resume, has_online=has_online, progress=progress)

@@ -43,7 +43,8 @@ import numpy as np
 from o2o.agents import get_offline_agent
 from o2o.agents.common import make_update_many
 from o2o.data.replay import replay_from_dataset, replay_sample
-from o2o.errors import ConfigError, DatasetError, RunDirError
+from o2o.errors import ConfigError, DatasetError, DivergedError, RunDirError
+from o2o.loops.divergence import check_losses, diverged, finite_checkpoint
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,7 @@ class OfflineData:
         evaluation steps the evaluation."""
         o = self.cfg.offline
         out = {f"loss/{k}": float(v) for k, v in metrics.items() if np.ndim(v) == 0}
+        check_losses(out)  # before the evaluation: a diverged policy is not run on the task
         out["perf/updates_per_s"] = o.steps_per_call / max(elapsed, 1e-9)
         if self.live_eval and (steps % o.eval_every == 0 or steps == o.steps):
             out.update(evaluate())
@@ -352,6 +354,8 @@ class SeedBatchTrainer:
         metrics = jax.device_get(metrics)
         elapsed = time.perf_counter() - t0
         self.counters["steps"] += o.steps_per_call
+        for i, seed in enumerate(self.seeds):  # every seed before any evaluation
+            check_losses({f"loss/{k}": v[i] for k, v in metrics.items() if np.ndim(v) >= 1}, f"seed {seed}: ")
         rows = []
         for i in range(len(self.seeds)):
             per_seed = {k: v[i] for k, v in metrics.items() if np.ndim(v) >= 1}
@@ -403,8 +407,11 @@ def _check_dataset(dataset, task, safe: bool, name: str) -> None:
 def run_pretrain(cfg, out_dir, *, resume: bool = False, progress: bool = True, dataset=None, live_eval: bool | None = None) -> dict:
     """Pre-train one seed into the run directory ``out_dir``; returns its summary. ``live_eval=False``
     defers evaluation (module docstring); None: ``live_eval_default()``."""
-    trainer = OfflineTrainer(cfg, dataset=dataset)
-    return _run_seeds(trainer, [trainer.cfg], [Path(out_dir)], resume=resume, progress=progress, live_eval=live_eval)[0]
+    from o2o.runs.rundir import hold_runs
+
+    with hold_runs([out_dir] if resume else []):  # a run in use is refused before the dataset loads
+        trainer = OfflineTrainer(cfg, dataset=dataset)
+        return _run_seeds(trainer, [trainer.cfg], [Path(out_dir)], resume=resume, progress=progress, live_eval=live_eval)[0]
 
 
 def run_pretrain_seeds(
@@ -420,8 +427,11 @@ def run_pretrain_seeds(
     if len(seeds) == 1:
         return [run_pretrain(dataclasses.replace(cfg, seed=seeds[0]), out_dirs[0], resume=resume, progress=progress,
                              dataset=dataset, live_eval=live_eval)]
-    trainer = SeedBatchTrainer(cfg, seeds, dataset=dataset)
-    return _run_seeds(trainer, trainer.configs(), out_dirs, resume=resume, progress=progress, live_eval=live_eval)
+    from o2o.runs.rundir import hold_runs
+
+    with hold_runs(out_dirs if resume else []):  # a run in use is refused before the dataset loads
+        trainer = SeedBatchTrainer(cfg, seeds, dataset=dataset)
+        return _run_seeds(trainer, trainer.configs(), out_dirs, resume=resume, progress=progress, live_eval=live_eval)
 
 
 def _open_run_dirs(cfgs, out_dirs: list[Path], resume: bool) -> list:
@@ -440,6 +450,8 @@ def _open_run_dirs(cfgs, out_dirs: list[Path], resume: bool) -> list:
                 created.append((out, out.exists()))
             rundirs.append(RunDir.create(out, to_dict(c), resume=resume))
     except BaseException:
+        for rd in rundirs:
+            rd.close()
         for out, existed in created:  # leave them as they were: absent or empty
             shutil.rmtree(out, ignore_errors=True)
             if existed:
@@ -447,6 +459,8 @@ def _open_run_dirs(cfgs, out_dirs: list[Path], resume: bool) -> list:
         raise
     steps = {rd.resume_step for rd in rundirs}
     if resume and len(steps) > 1:
+        for rd in rundirs:
+            rd.close()
         at = ", ".join(f"{rd.path.name} at {rd.resume_step}" for rd in rundirs)
         raise RunDirError(
             f"cannot resume these runs as one group: their checkpoints are at different steps ({at}); "
@@ -458,9 +472,7 @@ def _open_run_dirs(cfgs, out_dirs: list[Path], resume: bool) -> list:
 def _run_seeds(trainer, cfgs, out_dirs: list[Path], *, resume: bool, progress: bool, live_eval: bool | None = None) -> list[dict]:
     """The loop every pre-training run goes through, one seed (``OfflineTrainer``) or a group
     (``SeedBatchTrainer``): one run directory, metrics writer and checkpoint per seed."""
-    from o2o import stop
-    from o2o.loops.online import _progress
-    from o2o.runs import CheckpointTimer, MetricsWriter, RunClock
+    from o2o.runs import CheckpointTimer
 
     live_eval = live_eval_default() if live_eval is None else bool(live_eval)
     trainer.data.live_eval = live_eval
@@ -470,10 +482,25 @@ def _run_seeds(trainer, cfgs, out_dirs: list[Path], *, resume: bool, progress: b
     keep = 2 if live_eval else -(-o.steps // o.checkpoint_every) + 1
     timer = CheckpointTimer() if live_eval else CheckpointTimer(None)
 
-    rundirs = _open_run_dirs(cfgs, out_dirs, resume)
-    writers = [MetricsWriter(rd) for rd in rundirs]
+    rundirs = _open_run_dirs(cfgs, out_dirs, resume)  # each holds its run's lock until the summaries are written
+    try:
+        return _train_seeds(trainer, rundirs, resume=resume, progress=progress, live_eval=live_eval, keep=keep, timer=timer)
+    finally:
+        for rd in rundirs:
+            rd.close()
+
+
+def _train_seeds(trainer, rundirs, *, resume: bool, progress: bool, live_eval: bool, keep: int, timer) -> list[dict]:
+    """``_run_seeds``'s loop in the open run directories ``rundirs``."""
+    from o2o import stop
+    from o2o.loops.online import _progress
+    from o2o.runs import MetricsWriter, RunClock
+
+    o = trainer.cfg.offline
+    where = rundirs[0].path if len(rundirs) == 1 else rundirs[0].path.parent
     if resume:
         from o2o.runs.checkpoint import OPTIMISER_STRIPPED_KEY, STRIPPED_KEY
+        from o2o.runs.rundir import run_finished
 
         loaded = [rd.load_checkpoint(template=trainer.seed_checkpoint(i)[0]) for i, rd in enumerate(rundirs)]
         for rd, (_, host) in zip(rundirs, loaded):
@@ -481,15 +508,27 @@ def _run_seeds(trainer, cfgs, out_dirs: list[Path], *, resume: bool, progress: b
                 if host.get(key):
                     raise RunDirError(f"cannot resume '{rd.path}': its latest checkpoint holds {what} ({host[key]})")
         trainer.restore_seeds(loaded)
+        if trainer.counters["steps"] >= o.steps and all(rd.summary_path.is_file() for rd in rundirs):
+            raise run_finished(where, group=len(rundirs) > 1)
+    writers = [MetricsWriter(rd) for rd in rundirs]
     hosts = [host for _, host in loaded] if resume else [None] * len(rundirs)
     clocks = [RunClock(host, resumed_from=trainer.counters["steps"]) for host in hosts]  # wall time across resumes
     seeds = trainer.seeds
     last_eval: list[dict[str, float]] = [{} for _ in seeds]
     what = f"{trainer.cfg.algo} on {trainer.cfg.dataset}" + (f" (seeds {','.join(map(str, seeds))} as one program)" if len(seeds) > 1 else "")
+
+    def stop_diverged(err: DivergedError, step: int) -> DivergedError:
+        for writer in writers:
+            writer.close()
+        return diverged(err, f"step {step}", where, rundirs[0].latest_checkpoint())
+
     with _progress(progress) as bar:
         tid = bar.add_task(what, total=o.steps, completed=trainer.counters["steps"], status="")
         while trainer.counters["steps"] < o.steps:
-            rows = trainer.step_seeds()
+            try:
+                rows = trainer.step_seeds()
+            except DivergedError as err:
+                raise stop_diverged(err, trainer.counters["steps"]) from None
             s = trainer.counters["steps"]
             for i, (writer, metrics) in enumerate(zip(writers, rows)):
                 writer.write(s, metrics)
@@ -502,15 +541,20 @@ def _run_seeds(trainer, cfgs, out_dirs: list[Path], *, resume: bool, progress: b
             bar.update(tid, completed=s, status=status)
             signum = stop.requested()  # SIGTERM / SIGUSR1 under stop_on_signals (o2o.stop)
             if s % o.checkpoint_every == 0 or s == o.steps or timer.due() or (signum is not None and live_eval):
-                for i, (writer, rundir) in enumerate(zip(writers, rundirs)):
-                    writer.flush()
+                saves = []
+                for i, seed in enumerate(seeds):  # every seed checked before any is saved
                     arrays, host = trainer.seed_checkpoint(i)
+                    try:
+                        saves.append((finite_checkpoint(arrays), host))
+                    except DivergedError as err:
+                        raise stop_diverged(DivergedError(f"seed {seed}: {err}" if len(seeds) > 1 else str(err)), s) from None
+                for i, (writer, rundir, (arrays, host)) in enumerate(zip(writers, rundirs, saves)):
+                    writer.flush()
                     rundir.save_checkpoint(s, arrays=arrays, host_state=clocks[i].stamp(host), keep=keep)
                 timer.saved()
             if signum is not None and s < o.steps:  # a deferred run keeps to its step-based checkpoints
                 for writer in writers:
                     writer.close()
-                where = rundirs[0].path if len(rundirs) == 1 else rundirs[0].path.parent
                 last = rundirs[0].latest_checkpoint()
                 kept = None if live_eval else (f"a deferred-evaluation run keeps only its step-based checkpoints (every "
                                                f"offline.checkpoint_every = {o.checkpoint_every} steps): "
@@ -566,33 +610,35 @@ def record_evaluations(run_dir, num_episodes: int | None = None, *, echo=None) -
 
     from o2o.runs import RunDir, read_metrics_csv
     from o2o.runs.checkpoint import checkpoint_step, list_checkpoints, write_text_atomic
+    from o2o.runs.lock import lock_run_dir
     from o2o.runs.metrics import merge_metrics
 
     run = RunDir.open(run_dir)
-    checkpoints = list_checkpoints(run.checkpoints_dir)
-    if not checkpoints:
-        raise RunDirError(f"pre-trained run '{run_dir}' has no checkpoint to evaluate")
-    done: set[int] = set()
-    if run.metrics_path.is_file():
-        cols = read_metrics_csv(run.metrics_path)
-        if "eval/return" in cols:
-            done = {int(s) for s, r in zip(cols["step"], cols["eval/return"]) if not np.isnan(r)}
-    out = []
-    for ckpt in checkpoints:
-        step = checkpoint_step(ckpt)
-        if step in done:
-            continue
-        _, _, metrics = evaluate_checkpoint(run_dir, num_episodes, ckpt)
-        merge_metrics(run.path, step, metrics)
-        out.append({"step": step, **metrics})
-        if echo is not None:
-            echo(f"{run.path}: step {step}: " + "  ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
-    final = checkpoint_step(checkpoints[-1])
-    if run.summary_path.is_file() and out and out[-1]["step"] == final:
-        summary = json.loads(run.summary_path.read_text())
-        if int(summary.get("steps", final)) == final:
-            summary.update({f"final_{k.replace('/', '_')}": v for k, v in out[-1].items() if k != "step"})
-            summary["evaluation"] = "recorded"  # by o2o eval --record, after training
-            write_text_atomic(run.summary_path, json.dumps(summary, indent=2) + "\n")
-    return out
+    with lock_run_dir(run.path):  # metrics.csv and summary.json are rewritten: not while the run trains
+        checkpoints = list_checkpoints(run.checkpoints_dir)
+        if not checkpoints:
+            raise RunDirError(f"pre-trained run '{run_dir}' has no checkpoint to evaluate")
+        done: set[int] = set()
+        if run.metrics_path.is_file():
+            cols = read_metrics_csv(run.metrics_path)
+            if "eval/return" in cols:
+                done = {int(s) for s, r in zip(cols["step"], cols["eval/return"]) if not np.isnan(r)}
+        out = []
+        for ckpt in checkpoints:
+            step = checkpoint_step(ckpt)
+            if step in done:
+                continue
+            _, _, metrics = evaluate_checkpoint(run_dir, num_episodes, ckpt)
+            merge_metrics(run.path, step, metrics)
+            out.append({"step": step, **metrics})
+            if echo is not None:
+                echo(f"{run.path}: step {step}: " + "  ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+        final = checkpoint_step(checkpoints[-1])
+        if run.summary_path.is_file() and out and out[-1]["step"] == final:
+            summary = json.loads(run.summary_path.read_text())
+            if int(summary.get("steps", final)) == final:
+                summary.update({f"final_{k.replace('/', '_')}": v for k, v in out[-1].items() if k != "step"})
+                summary["evaluation"] = "recorded"  # by o2o eval --record, after training
+                write_text_atomic(run.summary_path, json.dumps(summary, indent=2) + "\n")
+        return out
 

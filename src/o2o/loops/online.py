@@ -17,6 +17,7 @@ collector (per-env RNG and any episode in progress), counters - goes into the ch
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
@@ -30,7 +31,8 @@ from o2o import stop
 from o2o.agents import AgentSpec, get_online_agent
 from o2o.agents.common import make_update_many
 from o2o.data.replay import replay_add, replay_init, replay_sample
-from o2o.errors import ConfigError
+from o2o.errors import ConfigError, DivergedError
+from o2o.loops.divergence import check_losses, diverged, finite_checkpoint
 from o2o.lagrange import LagrangeConfig, make_controller
 from o2o.runs.clock import CheckpointTimer, RunClock
 
@@ -273,9 +275,9 @@ class OnlineTrainer:
             update_time = time.perf_counter() - t0
             c["updates"] += o.updates_per_iteration
             metrics["perf/updates_per_s"] = o.updates_per_iteration / max(update_time, 1e-9)
-            for k, v in update_metrics.items():
-                if k != "lagrange":
-                    metrics[f"loss/{k}"] = float(v)
+            losses = {f"loss/{k}": float(v) for k, v in update_metrics.items() if k != "lagrange"}
+            check_losses(losses)  # before the next collection or evaluation runs a diverged policy
+            metrics.update(losses)
 
         c["iteration"] += 1
         metrics["train/cumulative_cost"] = c["cumulative_cost"]
@@ -376,18 +378,33 @@ def run_online(
     a run (dataset generation moves the cost target and keeps policy snapshots); they must derive
     whatever they change from the trainer's counters so that a resumed run sees the same values."""
     from o2o.config import to_dict
-    from o2o.runs import MetricsWriter, RunDir
+    from o2o.runs import RunDir
+    from o2o.runs.rundir import hold_runs
 
-    trainer = trainer or make_trainer(cfg, progress=progress)  # validates everything before touching disk
-    if rundir is None:  # a caller that prepared the run (fine-tuning: bridge outputs) passes its RunDir
+    if rundir is not None:  # a caller that prepared the run (fine-tuning: bridge outputs) passes its RunDir
+        trainer = trainer or make_trainer(cfg, progress=progress)
+        return _train_online(cfg, trainer, rundir, resume, progress, before_iteration, after_iteration, description, stop_after)
+    with hold_runs([out_dir] if resume else []):
+        trainer = trainer or make_trainer(cfg, progress=progress)  # validates everything before touching disk
         if resume:
             upgrade_saved_config(out_dir, cfg)
-        rundir = RunDir.create(out_dir, to_dict(cfg), resume=resume)
-    writer = MetricsWriter(rundir)
+        with RunDir.create(out_dir, to_dict(cfg), resume=resume) as rundir:  # holds the run's lock until the end
+            return _train_online(cfg, trainer, rundir, resume, progress, before_iteration, after_iteration, description, stop_after)
+
+
+def _train_online(cfg, trainer, rundir, resume, progress, before_iteration, after_iteration, description, stop_after) -> dict:
+    """``run_online``'s loop in the open run directory ``rundir``."""
+    from o2o.runs import MetricsWriter
+    from o2o.runs.rundir import run_finished
+
     host = None
     if resume and rundir.latest_checkpoint() is not None:
         arrays, host = rundir.load_checkpoint(template=trainer.checkpoint_arrays())
         trainer.restore(arrays, host)
+        if trainer.counters["iteration"] >= cfg.online.iterations and rundir.summary_path.is_file():
+            raise run_finished(rundir.path)
+    writer = MetricsWriter(rundir)
+    if host is not None:
         writer.truncate_after(trainer.counters["iteration"])
     clock = RunClock(host, resumed_from=trainer.counters["iteration"])
     timer = CheckpointTimer()  # also a checkpoint every O2O_CHECKPOINT_EVERY_S seconds (o2o.runs.clock)
@@ -400,8 +417,12 @@ def run_online(
         while trainer.counters["iteration"] < end:
             if before_iteration is not None:
                 before_iteration(trainer)
-            metrics = trainer.iteration()
-            it = trainer.counters["iteration"]
+            it = trainer.counters["iteration"] + 1
+            try:
+                metrics = trainer.iteration()
+            except DivergedError as err:
+                writer.close()
+                raise diverged(err, f"iteration {it}", rundir.path, rundir.latest_checkpoint()) from None
             if after_iteration is not None:
                 after_iteration(trainer, metrics)
             writer.write(it, metrics)
@@ -419,7 +440,12 @@ def run_online(
             signum = stop.requested()  # SIGTERM / SIGUSR1 under stop_on_signals (o2o.stop)
             if it % o.checkpoint_every == 0 or it == end or timer.due() or signum is not None:
                 writer.flush()
-                rundir.save_checkpoint(it, arrays=trainer.checkpoint_arrays(), host_state=clock.stamp(trainer.host_state()))
+                try:
+                    arrays = finite_checkpoint(trainer.checkpoint_arrays())
+                except DivergedError as err:
+                    writer.close()
+                    raise diverged(err, f"iteration {it}", rundir.path, rundir.latest_checkpoint()) from None
+                rundir.save_checkpoint(it, arrays=arrays, host_state=clock.stamp(trainer.host_state()))
                 timer.saved()
             if signum is not None and it < o.iterations:
                 writer.close()
@@ -433,9 +459,10 @@ def run_online(
 
 
 def upgrade_saved_config(out_dir, cfg) -> None:
-    """A run saved before o2o added config keys lacks them. If the saved config, with the new keys at
-    their defaults, equals ``cfg``, write it back complete so the resume check compares like with like;
-    any real difference is still refused by ``RunDir.create``."""
+    """A run saved before o2o added config keys lacks them (or, fine-tuning, recorded its pre-trained run
+    relative to the working directory, where ``cfg`` has it absolute). If the saved config, with the new
+    keys at their defaults (and that path made absolute), equals ``cfg``, write it back complete so the
+    resume check compares like with like; any real difference is still refused by ``RunDir.create``."""
     from pathlib import Path
 
     import yaml
@@ -451,6 +478,9 @@ def upgrade_saved_config(out_dir, cfg) -> None:
         completed = to_dict(from_dict(type(cfg), saved))
     except ConfigError:
         return  # a removed or renamed key: RunDir.create reports the difference
+    pretrained, wanted = saved.get("pretrained"), getattr(cfg, "pretrained", None)
+    if isinstance(pretrained, str) and wanted and not os.path.isabs(pretrained) and os.path.abspath(pretrained) == wanted:
+        completed["pretrained"] = wanted  # saved as given, relative to this working directory: now recorded absolute
     if completed != saved and completed == to_dict(cfg):
         header = "".join(line for line in path.read_text().splitlines(keepends=True) if line.startswith("#"))
         write_text_atomic(path, header + yaml.safe_dump(completed, sort_keys=False))

@@ -34,6 +34,7 @@ import numpy as np
 
 from o2o.agents import AgentSpec, get_online_agent
 from o2o.errors import ConfigError
+from o2o.loops.divergence import check_losses
 
 
 @dataclass(frozen=True)
@@ -201,8 +202,9 @@ class OnPolicyTrainer:
         num_updates = a.num_epochs * (o.steps_per_iteration // a.minibatch_size)
         c["updates"] += num_updates
         metrics["perf/updates_per_s"] = num_updates / max(update_time, 1e-9)
-        for k, v in update_metrics.items():
-            metrics[f"loss/{k}"] = float(v)
+        losses = {f"loss/{k}": float(v) for k, v in update_metrics.items()}
+        check_losses(losses)  # before the evaluation runs a diverged policy
+        metrics.update(losses)
 
         c["iteration"] += 1
         metrics["train/cumulative_cost"] = c["cumulative_cost"]

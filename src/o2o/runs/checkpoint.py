@@ -140,6 +140,12 @@ def _is_key_array(x: Any) -> bool:
     return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
+def host_state_dict(tree: Any) -> Any:
+    """What a checkpoint writes of ``tree``: its state dict as numpy arrays on the host; passing it
+    back as ``arrays`` to ``save_checkpoint`` costs no second transfer."""
+    return _numpy_state_dict(tree)
+
+
 def _numpy_state_dict(tree: Any) -> Any:
     """The flax state dict of ``tree`` on the host (typed PRNG keys as their raw uint32 data).
 

@@ -7,6 +7,7 @@
       checkpoints/    ckpt_<step>/ directories and a `latest` pointer (see checkpoint.py)
       summary.json    final numbers of the run, written at its end
       figures/        plots made from the run
+      .lock           held by the process training in the run (see lock.py)
 
 Why the refusals: a new run never writes into a directory that holds something (an old run's
 checkpoints would otherwise be mixed with the new one's), and a resumed run must have exactly the
@@ -15,6 +16,7 @@ config it was started with, or "resume" would quietly become a different experim
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from collections.abc import Mapping
@@ -25,7 +27,7 @@ import yaml
 
 from o2o import __version__
 from o2o.config import diff_configs, to_dict
-from o2o.errors import RunDirError
+from o2o.errors import RunDirError, RunFinished
 from o2o.runs.checkpoint import (
     CHECKPOINTS_DIRNAME,
     json_default,
@@ -35,8 +37,9 @@ from o2o.runs.checkpoint import (
     save_checkpoint,
     write_text_atomic,
 )
+from o2o.runs.lock import LOCK_FILE, RunLock, lock_run_dir
 
-__all__ = ["RunDir"]
+__all__ = ["RunDir", "hold_runs", "run_finished"]
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
@@ -68,12 +71,26 @@ class RunDir:
     """An open run directory. Build it with ``RunDir.create`` (to write) or ``RunDir.open`` (to read).
 
     ``resume_step`` is the step of the checkpoint a resumed run continues from (None for a new
-    run); a ``MetricsWriter`` on this run drops the rows logged after it.
+    run); a ``MetricsWriter`` on this run drops the rows logged after it. A run built by ``create``
+    holds the run's lock (``o2o.runs.lock``) until ``close`` (or the end of a ``with`` block, or of the
+    process).
     """
 
     path: Path
     config: dict
     resume_step: int | None = None
+    lock: RunLock | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    def close(self) -> None:
+        """Release the run's lock (a no-op for a run opened for reading)."""
+        if self.lock is not None:
+            self.lock.release()
+
+    def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # ---------------------------------------------------------------- layout
     @property
@@ -107,39 +124,46 @@ class RunDir:
 
         ``config`` is the resolved config (a dict, or a config dataclass). A new run needs ``path``
         absent or empty. A resumed run needs ``path`` to hold a run with the same config and at
-        least one checkpoint; nothing is written before those checks pass.
+        least one checkpoint; nothing is written before those checks pass. The returned run holds
+        the run directory's lock: a directory another process trains in is refused.
         """
         path = Path(path)
         plain = _plain_config(config)
         if resume:
             return cls._resume(path, plain)
-        if path.exists() and not path.is_dir():
-            raise RunDirError(f"'{path}' is a file, not a directory; choose another --out")
-        if path.is_dir() and any(path.iterdir()):
-            if (path / CONFIG_FILE).exists():
-                raise RunDirError(
-                    f"run directory '{path}' already exists and holds a run; pass --resume {path} "
-                    f"to continue it or choose another --out"
-                )
-            raise RunDirError(
-                f"directory '{path}' exists and is not empty (it holds no o2o run); choose another "
-                f"--out or empty it"
-            )
+        _check_new(path)
         try:
             for sub in (TB_DIRNAME, CHECKPOINTS_DIRNAME, FIGURES_DIRNAME):
                 (path / sub).mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise RunDirError(f"cannot create run directory '{path}' ({err}); choose another --out") from None
-        header = (
-            f"# Resolved config of this run (o2o {__version__}). --resume refuses a different one.\n"
-        )
-        write_text_atomic(path / CONFIG_FILE, header + yaml.safe_dump(plain, sort_keys=False))
-        return cls(path=path, config=plain)
+        lock = lock_run_dir(path)
+        try:
+            if (path / CONFIG_FILE).exists():  # another process started a run here since the check above
+                _check_new(path)
+            header = (
+                f"# Resolved config of this run (o2o {__version__}). --resume refuses a different one.\n"
+            )
+            write_text_atomic(path / CONFIG_FILE, header + yaml.safe_dump(plain, sort_keys=False))
+        except BaseException:
+            lock.release()
+            raise
+        return cls(path=path, config=plain, lock=lock)
 
     @classmethod
     def _resume(cls, path: Path, config: dict) -> RunDir:
         if not path.is_dir():
             raise RunDirError(f"cannot resume '{path}': no such directory; start a new run with --out {path}")
+        _read_config(path)  # a directory that holds no run gets no lock file
+        lock = lock_run_dir(path)
+        try:
+            return cls._resume_locked(path, config, lock)
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    def _resume_locked(cls, path: Path, config: dict, lock: RunLock) -> RunDir:
         saved = _read_config(path)
         diffs = diff_configs(saved, config)
         if diffs:
@@ -157,7 +181,7 @@ class RunDir:
             )
         for sub in (TB_DIRNAME, CHECKPOINTS_DIRNAME, FIGURES_DIRNAME):
             (path / sub).mkdir(exist_ok=True)
-        return cls(path=path, config=saved, resume_step=checkpoint_step(ckpt))
+        return cls(path=path, config=saved, resume_step=checkpoint_step(ckpt), lock=lock)
 
     @classmethod
     def open(cls, path: str | Path) -> RunDir:
@@ -196,6 +220,46 @@ class RunDir:
             return json.loads(self.summary_path.read_text())
         except json.JSONDecodeError as err:
             raise RunDirError(f"'{self.summary_path}' is corrupt ({err}); rerun the run's evaluation") from None
+
+
+def run_finished(path: str | Path, *, group: bool = False) -> RunFinished:
+    """What ``--resume`` of a run at its configured end with its summary.json written raises, before it
+    changes anything there; ``group``: ``path`` holds the seed runs of one group (o2o pretrain --seeds)."""
+    path = Path(path)
+    if group:
+        return RunFinished(f"the runs in '{path}' have finished: nothing to resume (their {SUMMARY_FILE} files are left as they are)")
+    return RunFinished(f"run '{path}' has finished: nothing to resume (its results, {path / SUMMARY_FILE}, are left as they are)")
+
+
+def hold_runs(paths) -> contextlib.ExitStack:
+    """The locks of those of ``paths`` that hold a run (a config.yaml), held until the returned stack
+    closes: a resume takes them before it loads data and builds its trainer, so that a run in use is
+    refused at once. ``RunDir.create`` takes each again (re-entrant) and checks the rest."""
+    stack = contextlib.ExitStack()
+    try:
+        for path in paths:
+            if (Path(path) / CONFIG_FILE).is_file():
+                stack.enter_context(lock_run_dir(path))
+    except BaseException:
+        stack.close()
+        raise
+    return stack
+
+
+def _check_new(path: Path) -> None:
+    """Refuse ``path`` for a new run unless it is absent or empty (a lock file alone counts as empty)."""
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"'{path}' is a file, not a directory; choose another --out")
+    if path.is_dir() and any(p.name != LOCK_FILE for p in path.iterdir()):
+        if (path / CONFIG_FILE).exists():
+            raise RunDirError(
+                f"run directory '{path}' already exists and holds a run; pass --resume {path} "
+                f"to continue it or choose another --out"
+            )
+        raise RunDirError(
+            f"directory '{path}' exists and is not empty (it holds no o2o run); choose another "
+            f"--out or empty it"
+        )
 
 
 def _read_config(path: Path) -> dict:
