@@ -224,11 +224,11 @@ def test_marvel_controller_lowers_lambda_once_the_cost_is_back_under_the_limit()
     c, kappa = _preset_controller()
     raised = _script(c, np.full(20, 2.0 * kappa))[-1]
     state = c.state_dict()
-    lam = _script(c, np.full(100, 0.5 * kappa))  # just under the set point: a slow, steady decrease
+    lam = _script(c, np.full(100, 0.5 * (1 - c.cfg.limit_margin) * kappa))  # half the set point: a steady decrease
     assert lam[0] < raised and np.all(np.diff(lam) <= 0) and lam[-1] < lam[0]
     c.load_state_dict(state)
-    lam = _script(c, np.zeros(100))  # far under it: back to zero
-    assert lam[0] < raised and np.all(np.diff(lam) <= 0) and lam[-1] == 0.0
+    lam = _script(c, np.zeros(400))  # far under it: below half within 100 measurements, back to zero
+    assert lam[0] < raised and np.all(np.diff(lam) <= 0) and lam[99] < 0.5 * raised and lam[-1] == 0.0
 
 
 def test_marvel_controller_meets_a_late_violation_with_gains_no_lower_than_half():
