@@ -252,8 +252,9 @@ class AdaptivePID(PID):
     The rule is asymmetric: above kappa the relative error (m - kappa) / m is below 1, so a gain grows by
     at most 1 + alpha per update; below kappa it is unbounded (m = 0.1 against kappa = 20 gives -199),
     so a safe stretch drives K_p and K_i to K0 / b within a few updates, and a violation that follows
-    meets the smallest gains (docs/results.md#marvel: CarRun). ``adapt_relative="max"`` (o2o's option,
-    not the paper's) divides by max(m, kappa) instead: the relative error lies in [-1, 1] both ways.
+    meets the smallest gains. ``adapt_relative="max"`` (o2o's option, not the paper's) divides by
+    max(m, kappa) instead: the relative error lies in [-1, 1] both ways; ``gain_floor`` raises the lower
+    bound of the adapted gains (o2o's Marvel preset: K0 / 2).
 
     ``gain_update``: "raw" applies the factors as written (when m << kappa the factor is negative and
     only the clip hides it: the gain jumps to K0 / b in one step); "bounded" (default) clips each factor

@@ -145,13 +145,12 @@ def lagrangian_actor_grads(actor_params, state: SACLagState, batch, key, lagrang
     return grads, {**info, "actor_loss": loss, "grad_balance": balance, "lagrange_effective": weight}
 
 
-def lagrangian_actor_loss(actor_params, state: SACLagState, batch, key, lagrange, weight=None):
-    """The loss whose gradient ``lagrangian_actor_grads`` returns, for a given cost weight (the raw
-    loss when ``weight`` is None: lambda)."""
+def lagrangian_actor_loss(actor_params, state: SACLagState, batch, key, lagrange):
+    """The paper's loss alpha log pi - min_j Q_j + lambda agg Qc (optionally / (1 + lambda)): with
+    ``cost_term: raw`` its gradient is what ``lagrangian_actor_grads`` returns."""
     cfg = state.config
     objectives, info = actor_objectives(actor_params, state, batch, key)
-    weight = lagrange if weight is None else weight
-    loss = objectives[0] + weight * objectives[1]
+    loss = objectives[0] + lagrange * objectives[1]
     if cfg.scale_actor_loss:
         loss = loss / (1.0 + lagrange)
     return loss, {**info, "actor_loss": loss}
