@@ -55,9 +55,67 @@ def test_o2sac_alignment_targets_on_networks_are_bounded_by_both_terms():
 def test_o2td3_alignment_target_poster_and_code_by_hand(q_anchor, qbar_tilde, d, poster, code):
     from o2o.bridge.align import o2td3_alignment_target
 
-    args = (jnp.array([qbar_tilde]), jnp.array([q_anchor]), jnp.array([d]), 1.0, 0.2)
-    assert float(o2td3_alignment_target(*args, rule="poster")[0]) == pytest.approx(poster, rel=1e-6)
-    assert float(o2td3_alignment_target(*args, rule="code")[0]) == pytest.approx(code, rel=1e-6)
+    # two critics: the first as in the case, the second far above; each is capped by its own Qbar_j
+    args = (jnp.array([[qbar_tilde], [1e6]]), jnp.array([q_anchor]), jnp.array([d]), 1.0, 0.2)
+    factor = 1.0 + min(d, 0.2) ** 2
+    shrunk = {"poster": q_anchor / (1.0 + max(d**2, 0.04)), "code": q_anchor / factor if q_anchor >= 0 else q_anchor * factor}
+    for rule, expected in (("poster", poster), ("code", code)):
+        out = np.asarray(o2td3_alignment_target(*args, rule=rule))
+        assert out.shape == (2, 1)
+        assert out[0, 0] == pytest.approx(expected, rel=1e-6)
+        assert out[1, 0] == pytest.approx(shrunk[rule], rel=1e-6)  # not capped: its own Qbar_2 is far above
+
+
+def test_o2td3_alignment_shrinks_the_frozen_critics_value_per_critic():
+    """The target is built from the frozen critics Qbar_j (not the critic being trained): the anchor
+    value min_j Qbar_j(s, a_dot) shrunk by the distance, capped by each Qbar_j(s, a~) separately."""
+    from o2o.agents import o2td3
+    from o2o.agents.td3 import smoothed_target_actions
+    from o2o.bridge.align import o2td3_align_update, o2td3_alignment_target
+
+    cfg = o2td3.O2TD3Config(hidden_dims=(8,), batch_size=16)
+    state = o2td3.init(jax.random.PRNGKey(0), 3, 2, cfg)
+    frozen = jax.tree_util.tree_map(lambda x: 1.5 * x + 0.1, state.critic.params)  # Qbar differs from Q
+    state = state.replace(target_critic_params=frozen)
+    offline = o2td3.init(jax.random.PRNGKey(7), 3, 2, cfg).actor.params
+    obs = jnp.asarray(np.random.default_rng(0).normal(size=(16, 3)), jnp.float32)
+    key = jax.random.PRNGKey(3)
+    _, info = o2td3_align_update(state, {"observations": obs}, key, offline, rule="code", k=1.0, sigma=0.2)
+
+    apply = state.actor.apply_fn
+    anchor = apply(offline, obs)
+    actions = smoothed_target_actions(apply(state.actor.params, obs), key, cfg.policy_noise, cfg.noise_clip)
+    d = np.linalg.norm(np.asarray(actions - anchor), axis=-1) / np.sqrt(2)
+    qbar = lambda a: np.asarray(state.critic.apply_fn(frozen, obs, a))
+    factor = 1.0 + np.minimum(d, 0.2) ** 2
+    anchor_q = qbar(anchor).min(0)
+    shrunk = np.where(anchor_q >= 0, anchor_q / factor, anchor_q * factor)
+    by_hand = np.minimum(qbar(actions), shrunk[None])  # [2, B]: per critic
+    assert float(info["align_target_mean"]) == pytest.approx(by_hand.mean(), rel=1e-5)
+    assert not np.allclose(by_hand[0], by_hand[1])  # the two critics' targets differ
+    q_now = lambda a: np.asarray(state.critic.apply_fn(state.critic.params, obs, a))
+    old_rule = np.minimum(qbar(actions).min(0), np.asarray(o2td3_alignment_target(
+        jnp.asarray(qbar(actions).min(0))[None], jnp.asarray(q_now(anchor).min(0)), jnp.asarray(d), 1.0, 0.2, "code"))[0])
+    assert abs(float(info["align_target_mean"]) - old_rule.mean()) > 1e-3  # not the current critic's anchor value
+
+
+def test_o2sac_alignment_keeps_alpha_fixed():
+    """The temperature stays at the re-evaluation alpha through alignment (the released code's rule)."""
+    from o2o.agents import o2sac
+    from o2o.bridge.align import align_many
+    from o2o.data.replay import replay_from_dataset
+
+    cfg = o2sac.O2SACConfig(hidden_dims=(8,), batch_size=32, init_temperature=0.2, auto_temperature=True)
+    state = o2sac.init(jax.random.PRNGKey(0), 3, 2, cfg)
+    offline = jax.tree_util.tree_map(jnp.copy, state.actor.params)
+    rng = np.random.default_rng(0)
+    buf = replay_from_dataset({"observations": rng.normal(size=(64, 3)), "actions": rng.uniform(-1, 1, (64, 2)), "rewards": np.ones(64),
+                               "next_observations": rng.normal(size=(64, 3)), "terminals": np.zeros(64)})
+    signals = {"offline_actor_params": offline, "alpha": jnp.asarray(0.2, jnp.float32)}
+    new, m = align_many("sac", 32)(state, buf, jax.random.PRNGKey(1), signals, num_steps=50)
+    assert float(new.temperature.apply_fn(new.temperature.params)) == pytest.approx(0.2, rel=1e-6)
+    assert float(m["align_temperature"]) == pytest.approx(0.2, rel=1e-6)
+    assert not np.allclose(jax.tree_util.tree_leaves(offline)[0], jax.tree_util.tree_leaves(new.actor.params)[0])  # the actor moved
 
 
 def test_alignment_keeps_targets_frozen_and_trains_the_actor():
@@ -216,9 +274,15 @@ def test_o2ppo_auxiliary_advantage_by_hand():
     # code: with w_t = 0 the advantages are PPO's own; with w_t = 1 the mean of A and the scaled A_ref
     np.testing.assert_allclose(o2ppo_advantages(adv, lp, ent, rule="code", alpha=2.0, beta=0.5, mix_weight=0.0, act_dim=3), adv)
     mixed = np.asarray(o2ppo_advantages(adv, lp, ent, rule="code", alpha=2.0, beta=0.5, mix_weight=1.0, act_dim=3))
-    aux = -12.0 + np.log1p(np.exp(np.array([2.0, -2.0]) + 12.0))
-    aux = aux * np.std([1.0, -1.0]) / np.std(aux)
+    # the released rule: x = log pi_ref + H = [1, -1]; A_ref = alpha (softplus(x + 12) - 12) / 3 * std(A), std(A) = 1
+    aux = 2.0 * (np.log1p(np.exp(np.array([1.0, -1.0]) + 12.0)) - 12.0) / 3.0 * 1.0
     np.testing.assert_allclose(mixed, (np.array([1.0, -1.0]) + aux) / 2, rtol=1e-5)
+    # not rescaled by its own spread: a policy five times as far from pi_ref gets five times the pull
+    far = np.asarray(o2ppo_advantages(adv, 5 * lp, 5 * ent, rule="code", alpha=2.0, beta=0.5, mix_weight=1.0, act_dim=3))
+    np.testing.assert_allclose(2 * far - adv, 5 * (2 * mixed - adv), rtol=1e-3)
+    # far below the floor of -4 per dimension the term saturates at -4 alpha std(A)
+    low = np.asarray(o2ppo_advantages(adv, jnp.array([-500.0, -500.0]), ent, rule="code", alpha=2.0, beta=0.5, mix_weight=1.0, act_dim=3))
+    np.testing.assert_allclose(2 * low - adv, [-8.0, -8.0], rtol=1e-5)
 
 
 # ------------------------------------------------------------------------------------- bad input
@@ -271,3 +335,71 @@ def test_bridge_stages_as_each_method_has_them():
     assert stages("o2sac", "ppo") == {"reeval": 500}  # a transfer to PPO: no alignment stage either
     assert stages("o2sac-naive", "sac") == {} and stages("o2sac-scratch", "sac") == {}
     assert stages("o2sac", "o2sac", reeval=0) == {"align": 200}  # a 0-step stage is skipped
+
+
+# ------------------------------------------------------------------------------------- O2PPO statistics
+
+
+def test_o2ppo_keeps_the_offline_observation_statistics_frozen():
+    """PPO fine-tuned from an offline start keeps the offline data's observation statistics (as released);
+    PPO from scratch keeps updating its running statistics."""
+    from o2o.agents import ppo
+    from o2o.loops.finetune import resolve_finetune_config
+
+    for method in ("o2ppo", "o2ppo-no-reeval", "o2ppo-no-cft", "o2ppo-naive"):
+        assert resolve_finetune_config(method, task="Hopper", require_pretrained=False).agent.freeze_observation_stats, method
+    scratch = resolve_finetune_config("o2ppo-scratch", task="Hopper", require_pretrained=False)
+    assert not scratch.agent.freeze_observation_stats
+
+    rollout = jnp.asarray(np.random.default_rng(0).normal(3.0, 2.0, size=(2048, 11)), jnp.float32)
+    offline = ppo.running_stats_from(np.full(11, 0.5, np.float32), np.full(11, 1.5, np.float32))
+    for frozen in (True, False):
+        state = ppo.init(jax.random.PRNGKey(0), 11, 3, ppo.PPOConfig(hidden_dims=(8,), freeze_observation_stats=frozen))
+        state = state.replace(obs_stats=offline)
+        for _ in range(5):
+            state = ppo.observe(state, rollout)
+        if frozen:
+            np.testing.assert_array_equal(np.asarray(state.obs_stats.mean), np.asarray(offline.mean))
+            np.testing.assert_array_equal(np.asarray(state.obs_stats.var), np.asarray(offline.var))
+        else:
+            # drifted toward the rollouts' 3.0 by their weight against the offline count of 1e6: ~2.5 * 10240 / 1010240
+            assert float(jnp.abs(state.obs_stats.mean - offline.mean).min()) > 0.02
+
+
+def test_lambda_learning_rate_follows_the_length_of_the_loosening():
+    """Over a loosening of T env steps the dual's learning rate is the paper's times 100k / T (resolved
+    once, recorded in the config); at the paper's 100k it is the agent's own; an explicit scale wins."""
+    from o2o.loops.finetune import resolve_finetune_config
+
+    def resolved(method, *sets):
+        return resolve_finetune_config(method, task="Hopper", require_pretrained=False, overrides=list(sets))
+
+    for method in ("o2sac", "o2td3"):
+        paper = resolved(method)
+        assert paper.ocr.lambda_lr_scale == 1.0 and paper.agent.lambda_lr == pytest.approx(5e-5)
+        short = resolved(method, "ocr.threshold_steps=20000")
+        assert short.ocr.lambda_lr_scale == pytest.approx(5.0) and short.agent.lambda_lr == pytest.approx(2.5e-4)
+        pinned = resolved(method, "ocr.threshold_steps=20000", "ocr.lambda_lr_scale=1.0")
+        assert pinned.agent.lambda_lr == pytest.approx(5e-5)
+        again = resolved(method, "ocr.threshold_steps=20000")
+        assert again == short  # resolving twice (a resume) gives the same config
+    with pytest.raises(ConfigError, match="lambda_lr_scale"):
+        resolved("o2td3", "ocr.lambda_lr_scale=-1")
+
+
+def test_o2td3_dual_steps_on_actor_steps_only():
+    """O2TD3's lambda moves on the delayed actor steps (0, 2, ... at policy_delay 2), not on critic-only steps."""
+    from o2o.agents import o2td3
+
+    cfg = o2td3.O2TD3Config(hidden_dims=(8,), lambda_lr=0.05, policy_delay=2)
+    state = o2td3.init(jax.random.PRNGKey(0), 3, 2, cfg)
+    reference = jax.tree_util.tree_map(lambda x: -30.0 * x, o2td3.init(jax.random.PRNGKey(5), 3, 2, cfg).actor.params)
+    rng = np.random.default_rng(0)
+    batch = {k: jnp.asarray(v, jnp.float32) for k, v in {
+        "observations": rng.normal(size=(32, 3)), "actions": rng.uniform(-1, 1, (32, 2)), "rewards": np.ones(32),
+        "next_observations": rng.normal(size=(32, 3)), "terminals": np.zeros(32)}.items()}
+    lams = []
+    for i in range(4):
+        state, m = o2td3.update(state, batch, jax.random.PRNGKey(i), reference, 1e-4)
+        lams.append(float(m["lambda"]))
+    assert lams[0] > 1.0 and lams[1] == lams[0] and lams[2] > lams[1] and lams[3] == lams[2]

@@ -76,3 +76,31 @@ def test_example_cpq_config_sets_the_options_it_names():
     assert (agent.ood_penalty, agent.clip_targets, agent.reward_cql_alpha) == ("hinge", True, 1.0)
     assert (agent.reward_cql_importance_sample, agent.cost_reduce) == (False, "mean")
     assert (preset.ood_penalty, preset.clip_targets, preset.reward_cql_alpha, preset.cost_reduce) == ("linear", False, 0.0, "max")
+
+
+def test_observation_normalisation_defaults_by_algorithm_family():
+    """Unconstrained offline algorithms standardise observations with the data's mean / std + 1e-3 (CORL);
+    the safe ones do not (OSRL); an explicit setting wins. The resolved choice is in the run's config."""
+    from o2o.config import from_dict
+    from o2o.data import load_hdf5
+    from o2o.loops.datagen import resolve_dataset
+    from o2o.loops.offline import OfflineData, pretrain_config_class
+
+    data = load_hdf5(resolve_dataset("BallCircle-dsrl-small"))
+    obs = np.asarray(data.observations)
+    for algo, expected in (("td3bc", True), ("iql", True), ("cql", True), ("cpq", False), ("bc-safe", False)):
+        cfg = from_dict(pretrain_config_class(algo), {"dataset": "BallCircle-dsrl-small"})
+        shared = OfflineData(cfg)
+        assert shared.cfg.offline.normalize_observations is expected, algo
+        if expected:
+            np.testing.assert_allclose(shared.obs_mean, obs.mean(0), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(shared.obs_std, obs.std(0) + 1e-3, rtol=1e-5)
+        else:
+            np.testing.assert_array_equal(shared.obs_std, np.ones(obs.shape[1], np.float32))
+    cfg = from_dict(pretrain_config_class("td3bc"), {"dataset": "BallCircle-dsrl-small", "offline": {"normalize_observations": False}})
+    assert OfflineData(cfg).cfg.offline.normalize_observations is False
+    # IQL's actor learning rate decays on a cosine over the run (CORL), unless set (0: constant)
+    iql = from_dict(pretrain_config_class("iql"), {"dataset": "BallCircle-dsrl-small", "offline": {"steps": 3000}})
+    assert OfflineData(iql).cfg.agent.actor_cosine_decay_steps == 3000
+    iql = from_dict(pretrain_config_class("iql"), {"dataset": "BallCircle-dsrl-small", "agent": {"actor_cosine_decay_steps": 0}})
+    assert OfflineData(iql).cfg.agent.actor_cosine_decay_steps == 0

@@ -102,18 +102,20 @@ _NO_REPLAY = {"ocr.replay": "none"}
 
 def _ocr_methods(name: str, algo: str, plain: str, offline: str, f: str) -> list[MethodSpec]:
     scratch = {"sac": {"online.warmup_steps": 5000, "online.update_after": 5000},
-               "td3": {"online.warmup_steps": 25000, "online.update_after": 25000}, "ppo": {}}[plain]
+               "td3": {"online.warmup_steps": 25000, "online.update_after": 25000, "agent.actor_lr": 3e-4}, "ppo": {}}[plain]
     has_align = plain != "ppo"
+    # PPO from an offline start keeps the offline data's observation statistics (as released)
+    frozen = {"agent.freeze_observation_stats": True} if plain == "ppo" else {}
     M = MethodSpec
     out = [
         M(name, "ocr-cft", algo, True, False, False, f"{name.upper()}: re-evaluation + alignment + {f} constraint (from {offline})",
-          reeval=True, align=has_align, constraint=True, offline_algo=offline),
+          dict(frozen), reeval=True, align=has_align, constraint=True, offline_algo=offline),
         M(f"{name}-no-reeval", "ocr-cft", algo, True, True, False, f"{name} without re-evaluation (the offline critic is aligned)",
-          reeval=False, align=has_align, constraint=True, offline_algo=offline),
+          dict(frozen), reeval=False, align=has_align, constraint=True, offline_algo=offline),
         M(f"{name}-no-cft", "ocr-cft", plain, True, False, False, f"{name} without the constraint (plain {plain} online)",
-          reeval=True, align=has_align, constraint=False, offline_algo=offline),
+          dict(frozen), reeval=True, align=has_align, constraint=False, offline_algo=offline),
         M(f"{name}-naive", "ocr-cft", plain, True, True, False, f"naive fine-tuning: the offline actor and critic continued by {plain}",
-          dict(_NO_REPLAY), offline_algo=offline),
+          {**_NO_REPLAY, **frozen}, offline_algo=offline),
         M(f"{name}-scratch", "ocr-cft", plain, False, False, False, f"{plain} from a random init", {**_NO_REPLAY, **scratch}, offline_algo=offline),
     ]
     if has_align:

@@ -10,9 +10,9 @@ Never queries the critic on an action outside the dataset:
 Order within a step as in the authors' code: V, then the actor (advantage with the new V), then Q (on
 the new V(s')), then the target critics. Defaults are the paper's / CORL's MuJoCo settings: expectile
 0.7, beta (inverse temperature) 3.0, advantage weights clipped at 100, 2x256, Adam 3e-4, tau 0.005,
-batch 256. CORL decays the actor learning rate with a cosine schedule over training and normalises
-observations (and, for locomotion, rewards by 1000 / (max return - min return)); here the schedule is
-``actor_cosine_decay_steps`` (off by default) and normalisation is the data pipeline's job.
+batch 256. As in CORL and the OCR-CFT authors' code the actor's learning rate decays to 0 on a cosine
+over the run (``actor_cosine_decay_steps``: None = the run's ``offline.steps``, 0 = constant);
+observations are standardised by the pre-training loop (``offline.normalize_observations``).
 
 Deviation: the actor is o2o's tanh-Gaussian (state-dependent std) rather than CORL's Gaussian with a
 state-independent std, so it can seed SAC-style fine-tuning; log pi(a|s) of dataset actions uses the
@@ -47,7 +47,7 @@ class IQLConfig:
     critic_lr: float = field(default=3e-4, metadata={"help": "critic Adam learning rate"})
     value_lr: float = field(default=3e-4, metadata={"help": "value Adam learning rate"})
     actor_cosine_decay_steps: int | None = field(
-        default=None, metadata={"help": "cosine-decay the actor lr to 0 over this many steps (CORL: total steps); None = constant"}
+        default=None, metadata={"help": "cosine-decay the actor lr to 0 over this many steps; None = the run's offline.steps (CORL), 0 = constant"}
     )
     gamma: float = field(default=0.99, metadata={"help": "discount"})
     tau: float = field(default=0.005, metadata={"help": "Polyak rate of the target critics"})
@@ -76,7 +76,7 @@ def init(key: jax.Array, obs_dim: int, act_dim: int, cfg: IQLConfig) -> IQLState
     act = jnp.zeros((1, act_dim), jnp.float32)
     actor_def = shared_module(TanhGaussianActor, tuple(cfg.hidden_dims), act_dim, cfg.log_std_min, cfg.log_std_max)
     actor_lr = cfg.actor_lr
-    if cfg.actor_cosine_decay_steps is not None:
+    if cfg.actor_cosine_decay_steps:
         actor_lr = optax.cosine_decay_schedule(cfg.actor_lr, cfg.actor_cosine_decay_steps)
     actor = TrainState.create(apply_fn=actor_def.apply, params=actor_def.init(actor_key, obs), tx=adam(actor_lr))
     critic_def = shared_module(CriticEnsemble, tuple(cfg.hidden_dims), cfg.num_critics, cfg.critic_layer_norm)

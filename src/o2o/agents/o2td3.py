@@ -5,7 +5,8 @@ OCR-CFT, eq. 20 with f = MSE(pi(s), pi_ref(s))).
     critic:  y = r_scale r + gamma (1 - terminal) (min_j Qbar_j(s', a~') - lambda f_bar(s')),
              a~' = clip(pibar(s') + clip(N(0, sigma^2), -c, c), -1, 1),  f_bar(s') = MSE(pibar(s'), pi_ref(s'))
     actor:   L(theta) = -E[Q_1(s, pi(s))] / E|Q_1(s, pi(s))| + lambda E[f(s)]   (every ``policy_delay``-th step)
-    lambda:  exp(l), expectile-weighted dual on f every ``dual_every`` steps (``agents/cft.py``)
+    lambda:  exp(l), expectile-weighted dual on the per-dimension squared differences (pi(s)_d - pi_ref(s)_d)^2
+             of the actor before its step, on actor steps only (``agents/cft.py``; as released)
 
 The state is TD3's plus ``log_lambda``; the critic step, the delayed actor step and the Polyak updates are
 TD3's ``delayed_update`` with this module's target and actor loss. Released-code quirk reproducible by a
@@ -35,7 +36,7 @@ class O2TD3Config(TD3Config):
     init_lambda: float = field(default=1.0, metadata={"help": "lambda_0 of the MSE constraint (paper: 1)"})
     lambda_lr: float = field(default=5e-5, metadata={"help": "Adam learning rate of l = log lambda (paper: 5e-5)"})
     kappa: float = field(default=0.7, metadata={"help": "expectile of the dual loss: weight of a violated sample"})
-    dual_every: int = field(default=1, metadata={"help": "one dual step per this many gradient steps (= updates per env step)"})
+    dual_every: int = field(default=1, metadata={"help": "one dual step per this many actor steps (released code: every actor step)"})
     normalize_q: bool = field(default=True, metadata={"help": "actor loss -Q / mean|Q| (paper) instead of -Q"})
     penalty_in_backup: bool = field(default=True, metadata={"help": "subtract lambda f(s') in the critic target"})
     batch_mean_penalty: bool = field(default=False, metadata={"help": "released-code quirk: one batch-mean penalty in the target"})
@@ -93,9 +94,11 @@ def update(state: O2TD3State, batch: dict, key: jax.Array, reference_params=None
         loss = -q_term + lam * f.mean()
         return loss, {"actor_loss": loss, "mse_reference": f.mean()}
 
+    # the dual's constraint values: the actor before this step, per action dimension (as released)
+    f_dims = (apply(state.actor.params, batch["observations"]) - apply(reference_params, batch["observations"])) ** 2
+    actor_steps = state.step // cfg.policy_delay
+    takes_dual = (state.step % cfg.policy_delay == 0) & (actor_steps % cfg.dual_every == 0)
     state, info = td3.delayed_update(state, batch, key, actor_loss, target_fn)
-    f = mse_to_reference(apply(state.actor.params, batch["observations"]), apply(reference_params, batch["observations"]))
-    # delayed_update has advanced the step counter: dual on steps 0, dual_every, ... as for O2SAC
-    log_lambda = cft.maybe_dual_step(state.log_lambda, state.step - 1, cfg.dual_every, f, threshold, cfg.kappa)
+    log_lambda = jax.lax.cond(takes_dual, lambda ll: cft.dual_step(ll, f_dims, threshold, cfg.kappa), lambda ll: ll, state.log_lambda)
     state = state.replace(log_lambda=log_lambda)
     return state, {**info, "lambda": lagrange(state), "threshold": jnp.asarray(threshold, jnp.float32)}

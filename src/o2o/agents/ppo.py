@@ -73,6 +73,7 @@ class PPOConfig:
     minibatch_size: int = field(default=64, metadata={"help": "minibatch size (divides the rollout length)"})
     normalize_advantages: bool = field(default=True, metadata={"help": "standardise advantages per minibatch"})
     normalize_observations: bool = field(default=True, metadata={"help": "running mean/std observation normalisation"})
+    freeze_observation_stats: bool = field(default=False, metadata={"help": "keep the observation statistics as initialised (fine-tuning: the offline data's)"})
     observation_clip: float = field(default=10.0, metadata={"help": "clip of the normalised observations"})
     scale_rewards: bool = field(default=True, metadata={"help": "divide rewards by the running std of the discounted return"})
     reward_clip: float = field(default=10.0, metadata={"help": "clip of the scaled rewards"})
@@ -312,8 +313,8 @@ def prepare_batch(state: PPOState, rollout: dict, return_carry: jax.Array) -> tu
 
 
 def observe(state: PPOState, observations: jax.Array) -> PPOState:
-    """Merge a rollout's observations ([N, obs_dim]) into the normalisation statistics."""
-    if not state.config.normalize_observations:
+    """Merge a rollout's observations ([N, obs_dim]) into the normalisation statistics (unless frozen)."""
+    if not state.config.normalize_observations or state.config.freeze_observation_stats:
         return state
     return state.replace(obs_stats=running_stats_update(state.obs_stats, observations))
 

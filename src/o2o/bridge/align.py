@@ -10,20 +10,21 @@ clamped to +-0.9999; a ~ pi_on(.|s):
     L       = sum_i MSE(Q_i(s,a), Q'(s,a)) + sum_i MSE(Q_i(s,a_dot), Qbar(s,a_dot))
 
 O2TD3 (Q decays with the distance to the anchor a_dot = pi_off(s)); a~ = clip(pi_on(s) + clipped noise),
-d = ||a~ - a_dot|| / sqrt(|A|), k = 1, sigma = 0.2:
+d = ||a~ - a_dot|| / sqrt(|A|), k = 1, sigma = 0.2, Qbar_j the frozen critics, Qbar = min_j Qbar_j:
 
-    poster: Q'(s,a~) = min( Qbar(s,a~), Q(s,a_dot) / (1 + k max(d^2, sigma^2)) )
-    code:   Q'(s,a~) = min( Qbar(s,a~), Q(s,a_dot) / (1 + k min(d, sigma)^2) )   if Q(s,a_dot) >= 0
-                       min( Qbar(s,a~), Q(s,a_dot) * (1 + k min(d, sigma)^2) )   otherwise
-    L       = sum_i MSE(Q_i(s,a~), Q') + sum_i MSE(Q_i(s,a_dot), Qbar(s,a_dot))
+    poster: S = Qbar(s,a_dot) / (1 + k max(d^2, sigma^2))
+    code:   S = Qbar(s,a_dot) / (1 + k min(d, sigma)^2)   if Qbar(s,a_dot) >= 0
+            S = Qbar(s,a_dot) * (1 + k min(d, sigma)^2)   otherwise
+    Q'_j(s,a~) = min( Qbar_j(s,a~), S )                  (each critic its own target, as released)
+    L       = sum_j MSE(Q_j(s,a~), Q'_j) + sum_j MSE(Q_j(s,a_dot), Qbar(s,a_dot))
 
 (``ocr.td3_align_rule: poster | code``; the released code's rule is the default: the poster's division
-moves a negative Q(s,a_dot) *up*, away from the anchor.) Qbar is the minimum over the frozen ensemble;
-Q(s,a_dot) is the current critic's (minimum over the ensemble, no gradient).
+moves a negative Qbar(s,a_dot) *up*, away from the anchor.)
 
-The actor steps are the online algorithm's own: SAC's actor and temperature losses; TD3's
--Q_1 / mean|Q_1| every ``policy_delay`` steps. O2PPO has no alignment stage of its own: its auxiliary
-advantage (``loops/ocr.py``) acts during fine-tuning.
+The actor steps are the released code's: O2SAC's is SAC's actor loss at the fixed re-evaluation alpha
+(the temperature is not tuned during alignment; the online stage tunes it from there); O2TD3's is
+-Q_1(s, pi_on(s)) on every step, taken on the critic before that step's critic update.
+O2PPO has no alignment stage of its own: its auxiliary advantage (``loops/ocr.py``) acts during fine-tuning.
 """
 
 from __future__ import annotations
@@ -76,35 +77,37 @@ def _two_point_critic_step(state, obs, actions, target, anchor, anchor_target):
 
 
 def o2sac_align_update(state, batch, key, offline_actor_params, alpha):
-    """One alignment step: critic to Q' (targets frozen), then SAC's actor and temperature steps."""
+    """One alignment step: critic to Q' (targets frozen), then SAC's actor step at the fixed alpha
+    (the state's temperature, set to the re-evaluation alpha by the bridge, is not updated)."""
     from o2o.agents import sac
 
     target_key, actor_key = jax.random.split(key)
     actions, anchor, target, anchor_target = jax.lax.stop_gradient(o2sac_targets(state, batch, target_key, offline_actor_params, alpha))
     state, info = _two_point_critic_step(state, batch["observations"], actions, target, anchor, anchor_target)
     state, actor_info = sac.update_actor(state, batch, actor_key)
-    state, temp_info = sac.update_temperature(state, actor_info.pop("log_probs"), batch["actions"].shape[-1])
-    return state, {**info, "align_actor_loss": actor_info["actor_loss"], "align_entropy": actor_info["entropy"], **temp_info}
+    temperature = state.temperature.apply_fn(state.temperature.params)
+    return state, {**info, "align_actor_loss": actor_info["actor_loss"], "align_entropy": actor_info["entropy"], "align_temperature": temperature}
 
 
 # ------------------------------------------------------------------------------------- O2TD3
 
 
-def o2td3_alignment_target(qbar_tilde, q_anchor, distance, k: float, sigma: float, rule: str):
-    """Q'(s,a~) by the poster's or the released code's rule (module docstring)."""
+def o2td3_alignment_target(qbar_tilde, qbar_anchor, distance, k: float, sigma: float, rule: str):
+    """Q'_j(s,a~) = min(Qbar_j(s,a~), S) by the poster's or the released code's rule (module docstring).
+    ``qbar_tilde`` is [num_critics, B] (each critic's own frozen value), ``qbar_anchor`` [B]."""
     if rule == "poster":
-        shrunk = q_anchor / (1.0 + k * jnp.maximum(distance**2, sigma**2))
+        shrunk = qbar_anchor / (1.0 + k * jnp.maximum(distance**2, sigma**2))
     elif rule == "code":
         factor = 1.0 + k * jnp.minimum(distance, sigma) ** 2
-        shrunk = jnp.where(q_anchor >= 0, q_anchor / factor, q_anchor * factor)
+        shrunk = jnp.where(qbar_anchor >= 0, qbar_anchor / factor, qbar_anchor * factor)
     else:
         raise ValueError(f"unknown O2TD3 alignment rule '{rule}' (poster | code)")
-    return jnp.minimum(qbar_tilde, shrunk)
+    return jnp.minimum(qbar_tilde, shrunk[None])
 
 
 def o2td3_align_update(state, batch, key, offline_actor_params, *, rule: str, k: float, sigma: float):
-    """One alignment step: critic to Q' (targets frozen); every ``policy_delay``-th step TD3's actor
-    step with the -Q / mean|Q| loss."""
+    """One alignment step: the actor step -Q_1(s, pi_on(s)) on the current critic, then the critic step
+    to Q'_j (targets frozen)."""
     from o2o.agents.td3 import smoothed_target_actions
 
     cfg = state.config
@@ -113,21 +116,32 @@ def o2td3_align_update(state, batch, key, offline_actor_params, *, rule: str, k:
     anchor = apply(offline_actor_params, obs)
     actions = smoothed_target_actions(apply(state.actor.params, obs), key, cfg.policy_noise, cfg.noise_clip)
     distance = jnp.linalg.norm(actions - anchor, axis=-1) / jnp.sqrt(actions.shape[-1])
-    q_anchor = state.critic.apply_fn(state.critic.params, obs, anchor).min(axis=0)
-    qbar = lambda a: state.critic.apply_fn(state.target_critic_params, obs, a).min(axis=0)
-    target = jax.lax.stop_gradient(o2td3_alignment_target(qbar(actions), q_anchor, distance, k, sigma, rule))
-    state, info = _two_point_critic_step(state, obs, actions, target, anchor, jax.lax.stop_gradient(qbar(anchor)))
+    qbar_all = lambda a: state.critic.apply_fn(state.target_critic_params, obs, a)
+    qbar_anchor = qbar_all(anchor).min(axis=0)
+    target = jax.lax.stop_gradient(o2td3_alignment_target(qbar_all(actions), qbar_anchor, distance, k, sigma, rule))
 
     def actor_loss(params):
-        q = state.critic.apply_fn(state.critic.params, obs, apply(params, obs))[0]
-        return -q.mean() / jax.lax.stop_gradient(jnp.abs(q).mean() + 1e-8)
+        return -state.critic.apply_fn(state.critic.params, obs, apply(params, obs))[0].mean()
 
-    def actor_step(state):
-        grads = jax.grad(actor_loss)(state.actor.params)
-        return state.replace(actor=state.actor.apply_gradients(grads=grads))
+    loss, grads = jax.value_and_grad(actor_loss)(state.actor.params)
+    state = state.replace(actor=state.actor.apply_gradients(grads=grads))
+    state, info = _per_critic_step(state, obs, actions, target, anchor, jax.lax.stop_gradient(qbar_anchor))
+    return state.replace(step=state.step + 1), {**info, "align_actor_loss": loss, "align_distance": distance.mean()}
 
-    state = jax.lax.cond(state.step % cfg.policy_delay == 0, actor_step, lambda s: s, state)
-    return state.replace(step=state.step + 1), {**info, "align_actor_loss": actor_loss(state.actor.params), "align_distance": distance.mean()}
+
+def _per_critic_step(state, obs, actions, target, anchor, anchor_target):
+    """``_two_point_critic_step`` with a target per critic ([num_critics, B])."""
+
+    def loss(params):
+        q = state.critic.apply_fn(params, obs, actions)
+        q_anchor = state.critic.apply_fn(params, obs, anchor)
+        main = ((q - target) ** 2).mean(axis=1).sum()
+        anchored = ((q_anchor - anchor_target[None]) ** 2).mean(axis=1).sum()
+        return main + anchored, (main, anchored, q)
+
+    (_, (main, anchored, q)), grads = jax.value_and_grad(loss, has_aux=True)(state.critic.params)
+    state = state.replace(critic=state.critic.apply_gradients(grads=grads))  # targets stay frozen
+    return state, {"align_critic_loss": main, "align_anchor_loss": anchored, "align_q_mean": q.mean(), "align_target_mean": target.mean()}
 
 
 # ------------------------------------------------------------------------------------- compiled scans
@@ -154,20 +168,21 @@ def align_many(kind: str, batch_size: int, rule: str = "code", k: float = 1.0, s
 
 
 def o2ppo_advantages(advantages, log_prob_ref, entropy_ref, *, rule: str, alpha: float, beta: float, mix_weight, act_dim: int):
-    """O2PPO's advantage with the auxiliary term A_alpha = alpha (log pi_ref(a|s) + H(pi_ref(.|s))),
-    which makes the PPO objective a cross-entropy constraint to pi_ref.
+    """O2PPO's advantage with the auxiliary term built on x = log pi_ref(a|s) + H(pi_ref(.|s)), which makes
+    the PPO objective a cross-entropy constraint to pi_ref.
 
-        poster: A' = A + beta A_alpha
-        code:   A_ref = floor + softplus(A_alpha - floor), floor = -4 |A|     (soft floor)
-                A_ref <- A_ref std(A) / std(A_ref)                            (on A's scale)
+        poster: A' = A + beta alpha x
+        code:   A_ref = alpha (softplus(x + 4 |A|) - 4 |A|) / |A| * std(A)   (soft floor at -4 per dimension,
+                                                                          on A's scale, as released)
                 A'    = (A + w_t A_ref) / (1 + w_t),  w_t = max(0, 1 - t / T)  (``mix_weight``)
+
+    A_ref is not divided by its own spread: its pull toward pi_ref grows as the policy drifts from it.
     """
-    aux = alpha * (log_prob_ref + entropy_ref)
+    x = log_prob_ref + entropy_ref
     if rule == "poster":
-        return advantages + beta * aux
-    floor = -4.0 * act_dim
-    aux = floor + jax.nn.softplus(aux - floor)
-    aux = aux * advantages.std() / (aux.std() + 1e-8)
+        return advantages + beta * alpha * x
+    floor = 4.0 * act_dim
+    aux = alpha * (jax.nn.softplus(x + floor) - floor) / act_dim * advantages.std()
     return (advantages + mix_weight * aux) / (1.0 + mix_weight)
 
 

@@ -27,6 +27,8 @@ from o2o.errors import ConfigError
 REPLAY_MODES = ("half", "all", "part", "none")
 REFERENCE_RULES = ("best", "interval")
 
+PAPER_THRESHOLD_STEPS = 100_000  # the paper's loosening of tau_t, in env steps
+
 # tau_t (start, end) per online algorithm and dataset kind (spec: 100k-step linear loosening)
 THRESHOLDS = {
     ("sac", False): (0.125, 2.0), ("sac", True): (0.005, 0.125),
@@ -46,6 +48,7 @@ class OCRConfig:
     threshold_start: float | None = field(default=None, metadata={"help": "tau_0 of the constraint; None = the authors' value for the algorithm and dataset"})
     threshold_end: float | None = field(default=None, metadata={"help": "tau after threshold_steps; None = the authors' value"})
     threshold_steps: int = field(default=100_000, metadata={"help": "env steps over which tau loosens linearly"})
+    lambda_lr_scale: float | None = field(default=None, metadata={"help": "multiplies agent.lambda_lr; None = 100000 / threshold_steps, so that lambda can move as far over a shortened loosening as over the paper's"})
     expert_data: bool | None = field(default=None, metadata={"help": "expert / medium-expert settings (alpha, tau); None = 'expert' in the dataset name"})
     reeval_steps: int = field(default=500_000, metadata={"help": "gradient steps of policy re-evaluation (authors: 500k)"})
     reeval_batch_size: int = field(default=256, metadata={"help": "re-evaluation minibatch size"})
@@ -57,7 +60,7 @@ class OCRConfig:
     td3_align_rule: str = field(default="code", metadata={"help": "O2TD3 distance rule: code (released) | poster"})
     td3_align_k: float = field(default=1.0, metadata={"help": "O2TD3 k of the distance decay"})
     td3_align_sigma: float = field(default=0.2, metadata={"help": "O2TD3 sigma (floor in the poster, cap in the code)"})
-    actor_after_align: str = field(default="best", metadata={"help": "online actor after alignment: best (better of pi_off, pi_on) | aligned (pi_on)"})
+    actor_after_align: str = field(default="aligned", metadata={"help": "online actor after alignment: aligned (pi_on, as released; the reference is the better of pi_off and pi_on) | best (the better of the two)"})
     steps_per_call: int = field(default=1000, metadata={"help": "bridge steps per jitted call (one metrics row each)"})
     clone_steps: int = field(default=20_000, metadata={"help": "behaviour-cloning steps when the offline actor has another policy class"})
     clone_batch_size: int = field(default=256, metadata={"help": "behaviour-cloning minibatch size"})
@@ -80,6 +83,8 @@ def check_ocr_config(o: OCRConfig) -> None:
         raise ConfigError(f"ocr.actor_after_align must be best | aligned, got '{o.actor_after_align}'")
     if not 0.0 <= o.offline_ratio <= 1.0:
         raise ConfigError(f"ocr.offline_ratio must be in [0, 1], got {o.offline_ratio}")
+    if o.lambda_lr_scale is not None and not o.lambda_lr_scale > 0:
+        raise ConfigError(f"ocr.lambda_lr_scale must be > 0, got {o.lambda_lr_scale}")
     for name in ("reference_every", "reference_episodes", "threshold_steps", "reeval_batch_size", "align_batch_size",
                  "steps_per_call", "clone_batch_size", "part_trajectories", "ppo_aux_decay_steps"):
         if getattr(o, name) <= 0:
@@ -118,7 +123,10 @@ def same_class(offline_algo: str, algo: str) -> bool:
 
 
 def resolve_ocr_defaults(cfg, dataset_name: str | None):
-    """Fill the dataset-dependent settings left at None (expert flag, alpha, tau_0 and tau_end)."""
+    """Fill the dataset-dependent settings left at None (expert flag, alpha, tau_0 and tau_end) and the
+    lambda learning rate for the loosening's length: with the paper's 100k env steps it is the agent's
+    ``lambda_lr``; over T env steps it is scaled by 100k / T (the dual takes T / 100k as many steps, so
+    log lambda can move as far as in the paper). Applied once, to a freshly layered config."""
     o = cfg.ocr
     expert = o.expert_data if o.expert_data is not None else ("expert" in (dataset_name or "").lower())
     kind = online_kind(cfg.algo)
@@ -130,7 +138,12 @@ def resolve_ocr_defaults(cfg, dataset_name: str | None):
         changes["threshold_start"] = start
     if o.threshold_end is None:
         changes["threshold_end"] = end
-    return dataclasses.replace(cfg, ocr=dataclasses.replace(o, **changes))
+    scale = o.lambda_lr_scale if o.lambda_lr_scale is not None else PAPER_THRESHOLD_STEPS / max(o.threshold_steps, 1)
+    changes["lambda_lr_scale"] = float(scale)
+    agent = cfg.agent
+    if hasattr(agent, "lambda_lr") and scale != 1.0:  # o2sac / o2td3: the dual's step size for this schedule
+        agent = dataclasses.replace(agent, lambda_lr=float(agent.lambda_lr * scale))
+    return dataclasses.replace(cfg, agent=agent, ocr=dataclasses.replace(o, **changes))
 
 
 def adopt_ocr_shapes(agent_cfg, pre, algo: str, *, actor: bool, critics: bool):

@@ -54,7 +54,7 @@ class OfflineConfig:
     eval_every: int = field(default=10_000, metadata={"help": "evaluate on the live task every N gradient steps (and at the end)"})
     eval_episodes: int = field(default=5, metadata={"help": "deterministic evaluation episodes"})
     checkpoint_every: int = field(default=25_000, metadata={"help": "checkpoint every N gradient steps (and at the end)"})
-    normalize_observations: bool = field(default=False, metadata={"help": "standardise observations with the dataset's mean / std"})
+    normalize_observations: bool | None = field(default=None, metadata={"help": "standardise observations with the dataset's mean / std (+1e-3); None = yes for the unconstrained algorithms (CORL), no for the safe ones (OSRL)"})
 
 
 @lru_cache(maxsize=None)
@@ -167,7 +167,13 @@ class OfflineData:
                 agent_cfg = _with(agent_cfg, reward_range=(float(dataset.rewards.min()), float(dataset.rewards.max())))
             if getattr(agent_cfg, "cost_range", "absent") is None and dataset.has_costs:
                 agent_cfg = _with(agent_cfg, cost_range=(float(dataset.costs.min()), float(dataset.costs.max())))
+        if getattr(agent_cfg, "actor_cosine_decay_steps", 0) is None:  # IQL: the decay spans the run (CORL)
+            agent_cfg = _with(agent_cfg, actor_cosine_decay_steps=int(cfg.offline.steps))
         self.agent_cfg = agent_cfg
+        normalize = cfg.offline.normalize_observations
+        if normalize is None:
+            normalize = not self.spec.safe
+        cfg = dataclasses.replace(cfg, offline=dataclasses.replace(cfg.offline, normalize_observations=bool(normalize)))
         self.cfg = dataclasses.replace(cfg, task=self.task.name, cost_limit=self.cost_limit, agent=agent_cfg)
         if self.spec.filter_safe_episodes:
             from o2o.agents.bc import filter_safe_trajectories
