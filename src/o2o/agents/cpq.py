@@ -38,71 +38,27 @@ OSRL's is 10) and ``horizon`` must be the task's time limit (OSRL: episode_len, 
 w acts in cost-value units: OSRL's w = 1 suits thresholds of a few units (l = 6.3 for kappa 20, T 300,
 gamma 0.99); for a much smaller l scale ``init_ood_weight`` down with it.
 
-Where o2o departs from OSRL's code (each a fix, not a choice of taste):
-- OSRL computes the OOD term with the *target* cost critic inside ``torch.no_grad()``, so it has no
-  gradient and the penalty is a no-op; here E_nu[Qc] uses the online cost critic and gets the gradient.
-- OSRL feeds *pre-tanh* Gaussian samples to the cost critic and VAE as OOD actions; here actions are
-  tanh-squashed samples in [-1, 1] like every other action.
-- The extra data test in nu (``ood_data_quantile``, None restores OSRL's rule). Once the OOD term
-  has a gradient, OSRL's rule always flags a quarter of the policy's own samples, in distribution or
-  not, and the dual target 1.5 l then drives Qc of the policy's own actions above l, which cuts the
-  reward bootstrap everywhere and removes the pull away from costly states. On the two-step task of
-  tests/test_offline_agents.py, OSRL's rule gave episode cost 0.03 after 600 steps but 0.13-0.16
-  after 1200 (w from 1) and 0.10 after 2400 (w from 0.05); with the data test, 0.00 after 1200
-  (w from 0.02 or 0.2) and after 2400 steps (w from 0.05). Random: 0.25.
-- OSRL averages mask * Qc over all samples (so the OOD value is diluted by the 75% in-distribution
-  zeros); here E_nu is the mean over the flagged actions only.
-- OSRL reduces the cost ensemble with min (optimistic for a cost); here max (default) or mean.
-- OSRL's cost target bootstraps through terminals and treats timeouts as terminal; here only
-  ``terminals`` stop bootstrapping, for the reward and the cost critic alike.
+Where o2o departs from OSRL's code (fixes):
+- the OOD term uses the online cost critic and has a gradient (OSRL evaluates it with the target cost
+  critic under ``torch.no_grad()``: a no-op);
+- OOD actions are tanh-squashed samples in [-1, 1] (OSRL feeds pre-tanh samples);
+- nu also requires a VAE KL above the ``ood_data_quantile`` quantile of the batch's dataset actions'
+  KLs (None: OSRL's rule); with a real gradient OSRL's rule flags a quarter of the policy's own samples,
+  in distribution or not, and drives their cost values above l;
+- E_nu is the mean over the flagged actions only (OSRL averages mask * Qc over all samples);
+- the cost ensemble is reduced with max (default) or mean, never OSRL's min;
+- only ``terminals`` stop bootstrapping (OSRL also cuts at timeouts).
 
-An option (off by default): ``ood_penalty=hinge`` raises an OOD cost value only while it is below the
-dual's target, -w E_nu[min(Qc, 1.5 l)]. With the linear term the push never stops: the data's own cost
-values in costly states exceed 1.5 l, so the dual drives w to its floor but never to 0, and Adam's
-per-parameter normalisation keeps even a small consistent gradient moving, so Qc on OOD actions can
-rise without bound and the cost target bootstraps through it (the policy's next actions are often
-the flagged ones). An OOD action needs a cost value above l to be excluded, not an unbounded one.
-
-Another option (off by default): ``reward_cql_alpha`` > 0 adds CQL(H)'s regulariser to the reward critics,
-alpha_r E_s[logsumexp_a Q_i(s,a) - Q_i(s,a_data)] (Kumar et al. 2020, eq. 4, the importance-sampled
-log-sum-exp of CQL's code). CPQ keeps only the cost critic conservative and relies on OOD actions being
-flagged costly to cut their reward bootstrap; actions the VAE rule does not flag get no such protection.
-Without it, on the generated BallCircle data, CPQ's safe policies sit on actions whose reward value is
-32-275x their Monte-Carlo return; with alpha_r = 1 it is 7-16% below, and all 3 seeds are safe and move
-at 5k steps (docs/results.md, the third and fourth CPU tests). Where the regulariser pushes reward values
-below 0, an unsafe sample (which scores 0 in the actor's objective) beats a safe one: the caveat of
-negative rewards above, so alpha_r should stay small against the reward values' scale.
-CQL's code divides each sampled action by its proposal density; CPQ's actor has no entropy term
-(alpha = 0) and grows nearly deterministic (log pi(a|s) ~ 13 on BallCircle), so its own actions then
-weigh ~e^-13 in the log-sum-exp and the regulariser lowers mostly the uniform samples' values: by 25k
-steps the policy's reward values were 4-76x their Monte-Carlo return again. ``reward_cql_importance_sample
-= false`` takes the plain log-sum-exp over the samples and the data action (CQL's other variant), where
-the actor's actions keep their share.
-
-Another option (off by default): ``clip_targets`` clips both critic targets to the range a discounted sum of
-the dataset's per-step values can take (``value_bounds``). At OSRL's 100k steps on the generated
-BallCircle data both critics diverge far outside that range once w reaches its floor
-(docs/results.md, the GPU offline table).
-
-Another option (off by default): ``actor_threshold_scale`` m < 1 makes the actor count an action safe only
-where its cost value is <= m l (the reward target still cuts at l). CPQ's policies ride the threshold: on
-CarRun at 25k (cost mean) the unsafe seed's cost critic read 6.43 at its own actions where their
-Monte-Carlo cost value was 13.87 (l = 8.66), so an error of a few units decides whether the policy is safe
-(docs/results.md, the eighth test); the margin asks the actor for room below l. Tried at m = 0.5 on CarRun
-(25k): worse, 3 of 3 seeds unsafe against 1 of 3, because it takes the actor's gradient from more samples
-(docs/results.md, the tenth test).
-
-Another option (off by default): ``unsafe_cost_weight`` beta > 0 makes the actor descend beta agg Qc on the
-samples it counts unsafe (a switch between the reward and the cost objective per sample, in the spirit
-of CRPO, Xu et al. 2021). In CPQ an unsafe sample scores 0, so once a policy's own actions read unsafe
-nothing pulls it back: at 100k on CarRun (cost mean) the share of the policy's samples called safe fell
-from 0.5 to 0 between 40k and 70k and the actors froze in unsafe policies (docs/results.md, the ninth test).
-
-The cost ensemble's reduction (``cost_reduce``, max by default, as pessimistic for a cost as TD3's min is
-for a reward): with all the options above, at 100k steps on an H200 the max let the cost values on the
-data's actions climb from ~10-17 to 58-83 between 20k and 100k steps on both tasks, until every sampled
-action read unsafe and the actor's objective lost its gradient; with the mean they stayed at 7.5-10.5 for
-45k steps on BallCircle and all 3 seeds were safe and moving at 40k (docs/results.md, the seventh test).
+Options (o2o's, off by default; ``examples/configs/cpq-o2o.yaml`` turns the first four on):
+- ``ood_penalty: hinge``: -w E_nu[min(Qc, 1.5 l)], an OOD cost value is raised only up to the dual's
+  target (with the linear term w never reaches 0 on data whose costly states exceed 1.5 l);
+- ``reward_cql_alpha`` > 0: CQL(H)'s regulariser on the reward critics (Kumar et al. 2020, eq. 4),
+  importance-sampled like CQL's code or, with ``reward_cql_importance_sample: false``, the plain
+  log-sum-exp over the samples and the data action (CPQ's near-deterministic actor keeps its share);
+- ``clip_targets``: both critic targets clipped to the range a discounted sum of the dataset's per-step
+  values can take (``value_bounds``);
+- ``cost_reduce: mean``.
+Their measurements are in docs/results.md (offline pre-training sections).
 """
 
 from __future__ import annotations
@@ -163,16 +119,6 @@ class CPQConfig:
     init_ood_weight: float = field(default=1.0, metadata={"help": "initial (or fixed) OOD weight w"})
     ood_weight_lr: float = field(default=1e-4, metadata={"help": "step of the dual ascent on log w (OSRL alpha_lr)"})
     ood_threshold_scale: float = field(default=1.5, metadata={"help": "target of E_nu[Qc] in units of l (OSRL qc_scalar)"})
-    actor_threshold_scale: float = field(
-        default=1.0,
-        metadata={"help": "the actor counts an action safe where agg Qc <= scale * l; < 1 leaves a margin for the cost "
-                  "critic's under-estimate at the policy's own actions (o2o, not in the paper; 1 = CPQ)"},
-    )
-    unsafe_cost_weight: float = field(
-        default=0.0,
-        metadata={"help": "beta: the actor also descends beta * agg Qc on the samples it counts unsafe, a way back to "
-                  "the safe set; 0 = CPQ, where unsafe samples give the actor no gradient (o2o, not in the paper)"},
-    )
     ood_penalty: Literal["linear", "hinge"] = field(
         default="linear",
         metadata={"help": "linear: -w E_nu[Qc] (CPQ, OSRL); hinge: -w E_nu[min(Qc, scale * l)], raise an OOD cost value "
@@ -218,10 +164,6 @@ class CPQConfig:
             raise ConfigError(f"horizon must be >= 1, got {self.horizon}")
         if self.init_temperature < 0 or (self.auto_temperature and self.init_temperature <= 0):
             raise ConfigError("init_temperature must be >= 0, and > 0 with auto_temperature (it is learned in log space)")
-        if self.unsafe_cost_weight < 0:
-            raise ConfigError(f"unsafe_cost_weight must be >= 0, got {self.unsafe_cost_weight}")
-        if not 0.0 < self.actor_threshold_scale <= 1.0:
-            raise ConfigError(f"actor_threshold_scale must be in (0, 1], got {self.actor_threshold_scale}")
         if self.reward_cql_alpha < 0 or self.reward_cql_n_actions < 1:
             raise ConfigError(
                 f"reward_cql_alpha must be >= 0 and reward_cql_n_actions >= 1, got {self.reward_cql_alpha}, {self.reward_cql_n_actions}"
@@ -445,19 +387,15 @@ def cost_critic_loss(
 
 
 def cpq_actor_loss(actor_params, state: CPQState, batch, key) -> tuple[jax.Array, dict]:
-    """E[alpha log pi(a|s) - 1[agg Qc(s,a) <= m l] min_j Q_j(s,a) + beta 1[agg Qc(s,a) > m l] agg Qc(s,a)],
-    a ~ pi re-parameterised, online critics (m = ``actor_threshold_scale``, beta = ``unsafe_cost_weight``;
-    CPQ: m = 1, beta = 0)."""
+    """E[alpha log pi(a|s) - 1[agg Qc(s,a) <= l] min_j Q_j(s,a)], a ~ pi re-parameterised, online critics."""
     cfg = state.config
     mean, log_std = state.actor.apply_fn(actor_params, batch["observations"])
     actions, log_probs = tanh_gaussian_sample(key, mean, log_std)
     q = state.critic.apply_fn(state.critic.params, batch["observations"], actions).min(axis=0)
     qc = reduce_costs(state.cost_critic.apply_fn(state.cost_critic.params, batch["observations"], actions), cfg.cost_reduce)
-    threshold = cfg.actor_threshold_scale * cost_threshold(cfg.cost_limit, cfg.horizon, cfg.gamma)
+    threshold = cost_threshold(cfg.cost_limit, cfg.horizon, cfg.gamma)
     safe = jax.lax.stop_gradient((qc <= threshold).astype(q.dtype))
     loss = (temperature(state) * log_probs - safe * q).mean()
-    if cfg.unsafe_cost_weight > 0:
-        loss = loss + cfg.unsafe_cost_weight * ((1.0 - safe) * qc).mean()
     return loss, {
         "actor_loss": loss,
         "entropy": -log_probs.mean(),
