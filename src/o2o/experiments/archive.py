@@ -14,7 +14,7 @@ gone. ``o2o report --out PAGE.md`` therefore also writes, for each sweep it read
                           pretrained_summary.json (the final evaluation of the run it started from)
 
 About 5-50 kB per run. An archive is a sweep directory without checkpoints and without the SQLite
-index: ``o2o report``, ``benchmarks/experiments/ocr_claims.py`` and ``ocr_overview.py`` read it like
+index: ``o2o report`` (and scripts such as ``lab/ocr/claims.py``) read it like
 the sweep itself (``read_index`` falls back to index.json), so ``o2o report <archive> --out X.md``
 gives back the same tables and figures. It cannot be resumed (no checkpoints): ``o2o sweep`` refuses it.
 """
