@@ -275,3 +275,82 @@ def test_eval_record_skips_a_run_in_use_in_a_folder_and_refuses_it_alone(capsys,
         assert code == 2 and "is in use by pid 4242 on node7" in one_error_line(err)
     finally:
         holder.close()
+
+
+# ----- bad inputs (issue #40 item 5): each answered by one line and exit status 2 ------------------------
+
+
+def test_a_dataset_with_an_external_link_is_refused(capsys, tmp_path):
+    import h5py
+
+    (tmp_path / "notes.txt").write_text("not hdf5")
+    path = tmp_path / "d.hdf5"
+    write_dataset(path, rewards=None)
+    with h5py.File(path, "a") as f:
+        f["rewards"] = h5py.ExternalLink(str(tmp_path / "notes.txt"), "/data")
+    code, _, err = run(capsys, "data", "inspect", str(path))
+    assert code == 2
+    assert one_error_line(err) == (f"o2o: error: {path}: 'rewards' is an external link to '{tmp_path / 'notes.txt'}' (/data); "
+                                   "o2o reads only self-contained files, copy the linked data into the file")
+
+
+@pytest.mark.parametrize("case", ["one_column", "all_columns"])
+def test_a_huge_declared_shape_is_refused_before_it_is_read(capsys, tmp_path, monkeypatch, case):
+    """A file of a few kB declaring 200M rows: refused from the declared shapes, never allocated."""
+    import h5py
+
+    path = tmp_path / "huge.hdf5"
+    rows = 200_000_000
+    if case == "one_column":  # observations declare 200M rows, the other columns 20
+        write_dataset(path, observations=None)
+        with h5py.File(path, "a") as f:
+            f.create_dataset("observations", shape=(rows, 8), dtype="f4", chunks=(1 << 16, 8), compression="gzip")
+        expect = f"columns have different lengths (observations={rows}, next_observations=20"
+    else:  # every column declares 200M rows, none is written
+        with h5py.File(path, "w") as f:
+            for key, width in (("observations", 8), ("next_observations", 8), ("actions", 2)):
+                f.create_dataset(key, shape=(rows, width), dtype="f4", chunks=(1 << 16, width), compression="gzip")
+            for key in ("rewards", "costs", "terminals", "timeouts"):
+                f.create_dataset(key, shape=(rows,), dtype="f4", chunks=(1 << 16,), compression="gzip")
+        expect = f"column 'observations' declares shape ({rows}, 8) but the file stores only part of it"
+    assert path.stat().st_size < 100_000
+    read = []
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", lambda self, key: read.append(self.name))
+    code, _, err = run(capsys, "data", "inspect", str(path))
+    assert code == 2 and expect in one_error_line(err)
+    assert read == []
+
+
+def test_a_declared_size_beyond_memory_is_refused(tmp_path, monkeypatch):
+    import o2o.data.hdf5 as hdf5
+    from o2o.errors import DatasetError
+
+    path = tmp_path / "d.hdf5"
+    write_dataset(path)
+    monkeypatch.setattr(hdf5, "_available_memory", lambda: 1000)
+    with pytest.raises(DatasetError, match=r"declares 0.0 GB of columns, more than the 0.0 GB of memory available"):
+        hdf5.load_hdf5(path)
+    monkeypatch.setattr(hdf5, "_available_memory", lambda: 10**6)
+    assert hdf5.load_hdf5(path).num_transitions == 20
+
+
+@pytest.mark.parametrize("stored, problem", [
+    ('{"task": ', "Expecting value: line 1 column 10"),
+    ("[" * 100_000, "maximum recursion depth exceeded"),
+    ('"BallCircle"', "a JSON str, not an object"),
+    ("[1, 2]", "a JSON list, not an object"),
+])
+def test_malformed_o2o_metadata_is_refused(capsys, tmp_path, stored, problem):
+    import h5py
+
+    path = tmp_path / "d.hdf5"
+    write_dataset(path)
+    with h5py.File(path, "a") as f:
+        f.attrs["o2o_metadata"] = stored
+    expect = f"o2o: error: {path}: attribute 'o2o_metadata' is not a JSON object ({problem}"
+    code, _, err = run(capsys, "data", "inspect", str(path))
+    assert code == 2 and one_error_line(err).startswith(expect)
+    # pre-training reads the task from the metadata before the loader runs
+    code, _, err = run(capsys, "--no-progress", "pretrain", "--algo", "bc", "--dataset", str(path), "--out", str(tmp_path / "r"))
+    assert code == 2 and one_error_line(err).startswith(expect)
+    assert not (tmp_path / "r").exists()

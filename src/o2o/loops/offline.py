@@ -382,14 +382,13 @@ class SeedBatchTrainer:
 
 
 def _peek_task(path) -> str | None:
-    import json
-
     import h5py
+
+    from o2o.data.hdf5 import stored_metadata
 
     try:
         with h5py.File(path, "r") as f:
-            meta = f.attrs.get("o2o_metadata")
-            return json.loads(meta).get("task") if meta else None
+            return stored_metadata(f.attrs, str(path)).get("task")
     except OSError:
         return None  # the loader reports what is wrong with the file
 
