@@ -354,3 +354,42 @@ def test_malformed_o2o_metadata_is_refused(capsys, tmp_path, stored, problem):
     code, _, err = run(capsys, "--no-progress", "pretrain", "--algo", "bc", "--dataset", str(path), "--out", str(tmp_path / "r"))
     assert code == 2 and one_error_line(err).startswith(expect)
     assert not (tmp_path / "r").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_online_run(tmp_path_factory):
+    """A finished one-iteration SAC run on Pendulum (copied by each test that tampers with it)."""
+    from o2o.cli import main
+    from test_cli import TINY
+
+    run_dir = tmp_path_factory.mktemp("tiny") / "run"
+    assert main(["--no-progress", "train", "--algo", "sac", "--task", "Pendulum", "--out", str(run_dir), *TINY]) == 0
+    return run_dir
+
+
+@pytest.mark.parametrize("file, content, problem", [
+    ("meta.json", "[1, 2]", "the file is an array, expected an object"),
+    ("meta.json", '{"format": 1, "step": 1, "arrays_bytes": "12"}', "'arrays_bytes' is a string, expected an integer"),
+    ("host_state.json", '"counters"', "the file is a string, expected an object"),
+    ("host_state.json", "drop:collector", "'collector' is missing"),
+    ("host_state.json", "set:iteration", "'counters/iteration' is a string, expected a number"),
+])
+def test_checkpoint_json_of_the_wrong_structure_is_refused(capsys, tmp_path, tiny_online_run, file, content, problem):
+    import json
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_online_run, run_dir)
+    ckpt = run_dir / "checkpoints" / (run_dir / "checkpoints" / "latest").read_text().strip()
+    if content.startswith(("drop:", "set:")):
+        host = json.loads((ckpt / file).read_text())
+        if content.startswith("drop:"):
+            del host[content[5:]]
+        else:
+            host["counters"][content[4:]] = "1"
+        content = json.dumps(host)
+    (ckpt / file).write_text(content)
+    code, _, err = run(capsys, "--no-progress", "train", "--resume", str(run_dir))
+    assert code == 2
+    assert one_error_line(err).startswith(f"o2o: error: '{ckpt / file}' does not have the structure o2o writes ({problem}); "
+                                          "resume from an earlier checkpoint")

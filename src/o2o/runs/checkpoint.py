@@ -40,6 +40,7 @@ import numpy as np
 from flax import serialization
 
 from o2o.errors import RunDirError
+from o2o.runs.jsonshape import check_json, read_json, shape_of
 
 __all__ = [
     "save_checkpoint",
@@ -56,6 +57,7 @@ LATEST = "latest"
 ARRAYS_FILE = "arrays.msgpack"
 HOST_FILE = "host_state.json"
 META_FILE = "meta.json"
+META_SHAPE = {"format": int, "step": int, "arrays_bytes": int, "arrays_crc32": int}
 _NAME = re.compile(r"^ckpt_(\d+)$")
 # Where an existing ckpt_<step> waits while a new checkpoint of the same step takes its name.
 _REPLACED_PREFIX = ".replaced_"
@@ -401,30 +403,33 @@ def _resolve(path: Path) -> Path:
     return target
 
 
-def load_checkpoint(path: str | Path, *, template: Any = None) -> tuple[Any, dict]:
+def load_checkpoint(path: str | Path, *, template: Any = None, host_template: Any = None) -> tuple[Any, dict]:
     """Read a checkpoint: returns ``(arrays, host_state)``.
 
     ``path`` is a ``ckpt_<step>`` directory, a ``checkpoints/`` directory or a run directory (both
     follow ``latest``). With ``template`` (a pytree of the same structure, e.g. a freshly
     initialised agent state) the arrays come back in its structure and containers (jax arrays,
     TrainStates, typed PRNG keys) after a check of every leaf's path, shape and dtype; without it,
-    as the nested dict of numpy arrays that was stored.
+    as the nested dict of numpy arrays that was stored. With ``host_template`` (a host state as the
+    code writes it now) ``host_state.json`` must hold its every key with values of the same kinds
+    (``o2o.runs.jsonshape.shape_of``). ``meta.json`` and ``host_state.json`` of another structure are
+    refused with a ``RunDirError`` naming the file.
     """
     ckpt = _resolve(Path(path))
     fix = "resume from an earlier checkpoint (edit checkpoints/latest) or start the run again"
     for fname in (ARRAYS_FILE, HOST_FILE, META_FILE):
         if not (ckpt / fname).is_file():
             raise RunDirError(f"checkpoint '{ckpt}' is incomplete: {fname} is missing; {fix}")
-    try:
-        meta = json.loads((ckpt / META_FILE).read_text())
-        host_state = json.loads((ckpt / HOST_FILE).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise RunDirError(f"checkpoint '{ckpt}' is corrupt ({err}); {fix}") from None
+    meta = read_json(ckpt / META_FILE, dict, fix)
+    host_state = read_json(ckpt / HOST_FILE, dict, fix)
     if meta.get("format") != FORMAT_VERSION:
         raise RunDirError(
             f"checkpoint '{ckpt}' has format {meta.get('format')!r}, this o2o reads format "
             f"{FORMAT_VERSION}; load it with the o2o version that wrote it"
         )
+    check_json(meta, META_SHAPE, str(ckpt / META_FILE), fix)
+    if host_template is not None:
+        check_json(host_state, shape_of(host_template), str(ckpt / HOST_FILE), fix)
     data = (ckpt / ARRAYS_FILE).read_bytes()
     if len(data) != meta.get("arrays_bytes") or zlib.crc32(data) != meta.get("arrays_crc32"):
         raise RunDirError(

@@ -39,7 +39,7 @@ class BridgeCheckpoints:
 
         self.dir = Path(bridge_dir) / PARTIAL_DIRNAME
         self.run_dir = Path(bridge_dir).parent
-        self.point = load_checkpoint(self.dir)[1] if resume and latest_checkpoint(self.dir) is not None else None
+        self.point = load_checkpoint(self.dir, host_template={"step": 0, "wall_time_s": 0.0})[1] if resume and latest_checkpoint(self.dir) is not None else None
         self.timer = CheckpointTimer()
         self._start = time.perf_counter() - (self.point["wall_time_s"] if self.point else 0.0)
 

@@ -196,9 +196,9 @@ class RunDir:
         """Atomically save ``ckpt_<step>`` and make it the latest; keeps the ``keep`` newest."""
         return save_checkpoint(self.checkpoints_dir, step, arrays=arrays, host_state=host_state, keep=keep)
 
-    def load_checkpoint(self, *, template: Any = None) -> tuple[Any, dict]:
+    def load_checkpoint(self, *, template: Any = None, host_template: Any = None) -> tuple[Any, dict]:
         """``(arrays, host_state)`` of the latest checkpoint (see ``checkpoint.load_checkpoint``)."""
-        return load_checkpoint(self.path, template=template)
+        return load_checkpoint(self.path, template=template, host_template=host_template)
 
     def latest_checkpoint(self) -> Path | None:
         return latest_checkpoint(self.checkpoints_dir)
