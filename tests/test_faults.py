@@ -393,3 +393,39 @@ def test_checkpoint_json_of_the_wrong_structure_is_refused(capsys, tmp_path, tin
     assert code == 2
     assert one_error_line(err).startswith(f"o2o: error: '{ckpt / file}' does not have the structure o2o writes ({problem}); "
                                           "resume from an earlier checkpoint")
+
+
+def _tamper_arrays(ckpt, change):
+    """Rewrite ``ckpt``'s arrays with ``change(flat_state_dict)`` applied, with a matching size and CRC (a
+    checkpoint altered on purpose, which the CRC check cannot catch)."""
+    import json
+    import zlib
+
+    from flax import serialization
+
+    state = serialization.msgpack_restore((ckpt / "arrays.msgpack").read_bytes())
+    change(state)
+    data = serialization.msgpack_serialize(state)
+    (ckpt / "arrays.msgpack").write_bytes(data)
+    meta = json.loads((ckpt / "meta.json").read_text())
+    (ckpt / "meta.json").write_text(json.dumps({**meta, "arrays_bytes": len(data), "arrays_crc32": zlib.crc32(data)}))
+
+
+def test_nan_weights_in_a_checkpoint_are_refused_at_load(capsys, tmp_path, tiny_online_run):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_online_run, run_dir)
+    ckpt = run_dir / "checkpoints" / (run_dir / "checkpoints" / "latest").read_text().strip()
+
+    def poison(state):
+        params = state["agent"]["actor"]["params"]["params"]["Dense_0"]
+        params["kernel"] = np.array(params["kernel"])
+        params["kernel"][0, 0] = np.nan
+
+    _tamper_arrays(ckpt, poison)
+    expect = (f"o2o: error: checkpoint '{ckpt}' holds NaN or inf in 'agent/actor/params/params/Dense_0/kernel' (o2o never "
+              f"saves a diverged state, so the file was altered or damaged); resume from an earlier checkpoint")
+    for command in (["eval", str(run_dir)], ["train", "--resume", str(run_dir)]):
+        code, _, err = run(capsys, "--no-progress", *command)
+        assert code == 2 and one_error_line(err).startswith(expect), command

@@ -412,8 +412,8 @@ def load_checkpoint(path: str | Path, *, template: Any = None, host_template: An
     TrainStates, typed PRNG keys) after a check of every leaf's path, shape and dtype; without it,
     as the nested dict of numpy arrays that was stored. With ``host_template`` (a host state as the
     code writes it now) ``host_state.json`` must hold its every key with values of the same kinds
-    (``o2o.runs.jsonshape.shape_of``). ``meta.json`` and ``host_state.json`` of another structure are
-    refused with a ``RunDirError`` naming the file.
+    (``o2o.runs.jsonshape.shape_of``). ``meta.json`` and ``host_state.json`` of another structure, and
+    arrays holding NaN or inf, are refused with a ``RunDirError`` naming the file.
     """
     ckpt = _resolve(Path(path))
     fix = "resume from an earlier checkpoint (edit checkpoints/latest) or start the run again"
@@ -440,6 +440,10 @@ def load_checkpoint(path: str | Path, *, template: Any = None, host_template: An
     except (msgpack.exceptions.UnpackException, ValueError, TypeError) as err:
         raise RunDirError(f"checkpoint '{ckpt}' is corrupt ({ARRAYS_FILE}: {err}); {fix}") from None
     del data
+    for name, leaf in _flat_leaves(restored).items():
+        if isinstance(leaf, np.ndarray) and np.issubdtype(leaf.dtype, np.inexact) and not np.isfinite(leaf).all():
+            raise RunDirError(f"checkpoint '{ckpt}' holds NaN or inf in '{name}' (o2o never saves a diverged state, so "
+                              f"the file was altered or damaged); {fix}")
 
     if template is None:
         return jax.tree_util.tree_map(_writable, restored), host_state
