@@ -429,3 +429,22 @@ def test_nan_weights_in_a_checkpoint_are_refused_at_load(capsys, tmp_path, tiny_
     for command in (["eval", str(run_dir)], ["train", "--resume", str(run_dir)]):
         code, _, err = run(capsys, "--no-progress", *command)
         assert code == 2 and one_error_line(err).startswith(expect), command
+
+
+def test_a_binary_config_yaml_is_refused(capsys, tmp_path, tiny_online_run):
+    import shutil
+
+    binary = bytes(range(128, 256)) * 4
+    config = tmp_path / "c.yaml"
+    config.write_bytes(binary)
+    code, _, err = run(capsys, "train", "--algo", "sac", "--task", "Pendulum", "--config", str(config), "--out", str(tmp_path / "r"))
+    assert code == 2
+    assert one_error_line(err) == f"o2o: error: config file '{config}' is not text (byte 0 is not UTF-8); give a YAML text file"
+    assert not (tmp_path / "r").exists()
+
+    run_dir = tmp_path / "run"  # a run whose own config.yaml was overwritten
+    shutil.copytree(tiny_online_run, run_dir)
+    (run_dir / "config.yaml").write_bytes(binary)
+    for command in (["eval", str(run_dir)], ["train", "--resume", str(run_dir)], ["export", str(run_dir), "--out", str(tmp_path / "p.npz")]):
+        code, _, err = run(capsys, "--no-progress", *command)
+        assert code == 2 and "config.yaml' is not text (byte 0 is not UTF-8)" in one_error_line(err), command

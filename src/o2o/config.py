@@ -418,7 +418,9 @@ def load_yaml(path: str | Path) -> dict:
         raise ConfigError(f"config file '{path}' does not exist; check the path") from None
     except IsADirectoryError:
         raise ConfigError(f"config file '{path}' is a directory; give the path of a .yaml file") from None
-    except (OSError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file '{path}' is not text (byte {err.start} is not UTF-8); give a YAML text file") from None
+    except OSError as err:
         raise ConfigError(f"config file '{path}' cannot be read: {err}") from None
     try:
         data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass

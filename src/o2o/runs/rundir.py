@@ -269,7 +269,12 @@ def _read_config(path: Path) -> dict:
             f"'{path}' holds no o2o run (no {CONFIG_FILE}); give the directory of a run made with --out"
         )
     try:
-        data = yaml.safe_load(config_path.read_text())
+        data = yaml.safe_load(config_path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise RunDirError(
+            f"'{config_path}' is not text (byte {err.start} is not UTF-8); restore it (it was written by o2o and "
+            f"should not be edited)"
+        ) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark is not None else ""
