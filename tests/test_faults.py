@@ -448,3 +448,34 @@ def test_a_binary_config_yaml_is_refused(capsys, tmp_path, tiny_online_run):
     for command in (["eval", str(run_dir)], ["train", "--resume", str(run_dir)], ["export", str(run_dir), "--out", str(tmp_path / "p.npz")]):
         code, _, err = run(capsys, "--no-progress", *command)
         assert code == 2 and "config.yaml' is not text (byte 0 is not UTF-8)" in one_error_line(err), command
+
+
+def test_a_full_disk_during_a_checkpoint_write_keeps_the_previous_checkpoint(capsys, tmp_path, monkeypatch):
+    import errno
+
+    import o2o.runs.checkpoint as checkpoint
+    from test_cli import TINY
+
+    real_write = checkpoint._write_file
+    writes = []
+
+    def write_until_full(path, data):
+        writes.append(path.name)
+        if path.name == "arrays.msgpack" and writes.count("arrays.msgpack") == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        real_write(path, data)
+
+    monkeypatch.setattr(checkpoint, "_write_file", write_until_full)
+    out = tmp_path / "run"
+    args = ["--no-progress", "train", "--algo", "sac", "--task", "Pendulum", "--out", str(out), *TINY,
+            "--set", "online.iterations=3", "--set", "online.checkpoint_every=1"]
+    code, _, err = run(capsys, *args)
+    assert code == 2
+    assert one_error_line(err) == (
+        f"o2o: error: cannot write checkpoint ckpt_2 in '{out / 'checkpoints'}' (No space left on device); the latest "
+        f"checkpoint, ckpt_1, is kept; free space (or fix the file system) and continue the run with --resume")
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["ckpt_1", "latest"]
+    assert (out / "checkpoints" / "latest").read_text().strip() == "ckpt_1"
+    monkeypatch.setattr(checkpoint, "_write_file", real_write)  # space freed: the run continues from ckpt_1
+    code, _, _ = run(capsys, "--no-progress", "train", "--resume", str(out))
+    assert code == 0 and (out / "checkpoints" / "latest").read_text().strip() == "ckpt_3"

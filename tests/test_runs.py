@@ -243,7 +243,7 @@ def test_crash_while_pointing_latest_leaves_previous_checkpoint_loadable(tmp_pat
         raise OSError("disk gone")
 
     monkeypatch.setattr(ckpt_mod.os, "replace", crash)
-    with pytest.raises(OSError):
+    with pytest.raises(RunDirError, match=r"cannot write checkpoint ckpt_2 .* \(disk gone\); the latest checkpoint, ckpt_1, is kept"):
         save_checkpoint(tmp_path, 2, arrays={"x": np.full(3, 2)}, host_state={"step": 2})
     monkeypatch.undo()
     arrays, host = load_checkpoint(tmp_path)  # latest still names ckpt_1; ckpt_2 is complete but unused

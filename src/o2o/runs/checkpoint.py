@@ -269,6 +269,22 @@ def save_checkpoint(
 
     _remove_stale_temporaries(checkpoints_dir)
     name = f"ckpt_{step}"
+    try:
+        final = _write_checkpoint(checkpoints_dir, name, array_bytes, host_bytes, meta)
+        write_text_atomic(checkpoints_dir / LATEST, name + "\n")
+    except OSError as err:  # a full disk, a quota, a read-only or vanished file system
+        kept = latest_checkpoint(checkpoints_dir)
+        kept = f"the latest checkpoint, {kept.name}, is kept" if kept is not None and kept.is_dir() else "there is no earlier checkpoint"
+        raise RunDirError(
+            f"cannot write checkpoint {name} in '{checkpoints_dir}' ({err.strerror or err}); {kept}; free space (or fix "
+            f"the file system) and continue the run with --resume"
+        ) from None
+    _prune(checkpoints_dir, final, keep)
+    return final
+
+
+def _write_checkpoint(checkpoints_dir: Path, name: str, array_bytes: bytes, host_bytes: bytes, meta: dict) -> Path:
+    """``save_checkpoint``'s files written and fsync'ed in a temporary directory, renamed to ``name``."""
     tmp = checkpoints_dir / f"{_TMP_PREFIX}{name}.{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
@@ -276,7 +292,6 @@ def save_checkpoint(
         _write_file(tmp / HOST_FILE, host_bytes)
         _write_file(tmp / META_FILE, json.dumps(meta, indent=1).encode())
         _fsync_dir(tmp)
-        del array_bytes
         final = checkpoints_dir / name
         if final.exists():
             # The same step saved again (e.g. a final save that coincides with a periodic one):
@@ -291,8 +306,6 @@ def save_checkpoint(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    write_text_atomic(checkpoints_dir / LATEST, name + "\n")
-    _prune(checkpoints_dir, final, keep)
     return final
 
 
