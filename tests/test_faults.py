@@ -479,3 +479,24 @@ def test_a_full_disk_during_a_checkpoint_write_keeps_the_previous_checkpoint(cap
     monkeypatch.setattr(checkpoint, "_write_file", real_write)  # space freed: the run continues from ckpt_1
     code, _, _ = run(capsys, "--no-progress", "train", "--resume", str(out))
     assert code == 0 and (out / "checkpoints" / "latest").read_text().strip() == "ckpt_3"
+
+
+@pytest.mark.parametrize("index, problem", [
+    ({"meta": {}, "runs": [{"run_id": 5, "status": "finished"}]}, "'runs[0]/run_id' is an integer, expected a string"),
+    ({"meta": [], "runs": {"run_id": "sac/Pendulum/seed0"}}, "'meta' is an array, expected an object"),
+    ({"meta": {"only": "{\"a\": 1}"}, "runs": []}, "'meta/only' is an object, expected an array"),
+])
+def test_adopt_refuses_an_index_with_wrong_types(capsys, tmp_path, index, problem):
+    import json
+
+    from test_sweep import TINY, write_spec
+
+    archive, _ = _archive_with(tmp_path)
+    (archive / "index.json").write_text(json.dumps(index))
+    spec = write_spec(tmp_path, TINY.format(seeds=1, iterations=1))
+    out = tmp_path / "sweep"
+    code, _, err = run(capsys, "--no-progress", "sweep", str(spec), "--out", str(out), "--adopt", str(archive), "--backend", "sequential")
+    assert code == 2
+    assert one_error_line(err) == (f"o2o: error: '{archive / 'index.json'}' does not have the structure o2o writes ({problem}); "
+                                   "restore it from where the archive was committed (`o2o report --out` writes it)")
+    assert not out.exists()

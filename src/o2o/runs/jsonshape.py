@@ -6,7 +6,8 @@ A *shape* is one of:
     a type          ``dict``, ``list``, ``str``, ``bool``; ``int`` an integer; ``float`` any number
                     (booleans are neither)
     ``None``        anything
-    ``{key: shape}`` an object holding at least these keys (more are allowed)
+    ``{key: shape}`` an object holding at least these keys (more are allowed); a key ending in ``?``
+                    may be absent, the key ``*`` is every value of the object
     ``[shape]``     an array whose every item has that shape
     a tuple         any one of its shapes (``type(None)`` for null)
 """
@@ -62,11 +63,18 @@ def mismatch(value: Any, shape: Shape, where: str = "") -> str | None:
         if not isinstance(value, dict):
             return f"{at} is {_name(value)}, expected an object"
         for key, inner in shape.items():
-            if key not in value:
+            if key == "*":
+                checks = list(value.items())
+            elif key.endswith("?"):
+                checks = [(key[:-1], value[key[:-1]])] if key[:-1] in value else []
+            elif key not in value:
                 return f"{at} has no '{key}'" if where else f"'{key}' is missing"
-            found = mismatch(value[key], inner, f"{where}/{key}" if where else key)
-            if found is not None:
-                return found
+            else:
+                checks = [(key, value[key])]
+            for name, item in checks:
+                found = mismatch(item, inner, f"{where}/{name}" if where else str(name))
+                if found is not None:
+                    return found
         return None
     if isinstance(shape, list):
         if not isinstance(value, list):
