@@ -500,3 +500,18 @@ def test_adopt_refuses_an_index_with_wrong_types(capsys, tmp_path, index, proble
     assert one_error_line(err) == (f"o2o: error: '{archive / 'index.json'}' does not have the structure o2o writes ({problem}); "
                                    "restore it from where the archive was committed (`o2o report --out` writes it)")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("name", ["mine\\0", "mi/../ne", ".hidden", "tab\\tbed"])
+def test_a_method_name_that_is_no_folder_name_is_refused_before_anything_is_written(capsys, tmp_path, name):
+    from test_sweep import TINY, write_spec
+
+    text = TINY.format(seeds=1, iterations=1).replace("methods: [sac]", f'methods:\n  - {{name: "{name}", algo: sac}}')
+    spec = write_spec(tmp_path, text)
+    out = tmp_path / "sweep"
+    code, _, err = run(capsys, "--no-progress", "sweep", str(spec), "--out", str(out), "--backend", "sequential")
+    assert code == 2
+    shown = repr(name.replace("\\0", "\0").replace("\\t", "\t"))
+    assert one_error_line(err).endswith(f"(methods[0].name): method name {shown} may hold only letters, digits, '-', '_' and '.', "
+                                        "and may not start with '.'")
+    assert not out.exists()
