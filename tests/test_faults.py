@@ -515,3 +515,21 @@ def test_a_method_name_that_is_no_folder_name_is_refused_before_anything_is_writ
     assert one_error_line(err).endswith(f"(methods[0].name): method name {shown} may hold only letters, digits, '-', '_' and '.', "
                                         "and may not start with '.'")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("summary, problem", [
+    ("garbage{", "is not valid JSON (Expecting value: line 1 column 1 (char 0))"),
+    ("[1, 2]", "does not have the structure o2o writes (the file is an array, expected an object)"),
+    ('{"train_episodes": "many"}', "does not have the structure o2o writes ('train_episodes' is a string, expected a number)"),
+])
+def test_report_refuses_a_garbage_summary(capsys, tmp_path, tiny_online_run, summary, problem):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_online_run, run_dir)
+    (run_dir / "summary.json").write_text(summary)
+    code, _, err = run(capsys, "report", str(run_dir), "--out", str(tmp_path / "report.md"))
+    assert code == 2
+    assert one_error_line(err) == (f"o2o: error: '{run_dir / 'summary.json'}' {problem}; restore it, or delete it and resume "
+                                   f"the run (--resume {run_dir}) to write it again")
+    assert not (tmp_path / "report.md").exists()

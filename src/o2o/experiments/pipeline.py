@@ -198,10 +198,9 @@ def _first_last_eval(run: Path) -> tuple[dict, dict]:
 
 def write_report(result: PipelineResult, task_name: str) -> None:
     """``report.md`` (offline vs fine-tuned, per method, mean over seeds) and ``curves.png``."""
-    import json
-
     from o2o.envs import get_task
     from o2o.experiments.plots import plot_learning_curves
+    from o2o.runs.rundir import read_summary
 
     task = get_task(task_name)
     if not task.safe:
@@ -211,7 +210,7 @@ def write_report(result: PipelineResult, task_name: str) -> None:
         firsts, lasts, cum = [], [], []
         for seed, run in sorted(runs.items()):
             first, last = _first_last_eval(run)
-            summary = json.loads((run / "summary.json").read_text())
+            summary = read_summary(run / "summary.json")
             firsts.append(first)
             lasts.append(last)
             cum.append(summary["train_cumulative_cost"])

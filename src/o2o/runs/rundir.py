@@ -216,10 +216,21 @@ class RunDir:
                 f"run '{self.path}' has no {SUMMARY_FILE}; it has not finished (resume it with "
                 f"--resume {self.path})"
             )
-        try:
-            return json.loads(self.summary_path.read_text())
-        except json.JSONDecodeError as err:
-            raise RunDirError(f"'{self.summary_path}' is corrupt ({err}); rerun the run's evaluation") from None
+        return read_summary(self.summary_path)
+
+
+# summary.json: an object whose numbers that reports, pipelines and sweeps read are numbers (a run of an
+# unconstrained task has a null cost limit)
+SUMMARY_SHAPE = {"train_episodes?": float, "train_cumulative_cost?": float, "wall_time_s?": float,
+                 "final_eval_normalized_return?": float, "final_eval_return?": float, "cost_limit?": (float, type(None))}
+
+
+def read_summary(path: str | Path) -> dict:
+    """A run's ``summary.json`` (``path``), refused with one line if it is not JSON of its structure."""
+    from o2o.runs.jsonshape import read_json
+
+    run = Path(path).parent
+    return read_json(path, SUMMARY_SHAPE, f"restore it, or delete it and resume the run (--resume {run}) to write it again")
 
 
 def run_finished(path: str | Path, *, group: bool = False) -> RunFinished:
