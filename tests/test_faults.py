@@ -533,3 +533,18 @@ def test_report_refuses_a_garbage_summary(capsys, tmp_path, tiny_online_run, sum
     assert one_error_line(err) == (f"o2o: error: '{run_dir / 'summary.json'}' {problem}; restore it, or delete it and resume "
                                    f"the run (--resume {run_dir}) to write it again")
     assert not (tmp_path / "report.md").exists()
+
+
+@pytest.mark.parametrize("width", ["-4", "0"])
+def test_a_negative_or_zero_hidden_width_is_refused(capsys, tmp_path, width):
+    code, _, err = run(capsys, "--no-progress", "train", "--algo", "sac", "--task", "Pendulum", "--out", str(tmp_path / "r"),
+                       "--set", f"agent.hidden_dims=[16, {width}]")
+    assert code == 2
+    assert one_error_line(err) == (f"o2o: error: config key 'agent.hidden_dims[1]' is a layer width and must be >= 1, got {width}; "
+                                   "give a positive width")
+    config = tmp_path / "c.yaml"
+    config.write_text(f"agent:\n  vae_hidden_dims: [{width}, 400]\n")
+    code, _, err = run(capsys, "--no-progress", "pretrain", "--algo", "cpq", "--dataset", "BallCircle-dsrl-small", "--config", str(config),
+                       "--out", str(tmp_path / "r"))
+    assert code == 2 and f"config key 'agent.vae_hidden_dims[0]' is a layer width and must be >= 1, got {width}" in one_error_line(err)
+    assert not (tmp_path / "r").exists()
