@@ -364,3 +364,20 @@ def test_run_clock_counts_the_time_before_a_resume(monkeypatch):
     assert old.stamp({})["wall_time_s"] is None  # still unknown for the next resume
     summary = old.summary()
     assert summary["wall_time_s"] == 10.0 and summary["resumed_from"] == 4 and "this invocation only" in summary["wall_time_note"]
+
+
+def test_tensorboard_x_axis_is_a_metric_and_a_resume_purges_in_its_units(tmp_path):
+    """An online run's CSV counts iterations but TensorBoard draws against env steps (``x``); resumed from
+    iteration 2, the events the interrupted process logged after env step 200 are hidden."""
+    from tbevents import tb_scalars
+
+    with MetricsWriter(tmp_path, x="env_steps") as m:
+        for it in (1, 2, 3):
+            m.write(it, {"env_steps": 100 * it, "a": float(it)})
+        with pytest.raises(ValueError, match="must log 'env_steps', its x-axis"):
+            m.write(4, {"a": 4.0})
+    with MetricsWriter(tmp_path, x="env_steps") as m:
+        m.truncate_after(2)  # resumed from iteration 2's checkpoint
+        m.write(3, {"env_steps": 300, "a": 3.5})
+    assert tb_scalars(tmp_path / "tb")["a"] == [(100, 1.0), (200, 2.0), (300, 3.5)]
+    assert read_metrics_csv(tmp_path)["step"].tolist() == [1, 2, 3]

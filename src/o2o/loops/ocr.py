@@ -95,7 +95,7 @@ def run_ocr_bridge(cfg, spec, pre, state, bridge_dir: Path, *, evaluator, progre
     bridge_dir.mkdir(parents=True, exist_ok=True)
     ckpts = BridgeCheckpoints(bridge_dir, resume=resume)
     point = ckpts.point
-    writer = MetricsWriter(bridge_dir, tensorboard=False)
+    writer = MetricsWriter(bridge_dir, wandb=False)  # bridge/tb: TensorBoard against bridge gradient steps
     writer.truncate_after(ckpts.step)  # rows after the place it continues from (all, afresh)
     key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 0x0C2C)
     offline_actor = _copy(state.actor.params)
