@@ -548,3 +548,72 @@ def test_a_negative_or_zero_hidden_width_is_refused(capsys, tmp_path, width):
                        "--out", str(tmp_path / "r"))
     assert code == 2 and f"config key 'agent.vae_hidden_dims[0]' is a layer width and must be >= 1, got {width}" in one_error_line(err)
     assert not (tmp_path / "r").exists()
+
+
+def test_a_diverged_bridge_stops_and_keeps_its_last_finite_partial_checkpoint(tmp_path, monkeypatch):
+    """The VPA and OCR-CFT bridges share BridgeCheckpoints: a NaN loss (checked before its row is logged) or
+    a NaN state (at a save, or a stage's last call) ends the bridge with the divergence line."""
+    import jax
+
+    from o2o.errors import DivergedError
+    from o2o.runs import MetricsWriter
+    from o2o.runs.checkpoint import latest_checkpoint
+    from o2o.runs.partial import BridgeCheckpoints
+
+    monkeypatch.setenv("O2O_CHECKPOINT_EVERY_S", "1e-9")  # a partial checkpoint after every call
+    bridge = tmp_path / "run" / "bridge"
+    bridge.mkdir(parents=True)
+    ckpts = BridgeCheckpoints(bridge, resume=False)
+    writer = MetricsWriter(bridge, tensorboard=False)
+    state, key = {"critic": np.ones(3, np.float32)}, jax.random.PRNGKey(0)
+    ckpts.check_losses({"vpa_critic_loss": 0.5}, writer, "VPA step 50 of 150")
+    ckpts.after_call(50, state, key, writer, "VPA step 50 of 150", last={"vpa_critic_loss": 0.5})
+    assert latest_checkpoint(ckpts.dir).name == "ckpt_50"
+    kept = f"nothing of that state was saved in '{tmp_path / 'run'}' (its latest checkpoint, ckpt_50, is the last finite state)"
+    with pytest.raises(DivergedError) as err:
+        ckpts.check_losses({"vpa_critic_loss": float("nan")}, writer, "VPA step 100 of 150")
+    assert str(err.value).startswith(f"training diverged at VPA step 100 of 150: vpa_critic_loss is nan; {kept}")
+    with pytest.raises(DivergedError) as err:
+        ckpts.after_call(150, {"critic": np.full(3, np.inf, np.float32)}, key, writer, "bridge step 150 (align)", final=True, last={})
+    assert str(err.value).startswith(f"training diverged at bridge step 150 (align): agent/critic holds NaN or inf; {kept}")
+    assert latest_checkpoint(ckpts.dir).name == "ckpt_50"
+
+
+@pytest.fixture(scope="module")
+def tiny_cpq(tmp_path_factory):
+    """A 200-step CPQ run on the embedded BallCircle dataset (a start for fine-tuning)."""
+    from o2o.loops.offline import run_pretrain
+    from o2o.presets import resolve_pretrain_config
+
+    out = tmp_path_factory.mktemp("cpq") / "cpq"
+    layer = {"offline": {"steps": 200, "steps_per_call": 100, "eval_every": 200, "eval_episodes": 1, "checkpoint_every": 200},
+             "agent": {"hidden_dims": [32, 32], "batch_size": 64, "num_ood_actions": 2, "vae_hidden_dims": [32, 32]}}
+    run_pretrain(resolve_pretrain_config("cpq", "BallCircle-dsrl-small", seed=0, layer=layer), out, progress=False)
+    return out
+
+
+def test_a_diverged_vpa_stops_the_finetuning_run_with_one_line(capsys, tmp_path, monkeypatch, tiny_cpq):
+    import o2o.bridge.vpa as vpa
+
+    real = vpa._vpa_many
+    calls = [0]
+
+    def poisoned(batch_size):
+        many = real(batch_size)
+
+        def call(*args, **kwargs):
+            state, metrics = many(*args, **kwargs)
+            calls[0] += 1
+            return state, ({k: v * np.nan for k, v in metrics.items()} if calls[0] == 2 else metrics)
+
+        return call
+
+    monkeypatch.setattr(vpa, "_vpa_many", poisoned)
+    out = tmp_path / "ft"
+    code, _, err = run(capsys, "--no-progress", "finetune", "--method", "marvel", "--pretrained", str(tiny_cpq), "--out", str(out),
+                       "--set", "vpa.steps=150", "--set", "vpa.steps_per_call=50", "--set", "vpa.batch_size=64")
+    assert code == 2
+    line = one_error_line(err)
+    assert line.startswith("o2o: error: training diverged at VPA step 100 of 150: vpa_") and " is nan; " in line
+    assert not (out / "bridge" / "checkpoints").exists() and not any((out / "checkpoints").iterdir())
+    assert (out / "bridge" / "metrics.csv").read_text().count("\n") == 2  # the header and step 50

@@ -229,9 +229,11 @@ def run_bridge(cfg, spec: MethodSpec, pre, state, bridge_dir: Path, progress: bo
             return (*ckpts.restore(template, key), ckpts.step, ckpts.point["last"]) if ckpts.point else None
 
         def on_call(step, metrics, state, key):
+            where = f"VPA step {step} of {cfg.vpa.steps}"
+            ckpts.check_losses(metrics, writer, where)
             writer.write(step, metrics)
             bar.update(tid, completed=step, status=f"Q {metrics['vpa_q_mean']:.2f} Qc {metrics['vpa_qc_mean']:.2f}")
-            ckpts.after_call(step, state, key, writer, f"VPA step {step} of {cfg.vpa.steps}", final=step == cfg.vpa.steps, last=metrics)
+            ckpts.after_call(step, state, key, writer, where, final=step == cfg.vpa.steps, last=metrics)
 
         state, last = run_vpa(state, buffer, cfg.vpa, key, on_call=on_call, resume=from_partial)
     writer.close()
