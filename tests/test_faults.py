@@ -617,3 +617,27 @@ def test_a_diverged_vpa_stops_the_finetuning_run_with_one_line(capsys, tmp_path,
     assert line.startswith("o2o: error: training diverged at VPA step 100 of 150: vpa_") and " is nan; " in line
     assert not (out / "bridge" / "checkpoints").exists() and not any((out / "checkpoints").iterdir())
     assert (out / "bridge" / "metrics.csv").read_text().count("\n") == 2  # the header and step 50
+
+
+def test_a_checkpointless_run_in_use_is_not_deleted_by_a_sweep_or_pipeline(tmp_path):
+    """Sweeps and pipelines start a run that stopped before its first checkpoint again by deleting its
+    folder: under its lock, so a run still training towards its first checkpoint is refused, not wiped."""
+    from o2o.config import to_dict
+    from o2o.errors import RunInUseError
+    from o2o.experiments.pipeline import _stage_state
+    from o2o.experiments.sweep import _prepare
+    from o2o.presets import resolve_train_config
+    from o2o.runs import RunDir
+
+    cfg = resolve_train_config("sac", "Pendulum")
+    run_dir = tmp_path / "run"
+    RunDir.create(run_dir, to_dict(cfg)).close()  # config.yaml, no checkpoint
+    holder = _hold_lock(run_dir)
+    try:
+        for start_again in (_prepare, lambda path: _stage_state(path, cfg)):
+            with pytest.raises(RunInUseError, match=f"run directory '{run_dir}' is in use by pid 4242 on node7"):
+                start_again(run_dir)
+            assert (run_dir / "config.yaml").is_file()
+    finally:
+        holder.close()
+    assert _prepare(run_dir) is None and not run_dir.exists()  # no holder: deleted, started afresh

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import time
@@ -37,6 +36,7 @@ from pathlib import Path
 from o2o.errors import ConfigError
 from o2o.experiments.index import SweepIndex
 from o2o.experiments.runners import get_kind
+from o2o.runs.lock import delete_run_dir
 from o2o.runs.rundir import read_summary
 from o2o import stop
 from o2o.stop import RunStopped
@@ -100,7 +100,7 @@ def _prepare(run_dir: Path) -> int | None:
     """``resume_point``; a directory left before its first checkpoint is removed (the run starts afresh)."""
     point = resume_point(run_dir)
     if point is None and run_dir.is_dir() and (run_dir / "config.yaml").is_file():
-        shutil.rmtree(run_dir)  # stopped before its first checkpoint: nothing to continue from
+        delete_run_dir(run_dir)  # stopped before its first checkpoint: nothing to continue from
     return point
 
 
