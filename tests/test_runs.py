@@ -381,3 +381,25 @@ def test_tensorboard_x_axis_is_a_metric_and_a_resume_purges_in_its_units(tmp_pat
         m.write(3, {"env_steps": 300, "a": 3.5})
     assert tb_scalars(tmp_path / "tb")["a"] == [(100, 1.0), (200, 2.0), (300, 3.5)]
     assert read_metrics_csv(tmp_path)["step"].tolist() == [1, 2, 3]
+
+
+@pytest.mark.parametrize("value, shape, problem", [
+    ({"a": 1}, {"a": int}, None),
+    ({"a": True}, {"a": int}, "'a' is true or false, expected an integer"),
+    ({"a": 1.5}, {"a": float}, None),
+    ({}, {"a?": int}, None),
+    ({"a": "1"}, {"a?": int}, "'a' is a string, expected an integer"),
+    ({"x": "s", "y": 2}, {"*": str}, "'y' is an integer, expected a string"),
+    ({"runs": [{"id": "a"}, {"id": None}]}, {"runs": [{"id": str}]}, "'runs[1]/id' is null, expected a string"),
+    ({"a": None}, {"a": (float, type(None))}, None),
+    ({"a": []}, {"a": (float, type(None))}, "'a' is an array, expected a number or null"),
+    ([], {"a": int}, "the file is an array, expected an object"),
+    ({"b": 1}, {"a": int}, "'a' is missing"),
+    ({"a": {}}, {"a": {"b": int}}, "'a' has no 'b'"),
+])
+def test_json_shapes(value, shape, problem):
+    from o2o.runs.jsonshape import mismatch, shape_of
+
+    assert mismatch(value, shape) == problem
+    assert shape_of({"n": 1, "s": "x", "d": {"f": 0.5, "b": False}, "l": [1], "z": None}) == {
+        "n": float, "s": str, "d": {"f": float, "b": bool}, "l": list, "z": None}
