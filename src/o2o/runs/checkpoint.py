@@ -441,8 +441,6 @@ def load_checkpoint(path: str | Path, *, template: Any = None, host_template: An
             f"{FORMAT_VERSION}; load it with the o2o version that wrote it"
         )
     check_json(meta, META_SHAPE, str(ckpt / META_FILE), fix)
-    if host_template is not None:
-        check_json(host_state, shape_of(host_template), str(ckpt / HOST_FILE), fix)
     data = (ckpt / ARRAYS_FILE).read_bytes()
     if len(data) != meta.get("arrays_bytes") or zlib.crc32(data) != meta.get("arrays_crc32"):
         raise RunDirError(
@@ -458,11 +456,14 @@ def load_checkpoint(path: str | Path, *, template: Any = None, host_template: An
             raise RunDirError(f"checkpoint '{ckpt}' holds NaN or inf in '{name}' (o2o never saves a diverged state, so "
                               f"the file was altered or damaged); {fix}")
 
+    if template is not None:  # the arrays first: a mismatch there names the cause (another method or size)
+        template_state = serialization.to_state_dict(template)
+        _check_against_template(ckpt, template_state, restored)
+    if host_template is not None:
+        check_json(host_state, shape_of(host_template), str(ckpt / HOST_FILE), fix)
     if template is None:
         return jax.tree_util.tree_map(_writable, restored), host_state
 
-    template_state = serialization.to_state_dict(template)
-    _check_against_template(ckpt, template_state, restored)
     leaves = jax.tree_util.tree_map(
         _restore_leaf, template_state, restored, is_leaf=lambda x: x is None or _is_key_array(x)
     )
