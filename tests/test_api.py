@@ -382,16 +382,17 @@ def test_wandb_logs_every_metrics_row_of_a_run(runs, fake_wandb, tmp_path, capsy
     assert run.kwargs["id"] == (out / "wandb_id").read_text().strip() and run.kwargs["config"]["algo"] == "td3"
     assert ("*", "step") in run.metrics and run.finished
     csv = np.genfromtxt(out / "metrics.csv", delimiter=",", names=True)
-    assert [row["step"] for row in run.rows] == list(csv["step"]) == [1, 2]
+    assert list(csv["step"]) == [1, 2]  # iterations; W&B's x-axis, as TensorBoard's, is environment steps
+    assert [row["step"] for row in run.rows] == list(csv["env_steps"]) and csv["env_steps"][0] > 2
     assert run.rows[-1]["eval/return"] == pytest.approx(float(csv["evalreturn"][-1]))
-    # the bridge's writer does not log; a run directory keeps its W&B id
+    # a writer without TensorBoard still logs, the bridge's writer (wandb=False) does not; a run directory keeps its W&B id
     from o2o.runs import MetricsWriter
 
-    with MetricsWriter(out) as writer:
+    with MetricsWriter(out, tensorboard=False) as writer:
         writer.write(3, {"x": 1.0})
-    assert fake_wandb.runs[-1].kwargs["id"] == run.kwargs["id"]
+    assert fake_wandb.runs[-1].kwargs["id"] == run.kwargs["id"] and fake_wandb.runs[-1].rows == [{"x": 1.0, "step": 3}]
     (tmp_path / "bridge").mkdir()
-    with MetricsWriter(tmp_path / "bridge", tensorboard=False) as writer:
+    with MetricsWriter(tmp_path / "bridge", wandb=False) as writer:
         writer.write(1, {"x": 1.0})
     assert len(fake_wandb.runs) == 2
 

@@ -262,6 +262,16 @@ def test_finetune_marvel_then_resume_then_diagnose(pretrained, tmp_path, capsys)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["method"] == "marvel" and summary["iterations"] == 2 and summary["vpa"]["steps"] == 100
     assert (out / "bridge" / "metrics.csv").exists()
+    # TensorBoard: the online curves against environment steps (the CSV's step is the iteration), VPA's
+    # in bridge/tb against its gradient steps
+    from o2o.runs import read_metrics_csv
+    from tbevents import tb_scalars
+
+    online, vpa = read_metrics_csv(out), read_metrics_csv(out / "bridge")
+    scalars, bridge_scalars = tb_scalars(out / "tb"), tb_scalars(out / "bridge" / "tb")
+    assert online["step"].tolist() == [0, 1, 2] and online["env_steps"][-1] > 2
+    assert [s for s, _ in scalars["eval/return"]] == online["env_steps"][~np.isnan(online["eval/return"])].tolist()
+    assert [s for s, _ in bridge_scalars["vpa_critic_loss"]] == vpa["step"].tolist() and vpa["step"][-1] == 100
     rows = (out / "metrics.csv").read_text().splitlines()
     assert rows[1].startswith("0,")  # iteration 0: the policy fine-tuning starts from, evaluated
     assert "lagrange_kp" in rows[0]  # the controller's gains are logged

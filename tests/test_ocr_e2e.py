@@ -79,6 +79,10 @@ def test_ocr_pipeline_end_to_end_and_reuses_finished_stages(data, tmp_path, caps
     assert "loss/lambda" in header and "loss/kl_reference" in header and "reference/updated" in header
     bridge = (run / "bridge" / "metrics.csv").read_text()
     assert "reeval_critic_loss" in bridge and "align_critic_loss" in bridge
+    from tbevents import tb_scalars
+
+    bridge_scalars = tb_scalars(run / "bridge" / "tb")  # the bridge's curves in TensorBoard, against bridge steps
+    assert [s for s, _ in bridge_scalars["reeval_critic_loss"]][-1] == 100 and [s for s, _ in bridge_scalars["align_critic_loss"]][-1] == 200
     # the report's row: start, the lowest evaluation in the first 10% of the budget, the online mean, final
     from o2o.runs import read_metrics_csv
 

@@ -243,7 +243,7 @@ def test_crash_while_pointing_latest_leaves_previous_checkpoint_loadable(tmp_pat
         raise OSError("disk gone")
 
     monkeypatch.setattr(ckpt_mod.os, "replace", crash)
-    with pytest.raises(OSError):
+    with pytest.raises(RunDirError, match=r"cannot write checkpoint ckpt_2 .* \(disk gone\); the latest checkpoint, ckpt_1, is kept"):
         save_checkpoint(tmp_path, 2, arrays={"x": np.full(3, 2)}, host_state={"step": 2})
     monkeypatch.undo()
     arrays, host = load_checkpoint(tmp_path)  # latest still names ckpt_1; ckpt_2 is complete but unused
@@ -364,3 +364,42 @@ def test_run_clock_counts_the_time_before_a_resume(monkeypatch):
     assert old.stamp({})["wall_time_s"] is None  # still unknown for the next resume
     summary = old.summary()
     assert summary["wall_time_s"] == 10.0 and summary["resumed_from"] == 4 and "this invocation only" in summary["wall_time_note"]
+
+
+def test_tensorboard_x_axis_is_a_metric_and_a_resume_purges_in_its_units(tmp_path):
+    """An online run's CSV counts iterations but TensorBoard draws against env steps (``x``); resumed from
+    iteration 2, the events the interrupted process logged after env step 200 are hidden."""
+    from tbevents import tb_scalars
+
+    with MetricsWriter(tmp_path, x="env_steps") as m:
+        for it in (1, 2, 3):
+            m.write(it, {"env_steps": 100 * it, "a": float(it)})
+        with pytest.raises(ValueError, match="must log 'env_steps', its x-axis"):
+            m.write(4, {"a": 4.0})
+    with MetricsWriter(tmp_path, x="env_steps") as m:
+        m.truncate_after(2)  # resumed from iteration 2's checkpoint
+        m.write(3, {"env_steps": 300, "a": 3.5})
+    assert tb_scalars(tmp_path / "tb")["a"] == [(100, 1.0), (200, 2.0), (300, 3.5)]
+    assert read_metrics_csv(tmp_path)["step"].tolist() == [1, 2, 3]
+
+
+@pytest.mark.parametrize("value, shape, problem", [
+    ({"a": 1}, {"a": int}, None),
+    ({"a": True}, {"a": int}, "'a' is true or false, expected an integer"),
+    ({"a": 1.5}, {"a": float}, None),
+    ({}, {"a?": int}, None),
+    ({"a": "1"}, {"a?": int}, "'a' is a string, expected an integer"),
+    ({"x": "s", "y": 2}, {"*": str}, "'y' is an integer, expected a string"),
+    ({"runs": [{"id": "a"}, {"id": None}]}, {"runs": [{"id": str}]}, "'runs[1]/id' is null, expected a string"),
+    ({"a": None}, {"a": (float, type(None))}, None),
+    ({"a": []}, {"a": (float, type(None))}, "'a' is an array, expected a number or null"),
+    ([], {"a": int}, "the file is an array, expected an object"),
+    ({"b": 1}, {"a": int}, "'a' is missing"),
+    ({"a": {}}, {"a": {"b": int}}, "'a' has no 'b'"),
+])
+def test_json_shapes(value, shape, problem):
+    from o2o.runs.jsonshape import mismatch, shape_of
+
+    assert mismatch(value, shape) == problem
+    assert shape_of({"n": 1, "s": "x", "d": {"f": 0.5, "b": False}, "l": [1], "z": None}) == {
+        "n": float, "s": str, "d": {"f": float, "b": bool}, "l": list, "z": None}

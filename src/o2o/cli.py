@@ -663,6 +663,8 @@ def _data_import(args) -> int:
 def _data_list(args) -> int:
     import h5py
 
+    from o2o.data.hdf5 import stored_metadata
+    from o2o.errors import DatasetError
     from o2o.loops.datagen import data_dir, list_datasets
 
     paths = list_datasets()
@@ -671,11 +673,11 @@ def _data_list(args) -> int:
         try:
             with h5py.File(p, "r") as f:
                 n = f["rewards"].shape[0]
-                meta = json.loads(f.attrs.get("o2o_metadata", "{}"))
-        except (OSError, KeyError):
+                meta = stored_metadata(f.attrs, str(p))
+        except (OSError, KeyError, AttributeError, DatasetError):
             print(f"  {p.stem:<32} (unreadable: run `o2o data inspect {p}`)")
             continue
-        print(f"  {p.stem:<32} {n:>9} transitions  task {meta.get('task', '?'):<12} {meta.get('recipe', 'imported')}")
+        print(f"  {p.stem:<32} {n:>9} transitions  task {str(meta.get('task', '?')):<12} {meta.get('recipe', 'imported')}")
     if not paths:
         print("  (none: `o2o data generate` or `o2o data import`)")
     print(f"outputs: none written ({len(paths)} datasets)")

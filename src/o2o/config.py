@@ -25,6 +25,7 @@ import difflib
 import functools
 import json
 import math
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
@@ -220,11 +221,11 @@ def _coerce(tp: Any, value: Any, key: str, current: Any = None) -> Any:
         if isinstance(value, bool):
             raise wrong()
         if isinstance(value, int):
-            return value
+            return _check_int(key, value)
         # ``1e6`` steps: YAML gives a float or (PyYAML) a string; accept it when it is a whole number.
         number = _parse_float(value) if isinstance(value, str) else value
         if isinstance(number, float) and math.isfinite(number) and number.is_integer():
-            return int(number)
+            return _check_int(key, int(number))
         raise wrong()
     if tp is float:
         if isinstance(value, bool):
@@ -245,6 +246,13 @@ def _coerce(tp: Any, value: Any, key: str, current: Any = None) -> Any:
             return value
         raise wrong()
     raise TypeError(f"config key '{key}': unsupported annotation {tp!r}")
+
+
+def _check_int(key: str, number: int) -> int:
+    """A layer width (an item of a key ending in ``hidden_dims``) is at least 1."""
+    if number < 1 and re.search(r"hidden_dims\[\d+\]$", key):
+        raise ConfigError(f"config key '{key}' is a layer width and must be >= 1, got {number}; give a positive width")
+    return number
 
 
 def _check_float(key: str, number: float) -> float:
@@ -418,7 +426,9 @@ def load_yaml(path: str | Path) -> dict:
         raise ConfigError(f"config file '{path}' does not exist; check the path") from None
     except IsADirectoryError:
         raise ConfigError(f"config file '{path}' is a directory; give the path of a .yaml file") from None
-    except (OSError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file '{path}' is not text (byte {err.start} is not UTF-8); give a YAML text file") from None
+    except OSError as err:
         raise ConfigError(f"config file '{path}' cannot be read: {err}") from None
     try:
         data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass

@@ -22,6 +22,8 @@ import numpy as np
 from o2o.errors import ConfigError, RunDirError
 
 # Fields of the online agent config that must follow the pre-trained networks.
+# what the pre-training loop's host state must hold for a fine-tuning run to start from it
+PRETRAINED_HOST = {"counters": {"steps": 0}}
 SHAPE_FIELDS = ("hidden_dims", "num_critics", "num_cost_critics", "critic_layer_norm", "log_std_min", "log_std_max")
 
 
@@ -85,11 +87,11 @@ def load_pretrained(
         "obs_std": np.ones(run_task.obs_dim, np.float32),
     }
     if checkpoint is None:
-        arrays, host = run.load_checkpoint(template=template)
+        arrays, host = run.load_checkpoint(template=template, host_template=PRETRAINED_HOST)
     else:
         from o2o.runs.checkpoint import load_checkpoint
 
-        arrays, host = load_checkpoint(checkpoint, template=template)
+        arrays, host = load_checkpoint(checkpoint, template=template, host_template=PRETRAINED_HOST)
     from o2o.runs.checkpoint import STRIPPED_KEY
 
     if host.get(STRIPPED_KEY) and not policy_only_ok:

@@ -255,24 +255,7 @@ def check_columns(columns: Mapping[str, Any], source: str) -> None:
             raise DatasetError(
                 f"{source}: column '{name}' holds non-numeric data (dtype {array.dtype}); every column must be numbers"
             )
-    for name, array in arrays.items():
-        expected_ndim = 2 if name in MATRIX_COLUMNS else 1
-        if array.ndim != expected_ndim:
-            want = "[N, width]" if expected_ndim == 2 else "[N] (one value per step)"
-            raise DatasetError(f"{source}: column '{name}' has shape {array.shape}, expected {want}")
-    lengths = {name: int(array.shape[0]) for name, array in arrays.items()}
-    if len(set(lengths.values())) > 1:
-        listed = ", ".join(f"{name}={n}" for name, n in lengths.items())
-        raise DatasetError(
-            f"{source}: columns have different lengths ({listed}); every column needs one row per step, "
-            "so the file is corrupt or was written wrongly"
-        )
-    if "observations" in arrays and "next_observations" in arrays:
-        width, next_width = arrays["observations"].shape[1], arrays["next_observations"].shape[1]
-        if width != next_width:
-            raise DatasetError(
-                f"{source}: observations are {width}-wide but next_observations are {next_width}-wide; they must match"
-            )
+    check_shapes({name: array.shape for name, array in arrays.items()}, source)
     _check_finite(arrays, source)
     for name in FLAG_COLUMNS:
         array = arrays.get(name)
@@ -282,6 +265,31 @@ def check_columns(columns: Mapping[str, Any], source: str) -> None:
                 raise DatasetError(
                     f"{source}: column '{name}' has value {array[bad[0]]!r} at row {bad[0]}; flags must be 0 or 1"
                 )
+
+
+def check_shapes(shapes: Mapping[str, Sequence[int]], source: str) -> None:
+    """The shape part of ``check_columns``: 2-D observations/actions and 1-D per-step columns, one row
+    per step in every column, equal observation widths. Loaders call it on the file's declared shapes
+    before reading, so a corrupt shape is refused before it is allocated."""
+    shapes = {name: tuple(int(n) for n in shape) for name, shape in shapes.items() if name in COLUMNS}
+    for name, shape in shapes.items():
+        expected_ndim = 2 if name in MATRIX_COLUMNS else 1
+        if len(shape) != expected_ndim:
+            want = "[N, width]" if expected_ndim == 2 else "[N] (one value per step)"
+            raise DatasetError(f"{source}: column '{name}' has shape {shape}, expected {want}")
+    lengths = {name: shape[0] for name, shape in shapes.items()}
+    if len(set(lengths.values())) > 1:
+        listed = ", ".join(f"{name}={n}" for name, n in lengths.items())
+        raise DatasetError(
+            f"{source}: columns have different lengths ({listed}); every column needs one row per step, "
+            "so the file is corrupt or was written wrongly"
+        )
+    if "observations" in shapes and "next_observations" in shapes:
+        width, next_width = shapes["observations"][1], shapes["next_observations"][1]
+        if width != next_width:
+            raise DatasetError(
+                f"{source}: observations are {width}-wide but next_observations are {next_width}-wide; they must match"
+            )
 
 
 def _check_finite(arrays: Mapping[str, np.ndarray], source: str) -> None:

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import h5py
 import numpy as np
 
-from o2o.data.dataset import COLUMNS, DTYPES, SCALAR_COLUMNS, Dataset, check_columns
+from o2o.data.dataset import COLUMNS, DTYPES, SCALAR_COLUMNS, Dataset, check_columns, check_shapes
 from o2o.errors import DatasetError
 
 # Without these a file cannot be read as transitions. next_observations can be rebuilt and costs are
@@ -111,7 +111,7 @@ def load_hdf5(
 
     try:
         with h5py.File(path, "r") as f:
-            metadata = _read_metadata(f.attrs)
+            metadata = _read_metadata(f.attrs, source)
             if _is_minari(f):
                 columns, has_costs, notes = _read_minari(f, source)
                 layout = "minari"
@@ -154,9 +154,33 @@ def _is_minari(f: h5py.File) -> bool:
     return "observations" not in f and any(key.startswith("episode_") for key in f.keys())
 
 
-def _read_array(group: h5py.Group, key: str, source: str, where: str = "") -> np.ndarray:
-    """One numeric array; its dtype is checked before reading so strings/objects are never materialised."""
-    item = group[key]
+def _member(group: h5py.Group, key: str, source: str, where: str = "") -> h5py.Group | h5py.Dataset:
+    """``group[key]``, refusing what leads out of the file: an external link, a virtual dataset or one
+    with external storage would bring in bytes the file's checksum does not cover (or a file that is
+    not HDF5 at all)."""
+    label = f"{where}{key}"
+    link = group.get(key, getlink=True)
+    if isinstance(link, h5py.ExternalLink):
+        raise DatasetError(
+            f"{source}: '{label}' is an external link to '{link.filename}' ({link.path}); o2o reads only "
+            "self-contained files, copy the linked data into the file"
+        )
+    try:
+        item = group[key]
+    except KeyError as error:  # a soft link to nothing, or an object HDF5 cannot open
+        reason = str(error).strip("'\"") or "no such object"
+        raise DatasetError(f"{source}: '{label}' cannot be opened ({reason}); the file is corrupt, fetch or write it again") from None
+    if isinstance(item, h5py.Dataset) and (item.is_virtual or item.external):
+        raise DatasetError(
+            f"{source}: '{label}' keeps its data in other files (a virtual or external dataset); o2o reads only "
+            "self-contained files, copy the data into the file"
+        )
+    return item
+
+
+def _column(group: h5py.Group, key: str, source: str, where: str = "") -> h5py.Dataset:
+    """One numeric array, not yet read; its dtype is checked so strings/objects are never materialised."""
+    item = _member(group, key, source, where)
     label = f"{where}{key}"
     if not isinstance(item, h5py.Dataset):
         raise DatasetError(
@@ -166,7 +190,54 @@ def _read_array(group: h5py.Group, key: str, source: str, where: str = "") -> np
         raise DatasetError(
             f"{source}: column '{label}' holds non-numeric data (dtype {item.dtype}); every column must be numbers"
         )
-    return np.asarray(item[()])
+    return item
+
+
+def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """(N, 1) -> (N,): some writers store per-step scalars as column vectors."""
+    return shape[:1] if len(shape) == 2 and shape[1] == 1 else shape
+
+
+def _check_declared(items: dict[str, h5py.Dataset], source: str) -> None:
+    """Refuse arrays, before any is read, whose declared shapes (already checked for consistency) the
+    file does not back: rows declared but never written (read as fill values), or more bytes than
+    there is memory for. A small file can declare a shape of terabytes."""
+    for label, item in items.items():
+        layout = item.id.get_create_plist().get_layout()
+        if item.size == 0 or layout == h5py.h5d.COMPACT:
+            continue
+        if layout == h5py.h5d.CHUNKED:
+            needed = int(np.prod([-(-n // c) for n, c in zip(item.shape, item.chunks)], dtype=np.float64))
+            stored = item.id.get_num_chunks()
+        else:
+            needed, stored = item.nbytes, item.id.get_storage_size()
+        if stored < needed:
+            raise DatasetError(
+                f"{source}: column '{label}' declares shape {item.shape} but the file stores only part of it "
+                "(rows never written); the file is truncated or was written wrongly, fetch or write it again"
+            )
+    declared = sum(item.nbytes for item in items.values())
+    available = _available_memory()
+    if available is not None and declared > available:
+        raise DatasetError(
+            f"{source}: declares {declared / 1e9:.1f} GB of columns, more than the {available / 1e9:.1f} GB of memory "
+            "available; the file is corrupt, or too large for this machine"
+        )
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux's MemAvailable, else physical memory)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _squeeze_scalar_column(array: np.ndarray) -> np.ndarray:
@@ -176,18 +247,22 @@ def _squeeze_scalar_column(array: np.ndarray) -> np.ndarray:
 
 def _read_flat(f: h5py.File, source: str) -> tuple[dict[str, np.ndarray], bool, dict[str, Any]]:
     """The D4RL/DSRL layout. Unknown keys (D4RL's ``infos/*``, ``metadata/*``) are ignored."""
-    missing = [key for key in REQUIRED_KEYS if key not in f]
+    missing = [key for key in REQUIRED_KEYS if f.get(key, getlink=True) is None]
     if missing:
         present = ", ".join(sorted(f.keys())) or "none"
         raise DatasetError(
             f"{source}: missing required key '{missing[0]}' (keys present: {present}); "
             "expected the D4RL/DSRL layout with observations, actions, rewards, terminals, timeouts"
         )
-    columns = {key: _read_array(f, key, source) for key in COLUMNS if key in f}
+    items = {key: _column(f, key, source) for key in COLUMNS if f.get(key, getlink=True) is not None}
+    # lengths and shapes must be right before rows are paired up, and before anything is read
+    check_shapes({key: _squeezed(item.shape) if key in SCALAR_COLUMNS else item.shape for key, item in items.items()}, source)
+    _check_declared(items, source)
+    columns = {key: np.asarray(item[()]) for key, item in items.items()}
     for key in SCALAR_COLUMNS:
         if key in columns:
             columns[key] = _squeeze_scalar_column(columns[key])
-    check_columns(columns, source)  # lengths and shapes must be right before rows are paired up
+    check_columns(columns, source)
 
     has_costs = "costs" in columns
     if not has_costs:
@@ -241,36 +316,48 @@ def _read_minari(f: h5py.File, source: str) -> tuple[dict[str, np.ndarray], bool
     whose last step carries neither flag (recording stopped) gets a timeout so it stays its own episode.
     """
     names = sorted((key for key in f.keys() if key.startswith("episode_")), key=_episode_number)
-    parts: dict[str, list[np.ndarray]] = {key: [] for key in COLUMNS}
-    with_costs = 0
-    closed = 0
-    for name in names:
-        episode = f[name]
+    episodes: list[tuple[str, dict[str, h5py.Dataset]]] = []
+    for name in names:  # every declared shape is checked before anything is read
+        episode = _member(f, name, source)
         if not isinstance(episode, h5py.Group):
             raise DatasetError(f"{source}: '{name}' is not a group; expected Minari episode groups")
         for key in ("observations", "actions", "rewards", "terminations", "truncations"):
-            if key not in episode:
+            if episode.get(key, getlink=True) is None:
                 present = ", ".join(sorted(episode.keys())) or "none"
                 raise DatasetError(f"{source}: episode '{name}' is missing required key '{key}' (keys present: {present})")
         where = f"{name}/"
-        observations = _read_array(episode, "observations", source, where)
-        actions = _read_array(episode, "actions", source, where)
-        rewards = _squeeze_scalar_column(_read_array(episode, "rewards", source, where))
-        terminals = _squeeze_scalar_column(_read_array(episode, "terminations", source, where)).astype(bool)
-        timeouts = _squeeze_scalar_column(_read_array(episode, "truncations", source, where)).astype(bool)
-        steps = actions.shape[0] if actions.ndim else -1
-        if observations.ndim != 2 or observations.shape[0] != steps + 1:
+        items = {key: _column(episode, key, source, where) for key in ("observations", "actions", "rewards", "terminations", "truncations")}
+        infos = _member(episode, "infos", source, where) if episode.get("infos", getlink=True) is not None else None
+        if isinstance(infos, h5py.Group) and infos.get("cost", getlink=True) is not None:
+            items["cost"] = _column(infos, "cost", source, f"{name}/infos/")
+        shapes = {key: item.shape if key in ("observations", "actions") else _squeezed(item.shape) for key, item in items.items()}
+        if len(shapes["actions"]) != 2:
+            raise DatasetError(f"{source}: episode '{name}' has actions of shape {shapes['actions']}, expected [T, width]")
+        steps = shapes["actions"][0]
+        if len(shapes["observations"]) != 2 or shapes["observations"][0] != steps + 1:
             raise DatasetError(
-                f"{source}: episode '{name}' has observations of shape {observations.shape} for {steps} actions; "
+                f"{source}: episode '{name}' has observations of shape {shapes['observations']} for {steps} actions; "
                 "Minari stores T+1 observations for T steps"
             )
-        lengths = {"actions": steps, "rewards": rewards.shape[0], "terminations": terminals.shape[0], "truncations": timeouts.shape[0]}
+        lengths = {key: shapes[key][0] if shapes[key] else -1 for key in ("actions", "rewards", "terminations", "truncations")}
         if len(set(lengths.values())) > 1:
             listed = ", ".join(f"{key}={value}" for key, value in lengths.items())
             raise DatasetError(f"{source}: episode '{name}' has columns of different lengths ({listed})")
-        infos = episode.get("infos")
-        if isinstance(infos, h5py.Group) and "cost" in infos:
-            costs = _squeeze_scalar_column(_read_array(infos, "cost", source, f"{name}/infos/"))
+        episodes.append((name, items))
+    _check_declared({f"{name}/{'infos/' if key == 'cost' else ''}{key}": item for name, items in episodes for key, item in items.items()}, source)
+
+    parts: dict[str, list[np.ndarray]] = {key: [] for key in COLUMNS}
+    with_costs = 0
+    closed = 0
+    for name, items in episodes:
+        observations = np.asarray(items["observations"][()])
+        actions = np.asarray(items["actions"][()])
+        rewards = _squeeze_scalar_column(np.asarray(items["rewards"][()]))
+        terminals = _squeeze_scalar_column(np.asarray(items["terminations"][()])).astype(bool)
+        timeouts = _squeeze_scalar_column(np.asarray(items["truncations"][()])).astype(bool)
+        steps = actions.shape[0]
+        if "cost" in items:
+            costs = _squeeze_scalar_column(np.asarray(items["cost"][()]))
             with_costs += 1
         else:
             costs = np.zeros(steps, np.float32)
@@ -308,7 +395,7 @@ def _to_json_value(value: Any) -> Any:
     return value
 
 
-def _read_metadata(attrs: h5py.AttributeManager) -> dict[str, Any]:
+def _read_metadata(attrs: h5py.AttributeManager, source: str) -> dict[str, Any]:
     """Root attributes as a dict; ``o2o_metadata`` (our lossless JSON copy) wins over the flat ones."""
     metadata: dict[str, Any] = {}
     for key in sorted(attrs.keys()):
@@ -318,14 +405,30 @@ def _read_metadata(attrs: h5py.AttributeManager) -> dict[str, Any]:
             metadata[key] = _to_json_value(attrs[key])
         except (OSError, TypeError, ValueError):
             continue  # an attribute type h5py cannot decode (references, opaque): not needed to train
-    if METADATA_ATTR in attrs:
-        try:
-            stored = json.loads(_to_json_value(attrs[METADATA_ATTR]))
-        except (TypeError, ValueError):
-            stored = None
-        if isinstance(stored, dict):
-            metadata.update(stored)
+    metadata.update(stored_metadata(attrs, source))
     return metadata
+
+
+def stored_metadata(attrs: h5py.AttributeManager, source: str) -> dict[str, Any]:
+    """The ``o2o_metadata`` attribute (a JSON object) as a dict, ``{}`` when the file has none; a
+    value that is not a JSON object is refused with a ``DatasetError`` naming the file."""
+    if METADATA_ATTR not in attrs:
+        return {}
+    problem = None
+    try:
+        text = _to_json_value(attrs[METADATA_ATTR])
+        stored = json.loads(text) if isinstance(text, str) else text
+    except (OSError, TypeError, ValueError, RecursionError) as error:  # RecursionError: nesting too deep
+        problem = str(error).splitlines()[0] if str(error) else type(error).__name__
+    else:
+        if not isinstance(stored, dict):
+            problem = f"a JSON {type(stored).__name__}, not an object"
+    if problem is not None:
+        raise DatasetError(
+            f"{source}: attribute '{METADATA_ATTR}' is not a JSON object ({problem}); the file's metadata is corrupt, "
+            f"write the file again or delete the attribute"
+        )
+    return stored
 
 
 # ----- saving -------------------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ is narrower than the t interval; the report says which was used.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 from scipy import stats
 
 from o2o.errors import RunDirError
+from o2o.runs.rundir import read_summary
 
 
 @dataclass
@@ -138,5 +138,5 @@ def summaries(runs: list[str | Path]) -> list[dict]:
         path = Path(run) / "summary.json"
         if not path.exists():
             raise RunDirError(f"'{run}' has no summary.json: the run has not finished")
-        out.append(json.loads(path.read_text()))
+        out.append(read_summary(path))
     return out

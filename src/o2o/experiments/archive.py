@@ -90,18 +90,40 @@ def is_archive(path: str | Path) -> bool:
     return (Path(path) / ARCHIVE_INDEX).is_file()
 
 
+# index.json as archive_sweep writes it: the sweep index's meta (text values; "only" a JSON list of run-id
+# patterns) and its run records, of which only the id and status are always present
+_OPTIONAL = lambda kind: (kind, type(None))  # noqa: E731
+INDEX_SHAPE = {
+    "meta": {"*": str},
+    "runs": [{
+        "run_id": str, "status": str, "method?": _OPTIONAL(str), "task?": _OPTIONAL(str), "seed?": _OPTIONAL(int),
+        "variant?": _OPTIONAL(str), "kind?": _OPTIONAL(str), "config_hash?": _OPTIONAL(str), "config?": _OPTIONAL(dict),
+        "attempts?": _OPTIONAL(int), "error?": _OPTIONAL(str), "resumed_from?": _OPTIONAL(int),
+        "wall_time_s?": _OPTIONAL(float), "started_at?": _OPTIONAL(float), "finished_at?": _OPTIONAL(float),
+        "worker?": _OPTIONAL(str),
+    }],
+}
+
+
 def read_archive_index(path: str | Path):
-    """(meta, records) of an archive, the same types ``read_index`` returns for a sweep directory."""
+    """(meta, records) of an archive, the same types ``read_index`` returns for a sweep directory; an
+    index.json of another structure is a one-line ``ConfigError``."""
     from o2o.errors import ConfigError
     from o2o.experiments.index import RunRecord
+    from o2o.runs.jsonshape import check_json, read_json
 
-    try:
-        data = json.loads((Path(path) / ARCHIVE_INDEX).read_text())
-        fields = {f.name for f in dataclasses.fields(RunRecord)}
-        records = [RunRecord(**{k: r.get(k) for k in fields}) for r in data["runs"]]
-        return dict(data["meta"]), records
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"'{path}/{ARCHIVE_INDEX}' is not a readable results archive index: {e}") from e
+    index = Path(path) / ARCHIVE_INDEX
+    fix = "restore it from where the archive was committed (`o2o report --out` writes it)"
+    data = read_json(index, INDEX_SHAPE, fix, ConfigError)
+    if "only" in data["meta"]:
+        try:
+            only = json.loads(data["meta"]["only"])
+        except (ValueError, RecursionError):
+            only = data["meta"]["only"]
+        check_json({"meta": {"only": only}}, {"meta": {"only": [str]}}, str(index), fix, ConfigError)
+    fields = {f.name for f in dataclasses.fields(RunRecord)}
+    records = [RunRecord(**{k: r.get(k) for k in fields}) for r in data["runs"]]
+    return dict(data["meta"]), records
 
 
 def adopt_archive(archive: str | Path, sweep_dir: str | Path, index, planned_runs, echo=print) -> list[str]:

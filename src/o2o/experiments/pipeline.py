@@ -70,9 +70,9 @@ def _stage_state(out: Path, cfg) -> str:
         return "done"
     if latest_checkpoint(out) is not None or (out / "bridge").exists():
         return "resume"
-    import shutil
+    from o2o.runs.lock import delete_run_dir
 
-    shutil.rmtree(out)  # stopped before its first checkpoint: nothing to keep
+    delete_run_dir(out)  # stopped before its first checkpoint: nothing to keep
     return "new"
 
 
@@ -149,12 +149,17 @@ def run_pipeline(
         resolve_finetune_config(m, None, task, seeds[0], layer=budget.get("finetune"), overrides=per_stage["finetune"], require_pretrained=False)
 
     if fresh:
-        import shutil
+        import contextlib
+
+        from o2o.runs.lock import delete_run_dir, lock_run_dir
 
         outputs = [root / "pretrain" / f"{a}-s{s}" for a, s in pre_cfgs] + [root / "finetune" / f"{m}-s{s}" for m in methods for s in seeds]
-        for path in outputs:
-            if path.is_dir():
-                shutil.rmtree(path)
+        with contextlib.ExitStack() as held:  # every stage's lock first: a run in use is refused before any is deleted
+            for path in outputs:
+                if path.is_dir():
+                    held.enter_context(lock_run_dir(path))
+            for path in outputs:
+                delete_run_dir(path)
         for name in ("report.md", "curves.png"):
             (root / name).unlink(missing_ok=True)
     result.dataset = ensure_dataset(task, dataset, budget.get("data", {}), per_stage["data"], progress, recipe, quality)
@@ -198,10 +203,9 @@ def _first_last_eval(run: Path) -> tuple[dict, dict]:
 
 def write_report(result: PipelineResult, task_name: str) -> None:
     """``report.md`` (offline vs fine-tuned, per method, mean over seeds) and ``curves.png``."""
-    import json
-
     from o2o.envs import get_task
     from o2o.experiments.plots import plot_learning_curves
+    from o2o.runs.rundir import read_summary
 
     task = get_task(task_name)
     if not task.safe:
@@ -211,7 +215,7 @@ def write_report(result: PipelineResult, task_name: str) -> None:
         firsts, lasts, cum = [], [], []
         for seed, run in sorted(runs.items()):
             first, last = _first_last_eval(run)
-            summary = json.loads((run / "summary.json").read_text())
+            summary = read_summary(run / "summary.json")
             firsts.append(first)
             lasts.append(last)
             cum.append(summary["train_cumulative_cost"])

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from o2o.errors import O2OError, RunDirError
+from o2o.runs.rundir import read_summary
 from o2o.experiments.aggregate import aggregate, curve, read_run, stratified_bootstrap_ci, iqm, x_key_of
 
 AGGREGATE_TEXT = {
@@ -147,7 +148,7 @@ def _add_loose(run_dir: Path, runs: list, loose: Source) -> None:
 
 def _load(run_dir: Path, method: str, task: str, seed: int) -> RunInfo:
     config, metrics = read_run(run_dir)
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = read_summary(run_dir / "summary.json")
     return RunInfo(run_dir, method, task, seed, config, metrics, summary)
 
 
@@ -307,7 +308,7 @@ def finetune_stats(run_dir: Path, config: dict | None = None, metrics: dict | No
     pre = Path(pretrained) / "summary.json"
     if not pre.is_file():  # a results archive keeps a copy of it (o2o.experiments.archive)
         pre = Path(run_dir) / "pretrained_summary.json"
-    pre_score = json.loads(pre.read_text()).get("final_eval_normalized_return", math.nan) if pre.is_file() else math.nan
+    pre_score = read_summary(pre).get("final_eval_normalized_return", math.nan) if pre.is_file() else math.nan
     return {"pretrained": float(pre_score), **stats}
 
 

@@ -88,6 +88,13 @@ def config_hash(kind: str, config: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _check_plain_name(name: str, what: str, where, path: tuple) -> None:
+    """A sweep's or a method's name is a folder name (of the report, of every run): letters, digits,
+    '-', '_' and '.', not starting with '.' (no path separator, no NUL or other control character)."""
+    if not name.replace("-", "").replace("_", "").replace(".", "").isalnum() or name.startswith("."):
+        raise where.error(path, f"{what} {name!r} may hold only letters, digits, '-', '_' and '.', and may not start with '.'")
+
+
 def _variant_label(values: tuple[tuple[str, Any], ...]) -> str:
     from o2o.config import format_value
 
@@ -192,8 +199,7 @@ def parse_spec(
             raise where.error((), f"the spec needs a non-empty '{required}' list")
 
     name = str(data.get("name") or default_name)
-    if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
-        raise where.error(("name",), f"name '{name}' may hold only letters, digits, '-', '_' and '.'")
+    _check_plain_name(name, "name", where, ("name",))
     seeds = _seeds(data.get("seeds", 1), where)
     tasks = _tasks(data["tasks"], where)
     methods = _methods(data["methods"], where, base_dir, {t.name for t in tasks})
@@ -345,8 +351,7 @@ def _methods(value, where: _Where, base_dir: Path, task_names: set[str]) -> list
         kind = get_kind(kind_name)
         _check_keys(entry, METHOD_KEYS + kind.method_keys, where, ("methods", i), f"method ({kind_name})")
         name = entry["name"]
-        if "/" in name or name.startswith("."):
-            raise where.error(("methods", i, "name"), f"method name '{name}' may not hold '/' or start with '.'")
+        _check_plain_name(name, "method name", where, ("methods", i, "name"))
         if name in names:
             raise where.error(("methods", i, "name"), f"method '{name}' is listed twice; give each entry its own name")
         names.add(name)

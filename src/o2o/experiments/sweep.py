@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import time
@@ -37,6 +36,8 @@ from pathlib import Path
 from o2o.errors import ConfigError
 from o2o.experiments.index import SweepIndex
 from o2o.experiments.runners import get_kind
+from o2o.runs.lock import delete_run_dir
+from o2o.runs.rundir import read_summary
 from o2o import stop
 from o2o.stop import RunStopped
 
@@ -64,7 +65,7 @@ def execute_run(job: dict) -> dict:
     result = {"run_id": job["run_id"], "worker": f"{socket.gethostname()}:{os.getpid()}", "resumed_from": None}
     try:
         if (run_dir / "summary.json").is_file():
-            result.update(status="finished", summary=json.loads((run_dir / "summary.json").read_text()), recovered=True)
+            result.update(status="finished", summary=read_summary(run_dir / "summary.json"), recovered=True)
         else:
             kind = get_kind(job["kind"])
             cfg = kind.load(job["config"])
@@ -99,7 +100,7 @@ def _prepare(run_dir: Path) -> int | None:
     """``resume_point``; a directory left before its first checkpoint is removed (the run starts afresh)."""
     point = resume_point(run_dir)
     if point is None and run_dir.is_dir() and (run_dir / "config.yaml").is_file():
-        shutil.rmtree(run_dir)  # stopped before its first checkpoint: nothing to continue from
+        delete_run_dir(run_dir)  # stopped before its first checkpoint: nothing to continue from
     return point
 
 
@@ -119,7 +120,7 @@ def execute_group(job: dict) -> list[dict]:
         result = {"run_id": run["run_id"], "worker": worker, "resumed_from": None}
         try:
             if (run_dir / "summary.json").is_file():
-                result.update(status="finished", summary=json.loads((run_dir / "summary.json").read_text()), recovered=True,
+                result.update(status="finished", summary=read_summary(run_dir / "summary.json"), recovered=True,
                               wall_time_s=time.perf_counter() - start)
                 results.append(result)
                 continue

@@ -271,9 +271,9 @@ def _run_behaviour(cfg, out: Path, *, progress: bool, before=None, after=None, d
             return summary
     resume = out.exists() and latest_checkpoint(out) is not None
     if out.exists() and not resume:
-        import shutil
+        from o2o.runs.lock import delete_run_dir
 
-        shutil.rmtree(out)  # a behaviour run that died before its first checkpoint: start it again
+        delete_run_dir(out)  # a behaviour run that died before its first checkpoint: start it again
     return run_online(cfg, out, resume=resume, progress=progress, before_iteration=before, after_iteration=after, description=description, stop_after=stop_after)
 
 

@@ -219,7 +219,7 @@ def run_bridge(cfg, spec: MethodSpec, pre, state, bridge_dir: Path, progress: bo
     buffer = offline_buffer(dataset, pre.obs_mean, pre.obs_std, timeouts_terminal=cfg.vpa.timeouts_terminal)
     bridge_dir.mkdir(parents=True, exist_ok=True)
     ckpts = BridgeCheckpoints(bridge_dir, resume=resume)
-    writer = MetricsWriter(bridge_dir, tensorboard=False)
+    writer = MetricsWriter(bridge_dir, wandb=False)  # bridge/tb: TensorBoard against VPA gradient steps
     writer.truncate_after(ckpts.step)  # rows after the place it continues from (all, afresh)
     key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 0xB41D6E)
     with _progress(progress) as bar:
@@ -229,9 +229,11 @@ def run_bridge(cfg, spec: MethodSpec, pre, state, bridge_dir: Path, progress: bo
             return (*ckpts.restore(template, key), ckpts.step, ckpts.point["last"]) if ckpts.point else None
 
         def on_call(step, metrics, state, key):
+            where = f"VPA step {step} of {cfg.vpa.steps}"
+            ckpts.check_losses(metrics, writer, where)
             writer.write(step, metrics)
             bar.update(tid, completed=step, status=f"Q {metrics['vpa_q_mean']:.2f} Qc {metrics['vpa_qc_mean']:.2f}")
-            ckpts.after_call(step, state, key, writer, f"VPA step {step} of {cfg.vpa.steps}", final=step == cfg.vpa.steps, last=metrics)
+            ckpts.after_call(step, state, key, writer, where, final=step == cfg.vpa.steps, last=metrics)
 
         state, last = run_vpa(state, buffer, cfg.vpa, key, on_call=on_call, resume=from_partial)
     writer.close()
@@ -346,7 +348,7 @@ def _finetune(cfg, spec, pre, state, obs_stats, out: Path, rundir, *, resume: bo
         # iteration 0: the policy the online stage starts from, on the evaluation episodes
         from o2o.runs import MetricsWriter
 
-        with MetricsWriter(rundir) as w:
+        with MetricsWriter(rundir, x="env_steps") as w:
             w.truncate_after(-1)  # a resumed run that never reached its first online checkpoint starts over
             w.write(0, {**trainer.evaluate(), "env_steps": 0, "episodes": 0, "updates": 0})
     summary = run_online(

@@ -95,7 +95,7 @@ def run_ocr_bridge(cfg, spec, pre, state, bridge_dir: Path, *, evaluator, progre
     bridge_dir.mkdir(parents=True, exist_ok=True)
     ckpts = BridgeCheckpoints(bridge_dir, resume=resume)
     point = ckpts.point
-    writer = MetricsWriter(bridge_dir, tensorboard=False)
+    writer = MetricsWriter(bridge_dir, wandb=False)  # bridge/tb: TensorBoard against bridge gradient steps
     writer.truncate_after(ckpts.step)  # rows after the place it continues from (all, afresh)
     key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 0x0C2C)
     offline_actor = _copy(state.actor.params)
@@ -120,10 +120,11 @@ def run_ocr_bridge(cfg, spec, pre, state, bridge_dir: Path, *, evaluator, progre
                 state, m = many(state, data, sub, signals, num_steps=o.steps_per_call)
                 step += o.steps_per_call
                 last = {k: float(v) for k, v in jax.device_get(m).items()}
+                where = f"bridge step {step} ({name})"
+                ckpts.check_losses(last, writer, where)
                 writer.write(step, {**last, f"stage/{name}": 1.0})
                 bar.update(tid, completed=(call + 1) * o.steps_per_call, status=" ".join(f"{k.split('_', 1)[1]} {v:.2f}" for k, v in list(last.items())[:2]))
-                ckpts.after_call(step, state, key, writer, f"bridge step {step} ({name})", final=call + 1 == calls,
-                                 stage=name, last=last, done=done)
+                ckpts.after_call(step, state, key, writer, where, final=call + 1 == calls, stage=name, last=last, done=done)
             done[name] = last
             return state, last
 

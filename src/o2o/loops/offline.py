@@ -388,14 +388,13 @@ class SeedBatchTrainer:
 
 
 def _peek_task(path) -> str | None:
-    import json
-
     import h5py
+
+    from o2o.data.hdf5 import stored_metadata
 
     try:
         with h5py.File(path, "r") as f:
-            meta = f.attrs.get("o2o_metadata")
-            return json.loads(meta).get("task") if meta else None
+            return stored_metadata(f.attrs, str(path)).get("task")
     except OSError:
         return None  # the loader reports what is wrong with the file
 
@@ -508,7 +507,10 @@ def _train_seeds(trainer, rundirs, *, resume: bool, progress: bool, live_eval: b
         from o2o.runs.checkpoint import OPTIMISER_STRIPPED_KEY, STRIPPED_KEY
         from o2o.runs.rundir import run_finished
 
-        loaded = [rd.load_checkpoint(template=trainer.seed_checkpoint(i)[0]) for i, rd in enumerate(rundirs)]
+        loaded = []
+        for i, rd in enumerate(rundirs):
+            arrays, host = trainer.seed_checkpoint(i)
+            loaded.append(rd.load_checkpoint(template=arrays, host_template=host))
         for rd, (_, host) in zip(rundirs, loaded):
             for key, what in ((STRIPPED_KEY, "only the policy"), (OPTIMISER_STRIPPED_KEY, "no optimiser state")):
                 if host.get(key):

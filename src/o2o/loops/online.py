@@ -399,11 +399,11 @@ def _train_online(cfg, trainer, rundir, resume, progress, before_iteration, afte
 
     host = None
     if resume and rundir.latest_checkpoint() is not None:
-        arrays, host = rundir.load_checkpoint(template=trainer.checkpoint_arrays())
+        arrays, host = rundir.load_checkpoint(template=trainer.checkpoint_arrays(), host_template=trainer.host_state())
         trainer.restore(arrays, host)
         if trainer.counters["iteration"] >= cfg.online.iterations and rundir.summary_path.is_file():
             raise run_finished(rundir.path)
-    writer = MetricsWriter(rundir)
+    writer = MetricsWriter(rundir, x="env_steps")  # TensorBoard's x-axis: environment steps
     if host is not None:
         writer.truncate_after(trainer.counters["iteration"])
     clock = RunClock(host, resumed_from=trainer.counters["iteration"])

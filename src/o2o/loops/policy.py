@@ -160,7 +160,7 @@ def _online_policy(run: Path, ckpt: Path, saved: dict, kind: str) -> Policy:
         template = trainer.checkpoint_arrays()
         if hasattr(cfg, "ocr"):  # OCR-CFT runs also checkpoint their reference policy
             template["reference"] = trainer.state.actor.params
-        arrays, host = load_checkpoint(ckpt, template=template)
+        arrays, host = load_checkpoint(ckpt, template=template, host_template=trainer.host_state())
         trainer.restore(arrays, host)
     finally:
         trainer.collector.close()  # the policy keeps no environment

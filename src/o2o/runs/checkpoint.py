@@ -40,6 +40,7 @@ import numpy as np
 from flax import serialization
 
 from o2o.errors import RunDirError
+from o2o.runs.jsonshape import check_json, read_json, shape_of
 
 __all__ = [
     "save_checkpoint",
@@ -56,6 +57,7 @@ LATEST = "latest"
 ARRAYS_FILE = "arrays.msgpack"
 HOST_FILE = "host_state.json"
 META_FILE = "meta.json"
+META_SHAPE = {"format": int, "step": int, "arrays_bytes": int, "arrays_crc32": int}
 _NAME = re.compile(r"^ckpt_(\d+)$")
 # Where an existing ckpt_<step> waits while a new checkpoint of the same step takes its name.
 _REPLACED_PREFIX = ".replaced_"
@@ -267,6 +269,22 @@ def save_checkpoint(
 
     _remove_stale_temporaries(checkpoints_dir)
     name = f"ckpt_{step}"
+    try:
+        final = _write_checkpoint(checkpoints_dir, name, array_bytes, host_bytes, meta)
+        write_text_atomic(checkpoints_dir / LATEST, name + "\n")
+    except OSError as err:  # a full disk, a quota, a read-only or vanished file system
+        kept = latest_checkpoint(checkpoints_dir)
+        kept = f"the latest checkpoint, {kept.name}, is kept" if kept is not None and kept.is_dir() else "there is no earlier checkpoint"
+        raise RunDirError(
+            f"cannot write checkpoint {name} in '{checkpoints_dir}' ({err.strerror or err}); {kept}; free space (or fix "
+            f"the file system) and continue the run with --resume"
+        ) from None
+    _prune(checkpoints_dir, final, keep)
+    return final
+
+
+def _write_checkpoint(checkpoints_dir: Path, name: str, array_bytes: bytes, host_bytes: bytes, meta: dict) -> Path:
+    """``save_checkpoint``'s files written and fsync'ed in a temporary directory, renamed to ``name``."""
     tmp = checkpoints_dir / f"{_TMP_PREFIX}{name}.{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
@@ -274,7 +292,6 @@ def save_checkpoint(
         _write_file(tmp / HOST_FILE, host_bytes)
         _write_file(tmp / META_FILE, json.dumps(meta, indent=1).encode())
         _fsync_dir(tmp)
-        del array_bytes
         final = checkpoints_dir / name
         if final.exists():
             # The same step saved again (e.g. a final save that coincides with a periodic one):
@@ -289,8 +306,6 @@ def save_checkpoint(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    write_text_atomic(checkpoints_dir / LATEST, name + "\n")
-    _prune(checkpoints_dir, final, keep)
     return final
 
 
@@ -401,30 +416,31 @@ def _resolve(path: Path) -> Path:
     return target
 
 
-def load_checkpoint(path: str | Path, *, template: Any = None) -> tuple[Any, dict]:
+def load_checkpoint(path: str | Path, *, template: Any = None, host_template: Any = None) -> tuple[Any, dict]:
     """Read a checkpoint: returns ``(arrays, host_state)``.
 
     ``path`` is a ``ckpt_<step>`` directory, a ``checkpoints/`` directory or a run directory (both
     follow ``latest``). With ``template`` (a pytree of the same structure, e.g. a freshly
     initialised agent state) the arrays come back in its structure and containers (jax arrays,
     TrainStates, typed PRNG keys) after a check of every leaf's path, shape and dtype; without it,
-    as the nested dict of numpy arrays that was stored.
+    as the nested dict of numpy arrays that was stored. With ``host_template`` (a host state as the
+    code writes it now) ``host_state.json`` must hold its every key with values of the same kinds
+    (``o2o.runs.jsonshape.shape_of``). ``meta.json`` and ``host_state.json`` of another structure, and
+    arrays holding NaN or inf, are refused with a ``RunDirError`` naming the file.
     """
     ckpt = _resolve(Path(path))
     fix = "resume from an earlier checkpoint (edit checkpoints/latest) or start the run again"
     for fname in (ARRAYS_FILE, HOST_FILE, META_FILE):
         if not (ckpt / fname).is_file():
             raise RunDirError(f"checkpoint '{ckpt}' is incomplete: {fname} is missing; {fix}")
-    try:
-        meta = json.loads((ckpt / META_FILE).read_text())
-        host_state = json.loads((ckpt / HOST_FILE).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise RunDirError(f"checkpoint '{ckpt}' is corrupt ({err}); {fix}") from None
+    meta = read_json(ckpt / META_FILE, dict, fix)
+    host_state = read_json(ckpt / HOST_FILE, dict, fix)
     if meta.get("format") != FORMAT_VERSION:
         raise RunDirError(
             f"checkpoint '{ckpt}' has format {meta.get('format')!r}, this o2o reads format "
             f"{FORMAT_VERSION}; load it with the o2o version that wrote it"
         )
+    check_json(meta, META_SHAPE, str(ckpt / META_FILE), fix)
     data = (ckpt / ARRAYS_FILE).read_bytes()
     if len(data) != meta.get("arrays_bytes") or zlib.crc32(data) != meta.get("arrays_crc32"):
         raise RunDirError(
@@ -435,12 +451,19 @@ def load_checkpoint(path: str | Path, *, template: Any = None) -> tuple[Any, dic
     except (msgpack.exceptions.UnpackException, ValueError, TypeError) as err:
         raise RunDirError(f"checkpoint '{ckpt}' is corrupt ({ARRAYS_FILE}: {err}); {fix}") from None
     del data
+    for name, leaf in _flat_leaves(restored).items():
+        if isinstance(leaf, np.ndarray) and np.issubdtype(leaf.dtype, np.inexact) and not np.isfinite(leaf).all():
+            raise RunDirError(f"checkpoint '{ckpt}' holds NaN or inf in '{name}' (o2o never saves a diverged state, so "
+                              f"the file was altered or damaged); {fix}")
 
+    if template is not None:  # the arrays first: a mismatch there names the cause (another method or size)
+        template_state = serialization.to_state_dict(template)
+        _check_against_template(ckpt, template_state, restored)
+    if host_template is not None:
+        check_json(host_state, shape_of(host_template), str(ckpt / HOST_FILE), fix)
     if template is None:
         return jax.tree_util.tree_map(_writable, restored), host_state
 
-    template_state = serialization.to_state_dict(template)
-    _check_against_template(ckpt, template_state, restored)
     leaves = jax.tree_util.tree_map(
         _restore_leaf, template_state, restored, is_leaf=lambda x: x is None or _is_key_array(x)
     )

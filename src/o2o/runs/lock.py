@@ -17,6 +17,7 @@ import errno
 import fcntl
 import json
 import os
+import shutil
 import socket
 import sys
 import time
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from o2o.errors import RunDirError, RunInUseError
 
-__all__ = ["LOCK_FILE", "RunLock", "lock_run_dir"]
+__all__ = ["LOCK_FILE", "RunLock", "delete_run_dir", "lock_run_dir"]
 
 LOCK_FILE = ".lock"
 
@@ -98,3 +99,14 @@ def lock_run_dir(path: str | Path) -> RunLock:
     f.flush()
     _HELD[key] = [f, 1]
     return RunLock(key)
+
+
+def delete_run_dir(path: str | Path) -> None:
+    """Delete the run directory ``path`` (one a pipeline or sweep starts again: it stopped before its first
+    checkpoint) under its lock: a process still training in it, before its first checkpoint, is not
+    deleted under but refused with ``RunInUseError`` naming it."""
+    path = Path(path)
+    if not path.is_dir():
+        return
+    with lock_run_dir(path):
+        shutil.rmtree(path)

@@ -6,9 +6,14 @@ first appeared; a row leaves the metrics it did not log empty. When a new name a
 rewritten with the wider header (rare: a handful of times per run), so the CSV is always one valid
 table. Values are written with ``repr(float)``, which round-trips exactly.
 
+TensorBoard's (and W&B's) x-axis is the row's ``step``, or with ``x="env_steps"`` that metric's value:
+an online run's CSV counts iterations but its curves are drawn against environment steps, an offline
+run's (and a bridge's) against gradient steps, its own ``step``.
+
 Why ``truncate_after``: a run resumed from its checkpoint at step S repeats the steps after S that
 the interrupted process had already logged. Dropping those rows (and hiding those TensorBoard events
-with ``purge_step``) makes a resumed run's metrics.csv identical to an uninterrupted run's.
+with ``purge_step``, in the x-axis' units: after the last kept row's x) makes a resumed run's
+metrics.csv identical to an uninterrupted run's.
 """
 
 from __future__ import annotations
@@ -59,18 +64,23 @@ def _format_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 class MetricsWriter:
-    """Append metrics of a run to ``metrics.csv`` and ``tb/``.
+    """Append metrics of a run to ``metrics.csv`` and ``tb/`` (and W&B).
 
     ``MetricsWriter(run)`` on a resumed ``RunDir`` first drops the rows logged after the checkpoint
     it resumes from. Given a plain path it touches nothing until the first ``write``.
     Steps should not decrease from one ``write`` to the next (several rows per step are fine).
+    ``x``: the metric every row logs whose value is TensorBoard's and W&B's step (None: the row's
+    ``step``); it must not decrease either. ``tensorboard`` and ``wandb`` (when ``$O2O_WANDB_PROJECT``
+    asks for it) switch those two off.
     """
 
-    def __init__(self, run: RunDir | str | Path, *, tensorboard: bool = True):
+    def __init__(self, run: RunDir | str | Path, *, tensorboard: bool = True, wandb: bool = True, x: str | None = None):
         root = run.path if isinstance(run, RunDir) else Path(run)
         self.csv_path = root / METRICS_FILE
         self.tb_dir = root / TB_DIRNAME
         self._tensorboard = tensorboard
+        self._wandb_enabled = wandb
+        self._x = x
         self._tb = None
         self._root = root
         self._wandb = None  # the run's W&B run, opened at the first row when $O2O_WANDB_PROJECT is set (runs.wandb_log)
@@ -107,26 +117,37 @@ class MetricsWriter:
         csv.writer(f, lineterminator="\n").writerow(row)
         f.flush()  # a crashed process keeps its rows; fsync waits for flush()
 
+        x = step
+        if self._x is not None:
+            if self._x not in values:
+                raise ValueError(f"a row of this writer must log '{self._x}', its x-axis")
+            x = int(values[self._x])
         tb = self._tb_writer()
         if tb is not None:
             for name, value in values.items():
-                tb.add_scalar(name, value, global_step=step)
-            wandb_run = self._wandb_run()
-            if wandb_run is not None:
-                wandb_run.log(step, values)
+                tb.add_scalar(name, value, global_step=x)
+        wandb_run = self._wandb_run()
+        if wandb_run is not None:
+            wandb_run.log(x, values)
 
     def truncate_after(self, step: int) -> None:
-        """Drop CSV rows with a step above ``step``; TensorBoard hides its later events too."""
+        """Drop CSV rows with a step above ``step``; TensorBoard hides its later events too (those
+        after the last kept row's x)."""
         step = int(step)
         header, rows = _read_table(self.csv_path)
         kept = [r for r in rows if int(r[0]) <= step]
+        purge = step + 1
+        if self._x is not None:
+            column = header.index(self._x) if self._x in header else None
+            xs = [int(float(r[column])) for r in kept if column is not None and column < len(r) and r[column] != ""]
+            purge = max(xs) + 1 if xs else 0
         # The header an uninterrupted run would have: only names the kept rows actually logged.
         used = [i for i in range(1, len(header)) if any(i < len(r) and r[i] != "" for r in kept)]
         self._header = [STEP] + [header[i] for i in used] if kept else []
         kept = [[r[0]] + [r[i] if i < len(r) else "" for i in used] for r in kept]
         if self.csv_path.exists():
             self._replace_file(_format_table(self._header, kept))
-        self._purge_step = step + 1
+        self._purge_step = purge
         if self._tb is not None:
             self._tb.close()
             self._tb = None
@@ -171,9 +192,9 @@ class MetricsWriter:
         _replace_text(self.csv_path, text)
 
     def _wandb_run(self):
-        """The run's W&B run when ``$O2O_WANDB_PROJECT`` asks for one (the run's own metrics only: the
-        writers without TensorBoard, a bridge's, do not log there)."""
-        if self._wandb is None:
+        """The run's W&B run when ``$O2O_WANDB_PROJECT`` asks for one and this writer logs there (the
+        run's own metrics: a bridge's writer does not)."""
+        if self._wandb is None and self._wandb_enabled:
             from o2o.runs.wandb_log import WandbRun, wandb_project
 
             project = wandb_project()

@@ -7,10 +7,16 @@ bridge adds: its stage, the last metrics) every ``O2O_CHECKPOINT_EVERY_S`` secon
 and when a stop signal arrived (``o2o.stop``, then ``RunStopped``); a resumed bridge restores it and
 continues with the numbers an uninterrupted one has.
 
+A bridge that diverges stops as a training loop does (``o2o.loops.divergence``): a call's loss that is
+NaN or inf, checked before it is logged, or an agent state that is not finite when it is saved or at a
+stage's last call, ends the run with one line naming the step and the quantity; nothing of that state
+is saved (the latest partial checkpoint is the last finite one).
+
     ckpts = BridgeCheckpoints(bridge_dir, resume=resume)
     writer.truncate_after(ckpts.step)                 # rows after the place it continues from
     state, key = ckpts.restore(state, key)            # state: the template (after the bridge's setup)
-    ... for each call: ckpts.after_call(step, state, key, writer, f"VPA step {step}", last=..., stage=...)
+    ... for each call: ckpts.check_losses(metrics, writer, f"VPA step {step}"); writer.write(step, metrics)
+                       ckpts.after_call(step, state, key, writer, f"VPA step {step}", last=..., stage=...)
     ... save the finished bridge, then discard_partial(bridge_dir)
 """
 
@@ -39,7 +45,7 @@ class BridgeCheckpoints:
 
         self.dir = Path(bridge_dir) / PARTIAL_DIRNAME
         self.run_dir = Path(bridge_dir).parent
-        self.point = load_checkpoint(self.dir)[1] if resume and latest_checkpoint(self.dir) is not None else None
+        self.point = load_checkpoint(self.dir, host_template={"step": 0, "wall_time_s": 0.0})[1] if resume and latest_checkpoint(self.dir) is not None else None
         self.timer = CheckpointTimer()
         self._start = time.perf_counter() - (self.point["wall_time_s"] if self.point else 0.0)
 
@@ -61,22 +67,49 @@ class BridgeCheckpoints:
         arrays, _ = load_checkpoint(self.dir, template={"agent": _state_dict(state), "key": key})
         return from_state_dict(state, arrays["agent"]), arrays["key"]
 
+    def check_losses(self, losses, writer, where: str) -> None:
+        """Stop the bridge (``DivergedError``, ``writer`` closed) when one of a call's ``losses`` is NaN or
+        inf; call it before the call's row is logged."""
+        from o2o.errors import DivergedError
+        from o2o.loops.divergence import check_losses
+
+        try:
+            check_losses(losses)
+        except DivergedError as err:
+            raise self._diverged(err, writer, where) from None
+
     def after_call(self, step: int, state, key, writer, where: str, *, final: bool = False, **host) -> None:
         """After a jitted call: save (when the timer is due, unless it was the bridge's or stage's
         ``final`` call, or when a stop signal arrived); on a stop signal also close ``writer`` and raise
-        ``RunStopped``. ``host``: what the bridge needs back on resume (JSON-able)."""
+        ``RunStopped``. The state is checked to be finite when it is saved and at a ``final`` call (the
+        bridge's result is built from it). ``host``: what the bridge needs back on resume (JSON-able)."""
         from o2o import stop
+        from o2o.errors import DivergedError
+        from o2o.loops.divergence import finite_checkpoint
         from o2o.runs.checkpoint import save_checkpoint
 
         signum = stop.requested()
-        if (self.timer.due() and not final) or signum is not None:
+        save = (self.timer.due() and not final) or signum is not None
+        if save or final:
+            try:
+                arrays = finite_checkpoint({"agent": _state_dict(state), "key": key})
+            except DivergedError as err:
+                raise self._diverged(err, writer, where) from None
+        if save:
             writer.flush()
-            save_checkpoint(self.dir, step, arrays={"agent": _state_dict(state), "key": key},
-                            host_state={**host, "step": step, "wall_time_s": self.elapsed()})
+            save_checkpoint(self.dir, step, arrays=arrays, host_state={**host, "step": step, "wall_time_s": self.elapsed()})
             self.timer.saved()
         if signum is not None:
             writer.close()
             raise stop.RunStopped(signum, where, self.run_dir)
+
+
+    def _diverged(self, err, writer, where: str):
+        from o2o.loops.divergence import diverged
+        from o2o.runs.checkpoint import latest_checkpoint
+
+        writer.close()
+        return diverged(err, where, self.run_dir, latest_checkpoint(self.dir))
 
 
 def discard_partial(bridge_dir: Path) -> None:

@@ -196,9 +196,9 @@ class RunDir:
         """Atomically save ``ckpt_<step>`` and make it the latest; keeps the ``keep`` newest."""
         return save_checkpoint(self.checkpoints_dir, step, arrays=arrays, host_state=host_state, keep=keep)
 
-    def load_checkpoint(self, *, template: Any = None) -> tuple[Any, dict]:
+    def load_checkpoint(self, *, template: Any = None, host_template: Any = None) -> tuple[Any, dict]:
         """``(arrays, host_state)`` of the latest checkpoint (see ``checkpoint.load_checkpoint``)."""
-        return load_checkpoint(self.path, template=template)
+        return load_checkpoint(self.path, template=template, host_template=host_template)
 
     def latest_checkpoint(self) -> Path | None:
         return latest_checkpoint(self.checkpoints_dir)
@@ -216,10 +216,21 @@ class RunDir:
                 f"run '{self.path}' has no {SUMMARY_FILE}; it has not finished (resume it with "
                 f"--resume {self.path})"
             )
-        try:
-            return json.loads(self.summary_path.read_text())
-        except json.JSONDecodeError as err:
-            raise RunDirError(f"'{self.summary_path}' is corrupt ({err}); rerun the run's evaluation") from None
+        return read_summary(self.summary_path)
+
+
+# summary.json: an object whose numbers that reports, pipelines and sweeps read are numbers (a run of an
+# unconstrained task has a null cost limit)
+SUMMARY_SHAPE = {"train_episodes?": float, "train_cumulative_cost?": float, "wall_time_s?": float,
+                 "final_eval_normalized_return?": float, "final_eval_return?": float, "cost_limit?": (float, type(None))}
+
+
+def read_summary(path: str | Path) -> dict:
+    """A run's ``summary.json`` (``path``), refused with one line if it is not JSON of its structure."""
+    from o2o.runs.jsonshape import read_json
+
+    run = Path(path).parent
+    return read_json(path, SUMMARY_SHAPE, f"restore it, or delete it and resume the run (--resume {run}) to write it again")
 
 
 def run_finished(path: str | Path, *, group: bool = False) -> RunFinished:
@@ -269,7 +280,12 @@ def _read_config(path: Path) -> dict:
             f"'{path}' holds no o2o run (no {CONFIG_FILE}); give the directory of a run made with --out"
         )
     try:
-        data = yaml.safe_load(config_path.read_text())
+        data = yaml.safe_load(config_path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise RunDirError(
+            f"'{config_path}' is not text (byte {err.start} is not UTF-8); restore it (it was written by o2o and "
+            f"should not be edited)"
+        ) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark is not None else ""

@@ -9,8 +9,10 @@ TensorBoard stay the record.
 One W&B run per run directory: its id is kept in ``RUN_DIR/wandb_id``, so a resumed run (and each
 writer a run opens) continues the same W&B run. Its name is the directory's name, its group the parent
 directory's (a sweep's or a pipeline stage's runs group together), its config the run's config.yaml.
-Rows are logged against their own ``step`` (``define_metric``), so the rows a resumed run logs again
-after its checkpoint land at their steps; W&B keeps the interrupted process's rows beside them.
+Rows are logged against the x-axis TensorBoard has (``define_metric``): environment steps for an online
+run, gradient steps for an offline one (``MetricsWriter``'s ``x``), so the rows a resumed run logs again
+after its checkpoint land at their steps; W&B keeps the interrupted process's rows beside them. A
+bridge's metrics (VPA, OCR-CFT's re-evaluation and alignment) go to ``bridge/tb`` only.
 """
 
 from __future__ import annotations
