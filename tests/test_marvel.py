@@ -430,3 +430,27 @@ def test_a_start_without_optimiser_state_fine_tunes_and_refuses_resume(pretraine
     assert summary["iterations"] == 2
     assert main(["--no-progress", "pretrain", "--resume", str(start)]) == 2
     assert "no optimiser state" in capsys.readouterr().err
+
+
+def test_ctrl_c_on_finetune_checkpoints_and_names_the_finetune_resume(pretrained, tmp_path, monkeypatch, capsys):
+    """Ctrl-C during VPA takes SIGTERM's path: VPA saves its place and the line says `o2o finetune --resume DIR`."""
+    import os
+    import signal
+
+    from o2o.runs import MetricsWriter, load_checkpoint
+
+    write = MetricsWriter.write
+
+    def int_at_vpa_50(self, step, metrics):
+        write(self, step, metrics)
+        if step == 50 and "vpa_q_mean" in metrics:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(MetricsWriter, "write", int_at_vpa_50)
+    out = tmp_path / "stopped"
+    sets = [x for kv in TINY_FINETUNE for x in ("--set", kv)]
+    capsys.readouterr()
+    assert main(["--no-progress", "finetune", "--method", "marvel", "--pretrained", str(pretrained), "--out", str(out), *sets]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert f"stopped by SIGINT after VPA step 50 of 100; checkpoint saved in {out}" in err[-1] and err[-1].endswith(f"`o2o finetune --resume {out}`")
+    assert load_checkpoint(out / "bridge" / "partial")[1]["step"] == 50

@@ -775,6 +775,16 @@ def _all_commands() -> dict:
 TRAINING_COMMANDS = {"train", "pretrain", "finetune", "marvel", "ocr", "demo", "sweep"}
 
 
+def _how_to_continue(args) -> str:
+    """What to run after an interrupt that came before the loop could checkpoint (a second Ctrl-C)."""
+    if args.command in ("train", "pretrain", "finetune"):
+        run_dir = getattr(args, "resume", None) or getattr(args, "out", None) or "DIR"
+        return f"continue from the run's last checkpoint with `o2o {args.command} --resume {run_dir}`"
+    if args.command in TRAINING_COMMANDS or getattr(args, "data_command", None) == "generate":
+        return "the same command continues from the last checkpoints"
+    return "nothing to continue"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -816,7 +826,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"o2o: {err}; {again}", file=sys.stderr)
         return 128 + err.signum
     except KeyboardInterrupt:
-        print("o2o: interrupted; a run can be continued with `o2o train --resume DIR`", file=sys.stderr)
+        print(f"o2o: interrupted; {_how_to_continue(args)}", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # stdout closed by its reader (`o2o sweep DIR --status | head`): stop quietly like any Unix
