@@ -638,9 +638,11 @@ def _data_generate(args) -> int:
 def _data_import(args) -> int:
     import shutil
 
-    from o2o.data import load_hdf5, sha256_file
+    from o2o.data import load_hdf5, recorded_task, sha256_data, sha256_file
+    from o2o.data.hdf5 import minari_main_file
     from o2o.envs import get_task
     from o2o.loops.datagen import data_dir, named_dataset_path
+    from o2o.runs.checkpoint import write_text_atomic
 
     task = get_task(args.task) if args.task else None
     src = Path(args.path)
@@ -648,34 +650,42 @@ def _data_import(args) -> int:
     ds = load_hdf5(src, task=task, expected_sha256=args.sha256)  # validates everything before copying
     if dest.exists():
         raise O2OError(f"a dataset named '{dest.stem}' already exists in {data_dir()}; choose another --name")
+    task_name = task.name if task is not None else recorded_task(ds.metadata)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     try:
-        shutil.copyfile(src, tmp)
+        shutil.copyfile(minari_main_file(src) or src, tmp)
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
-    print(f"imported {src} as '{dest.stem}': {ds.num_transitions} transitions, {ds.num_episodes} episodes, sha256 {sha256_file(dest)}")
-    print(f"outputs: {dest}")
+    checksum = sha256_file(dest)
+    record = {"name": dest.stem, "task": task_name, "recipe": "imported", "imported_from": str(src.resolve()),
+              "source_layout": ds.metadata["source_layout"], "num_transitions": ds.num_transitions,
+              "num_episodes": ds.num_episodes, "sha256": checksum, "data_sha256": sha256_data(ds)}
+    write_text_atomic(dest.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
+    print(f"imported {src} as '{dest.stem}' for task {task_name or '? (none given or recorded)'}: {ds.num_transitions} "
+          f"transitions, {ds.num_episodes} episodes, sha256 {checksum}")
+    if task_name is None:
+        print(f"o2o: warning: {dest.stem} does not say which task it is for: pass --task to o2o pretrain, or import it "
+              "again with --task", file=sys.stderr)
+    print(f"outputs: {dest} (+ {dest.with_suffix('.json').name})")
     return 0
 
 
 def _data_list(args) -> int:
-    import h5py
-
+    from o2o.data import peek_metadata, recorded_task
+    from o2o.errors import DatasetError
     from o2o.loops.datagen import data_dir, list_datasets
 
     paths = list_datasets()
     print(f"data directory: {data_dir()}")
     for p in paths:
         try:
-            with h5py.File(p, "r") as f:
-                n = f["rewards"].shape[0]
-                meta = json.loads(f.attrs.get("o2o_metadata", "{}"))
-        except (OSError, KeyError):
+            n, meta = peek_metadata(p)
+        except (OSError, KeyError, DatasetError):
             print(f"  {p.stem:<32} (unreadable: run `o2o data inspect {p}`)")
             continue
-        print(f"  {p.stem:<32} {n:>9} transitions  task {meta.get('task', '?'):<12} {meta.get('recipe', 'imported')}")
+        print(f"  {p.stem:<32} {n:>9} transitions  task {recorded_task(meta) or '?':<12} {meta.get('recipe', 'imported')}")
     if not paths:
         print("  (none: `o2o data generate` or `o2o data import`)")
     print(f"outputs: none written ({len(paths)} datasets)")
@@ -685,7 +695,7 @@ def _data_list(args) -> int:
 def _data_inspect(args) -> int:
     import numpy as np
 
-    from o2o.data import load_hdf5, sha256_data, sha256_file
+    from o2o.data import load_hdf5, recorded_task, sha256_data, sha256_file
     from o2o.loops.datagen import resolve_dataset, scatter_png
 
     task = None
@@ -710,7 +720,9 @@ def _data_inspect(args) -> int:
         print(f"{'safe episodes':>22}: {np.mean(costs <= limit):.1%} at cost limit {limit:g}")
     else:
         print(f"{'costs':>22}: none (unconstrained dataset)")
-    for key in ("task", "recipe", "quality", "seed", "code_version", "machine"):
+    recorded = recorded_task(ds.metadata)
+    print(f"{'task':>22}: {recorded or '? (the file does not say; pass --task to o2o pretrain)'}")
+    for key in ("recipe", "quality", "seed", "code_version", "machine"):
         if ds.metadata.get(key) is not None:
             print(f"{key:>22}: {ds.metadata[key]}")
     print(f"{'sha256 (file)':>22}: {sha256_file(path)}")

@@ -199,7 +199,8 @@ def offline_dataset(pre, task):
     from o2o.data import load_hdf5
     from o2o.loops.datagen import resolve_dataset
 
-    return load_hdf5(resolve_dataset(pre.config.dataset), task=task, require_costs=True)
+    return load_hdf5(resolve_dataset(pre.config.dataset), task=task, require_costs=True,
+                     allow_other_task=getattr(pre.config, "allow_other_task", False))
 
 
 def run_bridge(cfg, spec: MethodSpec, pre, state, bridge_dir: Path, progress: bool = True, resume: bool = False):

@@ -64,6 +64,8 @@ def pretrain_config_class(algo: str) -> type:
         ("algo", str, field(default=algo, metadata={"help": "offline algorithm"})),
         ("dataset", str, field(default="BallCircle-dsrl", metadata={"help": "dataset name (o2o data list) or path"})),
         ("task", str | None, field(default=None, metadata={"help": "task; None = the dataset's metadata"})),
+        ("allow_other_task", bool, field(default=False, metadata={
+            "help": "train on a dataset whose metadata names another task than `task` (its widths must still match)"})),
         ("seed", int, field(default=0, metadata={"help": "random seed"})),
         ("cost_limit", float | None, field(default=None, metadata={"help": "episode cost limit kappa; None = the task's default"})),
         ("agent", spec.config_cls, field(default_factory=spec.config_cls, metadata={"help": "agent hyper-parameters"})),
@@ -135,23 +137,20 @@ class OfflineData:
     every trainer (agent initialisation, evaluation, checkpoint contents)."""
 
     def __init__(self, cfg, *, dataset=None):
-        from o2o.data import load_hdf5, sha256_data
+        from o2o.data import check_task, load_hdf5, recorded_task, sha256_data
         from o2o.envs import get_task
         from o2o.loops.datagen import resolve_dataset
 
         self.spec = get_offline_agent(cfg.algo)
         check_offline_config(cfg.offline)
-        path = None
         if dataset is None:
-            path = resolve_dataset(cfg.dataset)
-        task_name = cfg.task or (dataset.metadata.get("task") if dataset is not None else _peek_task(path))
+            dataset = load_hdf5(resolve_dataset(cfg.dataset))  # what is wrong with the file is named first
+        task_name = cfg.task or recorded_task(dataset.metadata)
         if not task_name:
             raise ConfigError(f"dataset '{cfg.dataset}' does not say which task it is for; pass --task")
         self.task = get_task(task_name)
-        if dataset is None:
-            dataset = load_hdf5(path, task=self.task, require_costs=self.spec.safe)
-        else:
-            _check_dataset(dataset, self.task, self.spec.safe, cfg.dataset)
+        check_task(dataset, self.task, require_costs=self.spec.safe, allow_other_task=cfg.allow_other_task,
+                   override="--set allow_other_task=true", source=dataset.metadata.get("loaded_from") or cfg.dataset)
         # which transitions the run trained on: a dataset name can stand for different files (a dataset
         # regenerated on another machine or by another code version), the checksum cannot (summary.json)
         self.dataset_sha256 = sha256_data(dataset)
@@ -379,29 +378,6 @@ class SeedBatchTrainer:
             keys.append(key)
         self.state, self.keys = stack_trees(states), jnp.stack(keys)
         self.counters = dict(loaded[0][1]["counters"])
-
-
-def _peek_task(path) -> str | None:
-    import json
-
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            meta = f.attrs.get("o2o_metadata")
-            return json.loads(meta).get("task") if meta else None
-    except OSError:
-        return None  # the loader reports what is wrong with the file
-
-
-def _check_dataset(dataset, task, safe: bool, name: str) -> None:
-    if dataset.obs_dim != task.obs_dim or dataset.act_dim != task.act_dim:
-        raise DatasetError(
-            f"{name}: observation/action widths {dataset.obs_dim}/{dataset.act_dim} do not match task {task.name} "
-            f"({task.obs_dim}/{task.act_dim}); the dataset is for another task"
-        )
-    if safe and not dataset.has_costs:
-        raise DatasetError(f"{name}: the dataset has no costs, which a safe algorithm needs")
 
 
 def run_pretrain(cfg, out_dir, *, resume: bool = False, progress: bool = True, dataset=None, live_eval: bool | None = None) -> dict:
