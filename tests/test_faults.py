@@ -95,7 +95,7 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
 
 def test_non_finite_config_values_are_refused(capsys, tmp_path):
     for value, expect in (("nan", "must be a finite number, got nan"), ("1e400", "must be a finite number, got inf"),
-                          ("-1e-4", "is a learning rate and must be >= 0")):
+                          ("-1e-4", "is a learning rate and must be > 0"), ("0", "is a learning rate and must be > 0")):
         code, _, err = run(capsys, "--no-progress", "train", "--algo", "sac", "--task", "Pendulum", "--out",
                            str(tmp_path / "r"), "--set", f"agent.actor_lr={value}")
         assert code == 2 and f"config key 'agent.actor_lr' {expect}" in one_error_line(err)

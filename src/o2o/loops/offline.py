@@ -43,7 +43,7 @@ import numpy as np
 from o2o.agents import get_offline_agent
 from o2o.agents.common import make_update_many
 from o2o.data.replay import replay_from_dataset, replay_sample
-from o2o.errors import ConfigError, DatasetError, DivergedError, RunDirError
+from o2o.errors import ConfigError, DivergedError, RunDirError
 from o2o.loops.divergence import check_losses, diverged, finite_checkpoint
 
 
