@@ -50,23 +50,24 @@ def split_overrides(overrides: list[str]) -> dict[str, list[str]]:
 
 def _stage_state(out: Path, cfg) -> str:
     """'new' | 'done' | 'resume'; raises when ``out`` holds a run with another config (one saved before
-    o2o added config keys is compared with them at their defaults: ``upgrade_saved_config``)."""
-    from o2o.config import diff_configs, to_dict
+    o2o added config keys is compared with them at their defaults: ``upgrade_saved_config``). A raised
+    budget (``o2o.runs.rundir.budget_keys``) is not another config: the run is resumed to it."""
+    from o2o.config import to_dict
     from o2o.loops.online import upgrade_saved_config
     from o2o.runs.checkpoint import latest_checkpoint
-    from o2o.runs.rundir import _read_config
+    from o2o.runs.rundir import _read_config, resume_diffs
 
     if not (out / "config.yaml").exists():
         if out.exists() and any(out.iterdir()):
             raise RunDirError(f"'{out}' exists and holds no o2o run; empty it or choose another --out")
         return "new"
     upgrade_saved_config(out, cfg)
-    diffs = diff_configs(_read_config(out), to_dict(cfg))
+    diffs, raised = resume_diffs(_read_config(out), to_dict(cfg))
     if diffs:
         raise RunDirError(
             f"'{out}' holds a run with another config ({'; '.join(diffs[:3])}); choose another --out or delete it"
         )
-    if (out / "summary.json").exists():
+    if (out / "summary.json").exists() and not raised:
         return "done"
     if latest_checkpoint(out) is not None or (out / "bridge").exists():
         return "resume"

@@ -288,10 +288,10 @@ def check_finetune_config(cfg) -> None:
 def run_finetune(cfg, out_dir, *, resume: bool = False, progress: bool = True) -> dict:
     """Fine-tune into ``out_dir`` (or continue it). Returns the summary written to summary.json."""
     from o2o.bridge.pretrained import load_pretrained
-    from o2o.config import diff_configs, to_dict
+    from o2o.config import to_dict
     from o2o.loops.online import upgrade_saved_config
     from o2o.runs import RunDir
-    from o2o.runs.rundir import _read_config, hold_runs
+    from o2o.runs.rundir import _plain_config, _read_config, hold_runs, refusal, resume_diffs, write_config
 
     spec = get_method(cfg.method)
     ocr = spec.family == "ocr-cft"
@@ -312,10 +312,12 @@ def run_finetune(cfg, out_dir, *, resume: bool = False, progress: bool = True) -
         obs_stats = pre.obs_stats if (pre is not None and spec.init_actor) else None
         if resume:
             upgrade_saved_config(out, cfg)  # saved before o2o added config keys: compared with them at their defaults
-            diffs = diff_configs(_read_config(out), to_dict(cfg))
+            diffs, raised = resume_diffs(_read_config(out), to_dict(cfg))
             if diffs:
-                raise RunDirError(f"cannot resume '{out}': config differs: {'; '.join(diffs[:5])}; start a new run with another --out")
+                raise RunDirError(refusal(out, diffs))
             has_online = RunDir.open(out).latest_checkpoint() is not None
+            if raised and not has_online:  # stopped in the bridge: the online stage will run to the raised budget
+                write_config(out, _plain_config(to_dict(cfg)))
             rundir = hold.enter_context(RunDir.create(out, to_dict(cfg), resume=True)) if has_online else RunDir.open(out)
         else:
             rundir = hold.enter_context(RunDir.create(out, to_dict(cfg)))
