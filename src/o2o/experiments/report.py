@@ -497,7 +497,7 @@ def write_report(
         x_key = next(g.x_key for g in results if g.task == task)
         png = assets / f"{task}.png"
         plot_learning_curves(
-            task_groups, png, title=f"{task}  [{named_short}]", cost_limit=limit,
+            task_groups, png, title=f"{title}: {task}" if title else f"{task}  [{named_short}]", cost_limit=limit,
             reward_metric="eval/normalized_return", cost_metric="eval/cost" if safe else None,
             reward_label="DSRL-normalised return" if t.ref_source == "DSRL" else "normalised score (x100)",
             colors=colors, how=how, x_label="environment steps" if x_key == "env_steps" else "gradient steps",

@@ -50,7 +50,8 @@ from o2o.loops.divergence import check_losses, diverged, finite_checkpoint
 @dataclass(frozen=True)
 class OfflineConfig:
     steps: int = field(default=100_000, metadata={"help": "gradient steps in total"})
-    steps_per_call: int = field(default=1000, metadata={"help": "gradient steps per jitted call (one metrics row each)"})
+    steps_per_call: int = field(default=1000, metadata={
+        "help": "gradient steps per jitted call (one metrics row each); a last call makes up the rest of `steps`"})
     eval_every: int = field(default=10_000, metadata={"help": "evaluate on the live task every N gradient steps (and at the end)"})
     eval_episodes: int = field(default=5, metadata={"help": "deterministic evaluation episodes"})
     checkpoint_every: int = field(default=25_000, metadata={"help": "checkpoint every N gradient steps (and at the end)"})
@@ -88,8 +89,6 @@ def check_offline_config(o: OfflineConfig) -> None:
     for name in ("steps", "steps_per_call", "eval_every", "eval_episodes", "checkpoint_every"):
         if getattr(o, name) <= 0:
             raise ConfigError(f"offline.{name} must be > 0, got {getattr(o, name)}")
-    if o.steps % o.steps_per_call:
-        raise ConfigError(f"offline.steps ({o.steps}) must be a multiple of offline.steps_per_call ({o.steps_per_call})")
 
 
 @lru_cache(maxsize=None)
@@ -206,13 +205,19 @@ class OfflineData:
         n = num_episodes or self.cfg.offline.eval_episodes
         return evaluation_metrics(self.task, self.policy(actor), n, seed, self.cost_limit)
 
-    def metrics_row(self, metrics: dict, elapsed: float, steps: int, evaluate: Callable[[], dict]) -> dict[str, float]:
-        """One metrics.csv row: the losses (means over the call), the update rate, and at the
-        evaluation steps the evaluation."""
+    def call_steps(self, done: int) -> int:
+        """Gradient steps of the next jitted call after ``done``: ``steps_per_call``, or what is left of
+        ``steps`` when that is less (a budget that is not a multiple of it runs exactly)."""
+        o = self.cfg.offline
+        return min(o.steps_per_call, o.steps - done)
+
+    def metrics_row(self, metrics: dict, elapsed: float, steps: int, evaluate: Callable[[], dict], num_steps: int) -> dict[str, float]:
+        """One metrics.csv row: the losses (means over the call of ``num_steps`` updates), the update
+        rate, and at the evaluation steps the evaluation."""
         o = self.cfg.offline
         out = {f"loss/{k}": float(v) for k, v in metrics.items() if np.ndim(v) == 0}
         check_losses(out)  # before the evaluation: a diverged policy is not run on the task
-        out["perf/updates_per_s"] = o.steps_per_call / max(elapsed, 1e-9)
+        out["perf/updates_per_s"] = num_steps / max(elapsed, 1e-9)
         if self.live_eval and (steps % o.eval_every == 0 or steps == o.steps):
             out.update(evaluate())
         return out
@@ -276,14 +281,14 @@ class OfflineTrainer:
         return self.data.evaluate(self.state.actor, self.cfg.seed, num_episodes)
 
     def step(self) -> dict[str, float]:
-        o = self.cfg.offline
+        n = self.data.call_steps(self.counters["steps"])
         self.key, update_key = jax.random.split(self.key)
         t0 = time.perf_counter()
-        self.state, metrics = self.update_many(self.state, self.buffer, update_key, {}, num_steps=o.steps_per_call)
+        self.state, metrics = self.update_many(self.state, self.buffer, update_key, {}, num_steps=n)
         metrics = jax.device_get(metrics)
         elapsed = time.perf_counter() - t0
-        self.counters["steps"] += o.steps_per_call
-        return self.data.metrics_row(metrics, elapsed, self.counters["steps"], self.evaluate)
+        self.counters["steps"] += n
+        return self.data.metrics_row(metrics, elapsed, self.counters["steps"], self.evaluate, n)
 
     def checkpoint_arrays(self) -> dict:
         return self.data.checkpoint_arrays(self.state, self.key)
@@ -327,7 +332,7 @@ class SeedBatchTrainer:
         self.spec, self.task, self.cost_limit, self.dataset, self.buffer = d.spec, d.task, d.cost_limit, d.dataset, d.buffer
         self.seeds = seeds
         self.cfg = d.config_for(seeds[0])
-        self.update_many = _seed_batch_update_many(self.spec.module.update, d.agent_cfg.batch_size, self.cfg.offline.steps_per_call)
+        self.update_many = partial(_seed_batch_update_many, self.spec.module.update, d.agent_cfg.batch_size)  # (num_steps)
         inits = [d.init_agent(s) for s in seeds]
         self.state = stack_trees([st for st, _ in inits])
         self.keys = jnp.stack([k for _, k in inits])
@@ -345,20 +350,20 @@ class SeedBatchTrainer:
     def step_seeds(self) -> list[dict[str, float]]:
         """K updates of every seed in one call; one metrics row per seed. ``perf/updates_per_s`` is
         each seed's rate (K over the call's wall time); the program's total is S times that."""
-        o = self.cfg.offline
+        n = self.data.call_steps(self.counters["steps"])
         split = jax.vmap(jax.random.split)(self.keys)  # (S, 2, 2): per seed, exactly split(key)
         self.keys, update_keys = split[:, 0], split[:, 1]
         t0 = time.perf_counter()
-        self.state, metrics = self.update_many(self.state, self.buffer, update_keys, {})
+        self.state, metrics = self.update_many(n)(self.state, self.buffer, update_keys, {})
         metrics = jax.device_get(metrics)
         elapsed = time.perf_counter() - t0
-        self.counters["steps"] += o.steps_per_call
+        self.counters["steps"] += n
         for i, seed in enumerate(self.seeds):  # every seed before any evaluation
             check_losses({f"loss/{k}": v[i] for k, v in metrics.items() if np.ndim(v) >= 1}, f"seed {seed}: ")
         rows = []
         for i in range(len(self.seeds)):
             per_seed = {k: v[i] for k, v in metrics.items() if np.ndim(v) >= 1}
-            rows.append(self.data.metrics_row(per_seed, elapsed, self.counters["steps"], partial(self.evaluate_seed, i)))
+            rows.append(self.data.metrics_row(per_seed, elapsed, self.counters["steps"], partial(self.evaluate_seed, i), n))
         return rows
 
     def seed_checkpoint(self, i: int) -> tuple[dict, dict]:

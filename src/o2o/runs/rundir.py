@@ -5,7 +5,6 @@
       metrics.csv     one row per logged step (see metrics.py)
       tb/             TensorBoard event files
       checkpoints/    ckpt_<step>/ directories and a `latest` pointer (see checkpoint.py)
-      figures/        plots made from the run
       summary.json    final numbers of the run, written at its end
       .lock           held by the process training in the run (see lock.py)
 
@@ -46,7 +45,6 @@ CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
 TB_DIRNAME = "tb"
-FIGURES_DIRNAME = "figures"
 _MAX_DIFFS_SHOWN = 5
 
 
@@ -157,10 +155,6 @@ class RunDir:
         return self.path / CHECKPOINTS_DIRNAME
 
     @property
-    def figures_dir(self) -> Path:
-        return self.path / FIGURES_DIRNAME
-
-    @property
     def summary_path(self) -> Path:
         return self.path / SUMMARY_FILE
 
@@ -180,7 +174,7 @@ class RunDir:
             return cls._resume(path, plain)
         _check_new(path)
         try:
-            for sub in (TB_DIRNAME, CHECKPOINTS_DIRNAME, FIGURES_DIRNAME):
+            for sub in (TB_DIRNAME, CHECKPOINTS_DIRNAME):
                 (path / sub).mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise RunDirError(f"cannot create run directory '{path}' ({err}); choose another --out") from None
@@ -221,7 +215,7 @@ class RunDir:
         if raised:  # the run goes on to the raised budget: its config says so from now on
             write_config(path, config)
             saved = config
-        for sub in (TB_DIRNAME, CHECKPOINTS_DIRNAME, FIGURES_DIRNAME):
+        for sub in (TB_DIRNAME, CHECKPOINTS_DIRNAME):
             (path / sub).mkdir(exist_ok=True)
         return cls(path=path, config=saved, resume_step=checkpoint_step(ckpt), lock=lock)
 
