@@ -365,8 +365,14 @@ def test_marvel_pipeline_end_to_end_and_reuses_finished_stages(pretrained, tmp_p
     written = (root / "finetune/marvel-s0/config.yaml").read_text()  # written back complete, its header kept
     assert "kd_reset_min_shift" in written and written.startswith("# Resolved config of this run (o2o 0.0).\n")
     # a stage directory with another config is refused, not overwritten
-    assert main(args + ["--set", "finetune.online.iterations=3"]) == 2
+    assert main(args + ["--set", "finetune.online.eval_episodes=2"]) == 2
     assert "another config" in capsys.readouterr().err
+    # a raised budget is not another config: the finished stages run on to it, the others are reused
+    pre_stamp = (root / "pretrain" / "cpq-s0" / "summary.json").stat().st_mtime_ns
+    assert main(args + ["--set", "finetune.online.iterations=3"]) == 0
+    for method in ("marvel", "warm-start"):
+        assert json.loads((root / "finetune" / f"{method}-s0" / "summary.json").read_text())["iterations"] == 3
+    assert (root / "pretrain" / "cpq-s0" / "summary.json").stat().st_mtime_ns == pre_stamp
 
 
 def _nested(overrides):
