@@ -49,12 +49,16 @@ def _add_config_args(
 
 def _add_pipeline_args(p: argparse.ArgumentParser, name: str, example: str) -> None:
     """The arguments every end-to-end pipeline command shares (o2o marvel, o2o ocr)."""
-    p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the --budget file's, else 0)")
     p.add_argument(
         "--pretrain-seed", type=int, default=None,
         help="start every fine-tuning seed from this one pre-training seed (default: one pre-training run per seed)",
     )
-    p.add_argument("--budget", metavar="FILE", help="YAML with per-stage budgets {data: ..., pretrain: ..., finetune: ...}")
+    p.add_argument("--budget", metavar="FILE", help="YAML with per-stage budgets {data: ..., pretrain: ..., finetune: ...}, "
+                   "optionally naming task, dataset, offline_algo, methods and seeds as defaults of the options (e.g. "
+                   "src/o2o/configs/pipeline-demo.yaml)")
+    p.add_argument("--dry-run", action="store_true", help="check every stage's config and print the plan (stages, their "
+                   "budgets, what is reused or continued) with a rough time estimate; write nothing")
     p.add_argument("--out", metavar="DIR", help=f"pipeline directory (default runs/{name}-<Task>)")
     p.add_argument(
         "--set", dest="overrides", metavar="STAGE.KEY=VALUE", action="append", default=[],
@@ -229,8 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--task", required=True, help="safe task, e.g. BallCircle, CarRun")
     p.add_argument("--dataset", help="dataset name or path (default <Task>-dsrl, generated if missing)")
-    p.add_argument("--offline-algo", default="cpq", help="safe offline algorithm (default cpq; bear-lag)")
-    p.add_argument("--methods", default="marvel", help="comma-separated methods (default marvel), e.g. marvel,warm-start,from-scratch")
+    p.add_argument("--offline-algo", default=None, help="safe offline algorithm (default cpq; bear-lag)")
+    p.add_argument("--methods", default=None, help="comma-separated methods (default marvel), e.g. marvel,warm-start,from-scratch")
     _add_pipeline_args(p, "marvel", "--set finetune.online.iterations=20 --set pretrain.offline.steps=50000")
 
     p = sub.add_parser(
@@ -243,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--task", required=True, help="task, e.g. Hopper, HalfCheetah, Walker2d")
     p.add_argument("--dataset", help="dataset name or path (default <Task>-medium, generated with the d4rl recipe if missing)")
-    p.add_argument("--method", "--methods", dest="methods", default="o2sac", help="comma-separated methods (default o2sac), e.g. o2sac,o2sac-naive,o2sac-scratch")
+    p.add_argument("--method", "--methods", dest="methods", default=None, help="comma-separated methods (default o2sac), e.g. o2sac,o2sac-naive,o2sac-scratch")
     p.add_argument("--offline-algo", default=None, help="pre-train every method from this offline algorithm (default: each method's own)")
     _add_pipeline_args(p, "ocr", "--set finetune.ocr.reeval_steps=50000 --set pretrain.offline.steps=100000")
 
@@ -271,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
         "are replaced, after every config is checked; an OUT holding other files is refused.",
     )
     p.add_argument("--out", default="runs/demo", metavar="DIR", help="pipeline directory (default runs/demo; its demo outputs are replaced)")
+    p.add_argument("--dry-run", action="store_true", help="check the configs and print the plan with a rough time estimate; write nothing")
     p.add_argument(
         "--set", dest="overrides", metavar="STAGE.KEY=VALUE", action="append", default=[],
         help="override one key of one stage, e.g. --set finetune.online.iterations=5",
@@ -516,46 +521,81 @@ def _print_pipeline(result, per_seed: bool = False) -> None:
     print(f"outputs: {result.root}/ (pretrain/, finetune/, report.md, {result.figure.name})")
 
 
-def cmd_marvel(args) -> int:
-    from o2o.config import load_yaml
-    from o2o.experiments.pipeline import run_pipeline
+def _pipeline_inputs(args, task, methods_default: str, offline_default: str | None):
+    """(budget, dataset, offline algorithm, methods, seeds) of o2o marvel / o2o ocr: each option as the
+    command line gives it, else as the --budget file names it, else its default."""
+    from o2o.experiments.pipeline import read_budget_file
 
-    budget = load_yaml(args.budget) if args.budget else {}
-    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    seeds = _seed_list(args.seeds)
+    budget, given = read_budget_file(args.budget) if args.budget else ({}, {})
+    if given.get("task"):
+        from o2o.envs import get_task
+
+        if get_task(given["task"]).name != task.name:
+            raise O2OError(f"{args.budget} is a pipeline for task {given['task']}, not --task {task.name}; pass --task "
+                           f"{given['task']} or remove the file's 'task' key")
+    methods = args.methods or given.get("methods") or methods_default
+    if isinstance(methods, str):
+        methods = tuple(m.strip() for m in methods.split(",") if m.strip())
+    seeds = args.seeds if args.seeds is not None else given.get("seeds", "0")
+    seeds = _seed_list(seeds if isinstance(seeds, str) else [str(x) for x in (seeds if isinstance(seeds, list) else [seeds])])
+    return budget, args.dataset or given.get("dataset"), args.offline_algo or given.get("offline_algo") or offline_default, tuple(methods), seeds
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def _print_plan(plan, root: Path) -> int:
+    print(f"plan for {root}/:")
+    for p in plan:
+        print(f"  {p.stage:<8}  {p.name:<24}  {p.state:<30}  {'~' + _duration(p.seconds):>8}  {p.work}")
+    total = sum(p.seconds for p in plan)
+    print(f"estimate: ~{_duration(total)} in all, one stage after another, on a 2-core CPU like the one of docs/benchmarks.md "
+          "(rough: its reference rates; a loaded machine is slower, a GPU pre-trains far faster)")
+    print("outputs: none written (dry run)")
+    return 0
+
+
+def cmd_marvel(args) -> int:
     from o2o.envs import get_task
+    from o2o.experiments.pipeline import run_pipeline
 
     task = get_task(args.task)
     if not task.safe:
         raise O2OError(f"o2o marvel needs a safe task (with costs); '{task.name}' has none")
+    budget, dataset, offline_algo, methods, seeds = _pipeline_inputs(args, task, "marvel", "cpq")
     root = Path(args.out or f"runs/marvel-{task.name}")
     result = run_pipeline(
-        task.name, root=root, dataset=args.dataset, offline_algo=args.offline_algo, methods=methods, seeds=seeds,
+        task.name, root=root, dataset=dataset, offline_algo=offline_algo, methods=methods, seeds=seeds,
         budget=budget, overrides=args.overrides, progress=not args.no_progress, pretrain_seed=args.pretrain_seed,
+        dry_run=args.dry_run,
     )
+    if args.dry_run:
+        return _print_plan(result, root)
     _print_pipeline(result)
     return 0
 
 
 def cmd_ocr(args) -> int:
-    from o2o.config import load_yaml
     from o2o.envs import get_task
     from o2o.experiments.pipeline import format_score, run_pipeline
     from o2o.methods import get_method
 
-    budget = load_yaml(args.budget) if args.budget else {}
-    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    task = get_task(args.task)
+    budget, dataset, offline_algo, methods, seeds = _pipeline_inputs(args, task, "o2sac", None)
     for m in methods:
         if get_method(m).family != "ocr-cft":
             raise O2OError(f"o2o ocr runs OCR-CFT methods (o2sac, o2td3, o2ppo and their ablations); '{m}' is a {get_method(m).family} method")
-    seeds = _seed_list(args.seeds)
-    task = get_task(args.task)
     root = Path(args.out or f"runs/ocr-{task.name}")
     result = run_pipeline(
-        task.name, root=root, dataset=args.dataset, offline_algo=args.offline_algo, methods=methods, seeds=seeds,
+        task.name, root=root, dataset=dataset, offline_algo=offline_algo, methods=methods, seeds=seeds,
         budget=budget, overrides=args.overrides, progress=not args.no_progress, pretrain_seed=args.pretrain_seed,
-        recipe="d4rl", quality="medium",
+        recipe="d4rl", quality="medium", dry_run=args.dry_run,
     )
+    if args.dry_run:
+        return _print_plan(result, root)
     from rich.console import Console
     from rich.table import Table
 
@@ -587,8 +627,10 @@ def cmd_demo(args) -> int:
     result = run_pipeline(
         demo.pop("task"), root=out, dataset=demo.pop("dataset"), offline_algo=demo.pop("offline_algo"),
         methods=tuple(demo.pop("methods")), seeds=tuple(demo.pop("seeds")), budget=demo, overrides=args.overrides,
-        progress=not args.no_progress, fresh=True,
+        progress=not args.no_progress, fresh=True, dry_run=args.dry_run,
     )
+    if args.dry_run:
+        return _print_plan(result, out)
     _print_pipeline(result, per_seed=True)
     print(f"wall time {time.perf_counter() - start:.0f} s")
     return 0
