@@ -3,6 +3,7 @@ whose runs are written by hand (known numbers), a failed run left out and listed
 
 import csv
 import json
+import math
 
 import numpy as np
 import pytest
@@ -285,3 +286,25 @@ def test_step_tick_labels():
     from o2o.experiments.plots import step_label
 
     assert [step_label(x) for x in (0, 30, 20000, 125000, 1_500_000, -2000)] == ["0", "30", "20k", "125k", "1.5M", "-2k"]
+
+
+def test_best_counts_only_evaluations_within_the_limit_and_cost_intervals_stay_non_negative(hand_sweep, tmp_path):
+    written = write_report([hand_sweep], tmp_path / "page.md")
+    rows = read_csv(written["csv"])
+    # sac on BallCircle: seed-mean normalised cost 2.0 at 1000 and 1.3 at 2000 steps: no evaluation within the
+    # limit, so no best (the unconstrained best, 0.9 at 2000, cost 1.3 times the limit, is not one)
+    sac = rows[("BallCircle", "sac")]
+    assert math.isnan(float(sac["best_norm_return"])) and sac["best_at"] == ""
+    assert "- (no evaluation within the limit)" in next(x for x in written["markdown"].read_text().splitlines()
+                                                        if x.startswith("| BallCircle | sac |"))
+    # sac-lag: 0.2 then 0.6 times the limit: both count, the best is 0.8 at 1000
+    assert float(rows[("BallCircle", "sac-lag")]["best_norm_return"]) == pytest.approx(0.8)
+    # the unconstrained task keeps its best, 10.0 at 2000 (mean of -10 and 30)
+    assert rows[("Pendulum", "sac")]["best_at"] == "2000"
+    # a cost whose t interval crosses 0 is clipped there: normalised costs 0, 0, 0.15 -> mean 0.05, s = 0.0866025,
+    # half-width t_{0.975,2} s / sqrt(3) = 4.30265 * 0.0866025 / 1.7320508 = 0.2151 -> [0, 0.2651]
+    from o2o.experiments.report import _est
+
+    est = _est([0.0, 0.0, 0.15], "mean", lowest=0.0)
+    assert est.value == pytest.approx(0.05) and est.low == 0.0 and est.high == pytest.approx(0.05 + 4.30265 * 0.0866025 / 3 ** 0.5, abs=1e-4)
+    assert _est([0.0, 0.0, 0.15], "mean").low < 0  # unclipped, the t interval leaves the valid range

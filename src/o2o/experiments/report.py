@@ -5,8 +5,11 @@ What a number in a report is:
   over seeds; the budget it was measured at (env steps, or gradient steps for offline runs) is given
   with it.
 - **best**: the maximum over evaluations of the seed-aggregated curve of the normalised return, with
-  the budget where it was reached. It selects on the evaluation episodes, so it is optimistic; it is
-  always labelled as best, never mixed with final.
+  the budget where it was reached; on a safe task only the evaluations whose seed-aggregated normalised
+  cost is within the limit (<= 1) count, and a method with none has no best. It selects on the
+  evaluation episodes, so it is optimistic; it is always labelled as best, never mixed with final.
+- **intervals** of a quantity that cannot be negative (costs, cumulative training cost, episode
+  counts) are clipped at 0; the t interval of a handful of seeds can otherwise reach below it.
 - **normalised return**: DSRL's (R - R_min) / (R_max - R_min) on safe tasks, D4RL's
   100 (R - R_random) / (R_expert - R_random) on the others (reference returns: ``o2o tasks``).
 - **normalised cost**: DSRL's C / kappa; an agent whose aggregated final normalised cost exceeds 1
@@ -210,11 +213,15 @@ def _last(metrics: dict, name: str) -> float:
     return float(col[-1]) if len(col) else float("nan")
 
 
-def _est(values, how: str) -> Estimate:
+def _est(values, how: str, *, lowest: float | None = None) -> Estimate:
+    """The aggregate of ``values`` over seeds with its interval; ``lowest``: the quantity's least valid
+    value (0 for a cost or a count), below which the interval is clipped."""
     values = np.asarray(values, np.float64)
     if np.isnan(values).any():
         return Estimate(float("nan"), float("nan"), float("nan"))
     v, lo, hi = aggregate(values, how)
+    if lowest is not None:
+        lo = max(float(lo), lowest)
     return Estimate(float(v), float(lo), float(hi))
 
 
@@ -248,26 +255,30 @@ def summarise_group(task: str, method: str, runs: list[RunInfo], how: str = "mea
         finals["viol"].append(_last(m, "train/violating_episodes"))
         finals["eps"].append(float(r.summary.get("train_episodes", float("nan"))))
     c = curve([r.path for r in runs], "eval/normalized_return", x_key=x_key, how=how)
-    best = int(np.argmax(c.mean))
+    eligible = np.ones(len(c.mean), bool)
+    if t.safe and "eval/normalized_cost" in runs[0].metrics:  # only the evaluations within the limit can be best
+        eligible = curve([r.path for r in runs], "eval/normalized_cost", x_key=x_key, how=how).mean <= 1.0
+    best = int(np.argmax(np.where(eligible, c.mean, -np.inf))) if eligible.any() else -1
+    best_estimate = Estimate(float(c.mean[best]), float(c.low[best]), float(c.high[best])) if best >= 0 else Estimate(math.nan, math.nan, math.nan)
     result = GroupResult(
         task=t.name, method=method, n=len(runs), seeds=[r.seed for r in runs], safe_task=t.safe,
         normalisation={"DSRL": "DSRL", "D4RL": "D4RL"}.get(t.ref_source, "o2o reference returns, D4RL formula"),
         x_key=x_key, final_budget=(min(finals["x"]), max(finals["x"])),
         final_updates=None if min(finals["upd"]) < 0 else (min(finals["upd"]), max(finals["upd"])),
         final_return=_est(finals["ret"], how), final_norm_return=_est(finals["nret"], how),
-        best_norm_return=Estimate(float(c.mean[best]), float(c.low[best]), float(c.high[best])), best_at=int(round(c.x[best])),
+        best_norm_return=best_estimate, best_at=int(round(c.x[best])) if best >= 0 else -1,
         final_norm_return_per_seed=list(finals["nret"]),
     )
     if t.safe and "eval/cost" in runs[0].metrics:
-        result.final_cost = _est(finals["cost"], how)
-        result.final_norm_cost = _est(finals["ncost"], how)
+        result.final_cost = _est(finals["cost"], how, lowest=0.0)
+        result.final_norm_cost = _est(finals["ncost"], how, lowest=0.0)
         limits = {r.summary.get("cost_limit") for r in runs}
         result.cost_limit = limits.pop() if len(limits) == 1 else None
         result.unsafe = bool(result.final_norm_cost.value > 1.0)
     if "train/cumulative_cost" in runs[0].metrics and t.safe:
-        result.cum_train_cost = _est(finals["cum"], how)
-        result.violating_episodes = _est(finals["viol"], how)
-        result.train_episodes = _est(finals["eps"], how)
+        result.cum_train_cost = _est(finals["cum"], how, lowest=0.0)
+        result.violating_episodes = _est(finals["viol"], how, lowest=0.0)
+        result.train_episodes = _est(finals["eps"], how, lowest=0.0)
     return result
 
 
@@ -354,7 +365,7 @@ def safe_table(results: list[GroupResult]) -> str:
     if not rows:
         return ""
     head = ("| task | method | seeds | budget (final) | final reward (DSRL-norm.) | final cost (DSRL-norm.) | safe? | "
-            "best reward (DSRL-norm.) @ step (env steps online, gradient steps offline) | cumulative training cost | training episodes over the limit |")
+            "best reward within the limit (DSRL-norm.) @ step (env steps online, gradient steps offline) | cumulative training cost | training episodes over the limit |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for g in rows:
         unsafe = g.unsafe
@@ -364,7 +375,8 @@ def safe_table(results: list[GroupResult]) -> str:
             reward, cost = f"_{reward}_", f"**{cost}**"
         lines.append(
             f"| {g.task} | {g.method} | {g.n} | {_budget(g)} | {reward} | {cost} | "
-            f"{'-' if unsafe is None else ('✗ unsafe' if unsafe else '✓')} | {g.best_norm_return.fmt(3)} @ {g.best_at} | "
+            f"{'-' if unsafe is None else ('✗ unsafe' if unsafe else '✓')} | "
+            f"{f'{g.best_norm_return.fmt(3)} @ {g.best_at}' if g.best_at >= 0 else '- (no evaluation within the limit)'} | "
             f"{g.cum_train_cost.fmt(0) if g.cum_train_cost else '-'} | "
             f"{g.violating_episodes.fmt(1) if g.violating_episodes else '-'}"
             f"{f' of {g.train_episodes.value:.0f}' if g.train_episodes and math.isfinite(g.train_episodes.value) else ''} |"
@@ -434,7 +446,7 @@ def results_csv(results: list[GroupResult], how: str) -> str:
             "task": g.task, "method": g.method, "seeds": " ".join(map(str, g.seeds)), "n": g.n, "aggregate": how,
             "normalisation": g.normalisation, "budget_axis": g.x_key, "final_budget_min": g.final_budget[0],
             "final_budget_max": g.final_budget[1], "final_updates": g.final_updates[1] if g.final_updates else "",
-            "best_at": g.best_at, "cost_limit": "" if g.cost_limit is None else g.cost_limit,
+            "best_at": g.best_at if g.best_at >= 0 else "", "cost_limit": "" if g.cost_limit is None else g.cost_limit,
             "unsafe": "" if g.unsafe is None else int(g.unsafe),
             "violating_episodes": g.violating_episodes.value if g.violating_episodes else "",
             "train_episodes": g.train_episodes.value if g.train_episodes else "",
@@ -528,8 +540,9 @@ def write_report(
     md.append("")
     md.append(f"Aggregation: {AGGREGATE_TEXT[how]}. **Final** = each run's last evaluation, at the budget given "
               "in the row. **Best** = the maximum over evaluations of the seed-aggregated normalised-return curve, "
-              "with the budget where it was reached (it selects on the evaluation episodes: optimistic). "
-              "Only finished runs are counted.")
+              "with the budget where it was reached (it selects on the evaluation episodes: optimistic); on a safe "
+              "task only the evaluations whose seed-aggregated normalised cost is within the limit (<= 1) count. "
+              "Intervals of costs and counts are clipped at 0. Only finished runs are counted.")
     for s in sweeps:
         md += ["", f"## Sweep spec `{s.spec_source or s.path}`", "",
                f"sha256 `{s.spec_sha256}`; sweep directory `{s.path}`."
