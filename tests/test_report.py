@@ -308,3 +308,21 @@ def test_best_counts_only_evaluations_within_the_limit_and_cost_intervals_stay_n
     est = _est([0.0, 0.0, 0.15], "mean", lowest=0.0)
     assert est.value == pytest.approx(0.05) and est.low == 0.0 and est.high == pytest.approx(0.05 + 4.30265 * 0.0866025 / 3 ** 0.5, abs=1e-4)
     assert _est([0.0, 0.0, 0.15], "mean").low < 0  # unclipped, the t interval leaves the valid range
+
+
+def test_latex_tables_and_pdf_figures_beside_the_page(hand_sweep, tmp_path):
+    written = write_report([hand_sweep], tmp_path / "page.md", title="Hand_made & checked")
+    tex = written["latex"].read_text()
+    assert written["latex"] == tmp_path / "page" / "results.tex" and "results.tex" in written["markdown"].read_text()
+    assert tex.count("\\begin{tabular}") == 2 and tex.count("\\begin{table}") == tex.count("\\end{table}") == 2
+    rows = [x for x in tex.splitlines() if x.endswith("\\\\") and "&" in x]
+    lag = next(x for x in rows if x.startswith("BallCircle & sac-lag"))
+    # final normalised return 0.6 [0.352, 0.848] (t interval, hand-computed above); cost 0.6; best 0.8 @ 1,000
+    assert lag == ("BallCircle & sac-lag & 3 & 0.600 {\\scriptsize [0.352, 0.848]} & 0.60 {\\scriptsize [0.17, 1.03]} & "
+                   "0.800 {\\scriptsize [0.552, 1.048]} @ 1,000 \\\\")
+    sac = next(x for x in rows if x.startswith("BallCircle & sac &"))
+    assert "\\textbf{1.30" in sac and sac.endswith("& -- \\\\")  # unsafe cost in bold; no best within the limit
+    assert any(x.startswith("Pendulum & sac & 2 & 10.0") for x in rows)
+    for png in written["figures"]:
+        pdf = png.with_suffix(".pdf")
+        assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 5_000

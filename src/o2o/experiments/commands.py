@@ -265,7 +265,8 @@ def cmd_report(args) -> int:
         print(f"left out: {len(written['excluded'])} runs (failed or unfinished; listed in the page)")
     figs = ", ".join(p.name for p in written["figures"])
     arch = "".join(f", run data in {a}/" for a in written["archives"])
-    print(f"outputs: {written['markdown']} (+ {written['csv']}, figures {figs} in {written['csv'].parent}/{arch})")
+    print(f"outputs: {written['markdown']} (+ {written['csv']}, {written['latex'].name}, figures {figs} and their PDFs in "
+          f"{written['csv'].parent}/{arch})")
     return 0
 
 

@@ -457,6 +457,51 @@ def results_csv(results: list[GroupResult], how: str) -> str:
     return buf.getvalue()
 
 
+def _tex(text: str) -> str:
+    """Text with LaTeX's special characters escaped."""
+    special = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+               "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+    return "".join(special.get(ch, ch) for ch in text)
+
+
+def _tex_est(est: Estimate | None, digits: int) -> str:
+    if est is None or not math.isfinite(est.value):
+        return "--"
+    if est.low == est.high:
+        return f"{est.value:.{digits}f}"
+    return f"{est.value:.{digits}f} {{\\scriptsize [{est.low:.{digits}f}, {est.high:.{digits}f}]}}"
+
+
+def results_latex(results: list[GroupResult], how: str, source: str) -> str:
+    """The safe-task and score tables as LaTeX ``table`` environments (booktabs: ``\\usepackage{booktabs}``);
+    the same numbers as the page, unsafe rows' cost in bold."""
+    what = "mean [95\\% t interval]" if how == "mean" else "IQM [95\\% bootstrap interval]"
+    out = [f"% o2o report: {_tex(source)}; {what} over seeds; needs \\usepackage{{booktabs}}"]
+    safe = [g for g in results if g.safe_task]
+    if safe:
+        out += ["\\begin{table}[t]", "\\centering", "\\begin{tabular}{llrrrl}", "\\toprule",
+                "Task & Method & Seeds & Reward (norm.) & Cost (norm.) & Best reward within the limit \\\\", "\\midrule"]
+        for g in safe:
+            cost = _tex_est(g.final_norm_cost, 2)
+            if g.unsafe:
+                cost = f"\\textbf{{{cost}}}"
+            best = f"{_tex_est(g.best_norm_return, 3)} @ {g.best_at:,}" if g.best_at >= 0 else "--"
+            out.append(f"{_tex(g.task)} & {_tex(g.method)} & {g.n} & {_tex_est(g.final_norm_return, 3)} & {cost} & {best} \\\\")
+        out += ["\\bottomrule", "\\end{tabular}",
+                f"\\caption{{Final evaluation, DSRL-normalised reward and cost ({what} over seeds); cost above 1 (bold): unsafe.}}",
+                "\\end{table}"]
+    plain = [g for g in results if not g.safe_task]
+    if plain:
+        out += ["\\begin{table}[t]", "\\centering", "\\begin{tabular}{llrrl}", "\\toprule",
+                "Task & Method & Seeds & Final score & Best score \\\\", "\\midrule"]
+        for g in plain:
+            best = f"{_tex_est(g.best_norm_return, 1)} @ {g.best_at:,}" if g.best_at >= 0 else "--"
+            out.append(f"{_tex(g.task)} & {_tex(g.method)} & {g.n} & {_tex_est(g.final_norm_return, 1)} & {best} \\\\")
+        out += ["\\bottomrule", "\\end{tabular}",
+                f"\\caption{{Final evaluation, normalised score (x100; {what} over seeds).}}", "\\end{table}"]
+    return "\n".join(out) + "\n"
+
+
 # ---------------------------------------------------------------------------------- the page
 
 
@@ -512,12 +557,14 @@ def write_report(
             task_groups, png, title=f"{title}: {task}" if title else f"{task}  [{named_short}]", cost_limit=limit,
             reward_metric="eval/normalized_return", cost_metric="eval/cost" if safe else None,
             reward_label="DSRL-normalised return" if t.ref_source == "DSRL" else "normalised score (x100)",
-            colors=colors, how=how, x_label="environment steps" if x_key == "env_steps" else "gradient steps",
+            colors=colors, how=how, x_label="environment steps" if x_key == "env_steps" else "gradient steps", pdf=True,
         )
         figures.append((task, png, limit))
 
     csv_path = assets / "results.csv"
     csv_path.write_text(results_csv(results, how))
+    tex_path = assets / "results.tex"
+    tex_path.write_text(results_latex(results, how, named_short))
 
     from o2o.experiments.archive import archive_sweep, is_archive
     from o2o.experiments.index import INDEX_FILE
@@ -573,7 +620,8 @@ def write_report(
     if at:
         md += ["", "## Across tasks", "", f"Table 3 — from {named_by}. rliable-style aggregate: IQM over every run of "
                "the tasks pooled, interval from a bootstrap that resamples seeds within each task (2000 resamples).", "", at]
-    md += ["", f"CSV of every number (with interval bounds): [{rel(csv_path)}]({rel(csv_path)})"]
+    md += ["", f"CSV of every number (with interval bounds): [{rel(csv_path)}]({rel(csv_path)}); the tables in LaTeX "
+           f"(booktabs): [{rel(tex_path)}]({rel(tex_path)}); each figure also as a vector PDF beside its PNG."]
     for a in archives:
         where = rel(a) if out.parent.resolve() in a.resolve().parents else str(a)
         md += ["", f"The runs' data (config, metrics.csv, summary of every finished run, no checkpoints): [{where}/]({where}/); "
@@ -589,5 +637,5 @@ def write_report(
         md += [f"| {r} | {st_} | {e.replace('|', '/') if e else ''} |" for _, r, st_, e in excluded]
         md.append("")
     out.write_text("\n".join(md).rstrip() + "\n")
-    return {"markdown": out, "csv": csv_path, "figures": [p for _, p, _ in figures], "results": results,
+    return {"markdown": out, "csv": csv_path, "latex": tex_path, "figures": [p for _, p, _ in figures], "results": results,
             "excluded": excluded, "runs": len(runs), "archives": archives}
