@@ -326,3 +326,25 @@ def test_latex_tables_and_pdf_figures_beside_the_page(hand_sweep, tmp_path):
     for png in written["figures"]:
         pdf = png.with_suffix(".pdf")
         assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 5_000
+
+
+def test_offline_and_online_runs_of_a_task_get_a_figure_each_in_their_own_units(tmp_path, monkeypatch):
+    """Pre-training curves are in gradient steps, fine-tuning ones in env steps: never one axis for both."""
+    from o2o.experiments import plots
+
+    online = tmp_path / "runs" / "online"
+    write_run(online, algo="sac-lag", task="BallCircle", seed=0, evals=[(0.5, 0.5), (0.6, 0.5)], cum_cost=10.0)
+    offline = tmp_path / "runs" / "offline"
+    offline.mkdir(parents=True)
+    (offline / "config.yaml").write_text(yaml.safe_dump({"algo": "cpq", "task": "BallCircle", "seed": 0, "dataset": "BallCircle-dsrl"}))
+    header = ["step", "eval/return", "eval/normalized_return", "eval/cost", "eval/normalized_cost"]
+    rows = [",".join(header), "1000,300.0,0.3,10.0,0.5", "2000,400.0,0.4,12.0,0.6"]
+    (offline / "metrics.csv").write_text("\n".join(rows) + "\n")
+    (offline / "summary.json").write_text(json.dumps({"algo": "cpq", "task": "BallCircle", "seed": 0, "cost_limit": 20.0}))
+    drawn = []
+    real = plots.plot_learning_curves
+    monkeypatch.setattr(plots, "plot_learning_curves", lambda groups, png, **kw: drawn.append((sorted(groups), kw["x_label"], png.name)) or real(groups, png, **kw))
+    written = write_report([online, offline], tmp_path / "page.md", archive=False)
+    assert sorted(drawn) == [(["cpq"], "gradient steps", "BallCircle-offline.png"), (["sac-lag"], "environment steps", "BallCircle-online.png")]
+    page = written["markdown"].read_text()
+    assert "![BallCircle (offline)](page/BallCircle-offline.png)" in page and "![BallCircle (online)](page/BallCircle-online.png)" in page

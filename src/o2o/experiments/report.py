@@ -544,22 +544,26 @@ def write_report(
 
     figures = []
     groups = group_runs(runs)
+    phase_of = {"step": "offline", "env_steps": "online"}  # a figure's x-axis is in one unit: a phase per figure
     for task in sorted({r.task for r in runs}):
         from o2o.envs import get_task
 
         t = get_task(task)
-        task_groups = {method: [r.path for r in g] for (tk, method), g in groups.items() if tk == task}
         limit = next((g.cost_limit for g in results if g.task == task and g.cost_limit is not None), None)
         safe = any(g.safe_task and g.final_cost is not None for g in results if g.task == task)
-        x_key = next(g.x_key for g in results if g.task == task)
-        png = assets / f"{task}.png"
-        plot_learning_curves(
-            task_groups, png, title=f"{title}: {task}" if title else f"{task}  [{named_short}]", cost_limit=limit,
-            reward_metric="eval/normalized_return", cost_metric="eval/cost" if safe else None,
-            reward_label="DSRL-normalised return" if t.ref_source == "DSRL" else "normalised score (x100)",
-            colors=colors, how=how, x_label="environment steps" if x_key == "env_steps" else "gradient steps", pdf=True,
-        )
-        figures.append((task, png, limit))
+        x_keys = sorted({g.x_key for g in results if g.task == task})
+        for x_key in x_keys:
+            methods = {g.method for g in results if g.task == task and g.x_key == x_key}
+            task_groups = {method: [r.path for r in g] for (tk, method), g in groups.items() if tk == task and method in methods}
+            name = task if len(x_keys) == 1 else f"{task} ({phase_of.get(x_key, x_key)})"
+            png = assets / (f"{task}.png" if len(x_keys) == 1 else f"{task}-{phase_of.get(x_key, x_key)}.png")
+            plot_learning_curves(
+                task_groups, png, title=f"{title}: {name}" if title else f"{name}  [{named_short}]", cost_limit=limit,
+                reward_metric="eval/normalized_return", cost_metric="eval/cost" if safe else None,
+                reward_label="DSRL-normalised return" if t.ref_source == "DSRL" else "normalised score (x100)",
+                colors=colors, how=how, x_label="environment steps" if x_key == "env_steps" else "gradient steps", pdf=True,
+            )
+            figures.append((name, png, limit))
 
     csv_path = assets / "results.csv"
     csv_path.write_text(results_csv(results, how))
