@@ -3,8 +3,9 @@
 Batch systems warn a job before they kill it: SLURM sends SIGTERM (at preemption, at the time limit,
 on ``scancel``) and kills it ``KillWait`` seconds later (30 by default); ``#SBATCH --signal=USR1@120``
 asks for SIGUSR1 two minutes before the end. While ``stop_on_signals()`` is active, SIGTERM, SIGUSR1
-and a first Ctrl-C (SIGINT) only set a flag (a second Ctrl-C interrupts at once: ``KeyboardInterrupt``); every training loop (online, offline, the fine-tuning bridges) checks it after each jitted
-call, saves a checkpoint there and raises ``RunStopped``. The run then continues exactly from that
+and a first Ctrl-C (SIGINT) only set a flag (a second Ctrl-C interrupts at once: ``KeyboardInterrupt``);
+every training loop (online, offline, the fine-tuning bridges) checks it after each jitted call, saves
+a checkpoint there and raises ``RunStopped``. The run then continues exactly from that
 point (``--resume``, a relaunched sweep), losing nothing. A jitted call in progress is not
 interrupted: the checkpoint comes when it returns (on a GPU well within seconds; on a CPU an iteration
 of thousands of updates can take minutes, after which a batch system's kill, if it comes first, leaves
