@@ -225,3 +225,33 @@ def test_diff_configs():
     ]
     assert diff_configs(a, a) == []
     assert diff_configs({"x": float("nan")}, {"x": float("nan")}) == []
+
+
+@pytest.mark.parametrize("key,value,expect", [
+    ("agent.actor_lr", "0", "is a learning rate and must be > 0, got 0"),
+    ("agent.critic_lr", "-3e-4", "is a learning rate and must be > 0, got -0.0003"),
+    ("agent.gamma", "0", "is a discount factor and must be in (0, 1], got 0"),
+    ("agent.gamma", "1.01", "is a discount factor and must be in (0, 1], got 1.01"),
+    ("agent.tau", "0", "is a Polyak (target network) rate and must be in (0, 1], got 0"),
+    ("agent.tau", "2", "is a Polyak (target network) rate and must be in (0, 1], got 2"),
+    ("agent.batch_size", "0", "is a batch size and must be > 0, got 0"),
+    ("agent.hidden_dims", "[256, 0]", "config key 'agent.hidden_dims[1]' is a layer width and must be > 0, got 0"),
+    ("agent.cost_gamma", "-0.5", "is a discount factor and must be in (0, 1]"),
+])
+def test_values_a_setting_cannot_take_are_refused(key, value, expect):
+    from o2o.presets import resolve_train_config
+
+    with pytest.raises(ConfigError) as err:
+        resolve_train_config("sac-lag", "BallCircle", overrides=[f"{key}={value}"])
+    assert expect in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_edges_of_the_ranges_are_accepted_and_a_yaml_file_is_checked_too(tmp_path):
+    from o2o.presets import resolve_pretrain_config, resolve_train_config
+
+    cfg = resolve_train_config("sac-lag", "BallCircle", overrides=["agent.gamma=1", "agent.tau=1", "agent.cost_gamma=null"])
+    assert (cfg.agent.gamma, cfg.agent.tau, cfg.agent.cost_gamma) == (1.0, 1.0, None)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("agent:\n  expectile: 1.0\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: config key 'agent.expectile' is an expectile and must be in \(0, 1\)"):
+        resolve_pretrain_config("iql", "BallCircle-dsrl-small", config_file=str(bad))

@@ -95,7 +95,7 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
 
 def test_non_finite_config_values_are_refused(capsys, tmp_path):
     for value, expect in (("nan", "must be a finite number, got nan"), ("1e400", "must be a finite number, got inf"),
-                          ("-1e-4", "is a learning rate and must be >= 0")):
+                          ("-1e-4", "is a learning rate and must be > 0"), ("0", "is a learning rate and must be > 0")):
         code, _, err = run(capsys, "--no-progress", "train", "--algo", "sac", "--task", "Pendulum", "--out",
                            str(tmp_path / "r"), "--set", f"agent.actor_lr={value}")
         assert code == 2 and f"config key 'agent.actor_lr' {expect}" in one_error_line(err)
@@ -540,13 +540,13 @@ def test_a_negative_or_zero_hidden_width_is_refused(capsys, tmp_path, width):
     code, _, err = run(capsys, "--no-progress", "train", "--algo", "sac", "--task", "Pendulum", "--out", str(tmp_path / "r"),
                        "--set", f"agent.hidden_dims=[16, {width}]")
     assert code == 2
-    assert one_error_line(err) == (f"o2o: error: config key 'agent.hidden_dims[1]' is a layer width and must be >= 1, got {width}; "
-                                   "give a positive width")
+    assert one_error_line(err) == (f"o2o: error: config key 'agent.hidden_dims[1]' is a layer width and must be > 0, got {width}; "
+                                   "give a value > 0")
     config = tmp_path / "c.yaml"
     config.write_text(f"agent:\n  vae_hidden_dims: [{width}, 400]\n")
     code, _, err = run(capsys, "--no-progress", "pretrain", "--algo", "cpq", "--dataset", "BallCircle-dsrl-small", "--config", str(config),
                        "--out", str(tmp_path / "r"))
-    assert code == 2 and f"config key 'agent.vae_hidden_dims[0]' is a layer width and must be >= 1, got {width}" in one_error_line(err)
+    assert code == 2 and f"config key 'agent.vae_hidden_dims[0]' is a layer width and must be > 0, got {width}" in one_error_line(err)
     assert not (tmp_path / "r").exists()
 
 

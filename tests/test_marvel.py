@@ -375,8 +375,14 @@ def test_marvel_pipeline_end_to_end_and_reuses_finished_stages(pretrained, tmp_p
     written = (root / "finetune/marvel-s0/config.yaml").read_text()  # written back complete, its header kept
     assert "kd_reset_min_shift" in written and written.startswith("# Resolved config of this run (o2o 0.0).\n")
     # a stage directory with another config is refused, not overwritten
-    assert main(args + ["--set", "finetune.online.iterations=3"]) == 2
+    assert main(args + ["--set", "finetune.online.eval_episodes=2"]) == 2
     assert "another config" in capsys.readouterr().err
+    # a raised budget is not another config: the finished stages run on to it, the others are reused
+    pre_stamp = (root / "pretrain" / "cpq-s0" / "summary.json").stat().st_mtime_ns
+    assert main(args + ["--set", "finetune.online.iterations=3"]) == 0
+    for method in ("marvel", "warm-start"):
+        assert json.loads((root / "finetune" / f"{method}-s0" / "summary.json").read_text())["iterations"] == 3
+    assert (root / "pretrain" / "cpq-s0" / "summary.json").stat().st_mtime_ns == pre_stamp
 
 
 def _nested(overrides):
@@ -440,3 +446,27 @@ def test_a_start_without_optimiser_state_fine_tunes_and_refuses_resume(pretraine
     assert summary["iterations"] == 2
     assert main(["--no-progress", "pretrain", "--resume", str(start)]) == 2
     assert "no optimiser state" in capsys.readouterr().err
+
+
+def test_ctrl_c_on_finetune_checkpoints_and_names_the_finetune_resume(pretrained, tmp_path, monkeypatch, capsys):
+    """Ctrl-C during VPA takes SIGTERM's path: VPA saves its place and the line says `o2o finetune --resume DIR`."""
+    import os
+    import signal
+
+    from o2o.runs import MetricsWriter, load_checkpoint
+
+    write = MetricsWriter.write
+
+    def int_at_vpa_50(self, step, metrics):
+        write(self, step, metrics)
+        if step == 50 and "vpa_q_mean" in metrics:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(MetricsWriter, "write", int_at_vpa_50)
+    out = tmp_path / "stopped"
+    sets = [x for kv in TINY_FINETUNE for x in ("--set", kv)]
+    capsys.readouterr()
+    assert main(["--no-progress", "finetune", "--method", "marvel", "--pretrained", str(pretrained), "--out", str(out), *sets]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert f"stopped by SIGINT after VPA step 50 of 100; checkpoint saved in {out}" in err[-1] and err[-1].endswith(f"`o2o finetune --resume {out}`")
+    assert load_checkpoint(out / "bridge" / "partial")[1]["step"] == 50

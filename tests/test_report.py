@@ -3,6 +3,7 @@ whose runs are written by hand (known numbers), a failed run left out and listed
 
 import csv
 import json
+import math
 
 import numpy as np
 import pytest
@@ -285,3 +286,65 @@ def test_step_tick_labels():
     from o2o.experiments.plots import step_label
 
     assert [step_label(x) for x in (0, 30, 20000, 125000, 1_500_000, -2000)] == ["0", "30", "20k", "125k", "1.5M", "-2k"]
+
+
+def test_best_counts_only_evaluations_within_the_limit_and_cost_intervals_stay_non_negative(hand_sweep, tmp_path):
+    written = write_report([hand_sweep], tmp_path / "page.md")
+    rows = read_csv(written["csv"])
+    # sac on BallCircle: seed-mean normalised cost 2.0 at 1000 and 1.3 at 2000 steps: no evaluation within the
+    # limit, so no best (the unconstrained best, 0.9 at 2000, cost 1.3 times the limit, is not one)
+    sac = rows[("BallCircle", "sac")]
+    assert math.isnan(float(sac["best_norm_return"])) and sac["best_at"] == ""
+    assert "- (no evaluation within the limit)" in next(x for x in written["markdown"].read_text().splitlines()
+                                                        if x.startswith("| BallCircle | sac |"))
+    # sac-lag: 0.2 then 0.6 times the limit: both count, the best is 0.8 at 1000
+    assert float(rows[("BallCircle", "sac-lag")]["best_norm_return"]) == pytest.approx(0.8)
+    # the unconstrained task keeps its best, 10.0 at 2000 (mean of -10 and 30)
+    assert rows[("Pendulum", "sac")]["best_at"] == "2000"
+    # a cost whose t interval crosses 0 is clipped there: normalised costs 0, 0, 0.15 -> mean 0.05, s = 0.0866025,
+    # half-width t_{0.975,2} s / sqrt(3) = 4.30265 * 0.0866025 / 1.7320508 = 0.2151 -> [0, 0.2651]
+    from o2o.experiments.report import _est
+
+    est = _est([0.0, 0.0, 0.15], "mean", lowest=0.0)
+    assert est.value == pytest.approx(0.05) and est.low == 0.0 and est.high == pytest.approx(0.05 + 4.30265 * 0.0866025 / 3 ** 0.5, abs=1e-4)
+    assert _est([0.0, 0.0, 0.15], "mean").low < 0  # unclipped, the t interval leaves the valid range
+
+
+def test_latex_tables_and_pdf_figures_beside_the_page(hand_sweep, tmp_path):
+    written = write_report([hand_sweep], tmp_path / "page.md", title="Hand_made & checked")
+    tex = written["latex"].read_text()
+    assert written["latex"] == tmp_path / "page" / "results.tex" and "results.tex" in written["markdown"].read_text()
+    assert tex.count("\\begin{tabular}") == 2 and tex.count("\\begin{table}") == tex.count("\\end{table}") == 2
+    rows = [x for x in tex.splitlines() if x.endswith("\\\\") and "&" in x]
+    lag = next(x for x in rows if x.startswith("BallCircle & sac-lag"))
+    # final normalised return 0.6 [0.352, 0.848] (t interval, hand-computed above); cost 0.6; best 0.8 @ 1,000
+    assert lag == ("BallCircle & sac-lag & 3 & 0.600 {\\scriptsize [0.352, 0.848]} & 0.60 {\\scriptsize [0.17, 1.03]} & "
+                   "0.800 {\\scriptsize [0.552, 1.048]} @ 1,000 \\\\")
+    sac = next(x for x in rows if x.startswith("BallCircle & sac &"))
+    assert "\\textbf{1.30" in sac and sac.endswith("& -- \\\\")  # unsafe cost in bold; no best within the limit
+    assert any(x.startswith("Pendulum & sac & 2 & 10.0") for x in rows)
+    for png in written["figures"]:
+        pdf = png.with_suffix(".pdf")
+        assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 5_000
+
+
+def test_offline_and_online_runs_of_a_task_get_a_figure_each_in_their_own_units(tmp_path, monkeypatch):
+    """Pre-training curves are in gradient steps, fine-tuning ones in env steps: never one axis for both."""
+    from o2o.experiments import plots
+
+    online = tmp_path / "runs" / "online"
+    write_run(online, algo="sac-lag", task="BallCircle", seed=0, evals=[(0.5, 0.5), (0.6, 0.5)], cum_cost=10.0)
+    offline = tmp_path / "runs" / "offline"
+    offline.mkdir(parents=True)
+    (offline / "config.yaml").write_text(yaml.safe_dump({"algo": "cpq", "task": "BallCircle", "seed": 0, "dataset": "BallCircle-dsrl"}))
+    header = ["step", "eval/return", "eval/normalized_return", "eval/cost", "eval/normalized_cost"]
+    rows = [",".join(header), "1000,300.0,0.3,10.0,0.5", "2000,400.0,0.4,12.0,0.6"]
+    (offline / "metrics.csv").write_text("\n".join(rows) + "\n")
+    (offline / "summary.json").write_text(json.dumps({"algo": "cpq", "task": "BallCircle", "seed": 0, "cost_limit": 20.0}))
+    drawn = []
+    real = plots.plot_learning_curves
+    monkeypatch.setattr(plots, "plot_learning_curves", lambda groups, png, **kw: drawn.append((sorted(groups), kw["x_label"], png.name)) or real(groups, png, **kw))
+    written = write_report([online, offline], tmp_path / "page.md", archive=False)
+    assert sorted(drawn) == [(["cpq"], "gradient steps", "BallCircle-offline.png"), (["sac-lag"], "environment steps", "BallCircle-online.png")]
+    page = written["markdown"].read_text()
+    assert "![BallCircle (offline)](page/BallCircle-offline.png)" in page and "![BallCircle (online)](page/BallCircle-online.png)" in page

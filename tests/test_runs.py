@@ -70,8 +70,9 @@ def assert_bit_exact(a, b):
 
 def test_create_lays_out_the_run(tmp_path):
     run = RunDir.create(tmp_path / "run", CONFIG, resume=False)
-    for sub in ("tb", "checkpoints", "figures"):
+    for sub in ("tb", "checkpoints"):
         assert (run.path / sub).is_dir()
+    assert not (run.path / "figures").exists()  # nothing writes plots into a run: no empty folder
     saved = yaml.safe_load(run.config_path.read_text())
     assert saved["agent"]["hidden_dims"] == [256, 256] and saved["agent"]["actor_lr"] == 3e-4
     assert run.resume_step is None

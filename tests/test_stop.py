@@ -107,3 +107,62 @@ def test_cli_pretrain_stopped_by_sigterm_checkpoints_and_resumes(tmp_path, monke
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "keeps only its step-based checkpoints (every offline.checkpoint_every = 300 steps): none yet" in err[0]
     assert err[0].endswith("start it again with the same command") and latest_checkpoint(deferred) is None
+
+
+def _pretrain_args(out, steps=300):
+    return ["--no-progress", "pretrain", "--algo", "td3bc", "--dataset", "BallCircle-dsrl-small", "--steps", str(steps), "--out", str(out),
+            "--set", "offline.steps_per_call=100", "--set", f"offline.eval_every={steps}", "--set", f"offline.checkpoint_every={steps}",
+            "--set", "offline.eval_episodes=1", "--set", "agent.hidden_dims=[32,32]", "--set", "agent.batch_size=64"]
+
+
+def _signal_after_step(monkeypatch, step, *signums):
+    from o2o.loops.offline import OfflineTrainer
+
+    step_seeds = OfflineTrainer.step_seeds
+
+    def signal_after(self):
+        rows = step_seeds(self)
+        if self.counters["steps"] == step:
+            for signum in signums:
+                os.kill(os.getpid(), signum)
+        return rows
+
+    monkeypatch.setattr(OfflineTrainer, "step_seeds", signal_after)
+
+
+def test_ctrl_c_on_pretrain_checkpoints_and_names_the_pretrain_resume(tmp_path, monkeypatch, capsys):
+    """Ctrl-C takes SIGTERM's path: a checkpoint where it stopped, `o2o pretrain --resume DIR`, exit 130."""
+    from o2o.cli import main
+
+    monkeypatch.setenv("O2O_CHECKPOINT_EVERY_S", "0")
+    _signal_after_step(monkeypatch, 100, signal.SIGINT)
+    out = tmp_path / "td3bc"
+    assert main(_pretrain_args(out)) == 128 + signal.SIGINT
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"o2o: stopped by SIGINT after step 100 of 300; checkpoint saved in {out}; continue with `o2o pretrain --resume {out}`"
+    assert latest_checkpoint(out).name == "ckpt_100"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Python's own handler is back
+    monkeypatch.undo()
+    assert main(["--no-progress", "pretrain", "--resume", str(out)]) == 0
+    assert latest_checkpoint(out).name == "ckpt_300" and (out / "summary.json").is_file()
+
+
+def test_second_ctrl_c_interrupts_at_once_and_names_the_run_kind(tmp_path, monkeypatch, capsys):
+    """Two Ctrl-C in a row: no wait for the step's end; the line names `o2o pretrain --resume DIR`, not train."""
+    from o2o.cli import main
+
+    monkeypatch.setenv("O2O_CHECKPOINT_EVERY_S", "0")
+    _signal_after_step(monkeypatch, 100, signal.SIGINT, signal.SIGINT)
+    out = tmp_path / "td3bc"
+    assert main(_pretrain_args(out)) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"o2o: interrupted; continue from the run's last checkpoint with `o2o pretrain --resume {out}`"
+
+
+def test_a_background_job_that_ignores_ctrl_c_keeps_ignoring_it():
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with stop.stop_on_signals():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, old)

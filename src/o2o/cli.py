@@ -49,12 +49,16 @@ def _add_config_args(
 
 def _add_pipeline_args(p: argparse.ArgumentParser, name: str, example: str) -> None:
     """The arguments every end-to-end pipeline command shares (o2o marvel, o2o ocr)."""
-    p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the --budget file's, else 0)")
     p.add_argument(
         "--pretrain-seed", type=int, default=None,
         help="start every fine-tuning seed from this one pre-training seed (default: one pre-training run per seed)",
     )
-    p.add_argument("--budget", metavar="FILE", help="YAML with per-stage budgets {data: ..., pretrain: ..., finetune: ...}")
+    p.add_argument("--budget", metavar="FILE", help="YAML with per-stage budgets {data: ..., pretrain: ..., finetune: ...}, "
+                   "optionally naming task, dataset, offline_algo, methods and seeds as defaults of the options (e.g. "
+                   "src/o2o/configs/pipeline-demo.yaml)")
+    p.add_argument("--dry-run", action="store_true", help="check every stage's config and print the plan (stages, their "
+                   "budgets, what is reused or continued) with a rough time estimate; write nothing")
     p.add_argument("--out", metavar="DIR", help=f"pipeline directory (default runs/{name}-<Task>)")
     p.add_argument(
         "--set", dest="overrides", metavar="STAGE.KEY=VALUE", action="append", default=[],
@@ -148,8 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--seeds", nargs="+", metavar="S",
         help="train these seeds of the config as ONE vectorised program (seeds as a batch axis, one shared dataset "
         "buffer) into one ordinary run directory per seed, DIR/seed<k>; each seed's numbers are those of its own "
-        "--seed run up to float rounding. On a CPU it does not pay (measured: docs/experiments.md, 'Seeds as a batch "
-        "axis'); it is meant for a GPU, where it has not been measured yet. Not with --seed. '0 1 2' or '0,1,2'",
+        "--seed run up to float rounding. On a CPU it does not pay (docs/experiments.md, 'Seeds as a batch axis'); on a "
+        "GPU it does: 3 CPQ seeds train at 1.93x the updates/s of one on an H200 (docs/benchmarks.md, 'Offline updates "
+        "per second on a GPU'). Not with --seed. '0 1 2' or '0,1,2'",
     )
     p.add_argument(
         "--out", metavar="DIR",
@@ -228,8 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--task", required=True, help="safe task, e.g. BallCircle, CarRun")
     p.add_argument("--dataset", help="dataset name or path (default <Task>-dsrl, generated if missing)")
-    p.add_argument("--offline-algo", default="cpq", help="safe offline algorithm (default cpq; bear-lag)")
-    p.add_argument("--methods", default="marvel", help="comma-separated methods (default marvel), e.g. marvel,warm-start,from-scratch")
+    p.add_argument("--offline-algo", default=None, help="safe offline algorithm (default cpq; bear-lag)")
+    p.add_argument("--methods", default=None, help="comma-separated methods (default marvel), e.g. marvel,warm-start,from-scratch")
     _add_pipeline_args(p, "marvel", "--set finetune.online.iterations=20 --set pretrain.offline.steps=50000")
 
     p = sub.add_parser(
@@ -242,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--task", required=True, help="task, e.g. Hopper, HalfCheetah, Walker2d")
     p.add_argument("--dataset", help="dataset name or path (default <Task>-medium, generated with the d4rl recipe if missing)")
-    p.add_argument("--method", "--methods", dest="methods", default="o2sac", help="comma-separated methods (default o2sac), e.g. o2sac,o2sac-naive,o2sac-scratch")
+    p.add_argument("--method", "--methods", dest="methods", default=None, help="comma-separated methods (default o2sac), e.g. o2sac,o2sac-naive,o2sac-scratch")
     p.add_argument("--offline-algo", default=None, help="pre-train every method from this offline algorithm (default: each method's own)")
     _add_pipeline_args(p, "ocr", "--set finetune.ocr.reeval_steps=50000 --set pretrain.offline.steps=100000")
 
@@ -270,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
         "are replaced, after every config is checked; an OUT holding other files is refused.",
     )
     p.add_argument("--out", default="runs/demo", metavar="DIR", help="pipeline directory (default runs/demo; its demo outputs are replaced)")
+    p.add_argument("--dry-run", action="store_true", help="check the configs and print the plan with a rough time estimate; write nothing")
     p.add_argument(
         "--set", dest="overrides", metavar="STAGE.KEY=VALUE", action="append", default=[],
         help="override one key of one stage, e.g. --set finetune.online.iterations=5",
@@ -515,46 +521,81 @@ def _print_pipeline(result, per_seed: bool = False) -> None:
     print(f"outputs: {result.root}/ (pretrain/, finetune/, report.md, {result.figure.name})")
 
 
-def cmd_marvel(args) -> int:
-    from o2o.config import load_yaml
-    from o2o.experiments.pipeline import run_pipeline
+def _pipeline_inputs(args, task, methods_default: str, offline_default: str | None):
+    """(budget, dataset, offline algorithm, methods, seeds) of o2o marvel / o2o ocr: each option as the
+    command line gives it, else as the --budget file names it, else its default."""
+    from o2o.experiments.pipeline import read_budget_file
 
-    budget = load_yaml(args.budget) if args.budget else {}
-    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    seeds = _seed_list(args.seeds)
+    budget, given = read_budget_file(args.budget) if args.budget else ({}, {})
+    if given.get("task"):
+        from o2o.envs import get_task
+
+        if get_task(given["task"]).name != task.name:
+            raise O2OError(f"{args.budget} is a pipeline for task {given['task']}, not --task {task.name}; pass --task "
+                           f"{given['task']} or remove the file's 'task' key")
+    methods = args.methods or given.get("methods") or methods_default
+    if isinstance(methods, str):
+        methods = tuple(m.strip() for m in methods.split(",") if m.strip())
+    seeds = args.seeds if args.seeds is not None else given.get("seeds", "0")
+    seeds = _seed_list(seeds if isinstance(seeds, str) else [str(x) for x in (seeds if isinstance(seeds, list) else [seeds])])
+    return budget, args.dataset or given.get("dataset"), args.offline_algo or given.get("offline_algo") or offline_default, tuple(methods), seeds
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def _print_plan(plan, root: Path) -> int:
+    print(f"plan for {root}/:")
+    for p in plan:
+        print(f"  {p.stage:<8}  {p.name:<24}  {p.state:<30}  {'~' + _duration(p.seconds):>8}  {p.work}")
+    total = sum(p.seconds for p in plan)
+    print(f"estimate: ~{_duration(total)} in all, one stage after another, on a 2-core CPU like the one of docs/benchmarks.md "
+          "(rough: its reference rates; a loaded machine is slower, a GPU pre-trains far faster)")
+    print("outputs: none written (dry run)")
+    return 0
+
+
+def cmd_marvel(args) -> int:
     from o2o.envs import get_task
+    from o2o.experiments.pipeline import run_pipeline
 
     task = get_task(args.task)
     if not task.safe:
         raise O2OError(f"o2o marvel needs a safe task (with costs); '{task.name}' has none")
+    budget, dataset, offline_algo, methods, seeds = _pipeline_inputs(args, task, "marvel", "cpq")
     root = Path(args.out or f"runs/marvel-{task.name}")
     result = run_pipeline(
-        task.name, root=root, dataset=args.dataset, offline_algo=args.offline_algo, methods=methods, seeds=seeds,
+        task.name, root=root, dataset=dataset, offline_algo=offline_algo, methods=methods, seeds=seeds,
         budget=budget, overrides=args.overrides, progress=not args.no_progress, pretrain_seed=args.pretrain_seed,
+        dry_run=args.dry_run,
     )
+    if args.dry_run:
+        return _print_plan(result, root)
     _print_pipeline(result)
     return 0
 
 
 def cmd_ocr(args) -> int:
-    from o2o.config import load_yaml
     from o2o.envs import get_task
     from o2o.experiments.pipeline import format_score, run_pipeline
     from o2o.methods import get_method
 
-    budget = load_yaml(args.budget) if args.budget else {}
-    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    task = get_task(args.task)
+    budget, dataset, offline_algo, methods, seeds = _pipeline_inputs(args, task, "o2sac", None)
     for m in methods:
         if get_method(m).family != "ocr-cft":
             raise O2OError(f"o2o ocr runs OCR-CFT methods (o2sac, o2td3, o2ppo and their ablations); '{m}' is a {get_method(m).family} method")
-    seeds = _seed_list(args.seeds)
-    task = get_task(args.task)
     root = Path(args.out or f"runs/ocr-{task.name}")
     result = run_pipeline(
-        task.name, root=root, dataset=args.dataset, offline_algo=args.offline_algo, methods=methods, seeds=seeds,
+        task.name, root=root, dataset=dataset, offline_algo=offline_algo, methods=methods, seeds=seeds,
         budget=budget, overrides=args.overrides, progress=not args.no_progress, pretrain_seed=args.pretrain_seed,
-        recipe="d4rl", quality="medium",
+        recipe="d4rl", quality="medium", dry_run=args.dry_run,
     )
+    if args.dry_run:
+        return _print_plan(result, root)
     from rich.console import Console
     from rich.table import Table
 
@@ -586,8 +627,10 @@ def cmd_demo(args) -> int:
     result = run_pipeline(
         demo.pop("task"), root=out, dataset=demo.pop("dataset"), offline_algo=demo.pop("offline_algo"),
         methods=tuple(demo.pop("methods")), seeds=tuple(demo.pop("seeds")), budget=demo, overrides=args.overrides,
-        progress=not args.no_progress, fresh=True,
+        progress=not args.no_progress, fresh=True, dry_run=args.dry_run,
     )
+    if args.dry_run:
+        return _print_plan(result, out)
     _print_pipeline(result, per_seed=True)
     print(f"wall time {time.perf_counter() - start:.0f} s")
     return 0
@@ -638,9 +681,11 @@ def _data_generate(args) -> int:
 def _data_import(args) -> int:
     import shutil
 
-    from o2o.data import load_hdf5, sha256_file
+    from o2o.data import load_hdf5, recorded_task, sha256_data, sha256_file
+    from o2o.data.hdf5 import minari_main_file
     from o2o.envs import get_task
     from o2o.loops.datagen import data_dir, named_dataset_path
+    from o2o.runs.checkpoint import write_text_atomic
 
     task = get_task(args.task) if args.task else None
     src = Path(args.path)
@@ -648,22 +693,30 @@ def _data_import(args) -> int:
     ds = load_hdf5(src, task=task, expected_sha256=args.sha256)  # validates everything before copying
     if dest.exists():
         raise O2OError(f"a dataset named '{dest.stem}' already exists in {data_dir()}; choose another --name")
+    task_name = task.name if task is not None else recorded_task(ds.metadata)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     try:
-        shutil.copyfile(src, tmp)
+        shutil.copyfile(minari_main_file(src) or src, tmp)
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
-    print(f"imported {src} as '{dest.stem}': {ds.num_transitions} transitions, {ds.num_episodes} episodes, sha256 {sha256_file(dest)}")
-    print(f"outputs: {dest}")
+    checksum = sha256_file(dest)
+    record = {"name": dest.stem, "task": task_name, "recipe": "imported", "imported_from": str(src.resolve()),
+              "source_layout": ds.metadata["source_layout"], "num_transitions": ds.num_transitions,
+              "num_episodes": ds.num_episodes, "sha256": checksum, "data_sha256": sha256_data(ds)}
+    write_text_atomic(dest.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
+    print(f"imported {src} as '{dest.stem}' for task {task_name or '? (none given or recorded)'}: {ds.num_transitions} "
+          f"transitions, {ds.num_episodes} episodes, sha256 {checksum}")
+    if task_name is None:
+        print(f"o2o: warning: {dest.stem} does not say which task it is for: pass --task to o2o pretrain, or import it "
+              "again with --task", file=sys.stderr)
+    print(f"outputs: {dest} (+ {dest.with_suffix('.json').name})")
     return 0
 
 
 def _data_list(args) -> int:
-    import h5py
-
-    from o2o.data.hdf5 import stored_metadata
+    from o2o.data import peek_metadata, recorded_task
     from o2o.errors import DatasetError
     from o2o.loops.datagen import data_dir, list_datasets
 
@@ -671,13 +724,11 @@ def _data_list(args) -> int:
     print(f"data directory: {data_dir()}")
     for p in paths:
         try:
-            with h5py.File(p, "r") as f:
-                n = f["rewards"].shape[0]
-                meta = stored_metadata(f.attrs, str(p))
+            n, meta = peek_metadata(p)
         except (OSError, KeyError, AttributeError, DatasetError):
             print(f"  {p.stem:<32} (unreadable: run `o2o data inspect {p}`)")
             continue
-        print(f"  {p.stem:<32} {n:>9} transitions  task {str(meta.get('task', '?')):<12} {meta.get('recipe', 'imported')}")
+        print(f"  {p.stem:<32} {n:>9} transitions  task {recorded_task(meta) or '?':<12} {meta.get('recipe', 'imported')}")
     if not paths:
         print("  (none: `o2o data generate` or `o2o data import`)")
     print(f"outputs: none written ({len(paths)} datasets)")
@@ -687,7 +738,7 @@ def _data_list(args) -> int:
 def _data_inspect(args) -> int:
     import numpy as np
 
-    from o2o.data import load_hdf5, sha256_data, sha256_file
+    from o2o.data import load_hdf5, recorded_task, sha256_data, sha256_file
     from o2o.loops.datagen import resolve_dataset, scatter_png
 
     task = None
@@ -712,7 +763,9 @@ def _data_inspect(args) -> int:
         print(f"{'safe episodes':>22}: {np.mean(costs <= limit):.1%} at cost limit {limit:g}")
     else:
         print(f"{'costs':>22}: none (unconstrained dataset)")
-    for key in ("task", "recipe", "quality", "seed", "code_version", "machine"):
+    recorded = recorded_task(ds.metadata)
+    print(f"{'task':>22}: {recorded or '? (the file does not say; pass --task to o2o pretrain)'}")
+    for key in ("recipe", "quality", "seed", "code_version", "machine"):
         if ds.metadata.get(key) is not None:
             print(f"{key:>22}: {ds.metadata[key]}")
     print(f"{'sha256 (file)':>22}: {sha256_file(path)}")
@@ -777,6 +830,16 @@ def _all_commands() -> dict:
 TRAINING_COMMANDS = {"train", "pretrain", "finetune", "marvel", "ocr", "demo", "sweep"}
 
 
+def _how_to_continue(args) -> str:
+    """What to run after an interrupt that came before the loop could checkpoint (a second Ctrl-C)."""
+    if args.command in ("train", "pretrain", "finetune"):
+        run_dir = getattr(args, "resume", None) or getattr(args, "out", None) or "DIR"
+        return f"continue from the run's last checkpoint with `o2o {args.command} --resume {run_dir}`"
+    if args.command in TRAINING_COMMANDS or getattr(args, "data_command", None) == "generate":
+        return "the same command continues from the last checkpoints"
+    return "nothing to continue"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -818,7 +881,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"o2o: {err}; {again}", file=sys.stderr)
         return 128 + err.signum
     except KeyboardInterrupt:
-        print("o2o: interrupted; a run can be continued with `o2o train --resume DIR`", file=sys.stderr)
+        print(f"o2o: interrupted; {_how_to_continue(args)}", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # stdout closed by its reader (`o2o sweep DIR --status | head`): stop quietly like any Unix

@@ -221,11 +221,11 @@ def _coerce(tp: Any, value: Any, key: str, current: Any = None) -> Any:
         if isinstance(value, bool):
             raise wrong()
         if isinstance(value, int):
-            return _check_int(key, value)
+            return _check_range(key, value)
         # ``1e6`` steps: YAML gives a float or (PyYAML) a string; accept it when it is a whole number.
         number = _parse_float(value) if isinstance(value, str) else value
         if isinstance(number, float) and math.isfinite(number) and number.is_integer():
-            return _check_int(key, int(number))
+            return _check_range(key, int(number))
         raise wrong()
     if tp is float:
         if isinstance(value, bool):
@@ -248,21 +248,39 @@ def _coerce(tp: Any, value: Any, key: str, current: Any = None) -> Any:
     raise TypeError(f"config key '{key}': unsupported annotation {tp!r}")
 
 
-def _check_int(key: str, number: int) -> int:
-    """A layer width (an item of a key ending in ``hidden_dims``) is at least 1."""
-    if number < 1 and re.search(r"hidden_dims\[\d+\]$", key):
-        raise ConfigError(f"config key '{key}' is a layer width and must be >= 1, got {number}; give a positive width")
-    return number
-
-
 def _check_float(key: str, number: float) -> float:
     """Every float setting is finite (a NaN or inf learning rate, weight or limit can only poison a
-    run), and a learning rate (a key ending in ``lr``) is not negative."""
+    run) and within its kind's range (``RANGES``)."""
     if not math.isfinite(number):
         raise ConfigError(f"config key '{key}' must be a finite number, got {number}; give a finite value")
-    if key.rsplit(".", 1)[-1].endswith("lr") and number < 0:
-        raise ConfigError(f"config key '{key}' is a learning rate and must be >= 0, got {number:g}; give a non-negative value")
-    return number
+    return _check_range(key, number)
+
+
+def _is_lr(name: str) -> bool:
+    return name == "lr" or name.endswith("_lr")
+
+
+# The values a kind of setting can take, by the key's last name (whatever section it is in):
+# (which names, the test, what it is, the range as the error message says it).
+RANGES: tuple[tuple[Any, Any, str, str], ...] = (
+    (_is_lr, lambda v: v > 0, "a learning rate", "> 0"),
+    (lambda n: n in ("gamma", "cost_gamma"), lambda v: 0 < v <= 1, "a discount factor", "in (0, 1]"),
+    (lambda n: n == "tau", lambda v: 0 < v <= 1, "a Polyak (target network) rate", "in (0, 1]"),
+    (lambda n: n == "expectile", lambda v: 0 < v < 1, "an expectile", "in (0, 1)"),
+    (lambda n: n == "gae_lambda", lambda v: 0 <= v <= 1, "GAE's lambda", "in [0, 1]"),
+    (lambda n: n.endswith("batch_size"), lambda v: v > 0, "a batch size", "> 0"),
+    (lambda n: n.endswith("hidden_dims"), lambda v: v > 0, "a layer width", "> 0"),
+)
+
+
+def _check_range(key: str, value: Any) -> Any:
+    """``value`` unless ``RANGES`` says a setting of that name cannot take it (a one-line ``ConfigError``).
+    An item of a tuple (``agent.hidden_dims[0]``) is checked by the tuple's name."""
+    name = key.rsplit(".", 1)[-1].split("[", 1)[0]
+    for applies, ok, what, allowed in RANGES:
+        if applies(name) and not ok(value):
+            raise ConfigError(f"config key '{key}' is {what} and must be {allowed}, got {value:g}; give a value {allowed}")
+    return value
 
 
 # --------------------------------------------------------------------------------------------------

@@ -2,9 +2,10 @@
 
 Batch systems warn a job before they kill it: SLURM sends SIGTERM (at preemption, at the time limit,
 on ``scancel``) and kills it ``KillWait`` seconds later (30 by default); ``#SBATCH --signal=USR1@120``
-asks for SIGUSR1 two minutes before the end. While ``stop_on_signals()`` is active, SIGTERM and SIGUSR1
-only set a flag; every training loop (online, offline, the fine-tuning bridges) checks it after each jitted
-call, saves a checkpoint there and raises ``RunStopped``. The run then continues exactly from that
+asks for SIGUSR1 two minutes before the end. While ``stop_on_signals()`` is active, SIGTERM, SIGUSR1
+and a first Ctrl-C (SIGINT) only set a flag (a second Ctrl-C interrupts at once: ``KeyboardInterrupt``);
+every training loop (online, offline, the fine-tuning bridges) checks it after each jitted call, saves
+a checkpoint there and raises ``RunStopped``. The run then continues exactly from that
 point (``--resume``, a relaunched sweep), losing nothing. A jitted call in progress is not
 interrupted: the checkpoint comes when it returns (on a GPU well within seconds; on a CPU an iteration
 of thousands of updates can take minutes, after which a batch system's kill, if it comes first, leaves
@@ -40,6 +41,17 @@ def _handler(signum, frame) -> None:
         _requested.append(signum)
 
 
+def _interrupt_handler(signum, frame) -> None:
+    """Ctrl-C: the first asks for a graceful stop like SIGTERM, a second one interrupts at once."""
+    if _requested:
+        raise KeyboardInterrupt
+    import sys
+
+    print("\no2o: Ctrl-C: stopping with a checkpoint at the end of the current step (Ctrl-C again: stop now, "
+          "keeping the last checkpoint)", file=sys.stderr, flush=True)
+    _handler(signum, frame)
+
+
 def requested() -> int | None:
     """The signal that asked the run to stop (None: none did, or no handler is installed)."""
     return _requested[0] if _requested else None
@@ -58,14 +70,16 @@ def install() -> None:
 
 @contextmanager
 def stop_on_signals():
-    """SIGTERM and SIGUSR1 ask the training loops to stop gracefully while the block runs; the previous
-    handlers come back after it. Outside the main thread (where Python cannot set handlers) a no-op."""
+    """SIGTERM, SIGUSR1 and a first Ctrl-C ask the training loops to stop gracefully while the block runs;
+    the previous handlers come back after it. Outside the main thread (where Python cannot set handlers) a no-op."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = {s: signal.getsignal(s) for s in SIGNALS}
+    old = {s: signal.getsignal(s) for s in (*SIGNALS, signal.SIGINT)}
     clear()
     install()
+    if old[signal.SIGINT] is not signal.SIG_IGN:  # a job started in the background ignores Ctrl-C: keep it so
+        signal.signal(signal.SIGINT, _interrupt_handler)
     try:
         yield
     finally:

@@ -83,20 +83,22 @@ def load_hdf5(
     task: TaskLike | None = None,
     require_costs: bool = False,
     expected_sha256: str | None = None,
+    allow_other_task: bool = False,
+    override: str | None = None,
 ) -> Dataset:
-    """Load a D4RL, DSRL, Minari or o2o HDF5 file into a validated ``Dataset``.
+    """Load a D4RL, DSRL, Minari or o2o HDF5 file (or a Minari dataset directory) into a validated ``Dataset``.
 
     ``task`` (anything with ``name, obs_dim, act_dim, safe``) makes the loader check that the file
-    belongs to that task and, for a safe task, that it has costs; ``require_costs`` asks for costs
-    regardless. ``expected_sha256`` is checked before the file is parsed. Every problem is raised as a
-    one-line ``DatasetError`` naming the file.
+    belongs to that task (``check_task``) and, for a safe task, that it has costs; ``require_costs``
+    asks for costs regardless. ``expected_sha256`` is checked before the file is parsed. Every problem
+    is raised as a one-line ``DatasetError`` naming the file.
     """
-    path = Path(path)
+    path = minari_main_file(path) or Path(path)
     source = str(path)
     if not path.exists():
         raise DatasetError(f"{source}: no such dataset file; run `o2o data list` to see the datasets and where they live")
     if not path.is_file():
-        raise DatasetError(f"{source}: is not a file; pass the path of an .hdf5 dataset file")
+        raise DatasetError(f"{source}: is not a file; pass the path of an .hdf5 dataset file (or of a Minari dataset directory)")
     if path.stat().st_size == 0:
         raise DatasetError(f"{source}: is empty (0 bytes), probably an interrupted download or write; delete it and fetch it again")
     if expected_sha256 is not None:
@@ -128,15 +130,112 @@ def load_hdf5(
 
     if columns["rewards"].shape[0] == 0:
         raise DatasetError(f"{source}: contains no steps; regenerate or re-download the dataset")
+    for key, value in sidecar_metadata(path).items():
+        metadata.setdefault(key, value)
     metadata.update(notes)
     metadata["source_layout"] = layout
     metadata["loaded_from"] = source
     dataset = Dataset(**columns, has_costs=has_costs, metadata=metadata, source=source)
-    _check_task(dataset, source, task, require_costs)
+    check_task(dataset, task, require_costs=require_costs, allow_other_task=allow_other_task, override=override, source=source)
     return dataset
 
 
-def _check_task(dataset: Dataset, source: str, task: TaskLike | None, require_costs: bool) -> None:
+# ----- which task a dataset is for ----------------------------------------------------------------------
+
+# the keys a metadata file beside the dataset may add to what the file itself records
+SIDECAR_KEYS = ("task", "env_id", "env_spec")
+
+
+def minari_main_file(path: str | os.PathLike) -> Path | None:
+    """``DIR/data/main_data.hdf5`` when ``path`` is a Minari dataset directory (``DIR`` or ``DIR/data``)."""
+    path = Path(path)
+    for candidate in (path / "data" / "main_data.hdf5", path / "main_data.hdf5"):
+        if path.is_dir() and candidate.is_file():
+            return candidate
+    return None
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """The metadata file beside a dataset: Minari's ``metadata.json`` beside ``main_data.hdf5``, else
+    ``NAME.json`` beside ``NAME.hdf5`` (what ``o2o data generate`` and ``o2o data import`` write)."""
+    path = Path(path)
+    return path.with_name("metadata.json") if path.name == "main_data.hdf5" else path.with_suffix(".json")
+
+
+def sidecar_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """``SIDECAR_KEYS`` from the metadata file beside ``path`` ({} when there is none)."""
+    side = sidecar_path(path)
+    if not side.is_file():
+        return {}
+    try:
+        stored = json.loads(side.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise DatasetError(f"{side}: the dataset's metadata file cannot be read ({error}); fix it or delete it") from None
+    return {k: stored[k] for k in SIDECAR_KEYS if isinstance(stored, dict) and stored.get(k) is not None}
+
+
+def _env_spec_id(env_spec: Any) -> str | None:
+    """The ``id`` of a Gymnasium ``EnvSpec`` stored as JSON (Minari's ``env_spec``)."""
+    if isinstance(env_spec, str):
+        try:
+            env_spec = json.loads(env_spec)
+        except ValueError:
+            return None
+    return env_spec.get("id") if isinstance(env_spec, dict) and isinstance(env_spec.get("id"), str) else None
+
+
+def recorded_task(metadata: dict[str, Any]) -> str | None:
+    """The task a dataset's metadata says it is for: o2o's ``task``, else the environment id the file
+    records (``env_id``, Minari's ``env_spec``) when it is a task o2o knows; None when it says nothing."""
+    from o2o.envs.registry import get_task
+    from o2o.errors import UnknownTaskError
+
+    if metadata.get("task"):
+        return str(metadata["task"])
+    for env_id in (metadata.get("env_id"), _env_spec_id(metadata.get("env_spec"))):
+        if isinstance(env_id, str) and env_id:
+            try:
+                return get_task(env_id).name
+            except UnknownTaskError:
+                continue
+    return None
+
+
+def peek_metadata(path: str | os.PathLike) -> tuple[int, dict[str, Any]]:
+    """(number of steps, metadata) of a dataset file without reading its columns (``o2o data list``).
+    Raises ``OSError`` / ``KeyError`` / ``DatasetError`` when the file cannot be read that way."""
+    path = minari_main_file(path) or Path(path)
+    with h5py.File(path, "r") as f:
+        metadata = _read_metadata(f.attrs, str(path))
+        if _is_minari(f):
+            steps = sum(int(f[k]["actions"].shape[0]) for k in f.keys() if k.startswith("episode_"))
+        else:
+            steps = int(f["rewards"].shape[0])
+    for key, value in sidecar_metadata(path).items():
+        metadata.setdefault(key, value)
+    return steps, metadata
+
+
+def check_task(
+    dataset: Dataset,
+    task: TaskLike | None,
+    *,
+    require_costs: bool = False,
+    allow_other_task: bool = False,
+    override: str | None = None,
+    source: str | None = None,
+) -> None:
+    """Refuse a dataset that is not ``task``'s: its metadata names another task (unless
+    ``allow_other_task``; ``override`` is how the user says so, named in the refusal), its widths are
+    not the task's, or it lacks the costs a safe task (or ``require_costs``) needs."""
+    source = source or dataset.metadata.get("loaded_from") or "the dataset"
+    recorded = recorded_task(dataset.metadata)
+    if task is not None and recorded and not allow_other_task and _task_key(recorded) != _task_key(task.name):
+        allow = f", or {override} to use it anyway" if override else ""
+        raise DatasetError(
+            f"{source}: is a dataset for task {recorded} (its metadata says so), not {task.name}; "
+            f"pass the dataset made for {task.name}{allow}"
+        )
     if task is not None and (dataset.obs_dim, dataset.act_dim) != (task.obs_dim, task.act_dim):
         raise DatasetError(
             f"{source}: has obs/act widths {dataset.obs_dim}/{dataset.act_dim} but task {task.name} expects "
@@ -148,6 +247,17 @@ def _check_task(dataset: Dataset, source: str, task: TaskLike | None, require_co
         raise DatasetError(
             f"{source}: has no 'costs' column but {who} needs costs; use a DSRL-layout dataset that records costs"
         )
+
+
+def _task_key(name: str) -> str:
+    """A task name or env id as the registry's task name (ids and case do not make another task)."""
+    from o2o.envs.registry import get_task
+    from o2o.errors import UnknownTaskError
+
+    try:
+        return get_task(name).name
+    except UnknownTaskError:
+        return name.strip().lower()
 
 
 def _is_minari(f: h5py.File) -> bool:

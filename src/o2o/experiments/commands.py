@@ -162,7 +162,7 @@ def cmd_sweep(args) -> int:
 
         gc.collect()  # the stopped pool's queues: release their semaphores now, not in a warning at exit
         print(f"o2o: sweep interrupted; the runs in flight checkpointed where they stopped (one whose iteration did not end "
-              f"within 20 s keeps its last checkpoint). Continue with `o2o sweep {sweep_dir}`", file=sys.stderr)
+              f"within 20 s keeps its last checkpoint). Continue with `{_continue_command(sweep_dir, args.only)}`", file=sys.stderr)
         return 130
     c = outcome.counts
     ran = len(outcome.executed)
@@ -174,8 +174,14 @@ def cmd_sweep(args) -> int:
           + (f" and kept {len(outcome.kept)} finished ones" if outcome.kept else ""))
     for run_id, error in outcome.failed:
         print(f"  FAILED {run_id}: {error}  (traceback: o2o sweep {sweep_dir} --status; run again with --retry-failed)")
-    print(f"outputs: {sweep_dir}/ (index.sqlite, spec.yaml, runs/); next: o2o report {sweep_dir} --out docs/results/{spec.name}.md")
+    print(f"outputs: {sweep_dir}/ (index.sqlite, spec.yaml, runs/); next: o2o report {sweep_dir} "
+          f"(writes {sweep_dir / 'report' / 'report.md'}; --out FILE.md for another page)")
     return 1 if outcome.failed else 0
+
+
+def _continue_command(sweep_dir: Path, only) -> str:
+    """The command that continues a sweep launched with ``--only`` patterns ``only`` (the same part of it)."""
+    return f"o2o sweep {shlex.quote(str(sweep_dir))}" + "".join(f" --only {shlex.quote(p)}" for p in only)
 
 
 def _dry_run(spec, sweep_dir: Path, adoptable: set[str] = frozenset()) -> int:
@@ -214,8 +220,8 @@ def _sweep_status(sweep_dir: Path) -> int:
           f"sha256 {meta.get('spec_sha256', '?')[:12]}; last launched {meta.get('updated_at', '?')}; {live})")
     only = json.loads(meta.get("only") or "[]")
     if only:  # launching it again without them plans (and checks) the whole spec
-        flags = " ".join(f"--only '{p}'" for p in only)
-        print(f"  part of its spec: the runs matching {flags}; continue it with `o2o sweep {sweep_dir} {flags}`")
+        flags = " ".join(f"--only {shlex.quote(p)}" for p in only)
+        print(f"  part of its spec: the runs matching {flags}; continue it with `{_continue_command(sweep_dir, only)}`")
     print(f"  {'run':<40} {'status':<12} {'attempts':>8} {'wall s':>8}  {'continued from':>14}  error")
     counts: dict[str, int] = {}
     for r in records:
@@ -259,7 +265,8 @@ def cmd_report(args) -> int:
         print(f"left out: {len(written['excluded'])} runs (failed or unfinished; listed in the page)")
     figs = ", ".join(p.name for p in written["figures"])
     arch = "".join(f", run data in {a}/" for a in written["archives"])
-    print(f"outputs: {written['markdown']} (+ {written['csv']}, figures {figs} in {written['csv'].parent}/{arch})")
+    print(f"outputs: {written['markdown']} (+ {written['csv']}, {written['latex'].name}, figures {figs} and their PDFs in "
+          f"{written['csv'].parent}/{arch})")
     return 0
 
 

@@ -23,6 +23,20 @@ import numpy as np
 from o2o.errors import ConfigError, O2OError, RunDirError
 
 STAGES = ("data", "pretrain", "finetune")
+# what a --budget file may hold besides the stages' budgets: the pipeline's own settings, as
+# configs/pipeline-demo.yaml (o2o demo's file) names them; the command line's options win over them
+PIPELINE_KEYS = ("task", "dataset", "offline_algo", "methods", "seeds")
+BUDGET_FORMAT = ("a --budget file holds per-stage budgets {data: ..., pretrain: ..., finetune: ...} (each the keys of "
+                 "that stage's config) and may name the pipeline's " + ", ".join(PIPELINE_KEYS)
+                 + " (as src/o2o/configs/pipeline-demo.yaml does)")
+
+# Reference rates for --dry-run's rough time estimate: this project's 2-core CPU (docs/benchmarks.md).
+# Offline gradient updates/s at the presets' network and batch sizes: the CPU table (CQL, BEAR-Lag, IQL,
+# TD3+BC), CPQ's "100k steps take ~2 h", BC / BC-Safe from the demo's pre-training (4000 steps ~25 s).
+OFFLINE_UPDATES_PER_S = {"cpq": 14.0, "bear-lag": 42.7, "cql": 17.3, "iql": 200.1, "td3bc": 240.4, "bc-safe": 160.0, "bc": 160.0}
+ONLINE_UPDATES_PER_S = 190.0  # SAC's update at 256 x 256, batch 256 (smaller batches: proportionally more)
+ENV_STEPS_PER_S = {"BallCircle": 2073.0, "CarRun": 993.0, "Hopper": 2657.0}  # a SAC actor stepping 1 env
+DEFAULT_ENV_STEPS_PER_S = 1000.0
 
 
 @dataclass
@@ -35,6 +49,29 @@ class PipelineResult:
     figure: Path | None = None
     rows: list[dict[str, Any]] = field(default_factory=list)  # per method, means over seeds
     seed_rows: list[dict[str, Any]] = field(default_factory=list)  # per method and seed
+
+
+@dataclass
+class PlannedStage:
+    """One step of a pipeline's plan (``--dry-run``): what it is, where, what it will do and roughly how long."""
+
+    stage: str  # data | pretrain | finetune
+    name: str
+    path: Path
+    state: str  # how the directory is used: new, reused, continued, extended
+    work: str  # the budget in the field's units
+    seconds: float  # rough estimate of the work left (0: nothing to do)
+
+
+def read_budget_file(path: str | Path) -> tuple[dict, dict]:
+    """(the stages' budgets, the pipeline settings) of a ``--budget`` file (``BUDGET_FORMAT``)."""
+    from o2o.config import load_yaml
+
+    data = load_yaml(path)
+    unknown = sorted(set(data) - set(STAGES) - set(PIPELINE_KEYS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {unknown}; {BUDGET_FORMAT}")
+    return {k: v for k, v in data.items() if k in STAGES}, {k: v for k, v in data.items() if k in PIPELINE_KEYS}
 
 
 def split_overrides(overrides: list[str]) -> dict[str, list[str]]:
@@ -50,23 +87,24 @@ def split_overrides(overrides: list[str]) -> dict[str, list[str]]:
 
 def _stage_state(out: Path, cfg) -> str:
     """'new' | 'done' | 'resume'; raises when ``out`` holds a run with another config (one saved before
-    o2o added config keys is compared with them at their defaults: ``upgrade_saved_config``)."""
-    from o2o.config import diff_configs, to_dict
+    o2o added config keys is compared with them at their defaults: ``upgrade_saved_config``). A raised
+    budget (``o2o.runs.rundir.budget_keys``) is not another config: the run is resumed to it."""
+    from o2o.config import to_dict
     from o2o.loops.online import upgrade_saved_config
     from o2o.runs.checkpoint import latest_checkpoint
-    from o2o.runs.rundir import _read_config
+    from o2o.runs.rundir import _read_config, resume_diffs
 
     if not (out / "config.yaml").exists():
         if out.exists() and any(out.iterdir()):
             raise RunDirError(f"'{out}' exists and holds no o2o run; empty it or choose another --out")
         return "new"
     upgrade_saved_config(out, cfg)
-    diffs = diff_configs(_read_config(out), to_dict(cfg))
+    diffs, raised = resume_diffs(_read_config(out), to_dict(cfg))
     if diffs:
         raise RunDirError(
             f"'{out}' holds a run with another config ({'; '.join(diffs[:3])}); choose another --out or delete it"
         )
-    if (out / "summary.json").exists():
+    if (out / "summary.json").exists() and not raised:
         return "done"
     if latest_checkpoint(out) is not None or (out / "bridge").exists():
         return "resume"
@@ -113,14 +151,16 @@ def run_pipeline(
     recipe: str = "dsrl",
     quality: str | None = None,
     fresh: bool = False,
-) -> PipelineResult:
+    dry_run: bool = False,
+) -> PipelineResult | list[PlannedStage]:
     """Run (or complete) the pipeline under ``root``. One pre-training run per seed, each fine-tuning
     seed starting from its own; with ``pretrain_seed`` every fine-tuning seed starts from that one
     pre-trained run (cheaper; the spread over seeds then leaves out pre-training's). ``offline_algo``
     None: each method pre-trains with its own (``MethodSpec.offline_algo``: o2sac cql, o2td3 td3bc,
     o2ppo iql). ``recipe``/``quality``: how the default dataset is generated when missing. ``fresh``:
     once every config is validated, delete the stage directories and report files this call writes
-    (nothing else under ``root``) so that every stage runs anew (``o2o demo``)."""
+    (nothing else under ``root``) so that every stage runs anew (``o2o demo``). ``dry_run``: check every
+    config, write nothing and return the plan (``plan_pipeline``)."""
     from o2o.config import to_dict
     from o2o.envs import get_task
     from o2o.loops.finetune import resolve_finetune_config, run_finetune
@@ -132,7 +172,7 @@ def run_pipeline(
     budget = budget or {}
     unknown = set(budget) - set(STAGES)
     if unknown:
-        raise ConfigError(f"pipeline budget has unknown stage(s) {sorted(unknown)}; stages: {', '.join(STAGES)}")
+        raise ConfigError(f"pipeline budget has unknown key(s) {sorted(unknown)}; {BUDGET_FORMAT}")
     algo_of = {m: offline_algo or get_method(m).offline_algo or "cpq" for m in methods}
     per_stage = split_overrides(list(overrides))
     root = Path(root)
@@ -148,6 +188,9 @@ def run_pipeline(
     for m in methods:  # an unknown key or bad value of a fine-tuning stage fails here, before any work
         resolve_finetune_config(m, None, task, seeds[0], layer=budget.get("finetune"), overrides=per_stage["finetune"], require_pretrained=False)
 
+    if dry_run:
+        return plan_pipeline(task, root, dataset, recipe, quality, budget.get("data") or {}, budget.get("finetune"), per_stage, pre_cfgs,
+                             methods, seeds, algo_of, pretrain_seed, fresh=fresh)
     if fresh:
         import contextlib
 
@@ -189,6 +232,104 @@ def run_pipeline(
 
     write_report(result, task)
     return result
+
+
+def _left(out: Path, planned: dict, fresh: bool) -> tuple[str, float]:
+    """How the stage directory ``out`` will be used (read-only) and the fraction of its budget left to run,
+    for a run whose resolved (plain) config is ``planned``. Its other keys are compared at launch."""
+    from o2o.runs.checkpoint import checkpoint_step, latest_checkpoint
+    from o2o.runs.rundir import _dotted, _read_config, budget_keys
+
+    if fresh or not (out / "config.yaml").is_file():
+        return "new", 1.0
+    saved = _read_config(out)
+    key = next(iter(budget_keys(saved)[-1:]), None)  # online.iterations of a fine-tuning run, offline.steps of a pre-training one
+    old, new = (_dotted(saved, key), _dotted(planned, key)) if key else (None, None)
+    ckpt = latest_checkpoint(out)
+    done = checkpoint_step(ckpt) if ckpt is not None else 0
+    if (out / "summary.json").is_file():
+        if isinstance(old, int) and isinstance(new, int) and new > old:
+            return f"finished at {key}={old}; extended to {new}", (new - old) / new
+        return "finished: reused", 0.0
+    if ckpt is not None and isinstance(new, int) and new > 0:
+        return f"continues from {ckpt.name}", max(new - done, 0) / new
+    return ("continues its bridge" if (out / "bridge").exists() else "new"), 1.0
+
+
+def _env_rate(task: str) -> float:
+    return ENV_STEPS_PER_S.get(task, DEFAULT_ENV_STEPS_PER_S)
+
+
+def _update_rate(batch_size: int | None) -> float:
+    return ONLINE_UPDATES_PER_S * 256 / max(batch_size or 256, 1)
+
+
+def plan_pipeline(task, root, dataset, recipe, quality, data_budget, finetune_budget, per_stage, pre_cfgs, methods, seeds, algo_of,
+                  pretrain_seed, *, fresh=False) -> list[PlannedStage]:
+    """What ``run_pipeline`` would do with these (checked) configs, stage by stage, with the budget of each
+    in its units and a rough time estimate at the reference rates above; nothing is written."""
+    from o2o.bridge.ocr import bridge_stages
+    from o2o.config import apply_overrides, to_dict, update_from_dict
+    from o2o.envs import get_task
+    from o2o.loops.datagen import GenerateConfig, data_dir, resolve_dataset
+    from o2o.loops.finetune import resolve_finetune_config
+    from o2o.methods import get_method
+
+    horizon, env_rate = get_task(task).horizon, _env_rate(task)
+    plan = []
+    name = dataset or default_dataset(task, recipe, quality)
+    try:
+        path = resolve_dataset(name)
+        plan.append(PlannedStage("data", Path(path).stem, Path(path), "exists", "-", 0.0))
+    except O2OError:
+        if dataset and name != default_dataset(task, recipe, quality):
+            raise
+        g = apply_overrides(update_from_dict(GenerateConfig(), {"task": task, "recipe": recipe, "quality": quality, **data_budget}),
+                            per_stage["data"])
+        if recipe == "dsrl":
+            r = g.dsrl
+            episodes = r.num_agents * (r.iterations * r.episodes_per_iteration + r.warmup_episodes)
+            env_steps, updates = episodes * horizon, r.num_agents * r.iterations * r.updates_per_iteration
+            work = f"generated (dsrl): {r.num_agents} behaviour agents, {episodes} episodes (~{env_steps:,} env steps), {updates:,} updates"
+        else:
+            r = g.d4rl
+            env_steps, updates = r.iterations * r.steps_per_iteration + r.transitions, r.iterations * r.updates_per_iteration
+            work = f"generated (d4rl {quality}): a SAC behaviour run of {r.iterations * r.steps_per_iteration:,} env steps, {r.transitions:,} transitions"
+        plan.append(PlannedStage("data", name, data_dir() / f"{name}.hdf5", "new", work, env_steps / env_rate + updates / _update_rate(256)))
+
+    for (algo, seed), cfg in pre_cfgs.items():
+        o = cfg.offline
+        out = Path(root) / "pretrain" / f"{algo}-s{seed}"
+        state, left = _left(out, to_dict(cfg), fresh)
+        evals = (o.steps // o.eval_every + 1) * o.eval_episodes * horizon
+        seconds = o.steps / OFFLINE_UPDATES_PER_S.get(algo, 20.0) + evals / env_rate
+        plan.append(PlannedStage("pretrain", out.name, out, state, f"{o.steps:,} gradient steps of {algo}, "
+                                 f"evaluated every {o.eval_every:,} ({o.eval_episodes} episodes)", seconds * left))
+
+    for method in methods:
+        spec = get_method(method)
+        for seed in seeds:
+            cfg = resolve_finetune_config(method, None, task, seed, layer=finetune_budget, overrides=per_stage["finetune"],
+                                          require_pretrained=False)
+            o, batch = cfg.online, getattr(cfg.agent, "batch_size", 256)
+            bridge, bridge_batch = 0, batch
+            if spec.family == "ocr-cft":
+                bridge = sum(bridge_stages(spec, cfg.algo, cfg.ocr.reeval_steps, cfg.ocr.align_steps).values())
+                bridge_batch = cfg.ocr.reeval_batch_size
+            elif spec.vpa:
+                bridge, bridge_batch = cfg.vpa.steps, cfg.vpa.batch_size
+            episodes = getattr(o, "episodes_per_iteration", None)
+            per_iteration = o.steps_per_iteration if episodes is None else episodes * horizon
+            env_steps = o.iterations * per_iteration + (o.iterations // o.eval_every + 1) * o.eval_episodes * horizon
+            updates = o.iterations * getattr(o, "updates_per_iteration", 0)
+            out = Path(root) / "finetune" / f"{method}-s{seed}"
+            state, left = _left(out, to_dict(cfg), fresh)
+            src = f"from {algo_of[method]}-s{seed if pretrain_seed is None else pretrain_seed}" if spec.needs_pretrained else "from scratch"
+            work = (f"{src}; " + (f"bridge {bridge:,} steps; " if bridge else "")
+                    + f"{o.iterations} iterations: ~{env_steps:,} env steps (evaluations included), {updates:,} updates of batch {batch}")
+            bridge_s = 0.0 if state.startswith(("continues from", "finished")) else bridge / _update_rate(bridge_batch)
+            plan.append(PlannedStage("finetune", out.name, out, state, work, bridge_s + (env_steps / env_rate + updates / _update_rate(batch)) * left))
+    return plan
 
 
 def _first_last_eval(run: Path) -> tuple[dict, dict]:

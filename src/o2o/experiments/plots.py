@@ -33,11 +33,13 @@ def plot_learning_curves(
     how: str = "mean",
     x_label: str = "environment steps",
     train_cost_metric: str | None = None,
+    pdf: bool = False,
 ) -> Path:
     """One panel for reward (and one for cost when ``cost_metric``, one for the cumulative training
     cost when ``train_cost_metric``), the aggregate (``how``: mean or
     iqm) and its 95% CI over the runs of each group. ``colors`` maps group labels to colours, so that a
-    method keeps its colour across figures (default: by position). Returns the PNG path."""
+    method keeps its colour across figures (default: by position). ``pdf``: also the same figure as a
+    vector PDF beside the PNG (for print). Returns the PNG path."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -91,6 +93,10 @@ def plot_learning_curves(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp.png")
     fig.savefig(tmp)
+    if pdf:
+        tmp_pdf = out.with_name(f".{out.stem}.tmp.pdf")
+        fig.savefig(tmp_pdf, format="pdf")
+        os.replace(tmp_pdf, out.with_suffix(".pdf"))
     plt.close(fig)
     os.replace(tmp, out)
     return out

@@ -5,8 +5,11 @@ What a number in a report is:
   over seeds; the budget it was measured at (env steps, or gradient steps for offline runs) is given
   with it.
 - **best**: the maximum over evaluations of the seed-aggregated curve of the normalised return, with
-  the budget where it was reached. It selects on the evaluation episodes, so it is optimistic; it is
-  always labelled as best, never mixed with final.
+  the budget where it was reached; on a safe task only the evaluations whose seed-aggregated normalised
+  cost is within the limit (<= 1) count, and a method with none has no best. It selects on the
+  evaluation episodes, so it is optimistic; it is always labelled as best, never mixed with final.
+- **intervals** of a quantity that cannot be negative (costs, cumulative training cost, episode
+  counts) are clipped at 0; the t interval of a handful of seeds can otherwise reach below it.
 - **normalised return**: DSRL's (R - R_min) / (R_max - R_min) on safe tasks, D4RL's
   100 (R - R_random) / (R_expert - R_random) on the others (reference returns: ``o2o tasks``).
 - **normalised cost**: DSRL's C / kappa; an agent whose aggregated final normalised cost exceeds 1
@@ -211,11 +214,15 @@ def _last(metrics: dict, name: str) -> float:
     return float(col[-1]) if len(col) else float("nan")
 
 
-def _est(values, how: str) -> Estimate:
+def _est(values, how: str, *, lowest: float | None = None) -> Estimate:
+    """The aggregate of ``values`` over seeds with its interval; ``lowest``: the quantity's least valid
+    value (0 for a cost or a count), below which the interval is clipped."""
     values = np.asarray(values, np.float64)
     if np.isnan(values).any():
         return Estimate(float("nan"), float("nan"), float("nan"))
     v, lo, hi = aggregate(values, how)
+    if lowest is not None:
+        lo = max(float(lo), lowest)
     return Estimate(float(v), float(lo), float(hi))
 
 
@@ -249,26 +256,30 @@ def summarise_group(task: str, method: str, runs: list[RunInfo], how: str = "mea
         finals["viol"].append(_last(m, "train/violating_episodes"))
         finals["eps"].append(float(r.summary.get("train_episodes", float("nan"))))
     c = curve([r.path for r in runs], "eval/normalized_return", x_key=x_key, how=how)
-    best = int(np.argmax(c.mean))
+    eligible = np.ones(len(c.mean), bool)
+    if t.safe and "eval/normalized_cost" in runs[0].metrics:  # only the evaluations within the limit can be best
+        eligible = curve([r.path for r in runs], "eval/normalized_cost", x_key=x_key, how=how).mean <= 1.0
+    best = int(np.argmax(np.where(eligible, c.mean, -np.inf))) if eligible.any() else -1
+    best_estimate = Estimate(float(c.mean[best]), float(c.low[best]), float(c.high[best])) if best >= 0 else Estimate(math.nan, math.nan, math.nan)
     result = GroupResult(
         task=t.name, method=method, n=len(runs), seeds=[r.seed for r in runs], safe_task=t.safe,
         normalisation={"DSRL": "DSRL", "D4RL": "D4RL"}.get(t.ref_source, "o2o reference returns, D4RL formula"),
         x_key=x_key, final_budget=(min(finals["x"]), max(finals["x"])),
         final_updates=None if min(finals["upd"]) < 0 else (min(finals["upd"]), max(finals["upd"])),
         final_return=_est(finals["ret"], how), final_norm_return=_est(finals["nret"], how),
-        best_norm_return=Estimate(float(c.mean[best]), float(c.low[best]), float(c.high[best])), best_at=int(round(c.x[best])),
+        best_norm_return=best_estimate, best_at=int(round(c.x[best])) if best >= 0 else -1,
         final_norm_return_per_seed=list(finals["nret"]),
     )
     if t.safe and "eval/cost" in runs[0].metrics:
-        result.final_cost = _est(finals["cost"], how)
-        result.final_norm_cost = _est(finals["ncost"], how)
+        result.final_cost = _est(finals["cost"], how, lowest=0.0)
+        result.final_norm_cost = _est(finals["ncost"], how, lowest=0.0)
         limits = {r.summary.get("cost_limit") for r in runs}
         result.cost_limit = limits.pop() if len(limits) == 1 else None
         result.unsafe = bool(result.final_norm_cost.value > 1.0)
     if "train/cumulative_cost" in runs[0].metrics and t.safe:
-        result.cum_train_cost = _est(finals["cum"], how)
-        result.violating_episodes = _est(finals["viol"], how)
-        result.train_episodes = _est(finals["eps"], how)
+        result.cum_train_cost = _est(finals["cum"], how, lowest=0.0)
+        result.violating_episodes = _est(finals["viol"], how, lowest=0.0)
+        result.train_episodes = _est(finals["eps"], how, lowest=0.0)
     return result
 
 
@@ -355,7 +366,7 @@ def safe_table(results: list[GroupResult]) -> str:
     if not rows:
         return ""
     head = ("| task | method | seeds | budget (final) | final reward (DSRL-norm.) | final cost (DSRL-norm.) | safe? | "
-            "best reward (DSRL-norm.) @ step (env steps online, gradient steps offline) | cumulative training cost | training episodes over the limit |")
+            "best reward within the limit (DSRL-norm.) @ step (env steps online, gradient steps offline) | cumulative training cost | training episodes over the limit |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for g in rows:
         unsafe = g.unsafe
@@ -365,7 +376,8 @@ def safe_table(results: list[GroupResult]) -> str:
             reward, cost = f"_{reward}_", f"**{cost}**"
         lines.append(
             f"| {g.task} | {g.method} | {g.n} | {_budget(g)} | {reward} | {cost} | "
-            f"{'-' if unsafe is None else ('✗ unsafe' if unsafe else '✓')} | {g.best_norm_return.fmt(3)} @ {g.best_at} | "
+            f"{'-' if unsafe is None else ('✗ unsafe' if unsafe else '✓')} | "
+            f"{f'{g.best_norm_return.fmt(3)} @ {g.best_at}' if g.best_at >= 0 else '- (no evaluation within the limit)'} | "
             f"{g.cum_train_cost.fmt(0) if g.cum_train_cost else '-'} | "
             f"{g.violating_episodes.fmt(1) if g.violating_episodes else '-'}"
             f"{f' of {g.train_episodes.value:.0f}' if g.train_episodes and math.isfinite(g.train_episodes.value) else ''} |"
@@ -435,7 +447,7 @@ def results_csv(results: list[GroupResult], how: str) -> str:
             "task": g.task, "method": g.method, "seeds": " ".join(map(str, g.seeds)), "n": g.n, "aggregate": how,
             "normalisation": g.normalisation, "budget_axis": g.x_key, "final_budget_min": g.final_budget[0],
             "final_budget_max": g.final_budget[1], "final_updates": g.final_updates[1] if g.final_updates else "",
-            "best_at": g.best_at, "cost_limit": "" if g.cost_limit is None else g.cost_limit,
+            "best_at": g.best_at if g.best_at >= 0 else "", "cost_limit": "" if g.cost_limit is None else g.cost_limit,
             "unsafe": "" if g.unsafe is None else int(g.unsafe),
             "violating_episodes": g.violating_episodes.value if g.violating_episodes else "",
             "train_episodes": g.train_episodes.value if g.train_episodes else "",
@@ -444,6 +456,51 @@ def results_csv(results: list[GroupResult], how: str) -> str:
         row |= e("final_cost", g.final_cost) | e("final_norm_cost", g.final_norm_cost) | e("cum_train_cost", g.cum_train_cost)
         w.writerow({k: ("" if v is None else v) for k, v in row.items()})
     return buf.getvalue()
+
+
+def _tex(text: str) -> str:
+    """Text with LaTeX's special characters escaped."""
+    special = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+               "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+    return "".join(special.get(ch, ch) for ch in text)
+
+
+def _tex_est(est: Estimate | None, digits: int) -> str:
+    if est is None or not math.isfinite(est.value):
+        return "--"
+    if est.low == est.high:
+        return f"{est.value:.{digits}f}"
+    return f"{est.value:.{digits}f} {{\\scriptsize [{est.low:.{digits}f}, {est.high:.{digits}f}]}}"
+
+
+def results_latex(results: list[GroupResult], how: str, source: str) -> str:
+    """The safe-task and score tables as LaTeX ``table`` environments (booktabs: ``\\usepackage{booktabs}``);
+    the same numbers as the page, unsafe rows' cost in bold."""
+    what = "mean [95\\% t interval]" if how == "mean" else "IQM [95\\% bootstrap interval]"
+    out = [f"% o2o report: {_tex(source)}; {what} over seeds; needs \\usepackage{{booktabs}}"]
+    safe = [g for g in results if g.safe_task]
+    if safe:
+        out += ["\\begin{table}[t]", "\\centering", "\\begin{tabular}{llrrrl}", "\\toprule",
+                "Task & Method & Seeds & Reward (norm.) & Cost (norm.) & Best reward within the limit \\\\", "\\midrule"]
+        for g in safe:
+            cost = _tex_est(g.final_norm_cost, 2)
+            if g.unsafe:
+                cost = f"\\textbf{{{cost}}}"
+            best = f"{_tex_est(g.best_norm_return, 3)} @ {g.best_at:,}" if g.best_at >= 0 else "--"
+            out.append(f"{_tex(g.task)} & {_tex(g.method)} & {g.n} & {_tex_est(g.final_norm_return, 3)} & {cost} & {best} \\\\")
+        out += ["\\bottomrule", "\\end{tabular}",
+                f"\\caption{{Final evaluation, DSRL-normalised reward and cost ({what} over seeds); cost above 1 (bold): unsafe.}}",
+                "\\end{table}"]
+    plain = [g for g in results if not g.safe_task]
+    if plain:
+        out += ["\\begin{table}[t]", "\\centering", "\\begin{tabular}{llrrl}", "\\toprule",
+                "Task & Method & Seeds & Final score & Best score \\\\", "\\midrule"]
+        for g in plain:
+            best = f"{_tex_est(g.best_norm_return, 1)} @ {g.best_at:,}" if g.best_at >= 0 else "--"
+            out.append(f"{_tex(g.task)} & {_tex(g.method)} & {g.n} & {_tex_est(g.final_norm_return, 1)} & {best} \\\\")
+        out += ["\\bottomrule", "\\end{tabular}",
+                f"\\caption{{Final evaluation, normalised score (x100; {what} over seeds).}}", "\\end{table}"]
+    return "\n".join(out) + "\n"
 
 
 # ---------------------------------------------------------------------------------- the page
@@ -488,25 +545,31 @@ def write_report(
 
     figures = []
     groups = group_runs(runs)
+    phase_of = {"step": "offline", "env_steps": "online"}  # a figure's x-axis is in one unit: a phase per figure
     for task in sorted({r.task for r in runs}):
         from o2o.envs import get_task
 
         t = get_task(task)
-        task_groups = {method: [r.path for r in g] for (tk, method), g in groups.items() if tk == task}
         limit = next((g.cost_limit for g in results if g.task == task and g.cost_limit is not None), None)
         safe = any(g.safe_task and g.final_cost is not None for g in results if g.task == task)
-        x_key = next(g.x_key for g in results if g.task == task)
-        png = assets / f"{task}.png"
-        plot_learning_curves(
-            task_groups, png, title=f"{task}  [{named_short}]", cost_limit=limit,
-            reward_metric="eval/normalized_return", cost_metric="eval/cost" if safe else None,
-            reward_label="DSRL-normalised return" if t.ref_source == "DSRL" else "normalised score (x100)",
-            colors=colors, how=how, x_label="environment steps" if x_key == "env_steps" else "gradient steps",
-        )
-        figures.append((task, png, limit))
+        x_keys = sorted({g.x_key for g in results if g.task == task})
+        for x_key in x_keys:
+            methods = {g.method for g in results if g.task == task and g.x_key == x_key}
+            task_groups = {method: [r.path for r in g] for (tk, method), g in groups.items() if tk == task and method in methods}
+            name = task if len(x_keys) == 1 else f"{task} ({phase_of.get(x_key, x_key)})"
+            png = assets / (f"{task}.png" if len(x_keys) == 1 else f"{task}-{phase_of.get(x_key, x_key)}.png")
+            plot_learning_curves(
+                task_groups, png, title=f"{title}: {name}" if title else f"{name}  [{named_short}]", cost_limit=limit,
+                reward_metric="eval/normalized_return", cost_metric="eval/cost" if safe else None,
+                reward_label="DSRL-normalised return" if t.ref_source == "DSRL" else "normalised score (x100)",
+                colors=colors, how=how, x_label="environment steps" if x_key == "env_steps" else "gradient steps", pdf=True,
+            )
+            figures.append((name, png, limit))
 
     csv_path = assets / "results.csv"
     csv_path.write_text(results_csv(results, how))
+    tex_path = assets / "results.tex"
+    tex_path.write_text(results_latex(results, how, named_short))
 
     from o2o.experiments.archive import archive_sweep, is_archive
     from o2o.experiments.index import INDEX_FILE
@@ -529,8 +592,9 @@ def write_report(
     md.append("")
     md.append(f"Aggregation: {AGGREGATE_TEXT[how]}. **Final** = each run's last evaluation, at the budget given "
               "in the row. **Best** = the maximum over evaluations of the seed-aggregated normalised-return curve, "
-              "with the budget where it was reached (it selects on the evaluation episodes: optimistic). "
-              "Only finished runs are counted.")
+              "with the budget where it was reached (it selects on the evaluation episodes: optimistic); on a safe "
+              "task only the evaluations whose seed-aggregated normalised cost is within the limit (<= 1) count. "
+              "Intervals of costs and counts are clipped at 0. Only finished runs are counted.")
     for s in sweeps:
         md += ["", f"## Sweep spec `{s.spec_source or s.path}`", "",
                f"sha256 `{s.spec_sha256}`; sweep directory `{s.path}`."
@@ -561,7 +625,8 @@ def write_report(
     if at:
         md += ["", "## Across tasks", "", f"Table 3 — from {named_by}. rliable-style aggregate: IQM over every run of "
                "the tasks pooled, interval from a bootstrap that resamples seeds within each task (2000 resamples).", "", at]
-    md += ["", f"CSV of every number (with interval bounds): [{rel(csv_path)}]({rel(csv_path)})"]
+    md += ["", f"CSV of every number (with interval bounds): [{rel(csv_path)}]({rel(csv_path)}); the tables in LaTeX "
+           f"(booktabs): [{rel(tex_path)}]({rel(tex_path)}); each figure also as a vector PDF beside its PNG."]
     for a in archives:
         where = rel(a) if out.parent.resolve() in a.resolve().parents else str(a)
         md += ["", f"The runs' data (config, metrics.csv, summary of every finished run, no checkpoints): [{where}/]({where}/); "
@@ -577,5 +642,5 @@ def write_report(
         md += [f"| {r} | {st_} | {e.replace('|', '/') if e else ''} |" for _, r, st_, e in excluded]
         md.append("")
     out.write_text("\n".join(md).rstrip() + "\n")
-    return {"markdown": out, "csv": csv_path, "figures": [p for _, p, _ in figures], "results": results,
+    return {"markdown": out, "csv": csv_path, "latex": tex_path, "figures": [p for _, p, _ in figures], "results": results,
             "excluded": excluded, "runs": len(runs), "archives": archives}

@@ -112,10 +112,13 @@ def list_datasets() -> list[Path]:
 
 
 def resolve_dataset(name_or_path: str) -> Path:
-    """A dataset given by path, or by name in the data directory (or the embedded default)."""
+    """A dataset given by path (a Minari dataset directory: its ``data/main_data.hdf5``), or by name in
+    the data directory (or the embedded default)."""
+    from o2o.data.hdf5 import minari_main_file
+
     path = Path(name_or_path)
     if path.suffix in (".hdf5", ".h5") or path.exists() or os.sep in name_or_path:
-        return path
+        return minari_main_file(path) or path
     candidate = data_dir() / f"{name_or_path}.hdf5"
     if candidate.exists():
         return candidate

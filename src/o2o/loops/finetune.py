@@ -199,7 +199,8 @@ def offline_dataset(pre, task):
     from o2o.data import load_hdf5
     from o2o.loops.datagen import resolve_dataset
 
-    return load_hdf5(resolve_dataset(pre.config.dataset), task=task, require_costs=True)
+    return load_hdf5(resolve_dataset(pre.config.dataset), task=task, require_costs=True,
+                     allow_other_task=getattr(pre.config, "allow_other_task", False))
 
 
 def run_bridge(cfg, spec: MethodSpec, pre, state, bridge_dir: Path, progress: bool = True, resume: bool = False):
@@ -289,10 +290,10 @@ def check_finetune_config(cfg) -> None:
 def run_finetune(cfg, out_dir, *, resume: bool = False, progress: bool = True) -> dict:
     """Fine-tune into ``out_dir`` (or continue it). Returns the summary written to summary.json."""
     from o2o.bridge.pretrained import load_pretrained
-    from o2o.config import diff_configs, to_dict
+    from o2o.config import to_dict
     from o2o.loops.online import upgrade_saved_config
     from o2o.runs import RunDir
-    from o2o.runs.rundir import _read_config, hold_runs
+    from o2o.runs.rundir import _plain_config, _read_config, hold_runs, refusal, resume_diffs, write_config
 
     spec = get_method(cfg.method)
     ocr = spec.family == "ocr-cft"
@@ -313,10 +314,12 @@ def run_finetune(cfg, out_dir, *, resume: bool = False, progress: bool = True) -
         obs_stats = pre.obs_stats if (pre is not None and spec.init_actor) else None
         if resume:
             upgrade_saved_config(out, cfg)  # saved before o2o added config keys: compared with them at their defaults
-            diffs = diff_configs(_read_config(out), to_dict(cfg))
+            diffs, raised = resume_diffs(_read_config(out), to_dict(cfg))
             if diffs:
-                raise RunDirError(f"cannot resume '{out}': config differs: {'; '.join(diffs[:5])}; start a new run with another --out")
+                raise RunDirError(refusal(out, diffs))
             has_online = RunDir.open(out).latest_checkpoint() is not None
+            if raised and not has_online:  # stopped in the bridge: the online stage will run to the raised budget
+                write_config(out, _plain_config(to_dict(cfg)))
             rundir = hold.enter_context(RunDir.create(out, to_dict(cfg), resume=True)) if has_online else RunDir.open(out)
         else:
             rundir = hold.enter_context(RunDir.create(out, to_dict(cfg)))

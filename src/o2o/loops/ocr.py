@@ -40,7 +40,7 @@ def load_offline_dataset(pre, task):
     from o2o.data import load_hdf5
     from o2o.loops.datagen import resolve_dataset
 
-    return load_hdf5(resolve_dataset(pre.config.dataset), task=task)
+    return load_hdf5(resolve_dataset(pre.config.dataset), task=task, allow_other_task=getattr(pre.config, "allow_other_task", False))
 
 
 def normalised_rows(dataset, obs_mean, obs_std) -> dict:

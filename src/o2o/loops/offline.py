@@ -43,14 +43,15 @@ import numpy as np
 from o2o.agents import get_offline_agent
 from o2o.agents.common import make_update_many
 from o2o.data.replay import replay_from_dataset, replay_sample
-from o2o.errors import ConfigError, DatasetError, DivergedError, RunDirError
+from o2o.errors import ConfigError, DivergedError, RunDirError
 from o2o.loops.divergence import check_losses, diverged, finite_checkpoint
 
 
 @dataclass(frozen=True)
 class OfflineConfig:
     steps: int = field(default=100_000, metadata={"help": "gradient steps in total"})
-    steps_per_call: int = field(default=1000, metadata={"help": "gradient steps per jitted call (one metrics row each)"})
+    steps_per_call: int = field(default=1000, metadata={
+        "help": "gradient steps per jitted call (one metrics row each); a last call makes up the rest of `steps`"})
     eval_every: int = field(default=10_000, metadata={"help": "evaluate on the live task every N gradient steps (and at the end)"})
     eval_episodes: int = field(default=5, metadata={"help": "deterministic evaluation episodes"})
     checkpoint_every: int = field(default=25_000, metadata={"help": "checkpoint every N gradient steps (and at the end)"})
@@ -64,6 +65,8 @@ def pretrain_config_class(algo: str) -> type:
         ("algo", str, field(default=algo, metadata={"help": "offline algorithm"})),
         ("dataset", str, field(default="BallCircle-dsrl", metadata={"help": "dataset name (o2o data list) or path"})),
         ("task", str | None, field(default=None, metadata={"help": "task; None = the dataset's metadata"})),
+        ("allow_other_task", bool, field(default=False, metadata={
+            "help": "train on a dataset whose metadata names another task than `task` (its widths must still match)"})),
         ("seed", int, field(default=0, metadata={"help": "random seed"})),
         ("cost_limit", float | None, field(default=None, metadata={"help": "episode cost limit kappa; None = the task's default"})),
         ("agent", spec.config_cls, field(default_factory=spec.config_cls, metadata={"help": "agent hyper-parameters"})),
@@ -86,8 +89,6 @@ def check_offline_config(o: OfflineConfig) -> None:
     for name in ("steps", "steps_per_call", "eval_every", "eval_episodes", "checkpoint_every"):
         if getattr(o, name) <= 0:
             raise ConfigError(f"offline.{name} must be > 0, got {getattr(o, name)}")
-    if o.steps % o.steps_per_call:
-        raise ConfigError(f"offline.steps ({o.steps}) must be a multiple of offline.steps_per_call ({o.steps_per_call})")
 
 
 @lru_cache(maxsize=None)
@@ -135,23 +136,20 @@ class OfflineData:
     every trainer (agent initialisation, evaluation, checkpoint contents)."""
 
     def __init__(self, cfg, *, dataset=None):
-        from o2o.data import load_hdf5, sha256_data
+        from o2o.data import check_task, load_hdf5, recorded_task, sha256_data
         from o2o.envs import get_task
         from o2o.loops.datagen import resolve_dataset
 
         self.spec = get_offline_agent(cfg.algo)
         check_offline_config(cfg.offline)
-        path = None
         if dataset is None:
-            path = resolve_dataset(cfg.dataset)
-        task_name = cfg.task or (dataset.metadata.get("task") if dataset is not None else _peek_task(path))
+            dataset = load_hdf5(resolve_dataset(cfg.dataset))  # what is wrong with the file is named first
+        task_name = cfg.task or recorded_task(dataset.metadata)
         if not task_name:
             raise ConfigError(f"dataset '{cfg.dataset}' does not say which task it is for; pass --task")
         self.task = get_task(task_name)
-        if dataset is None:
-            dataset = load_hdf5(path, task=self.task, require_costs=self.spec.safe)
-        else:
-            _check_dataset(dataset, self.task, self.spec.safe, cfg.dataset)
+        check_task(dataset, self.task, require_costs=self.spec.safe, allow_other_task=cfg.allow_other_task,
+                   override="--set allow_other_task=true", source=dataset.metadata.get("loaded_from") or cfg.dataset)
         # which transitions the run trained on: a dataset name can stand for different files (a dataset
         # regenerated on another machine or by another code version), the checksum cannot (summary.json)
         self.dataset_sha256 = sha256_data(dataset)
@@ -213,13 +211,19 @@ class OfflineData:
         n = num_episodes or self.cfg.offline.eval_episodes
         return evaluation_metrics(self.task, self.policy(actor), n, seed, self.cost_limit)
 
-    def metrics_row(self, metrics: dict, elapsed: float, steps: int, evaluate: Callable[[], dict]) -> dict[str, float]:
-        """One metrics.csv row: the losses (means over the call), the update rate, and at the
-        evaluation steps the evaluation."""
+    def call_steps(self, done: int) -> int:
+        """Gradient steps of the next jitted call after ``done``: ``steps_per_call``, or what is left of
+        ``steps`` when that is less (a budget that is not a multiple of it runs exactly)."""
+        o = self.cfg.offline
+        return min(o.steps_per_call, o.steps - done)
+
+    def metrics_row(self, metrics: dict, elapsed: float, steps: int, evaluate: Callable[[], dict], num_steps: int) -> dict[str, float]:
+        """One metrics.csv row: the losses (means over the call of ``num_steps`` updates), the update
+        rate, and at the evaluation steps the evaluation."""
         o = self.cfg.offline
         out = {f"loss/{k}": float(v) for k, v in metrics.items() if np.ndim(v) == 0}
         check_losses(out)  # before the evaluation: a diverged policy is not run on the task
-        out["perf/updates_per_s"] = o.steps_per_call / max(elapsed, 1e-9)
+        out["perf/updates_per_s"] = num_steps / max(elapsed, 1e-9)
         if self.live_eval and (steps % o.eval_every == 0 or steps == o.steps):
             out.update(evaluate())
         return out
@@ -283,14 +287,14 @@ class OfflineTrainer:
         return self.data.evaluate(self.state.actor, self.cfg.seed, num_episodes)
 
     def step(self) -> dict[str, float]:
-        o = self.cfg.offline
+        n = self.data.call_steps(self.counters["steps"])
         self.key, update_key = jax.random.split(self.key)
         t0 = time.perf_counter()
-        self.state, metrics = self.update_many(self.state, self.buffer, update_key, {}, num_steps=o.steps_per_call)
+        self.state, metrics = self.update_many(self.state, self.buffer, update_key, {}, num_steps=n)
         metrics = jax.device_get(metrics)
         elapsed = time.perf_counter() - t0
-        self.counters["steps"] += o.steps_per_call
-        return self.data.metrics_row(metrics, elapsed, self.counters["steps"], self.evaluate)
+        self.counters["steps"] += n
+        return self.data.metrics_row(metrics, elapsed, self.counters["steps"], self.evaluate, n)
 
     def checkpoint_arrays(self) -> dict:
         return self.data.checkpoint_arrays(self.state, self.key)
@@ -334,7 +338,7 @@ class SeedBatchTrainer:
         self.spec, self.task, self.cost_limit, self.dataset, self.buffer = d.spec, d.task, d.cost_limit, d.dataset, d.buffer
         self.seeds = seeds
         self.cfg = d.config_for(seeds[0])
-        self.update_many = _seed_batch_update_many(self.spec.module.update, d.agent_cfg.batch_size, self.cfg.offline.steps_per_call)
+        self.update_many = partial(_seed_batch_update_many, self.spec.module.update, d.agent_cfg.batch_size)  # (num_steps)
         inits = [d.init_agent(s) for s in seeds]
         self.state = stack_trees([st for st, _ in inits])
         self.keys = jnp.stack([k for _, k in inits])
@@ -352,20 +356,20 @@ class SeedBatchTrainer:
     def step_seeds(self) -> list[dict[str, float]]:
         """K updates of every seed in one call; one metrics row per seed. ``perf/updates_per_s`` is
         each seed's rate (K over the call's wall time); the program's total is S times that."""
-        o = self.cfg.offline
+        n = self.data.call_steps(self.counters["steps"])
         split = jax.vmap(jax.random.split)(self.keys)  # (S, 2, 2): per seed, exactly split(key)
         self.keys, update_keys = split[:, 0], split[:, 1]
         t0 = time.perf_counter()
-        self.state, metrics = self.update_many(self.state, self.buffer, update_keys, {})
+        self.state, metrics = self.update_many(n)(self.state, self.buffer, update_keys, {})
         metrics = jax.device_get(metrics)
         elapsed = time.perf_counter() - t0
-        self.counters["steps"] += o.steps_per_call
+        self.counters["steps"] += n
         for i, seed in enumerate(self.seeds):  # every seed before any evaluation
             check_losses({f"loss/{k}": v[i] for k, v in metrics.items() if np.ndim(v) >= 1}, f"seed {seed}: ")
         rows = []
         for i in range(len(self.seeds)):
             per_seed = {k: v[i] for k, v in metrics.items() if np.ndim(v) >= 1}
-            rows.append(self.data.metrics_row(per_seed, elapsed, self.counters["steps"], partial(self.evaluate_seed, i)))
+            rows.append(self.data.metrics_row(per_seed, elapsed, self.counters["steps"], partial(self.evaluate_seed, i), n))
         return rows
 
     def seed_checkpoint(self, i: int) -> tuple[dict, dict]:
@@ -385,28 +389,6 @@ class SeedBatchTrainer:
             keys.append(key)
         self.state, self.keys = stack_trees(states), jnp.stack(keys)
         self.counters = dict(loaded[0][1]["counters"])
-
-
-def _peek_task(path) -> str | None:
-    import h5py
-
-    from o2o.data.hdf5 import stored_metadata
-
-    try:
-        with h5py.File(path, "r") as f:
-            return stored_metadata(f.attrs, str(path)).get("task")
-    except OSError:
-        return None  # the loader reports what is wrong with the file
-
-
-def _check_dataset(dataset, task, safe: bool, name: str) -> None:
-    if dataset.obs_dim != task.obs_dim or dataset.act_dim != task.act_dim:
-        raise DatasetError(
-            f"{name}: observation/action widths {dataset.obs_dim}/{dataset.act_dim} do not match task {task.name} "
-            f"({task.obs_dim}/{task.act_dim}); the dataset is for another task"
-        )
-    if safe and not dataset.has_costs:
-        raise DatasetError(f"{name}: the dataset has no costs, which a safe algorithm needs")
 
 
 def run_pretrain(cfg, out_dir, *, resume: bool = False, progress: bool = True, dataset=None, live_eval: bool | None = None) -> dict:

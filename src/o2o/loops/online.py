@@ -469,6 +469,7 @@ def upgrade_saved_config(out_dir, cfg) -> None:
 
     from o2o.config import from_dict, load_yaml, to_dict
     from o2o.runs.checkpoint import write_text_atomic
+    from o2o.runs.rundir import resume_diffs
 
     path = Path(out_dir) / "config.yaml"
     if not path.exists():
@@ -481,7 +482,7 @@ def upgrade_saved_config(out_dir, cfg) -> None:
     pretrained, wanted = saved.get("pretrained"), getattr(cfg, "pretrained", None)
     if isinstance(pretrained, str) and wanted and not os.path.isabs(pretrained) and os.path.abspath(pretrained) == wanted:
         completed["pretrained"] = wanted  # saved as given, relative to this working directory: now recorded absolute
-    if completed != saved and completed == to_dict(cfg):
+    if completed != saved and not resume_diffs(completed, to_dict(cfg))[0]:  # the same, or a raised budget
         header = "".join(line for line in path.read_text().splitlines(keepends=True) if line.startswith("#"))
         write_text_atomic(path, header + yaml.safe_dump(completed, sort_keys=False))
 

@@ -6,12 +6,12 @@
       tb/             TensorBoard event files
       checkpoints/    ckpt_<step>/ directories and a `latest` pointer (see checkpoint.py)
       summary.json    final numbers of the run, written at its end
-      figures/        plots made from the run
       .lock           held by the process training in the run (see lock.py)
 
 Why the refusals: a new run never writes into a directory that holds something (an old run's
 checkpoints would otherwise be mixed with the new one's), and a resumed run must have exactly the
-config it was started with, or "resume" would quietly become a different experiment.
+config it was started with, or "resume" would quietly become a different experiment; only its budget
+may be raised (``budget_keys``), which extends the run and is recorded in config.yaml.
 """
 
 from __future__ import annotations
@@ -39,13 +39,12 @@ from o2o.runs.checkpoint import (
 )
 from o2o.runs.lock import LOCK_FILE, RunLock, lock_run_dir
 
-__all__ = ["RunDir", "hold_runs", "run_finished"]
+__all__ = ["RunDir", "budget_keys", "hold_runs", "resume_diffs", "run_finished"]
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
 TB_DIRNAME = "tb"
-FIGURES_DIRNAME = "figures"
 _MAX_DIFFS_SHOWN = 5
 
 
@@ -56,6 +55,52 @@ def _plain_config(config: Any) -> dict:
     if not isinstance(config, Mapping):
         raise TypeError(f"a run's config must be a mapping or a config dataclass, got {type(config)}")
     return yaml.safe_load(yaml.safe_dump(_lists(config), sort_keys=False)) or {}
+
+
+def budget_keys(config: Mapping) -> tuple[str, ...]:
+    """The keys of a run's (plain) config that only say how long it trains, which ``--resume`` may raise
+    to extend a run, finished or not: ``offline.steps`` (o2o pretrain) and ``online.iterations`` (o2o
+    train, o2o finetune), except in a run whose schedule spans its length (an annealed learning rate,
+    ``agent.anneal_lr``), where a longer run is another run."""
+    keys = []
+    if isinstance(config.get("offline"), Mapping):
+        keys.append("offline.steps")
+    if isinstance(config.get("online"), Mapping) and not (config.get("agent") or {}).get("anneal_lr"):
+        keys.append("online.iterations")
+    return tuple(keys)
+
+
+def _dotted(config: Mapping, key: str) -> Any:
+    for part in key.split("."):
+        config = config.get(part) if isinstance(config, Mapping) else None
+    return config
+
+
+def resume_diffs(saved: Mapping, config: Mapping) -> tuple[list[str], list[str]]:
+    """(the differences ``--resume`` refuses, ``"key: old -> new"`` each; the budget keys it raises,
+    which it accepts: ``budget_keys``). A budget key lowered is a refused difference."""
+    raised = []
+    for key in budget_keys(saved):
+        old, new = _dotted(saved, key), _dotted(config, key)
+        if isinstance(old, int) and isinstance(new, int) and new > old:
+            raised.append(key)
+    diffs = [d for d in diff_configs(saved, config) if d.split(": ", 1)[0] not in raised]
+    return diffs, raised
+
+
+def refusal(path: Path, diffs: list[str]) -> str:
+    """The line ``--resume`` refuses a different config with."""
+    shown = "; ".join(diffs[:_MAX_DIFFS_SHOWN])
+    more = f" (and {len(diffs) - _MAX_DIFFS_SHOWN} more)" if len(diffs) > _MAX_DIFFS_SHOWN else ""
+    return (f"cannot resume '{path}': config differs: {shown}{more}; only a budget key ("
+            f"{', '.join(budget_keys(_read_config(path))) or 'none for this run'}) may be raised on resume: resume with "
+            f"the run's own config ({path / CONFIG_FILE}) or start a new run with another --out")
+
+
+def write_config(path: Path, config: Mapping) -> None:
+    """Write a run's resolved config (plain) to ``path/config.yaml``."""
+    header = f"# Resolved config of this run (o2o {__version__}). --resume refuses a different one, except a raised budget.\n"
+    write_text_atomic(Path(path) / CONFIG_FILE, header + yaml.safe_dump(dict(config), sort_keys=False))
 
 
 def _lists(value: Any) -> Any:
@@ -110,10 +155,6 @@ class RunDir:
         return self.path / CHECKPOINTS_DIRNAME
 
     @property
-    def figures_dir(self) -> Path:
-        return self.path / FIGURES_DIRNAME
-
-    @property
     def summary_path(self) -> Path:
         return self.path / SUMMARY_FILE
 
@@ -133,7 +174,7 @@ class RunDir:
             return cls._resume(path, plain)
         _check_new(path)
         try:
-            for sub in (TB_DIRNAME, CHECKPOINTS_DIRNAME, FIGURES_DIRNAME):
+            for sub in (TB_DIRNAME, CHECKPOINTS_DIRNAME):
                 (path / sub).mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise RunDirError(f"cannot create run directory '{path}' ({err}); choose another --out") from None
@@ -141,10 +182,7 @@ class RunDir:
         try:
             if (path / CONFIG_FILE).exists():  # another process started a run here since the check above
                 _check_new(path)
-            header = (
-                f"# Resolved config of this run (o2o {__version__}). --resume refuses a different one.\n"
-            )
-            write_text_atomic(path / CONFIG_FILE, header + yaml.safe_dump(plain, sort_keys=False))
+            write_config(path, plain)
         except BaseException:
             lock.release()
             raise
@@ -165,21 +203,19 @@ class RunDir:
     @classmethod
     def _resume_locked(cls, path: Path, config: dict, lock: RunLock) -> RunDir:
         saved = _read_config(path)
-        diffs = diff_configs(saved, config)
+        diffs, raised = resume_diffs(saved, config)
         if diffs:
-            shown = "; ".join(diffs[:_MAX_DIFFS_SHOWN])
-            more = f" (and {len(diffs) - _MAX_DIFFS_SHOWN} more)" if len(diffs) > _MAX_DIFFS_SHOWN else ""
-            raise RunDirError(
-                f"cannot resume '{path}': config differs: {shown}{more}; resume with the run's own "
-                f"config ({path / CONFIG_FILE}) or start a new run with another --out"
-            )
+            raise RunDirError(refusal(path, diffs))
         ckpt = latest_checkpoint(path)
         if ckpt is None:
             raise RunDirError(
                 f"cannot resume '{path}': it has no checkpoint (it stopped before its first save); "
                 f"delete it and start the run again with --out {path}"
             )
-        for sub in (TB_DIRNAME, CHECKPOINTS_DIRNAME, FIGURES_DIRNAME):
+        if raised:  # the run goes on to the raised budget: its config says so from now on
+            write_config(path, config)
+            saved = config
+        for sub in (TB_DIRNAME, CHECKPOINTS_DIRNAME):
             (path / sub).mkdir(exist_ok=True)
         return cls(path=path, config=saved, resume_step=checkpoint_step(ckpt), lock=lock)
 

@@ -1,0 +1,71 @@
+"""The pipelines' --dry-run (the plan, budgets, what is reused, a rough estimate, nothing written) and
+the --budget file: o2o demo's own file is accepted, a file for another task or with unknown keys is one
+line that says which format --budget wants (issue #39, trap 5)."""
+
+from __future__ import annotations
+
+import re
+
+import yaml
+
+from o2o.cli import main
+from o2o.presets import PRESET_DIR
+from test_cli import one_error_line, run
+
+DEMO = PRESET_DIR / "pipeline-demo.yaml"
+
+
+def test_marvel_takes_the_demo_file_and_dry_run_prints_the_plan_without_writing(capsys, tmp_path):
+    out = tmp_path / "mv"
+    code, stdout, err = run(capsys, "--no-progress", "marvel", "--task", "BallCircle", "--budget", str(DEMO), "--dry-run", "--out", str(out))
+    assert code == 0, err
+    lines = stdout.splitlines()
+    assert lines[0] == f"plan for {out}/:"
+    assert re.search(r"data\s+BallCircle-dsrl-small\s+exists", stdout)  # the file's dataset, offline_algo, methods, seeds
+    assert sum("4,000 gradient steps of bc-safe" in x for x in lines) == 3
+    assert sum(re.search(r"finetune\s+marvel-s\d\s+new .*from bc-safe-s\d; bridge 4,000 steps; 20 iterations", x) is not None for x in lines) == 3
+    assert lines[-2].startswith("estimate: ~") and lines[-1] == "outputs: none written (dry run)"
+    assert not out.exists()
+
+    # the command line's options win over the file's: one seed, warm-start too
+    code, stdout, _ = run(capsys, "--no-progress", "marvel", "--task", "BallCircle", "--budget", str(DEMO), "--dry-run", "--out", str(out),
+                          "--seeds", "4", "--methods", "marvel,warm-start")
+    assert code == 0 and "bc-safe-s4" in stdout and "warm-start-s4" in stdout and "marvel-s0" not in stdout
+
+
+def test_dry_run_says_what_is_reused_and_extended(capsys, tmp_path):
+    out = tmp_path / "mv"
+    done, extended = out / "pretrain" / "bc-safe-s0", out / "pretrain" / "bc-safe-s1"
+    for run_dir, steps in ((done, 4000), (extended, 2000)):
+        run_dir.mkdir(parents=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump({"algo": "bc-safe", "offline": {"steps": steps}, "agent": {}}))
+        (run_dir / "summary.json").write_text("{}")
+    code, stdout, err = run(capsys, "--no-progress", "marvel", "--task", "BallCircle", "--budget", str(DEMO), "--dry-run", "--out", str(out))
+    assert code == 0, err
+    cells = [re.split(r"\s{2,}", x.strip()) for x in stdout.splitlines() if x.startswith("  pretrain")]
+    row = {c[1]: (c[2], float(c[3].lstrip("~ ").split()[0])) for c in cells}
+    assert row["bc-safe-s0"] == ("finished: reused", 0.0)
+    assert row["bc-safe-s1"][0] == "finished at offline.steps=2000; extended to 4000"
+    assert row["bc-safe-s2"][0] == "new"
+    assert row["bc-safe-s1"][1] == round(row["bc-safe-s2"][1] / 2)  # half its budget is left
+
+
+def test_a_budget_file_for_another_task_or_with_unknown_keys_is_one_line(capsys, tmp_path):
+    code, _, err = run(capsys, "--no-progress", "marvel", "--task", "CarRun", "--budget", str(DEMO), "--dry-run", "--out", str(tmp_path / "x"))
+    assert code == 2 and f"{DEMO} is a pipeline for task BallCircle, not --task CarRun" in one_error_line(err)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("pretrain: {offline: {steps: 10}}\nmethod: marvel\n")
+    code, _, err = run(capsys, "--no-progress", "marvel", "--task", "BallCircle", "--budget", str(bad), "--dry-run")
+    line = one_error_line(err)
+    assert code == 2 and f"{bad}: unknown key(s) ['method']" in line and "{data: ..., pretrain: ..., finetune: ...}" in line
+
+
+def test_demo_and_ocr_dry_runs_write_nothing(capsys, tmp_path, monkeypatch):
+    assert main(["--no-progress", "demo", "--dry-run", "--out", str(tmp_path / "demo")]) == 0
+    assert "bc-safe-s2" in capsys.readouterr().out and not (tmp_path / "demo").exists()
+    monkeypatch.setenv("O2O_DATA_DIR", str(tmp_path / "datasets"))  # no Hopper-medium: the plan generates it
+    code, stdout, err = run(capsys, "--no-progress", "ocr", "--task", "Hopper", "--dry-run", "--out", str(tmp_path / "ocr"))
+    assert code == 0, err
+    assert re.search(r"data\s+Hopper-medium\s+new .*generated \(d4rl medium\)", stdout)
+    assert re.search(r"pretrain\s+cql-s0\s+new", stdout) and re.search(r"finetune\s+o2sac-s0\s+new .*from cql-s0; bridge", stdout)
+    assert not (tmp_path / "ocr").exists() and not (tmp_path / "datasets").exists()
