@@ -56,28 +56,31 @@ def main(argv=None) -> int:
     targets: list[str] = []
     print("| method | task | seeds | pre-trained | offline | lowest, first 10% | dip | final | final - offline | best | online mean |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
+    groups: dict[tuple[str, str], list[Path]] = {}  # (method, task) -> its runs, pooled over the sweeps
     for sweep in args.sweeps:
         for method_dir in sorted((sweep / "runs").iterdir()):
             if args.method and method_dir.name not in args.method:
                 continue
             for task_dir in sorted(method_dir.iterdir()):
-                seeds = sorted(task_dir.iterdir(), key=lambda r: (len(r.name), r.name))
-                stats = [s for s in (run_stats(r) for r in seeds) if s is not None]
-                finished += [r for r in seeds if (r / "summary.json").exists()]
-                if not stats:
-                    continue
-                all_stats += stats
-                col = {k: [s[k] for s in stats] for k in stats[0]}
-                print(
-                    f"| {method_dir.name} | {task_dir.name} | {len(stats)} | {fmt(col['pretrained'])} | {fmt(col['start'])} | {fmt(col['lowest_early'])} | "
-                    f"{fmt(col['dip'])} | {fmt(col['final'])} | {fmt(col['gain'])} | {fmt(col['best'])} | {fmt(col['online_mean'])} |"
-                )
-                pre = np.asarray(col["pretrained"], float)
-                if np.all(np.isfinite(pre)):
-                    held = int(np.sum(np.asarray(col["lowest_early"]) >= 0.95 * pre))
-                    above = float(np.mean(np.asarray(col["final"]) - pre))
-                    targets.append(f"| {method_dir.name} | {task_dir.name} | {held} of {len(stats)} | {above:+.1f} | "
-                                   f"{'met' if held >= 0.8 * len(stats) else 'not met'} | {'met' if above >= 10 else 'not met'} |")
+                groups.setdefault((method_dir.name, task_dir.name), []).extend(task_dir.iterdir())
+    for (method, task), runs in sorted(groups.items()):
+        seeds = sorted(runs, key=lambda r: (len(r.name), r.name))
+        stats = [s for s in (run_stats(r) for r in seeds) if s is not None]
+        finished += [r for r in seeds if (r / "summary.json").exists()]
+        if not stats:
+            continue
+        all_stats += stats
+        col = {k: [s[k] for s in stats] for k in stats[0]}
+        print(
+            f"| {method} | {task} | {len(stats)} | {fmt(col['pretrained'])} | {fmt(col['start'])} | {fmt(col['lowest_early'])} | "
+            f"{fmt(col['dip'])} | {fmt(col['final'])} | {fmt(col['gain'])} | {fmt(col['best'])} | {fmt(col['online_mean'])} |"
+        )
+        pre = np.asarray(col["pretrained"], float)
+        if np.all(np.isfinite(pre)):
+            held = int(np.sum(np.asarray(col["lowest_early"]) >= 0.95 * pre))
+            above = float(np.mean(np.asarray(col["final"]) - pre))
+            targets.append(f"| {method} | {task} | {held} of {len(stats)} | {above:+.1f} | "
+                           f"{'met' if held >= 0.8 * len(stats) else 'not met'} | {'met' if above >= 10 else 'not met'} |")
     if targets:
         print("\n| method | task | seeds whose lowest early evaluation >= 95% of pre-trained | final - pre-trained (mean) | no-dip target | +10 target |")
         print("|---|---|---|---|---|---|")
