@@ -151,6 +151,13 @@ def test_expectile_dual_weight_by_hand_and_lambda_direction():
     assert lam(violated) > 1.1 and lam(satisfied) < 0.9
 
 
+def _random_batch(n: int = 32, obs_dim: int = 3, act_dim: int = 2) -> dict:
+    rng = np.random.default_rng(0)
+    return {k: jnp.asarray(v, jnp.float32) for k, v in {
+        "observations": rng.normal(size=(n, obs_dim)), "actions": rng.uniform(-1, 1, (n, act_dim)), "rewards": np.ones(n),
+        "next_observations": rng.normal(size=(n, obs_dim)), "terminals": np.zeros(n)}.items()}
+
+
 def test_o2sac_update_raises_lambda_when_far_from_the_reference_and_once_per_dual_period():
     from o2o.agents import o2sac
 
@@ -158,10 +165,7 @@ def test_o2sac_update_raises_lambda_when_far_from_the_reference_and_once_per_dua
     state = o2sac.init(jax.random.PRNGKey(0), 3, 2, cfg)
     reference = o2sac.init(jax.random.PRNGKey(5), 3, 2, cfg).actor.params
     reference = jax.tree_util.tree_map(lambda x: x * 30.0, reference)  # a very different pi_ref: large KL
-    rng = np.random.default_rng(0)
-    batch = {k: jnp.asarray(v, jnp.float32) for k, v in {
-        "observations": rng.normal(size=(32, 3)), "actions": rng.uniform(-1, 1, (32, 2)), "rewards": np.ones(32),
-        "next_observations": rng.normal(size=(32, 3)), "terminals": np.zeros(32)}.items()}
+    batch = _random_batch()
     lams = []
     for i in range(4):
         state, m = o2sac.update(state, batch, jax.random.PRNGKey(i), reference, 0.01)
@@ -394,10 +398,7 @@ def test_o2td3_dual_steps_on_actor_steps_only():
     cfg = o2td3.O2TD3Config(hidden_dims=(8,), lambda_lr=0.05, policy_delay=2)
     state = o2td3.init(jax.random.PRNGKey(0), 3, 2, cfg)
     reference = jax.tree_util.tree_map(lambda x: -30.0 * x, o2td3.init(jax.random.PRNGKey(5), 3, 2, cfg).actor.params)
-    rng = np.random.default_rng(0)
-    batch = {k: jnp.asarray(v, jnp.float32) for k, v in {
-        "observations": rng.normal(size=(32, 3)), "actions": rng.uniform(-1, 1, (32, 2)), "rewards": np.ones(32),
-        "next_observations": rng.normal(size=(32, 3)), "terminals": np.zeros(32)}.items()}
+    batch = _random_batch()
     lams = []
     for i in range(4):
         state, m = o2td3.update(state, batch, jax.random.PRNGKey(i), reference, 1e-4)
