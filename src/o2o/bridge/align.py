@@ -67,7 +67,7 @@ def _two_point_critic_step(state, obs, actions, target, anchor, anchor_target):
     def loss(params):
         q = state.critic.apply_fn(params, obs, actions)
         q_anchor = state.critic.apply_fn(params, obs, anchor)
-        main = ((q - target[None]) ** 2).mean(axis=1).sum()
+        main = ((q - jnp.broadcast_to(target, q.shape)) ** 2).mean(axis=1).sum()  # one target, or one per critic
         anchored = ((q_anchor - anchor_target[None]) ** 2).mean(axis=1).sum()
         return main + anchored, (main, anchored, q)
 
@@ -125,23 +125,8 @@ def o2td3_align_update(state, batch, key, offline_actor_params, *, rule: str, k:
 
     loss, grads = jax.value_and_grad(actor_loss)(state.actor.params)
     state = state.replace(actor=state.actor.apply_gradients(grads=grads))
-    state, info = _per_critic_step(state, obs, actions, target, anchor, jax.lax.stop_gradient(qbar_anchor))
+    state, info = _two_point_critic_step(state, obs, actions, target, anchor, jax.lax.stop_gradient(qbar_anchor))
     return state.replace(step=state.step + 1), {**info, "align_actor_loss": loss, "align_distance": distance.mean()}
-
-
-def _per_critic_step(state, obs, actions, target, anchor, anchor_target):
-    """``_two_point_critic_step`` with a target per critic ([num_critics, B])."""
-
-    def loss(params):
-        q = state.critic.apply_fn(params, obs, actions)
-        q_anchor = state.critic.apply_fn(params, obs, anchor)
-        main = ((q - target) ** 2).mean(axis=1).sum()
-        anchored = ((q_anchor - anchor_target[None]) ** 2).mean(axis=1).sum()
-        return main + anchored, (main, anchored, q)
-
-    (_, (main, anchored, q)), grads = jax.value_and_grad(loss, has_aux=True)(state.critic.params)
-    state = state.replace(critic=state.critic.apply_gradients(grads=grads))  # targets stay frozen
-    return state, {"align_critic_loss": main, "align_anchor_loss": anchored, "align_q_mean": q.mean(), "align_target_mean": target.mean()}
 
 
 # ------------------------------------------------------------------------------------- compiled scans
