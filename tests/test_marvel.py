@@ -248,6 +248,11 @@ def test_warm_start_starts_from_the_pretrained_networks(pretrained, tmp_path):
     scratch = build_agent(_cfg("from-scratch", None), get_method("from-scratch"), None, jax.random.PRNGKey(0))
     assert not np.allclose(jax.tree_util.tree_leaves(scratch.actor.params)[0], jax.tree_util.tree_leaves(pre.state.actor.params)[0]) \
         if jax.tree_util.tree_leaves(scratch.actor.params)[0].shape == jax.tree_util.tree_leaves(pre.state.actor.params)[0].shape else True
+    # vpa.init=fresh: the actor is pi0, the critics are fresh (a start without critics, e.g. BC-Safe)
+    fresh = build_agent(_cfg("warm-start", pretrained, "vpa.init=fresh"), get_method("warm-start"), pre, jax.random.PRNGKey(0))
+    jax.tree_util.tree_map(np.testing.assert_array_equal, fresh.actor.params, pre.state.actor.params)
+    for a, b in [(fresh.critic.params, pre.state.critic.params), (fresh.cost_critic.params, pre.state.cost_critic.params)]:
+        assert not any(np.allclose(x, y) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)) if x.ndim == 2)
 
 
 # ------------------------------------------------------------------------------------------ commands
@@ -345,7 +350,7 @@ def test_finetune_bad_input_is_refused_before_training(pretrained, tmp_path, cap
 
     bc = tmp_path / "bc"
     run_pretrain(resolve_pretrain_config("bc", "BallCircle-dsrl-small", layer={"offline": TINY_PRETRAIN["offline"]}), bc, progress=False)
-    assert "no cost critic" in err("--method", "warm-start", "--pretrained", str(bc))
+    assert "vpa.init=fresh" in err("--method", "warm-start", "--pretrained", str(bc))  # no critics to copy
     assert "vpa.init=fresh" in err("--method", "marvel", "--pretrained", str(bc))  # VPA can fit fresh critics
 
 

@@ -49,7 +49,9 @@ class VPAConfig:
         metadata={"help": "Polyak rate of VPA's target critics; None = agent.tau. The start's error decays about as "
                   "gamma^(steps * tau): 0.99^(10000 * 0.02) = 0.13"},
     )
-    init: Literal["pretrained", "fresh"] = field(default="pretrained", metadata={"help": "start from the pre-trained critics or fresh ones"})
+    init: Literal["pretrained", "fresh"] = field(default="pretrained", metadata={"help": "where the reward and cost critics start, for every Marvel-family method that "
+                                             "copies them (VPA, if the method has it, fits them from there): the pre-trained run's or "
+                                             "fresh ones (the only choice from a start without critics, e.g. BC-Safe)"})
     timeouts_terminal: bool = field(default=False, metadata={"help": "treat time-limit cuts as terminal (the released code's bug; off by default)"})
 
 

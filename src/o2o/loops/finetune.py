@@ -93,8 +93,8 @@ def resolve_finetune_config(
     if spec.needs_pretrained and (pretrained or require_pretrained):
         if not pretrained:
             raise ConfigError(f"method '{method}' starts from a pre-trained run: pass --pretrained RUN_DIR (o2o pretrain)")
-        # a method with VPA may start from fresh critics (vpa.init: fresh): checked once the config is known
-        pre = load_pretrained(pretrained, task=task, need_cost_critic=_needs_cost_critic(spec) and not spec.vpa)
+        # a start without critics needs fresh ones (vpa.init: fresh): checked once the config is known
+        pre = load_pretrained(pretrained, task=task, need_cost_critic=False)
         task_name = pre.task
     elif pretrained and not (task or user.get("task")):  # the task of the given pre-trained run
         pre = load_pretrained(pretrained)
@@ -138,10 +138,9 @@ def resolve_finetune_config(
         cfg = resolve_ocr_defaults(cfg, pre.config.dataset if pre is not None else None)
         check_ocr_config(cfg.ocr)
         return cfg
-    if pre is not None and spec.vpa and cfg.vpa.init == "pretrained" and not hasattr(pre.state, "cost_critic"):
-        raise ConfigError(
-            f"pre-trained run '{pretrained}' ({pre.algo}) has no critics to align; VPA can fit fresh ones: --set vpa.init=fresh"
-        )
+    if pre is not None and (spec.vpa or spec.init_critics) and cfg.vpa.init == "pretrained" and not hasattr(pre.state, "cost_critic"):
+        what = "no critics to align; VPA can fit fresh ones" if spec.vpa else "no critics to start from; start fresh ones"
+        raise ConfigError(f"pre-trained run '{pretrained}' ({pre.algo}) has {what}: --set vpa.init=fresh")
     if pre is not None and (spec.init_actor or spec.init_critics):
         cfg = dataclasses.replace(cfg, agent=adopt_shapes(cfg.agent, pre))
     check_vpa_config(cfg.vpa)
@@ -186,7 +185,7 @@ def build_agent(cfg, spec: MethodSpec, pre, key):
         return get_online_agent(spec.algo).module.init(key, task.obs_dim, task.act_dim, cfg.agent)
     if spec.algo != "sac-lag":
         raise ConfigError(f"method '{spec.name}': no converter from {pre.algo} to {spec.algo}")
-    copy_critics = spec.init_critics and not (spec.vpa and cfg.vpa.init == "fresh")
+    copy_critics = spec.init_critics and cfg.vpa.init != "fresh"
     return to_sac_lag(pre, cfg.agent, key, actor=spec.init_actor, critics=copy_critics)
 
 
@@ -306,7 +305,7 @@ def run_finetune(cfg, out_dir, *, resume: bool = False, progress: bool = True) -
             hold.enter_context(hold_runs([out]))
         pre = None
         if cfg.pretrained:
-            fresh = spec.vpa and not ocr and cfg.vpa.init == "fresh"
+            fresh = not ocr and cfg.vpa.init == "fresh"
             pre = load_pretrained(cfg.pretrained, task=cfg.task, need_cost_critic=_needs_cost_critic(spec) and not fresh)
         elif spec.needs_pretrained:
             raise ConfigError(f"method '{cfg.method}' needs a pre-trained run: pass --pretrained RUN_DIR")
