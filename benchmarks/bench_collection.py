@@ -7,7 +7,7 @@ For each task (default BallCircle, CarRun, Hopper):
   (i) a random NumPy policy (the collector's own bookkeeping cost), (ii) the jitted o2o SAC
   actor, ``sac.actor_actions(state.actor, obs, jax.random.fold_in(key, step), deterministic=False)``
   with the per-step key made on the host ("host fold_in"), and (iii) the same with ``fold_in``
-  inside the jitted call ("fold_in in jit", what ``OnlineTrainer._policy_step`` does). One batched
+  inside the jitted call ("fold_in in jit", what ``OnlineTrainer.policy_step`` does). One batched
   policy call per env step of all envs.
 
 Envs are created once per contestant (creation is not timed) and the repeats are interleaved.
@@ -70,7 +70,7 @@ def random_policy(num_envs: int, act_dim: int, seed: int = 0):
 def sac_policy(obs_dim: int, act_dim: int, seed: int = 0, fused: bool = False):
     """The jitted o2o SAC actor as a collection policy. ``fused=False``: the per-step key made on the
     host, ``jax.random.fold_in(key, step)``, then ``sac.actor_actions``; ``fused=True``: fold_in inside
-    the jitted call (what ``OnlineTrainer``'s ``_policy_step`` does)."""
+    the jitted call (what ``OnlineTrainer``'s ``policy_step`` does)."""
     import jax
     import numpy as np
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from o2o.config import load_yaml
 from o2o.experiments.pipeline import PipelineResult, write_report
-from o2o.loops.datagen import resolve_dataset
+from o2o.data.registry import resolve_dataset
 
 
 def main() -> None:

@@ -16,7 +16,8 @@ from flax.training.train_state import TrainState
 
 from o2o.agents import get_online_agent, iql, ppo
 from o2o.errors import ConfigError
-from o2o.loops.online import make_trainer, run_online, train_config_class
+from o2o.loops.online import make_trainer, run_online
+from o2o.runconfig import train_config_class
 from o2o.loops.onpolicy import OnPolicyTrainer
 from o2o.nn import tanh_gaussian_log_prob, tanh_gaussian_sample
 from o2o.presets import resolve_train_config

@@ -83,9 +83,9 @@ def test_observation_normalisation_defaults_by_algorithm_family():
     the safe ones do not (OSRL); an explicit setting wins. The resolved choice is in the run's config."""
     from o2o.config import from_dict
     from o2o.data import load_hdf5
-    from o2o.loops.datagen import resolve_dataset
-    from o2o.loops.offline import OfflineData, pretrain_config_class
-
+    from o2o.data.registry import resolve_dataset
+    from o2o.loops.offline import OfflineData
+    from o2o.runconfig import pretrain_config_class
     data = load_hdf5(resolve_dataset("BallCircle-dsrl-small"))
     obs = np.asarray(data.observations)
     for algo, expected in (("td3bc", True), ("iql", True), ("cql", True), ("cpq", False), ("bc-safe", False)):

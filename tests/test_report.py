@@ -241,8 +241,7 @@ def test_archive_remakes_the_report_without_the_sweep_directory(hand_sweep, tmp_
     directory is gone, a report of that archive gives the same numbers and still lists the failed run."""
     import shutil
 
-    from o2o.experiments.archive import ARCHIVE_INDEX
-
+    from o2o.experiments.index import ARCHIVE_INDEX
     (hand_sweep / "runs/sac/Pendulum/seed0/checkpoints").mkdir()
     (hand_sweep / "runs/sac/Pendulum/seed0/checkpoints/big.bin").write_bytes(b"x" * 10_000)
     first = write_report([hand_sweep], tmp_path / "docs" / "hand.md")
@@ -348,3 +347,47 @@ def test_offline_and_online_runs_of_a_task_get_a_figure_each_in_their_own_units(
     assert sorted(drawn) == [(["cpq"], "gradient steps", "BallCircle-offline.png"), (["sac-lag"], "environment steps", "BallCircle-online.png")]
     page = written["markdown"].read_text()
     assert "![BallCircle (offline)](page/BallCircle-offline.png)" in page and "![BallCircle (online)](page/BallCircle-online.png)" in page
+
+
+def write_safe_finetune_run(path, *, method, seed, rewards, costs, cum_cost, violating, every=1000, limit=20.0):
+    """A fine-tuning run on BallCircle with DSRL-normalised ``rewards`` and raw ``costs`` evaluated at env
+    steps 0, every, 2 every, ..."""
+    path.mkdir(parents=True)
+    (path / "config.yaml").write_text(yaml.safe_dump({"method": method, "task": "BallCircle", "seed": seed, "pretrained": "pre"}))
+    head = ["step", "env_steps", "eval/return", "eval/normalized_return", "eval/cost", "eval/normalized_cost"]
+    rows = [[str(i), repr(float(i * every)), repr(900.0 * r), repr(float(r)), repr(float(c)), repr(c / limit)]
+            for i, (r, c) in enumerate(zip(rewards, costs))]
+    (path / "metrics.csv").write_text("\n".join([",".join(head)] + [",".join(r) for r in rows]) + "\n")
+    (path / "summary.json").write_text(json.dumps({
+        "method": method, "task": "BallCircle", "seed": seed, "cost_limit": limit, "train_cumulative_cost": cum_cost,
+        "train_violating_episodes": violating, "train_episodes": 50}))
+
+
+def test_safe_finetune_table_start_dip_quarter_and_safe_seeds_by_hand(tmp_path):
+    """Safe-task fine-tuning numbers per run by hand (start, lowest in the first 10%, reward at the
+    evaluation nearest 25% of the budget, final, gain, costs), then over seeds: the seeds within the limit
+    are counted and a cost's interval never reaches below 0."""
+    from o2o.experiments.report import collect, safe_finetune_stats, safe_finetune_table
+
+    # 11 evaluations at 0, 1k, ..., 10k env steps: the first 10% of the budget holds the 1k evaluation only
+    a = dict(rewards=[0.5, 0.3, 0.2, 0.6, 0.7, 0.6, 0.7, 0.8, 0.8, 0.8, 0.9], costs=[0, 30, 5, 0, 0, 0, 0, 0, 0, 0, 2])
+    b = dict(rewards=[0.4, 0.4, 0.1, 0.5, 0.5, 0.5, 0.6, 0.6, 0.6, 0.6, 0.6], costs=[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 25])
+    write_safe_finetune_run(tmp_path / "marvel-s0", method="marvel", seed=0, cum_cost=1000.0, violating=10, **a)
+    write_safe_finetune_run(tmp_path / "marvel-s1", method="marvel", seed=1, cum_cost=3000.0, violating=30, **b)
+    runs, _ = collect([tmp_path / "marvel-s0", tmp_path / "marvel-s1"])
+    s = safe_finetune_stats(runs[0].metrics, runs[0].summary)
+    assert s["start"] == 0.5 and s["lowest_early"] == 0.3  # 1k is the first 10% of 10k; 0.2 at 2k is not
+    assert s["quarter"] == 0.2 and s["quarter_at"] == 2000.0  # 2.5k is as near 2k as 3k: the earlier one
+    assert s["final"] == 0.9 and s["gain"] == pytest.approx(0.4) and s["final_cost"] == 2.0 and s["safe"] == 1.0
+    assert s["start_cost"] == 0.0 and s["cum_cost"] == 1000.0 and s["violating"] == 10.0
+    t = safe_finetune_stats(runs[1].metrics, runs[1].summary)
+    assert t["final_cost"] == 25.0 and t["safe"] == 0.0
+    table = safe_finetune_table(runs)
+    row = [c.strip() for c in table.splitlines()[2].strip("|").split("|")]
+    assert row[:4] == ["BallCircle", "marvel", "2", "10000"]
+    assert row[4] == "0.450 [-0.185, 1.085]"  # start: mean of 0.5 and 0.4, t interval with 1 degree of freedom
+    assert row[9].startswith("13.5 [0.0, ")  # final cost 2 and 25: the interval is clipped at 0
+    assert row[10] == "1 of 2"  # seeds whose final policy is within the limit
+    assert row[12].startswith("2000 [0, ")  # cumulative training cost, clipped at 0
+    per_seed = safe_finetune_table(runs, per_seed=True).splitlines()
+    assert [c.strip() for c in per_seed[3].strip("|").split("|")][10] == "**no**"

@@ -600,7 +600,7 @@ def test_adopting_needs_no_dataset_for_the_runs_it_adopts(tmp_path, capsys):
     import shutil
 
     from o2o.experiments.report import write_report
-    from o2o.loops.datagen import EMBEDDED
+    from o2o.data.registry import EMBEDDED
 
     data = tmp_path / "data.hdf5"
     shutil.copy(EMBEDDED["BallCircle-dsrl-small"], data)

@@ -12,7 +12,7 @@ from flax.serialization import from_state_dict, to_state_dict
 from flax.training.train_state import TrainState
 
 from o2o.agents import get_online_agent, td3, td3bc
-from o2o.loops.online import _policy_step, policy_step_kwargs, run_online
+from o2o.loops.online import policy_step, policy_step_kwargs, run_online
 from o2o.presets import resolve_train_config
 from o2o.runs import read_metrics_csv
 
@@ -129,8 +129,8 @@ def test_exploration_noise_through_the_online_policy_step():
     state = td3.init(jax.random.PRNGKey(0), 3, 2, cfg)
     obs = jnp.zeros((4000, 3))
     kwargs = policy_step_kwargs(spec.module, cfg)
-    mode = np.asarray(_policy_step(state.actor, obs, jax.random.PRNGKey(0), 0, deterministic=True, **kwargs))
-    noisy = np.asarray(_policy_step(state.actor, obs, jax.random.PRNGKey(0), 1, **kwargs))
+    mode = np.asarray(policy_step(state.actor, obs, jax.random.PRNGKey(0), 0, deterministic=True, **kwargs))
+    noisy = np.asarray(policy_step(state.actor, obs, jax.random.PRNGKey(0), 1, **kwargs))
     assert np.all(np.abs(noisy) <= 1.0)
     assert np.std(noisy - mode) == pytest.approx(0.1, rel=0.05)
     np.testing.assert_array_equal(mode, np.asarray(state.actor.apply_fn(state.actor.params, obs)))

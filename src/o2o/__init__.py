@@ -12,7 +12,7 @@ The Python API (docs/api.md); ``import o2o`` stays cheap, each function imports 
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from o2o.version import __version__  # noqa: F401 (o2o.__version__)
 
 __all__ = ["load_policy", "make_env", "pretrain", "finetune", "train", "export_policy"]
 

@@ -51,7 +51,8 @@ def train(algo: str | None = None, task: str | None = None, *, seed: int | None 
     run exactly (``task``, ``seed``, ``config`` and ``overrides`` then change its saved config, which
     the run directory refuses unless they agree). Returns (run directory, summary)."""
     from o2o.config import apply_overrides, from_dict, load_yaml, update_from_dict
-    from o2o.loops.online import run_online, train_config_class
+    from o2o.loops.online import run_online
+    from o2o.runconfig import train_config_class
     from o2o.presets import resolve_train_config
 
     check_wandb()
@@ -87,7 +88,8 @@ def pretrain(algo: str | None = None, dataset: str | None = None, *, task: str |
     ``resume`` folder of such runs continues all of them. ``defer_eval``: no evaluation on the live
     task while training (``o2o eval DIR --record`` later). Returns (run directory, summary)."""
     from o2o.config import apply_overrides, from_dict, load_yaml
-    from o2o.loops.offline import pretrain_config_class, run_pretrain, run_pretrain_seeds
+    from o2o.loops.offline import run_pretrain, run_pretrain_seeds
+    from o2o.runconfig import pretrain_config_class
     from o2o.presets import resolve_pretrain_config
 
     check_wandb()

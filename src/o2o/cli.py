@@ -444,7 +444,7 @@ def _record_evaluations(path: Path, episodes: int | None) -> int:
 
 def cmd_config(args) -> int:
     from o2o.config import config_help, format_value
-    from o2o.loops.online import train_config_class
+    from o2o.runconfig import train_config_class
     from o2o.presets import resolve_train_config
 
     from o2o.agents import OFFLINE_AGENTS, ONLINE_AGENTS
@@ -455,7 +455,7 @@ def cmd_config(args) -> int:
         cfg = resolve_finetune_config(args.method, None, args.task or "BallCircle", require_pretrained=False)
         rows = config_help(finetune_config_class(args.method))
     elif args.algo in OFFLINE_AGENTS:
-        from o2o.loops.offline import pretrain_config_class
+        from o2o.runconfig import pretrain_config_class
         from o2o.presets import resolve_pretrain_config
 
         default = pretrain_config_class(args.algo)()
@@ -658,7 +658,8 @@ def cmd_data(args) -> int:
 def _data_generate(args) -> int:
     from o2o.config import apply_overrides, load_yaml, update_from_dict
     from o2o.envs import get_task
-    from o2o.loops.datagen import GenerateConfig, default_name, generate, named_dataset_path
+    from o2o.loops.datagen import GenerateConfig, default_name, generate
+    from o2o.data.registry import named_dataset_path
 
     cfg = GenerateConfig()
     if args.config:
@@ -684,7 +685,7 @@ def _data_import(args) -> int:
     from o2o.data import load_hdf5, recorded_task, sha256_data, sha256_file
     from o2o.data.hdf5 import minari_main_file
     from o2o.envs import get_task
-    from o2o.loops.datagen import data_dir, named_dataset_path
+    from o2o.data.registry import data_dir, named_dataset_path
     from o2o.runs.checkpoint import write_text_atomic
 
     task = get_task(args.task) if args.task else None
@@ -718,7 +719,7 @@ def _data_import(args) -> int:
 def _data_list(args) -> int:
     from o2o.data import peek_metadata, recorded_task
     from o2o.errors import DatasetError
-    from o2o.loops.datagen import data_dir, list_datasets
+    from o2o.data.registry import data_dir, list_datasets
 
     paths = list_datasets()
     print(f"data directory: {data_dir()}")
@@ -739,7 +740,8 @@ def _data_inspect(args) -> int:
     import numpy as np
 
     from o2o.data import load_hdf5, recorded_task, sha256_data, sha256_file
-    from o2o.loops.datagen import resolve_dataset, scatter_png
+    from o2o.loops.datagen import scatter_png
+    from o2o.data.registry import resolve_dataset
 
     task = None
     if args.task:

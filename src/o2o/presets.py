@@ -34,8 +34,7 @@ def resolve_train_config(
 ):
     """The ``TrainConfig`` of ``o2o train``: defaults, presets, the user's file, then overrides."""
     from o2o.envs import get_task
-    from o2o.loops.online import train_config_class
-
+    from o2o.runconfig import train_config_class
     cls = train_config_class(algo)
     cfg = cls()
     user = load_yaml(config_file) if config_file else {}
@@ -65,8 +64,7 @@ def resolve_pretrain_config(
 ):
     """The ``PretrainConfig`` of ``o2o pretrain``: defaults < ``pretrain-<algo>.yaml`` < ``layer`` (a
     caller's budget, e.g. the pipeline's) < ``--config FILE`` < dataset/task/seed/steps < ``--set``."""
-    from o2o.loops.offline import pretrain_config_class
-
+    from o2o.runconfig import pretrain_config_class
     cfg = pretrain_config_class(algo)()
     for path, data in [(preset_path(f"pretrain-{algo}"), None), ("budget", layer), (config_file, None)]:
         if path is None or (path == "budget" and not data):

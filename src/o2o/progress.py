@@ -98,3 +98,12 @@ def make_progress(enabled: bool, *columns):
     if enabled and not sys.stdout.isatty():
         return LineProgress()
     return Progress(*columns, disable=not enabled, transient=False)
+
+
+def training_progress(enabled: bool, remaining: bool = True):
+    """The training loops' bar (description, bar, n of N, elapsed, with ``remaining`` the time left,
+    status) on a terminal, timestamped lines in a log (``make_progress``)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    return make_progress(enabled, *columns, *([TimeRemainingColumn()] if remaining else []), TextColumn("{task.fields[status]}"))

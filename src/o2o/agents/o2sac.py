@@ -30,7 +30,7 @@ from flax.training.train_state import TrainState
 from o2o.agents import cft, sac
 from o2o.agents.sac import SACConfig
 from o2o.nn import polyak_update
-from o2o.nn.networks import _gaussian_log_prob, _log_det_tanh
+from o2o.nn.networks import gaussian_log_prob, log_det_tanh
 
 act = sac.act
 actor_actions = sac.actor_actions
@@ -76,10 +76,10 @@ def sample_with_kl(actor_params, apply_fn, reference_params, observations, key, 
     """a ~ pi(.|s), log pi(a|s) and f = log pi(a|s) - max(log pi_ref(a|s), log_ref_min), from one pre-tanh u."""
     mean, log_std = apply_fn(actor_params, observations)
     u = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape, mean.dtype)
-    log_det = _log_det_tanh(u)
-    log_prob = _gaussian_log_prob(u, mean, log_std) - log_det
+    log_det = log_det_tanh(u)
+    log_prob = gaussian_log_prob(u, mean, log_std) - log_det
     ref_mean, ref_log_std = apply_fn(reference_params, observations)
-    ref_log_prob = _gaussian_log_prob(u, jax.lax.stop_gradient(ref_mean), jax.lax.stop_gradient(ref_log_std)) - log_det
+    ref_log_prob = gaussian_log_prob(u, jax.lax.stop_gradient(ref_mean), jax.lax.stop_gradient(ref_log_std)) - log_det
     return jnp.tanh(u), log_prob, log_prob - jnp.maximum(ref_log_prob, log_ref_min)
 
 

@@ -51,7 +51,7 @@ import optax
 from flax.training.train_state import TrainState
 
 from o2o.nn import TanhGaussianActor, ValueNet, tanh_gaussian_mode
-from o2o.nn.networks import _gaussian_log_prob, _log_det_tanh
+from o2o.nn.networks import gaussian_log_prob, log_det_tanh
 
 
 @dataclass(frozen=True)
@@ -195,14 +195,14 @@ def policy_of(state: PPOState) -> PPOPolicy:
 
 def log_prob_pre_tanh(mean: jax.Array, log_std: jax.Array, pre_tanh: jax.Array) -> jax.Array:
     """log pi(a|s) of a = tanh(u), given u: log N(u; mean, std) - sum_i log(1 - tanh(u_i)^2), exact."""
-    return _gaussian_log_prob(pre_tanh, mean, log_std) - _log_det_tanh(pre_tanh)
+    return gaussian_log_prob(pre_tanh, mean, log_std) - log_det_tanh(pre_tanh)
 
 
 def entropy_estimate(mean: jax.Array, log_std: jax.Array, key: jax.Array) -> jax.Array:
     """H(tanh(u)) = H(N(mean, std)) + E_u[sum_i log(1 - tanh(u_i)^2)], one re-parameterised u."""
     gaussian = jnp.sum(log_std + 0.5 * math.log(2.0 * math.pi * math.e), axis=-1)
     u = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape, mean.dtype)
-    return gaussian + _log_det_tanh(u)
+    return gaussian + log_det_tanh(u)
 
 
 @jax.jit

@@ -196,10 +196,10 @@ def clone_actor(student, teacher_apply, teacher_params, observations: np.ndarray
     actors see them). ``to``: 'deterministic' (MSE to the teacher's mode) or 'stochastic' (max
     likelihood of the teacher's action plus N(0, noise^2)). Returns (params, final loss)."""
     from o2o.agents.common import adam, make_update_many
-    from o2o.bridge.pretrained import _fresh
+    from o2o.bridge.pretrained import fresh_train_state
     from o2o.nn import tanh_gaussian_log_prob, tanh_gaussian_mode
 
-    student = _fresh(student, student.params, adam(learning_rate))
+    student = fresh_train_state(student, student.params, adam(learning_rate))
 
     def teacher_action(obs, key):
         out = teacher_apply(teacher_params, obs)
@@ -240,7 +240,7 @@ def build_ocr_agent(cfg, spec, pre, key, observations: np.ndarray | None = None)
     or cloned into the online policy class, critics copied only when the method starts from them.
     ``observations``: normalised dataset states for cloning (needed only across policy classes)."""
     from o2o.agents import get_online_agent
-    from o2o.bridge.pretrained import _check_same_tree, _fresh
+    from o2o.bridge.pretrained import check_same_tree, fresh_train_state
     from o2o.envs import get_task
 
     task = get_task(cfg.task)
@@ -255,8 +255,8 @@ def build_ocr_agent(cfg, spec, pre, key, observations: np.ndarray | None = None)
     copy = lambda tree: jax.tree_util.tree_map(jnp.array, tree)
     if spec.init_actor:
         if same_class(pre.algo, cfg.algo):
-            _check_same_tree(state.actor.params, src.actor.params, "actor")
-            state = state.replace(actor=_fresh(state.actor, src.actor.params))
+            check_same_tree(state.actor.params, src.actor.params, "actor")
+            state = state.replace(actor=fresh_train_state(state.actor, src.actor.params))
             if kind == "td3":
                 state = state.replace(target_actor_params=copy(src.actor.params))
         else:
@@ -268,7 +268,7 @@ def build_ocr_agent(cfg, spec, pre, key, observations: np.ndarray | None = None)
                 to="deterministic" if kind == "td3" else "stochastic", steps=o.clone_steps, batch_size=o.clone_batch_size,
                 learning_rate=o.clone_lr, noise=o.clone_noise, key=clone_key,
             )
-            state = state.replace(actor=_fresh(state.actor, params))
+            state = state.replace(actor=fresh_train_state(state.actor, params))
             if kind == "td3":
                 state = state.replace(target_actor_params=copy(params))
         if kind == "ppo":
@@ -279,14 +279,14 @@ def build_ocr_agent(cfg, spec, pre, key, observations: np.ndarray | None = None)
         if kind == "ppo":
             if not hasattr(src, "value"):
                 raise ConfigError(f"pre-trained {pre.algo} has no state-value network to start PPO's from (iql has one)")
-            _check_same_tree(state.value.params, src.value.params, "value network")
-            state = state.replace(value=_fresh(state.value, src.value.params))
+            check_same_tree(state.value.params, src.value.params, "value network")
+            state = state.replace(value=fresh_train_state(state.value, src.value.params))
         else:
             if not hasattr(src, "critic"):
                 raise ConfigError(f"pre-trained {pre.algo} has no critic to start {cfg.algo}'s from")
-            _check_same_tree(state.critic.params, src.critic.params, "critics")
+            check_same_tree(state.critic.params, src.critic.params, "critics")
             target = src.target_critic_params if hasattr(src, "target_critic_params") else src.critic.params
-            state = state.replace(critic=_fresh(state.critic, src.critic.params), target_critic_params=copy(target))
+            state = state.replace(critic=fresh_train_state(state.critic, src.critic.params), target_critic_params=copy(target))
             if kind == "sac" and hasattr(src, "temperature"):
-                state = state.replace(temperature=_fresh(state.temperature, src.temperature.params))
+                state = state.replace(temperature=fresh_train_state(state.temperature, src.temperature.params))
     return state

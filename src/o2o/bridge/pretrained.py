@@ -56,7 +56,7 @@ def load_pretrained(
     from o2o.agents import OFFLINE_AGENTS, get_offline_agent
     from o2o.config import from_dict, load_yaml
     from o2o.envs import get_task
-    from o2o.loops.offline import pretrain_config_class
+    from o2o.runconfig import pretrain_config_class
     from o2o.runs import RunDir
 
     path = Path(path)
@@ -126,7 +126,7 @@ def adopt_shapes(agent_cfg, pretrained: Pretrained):
     return dataclasses.replace(agent_cfg, **changes)
 
 
-def _fresh(train_state, params, tx=None):
+def fresh_train_state(train_state, params, tx=None):
     """A TrainState with ``params`` (copied) and a fresh optimiser state."""
     params = jax.tree_util.tree_map(jnp.array, params)
     tx = tx or train_state.tx
@@ -144,31 +144,29 @@ def to_sac_lag(pretrained: Pretrained, agent_cfg, key, *, actor: bool = True, cr
     state = sac_lag.init(key, task.obs_dim, task.act_dim, agent_cfg)
     src = pretrained.state
     if actor:
-        state = state.replace(actor=_fresh(state.actor, src.actor.params))
+        state = state.replace(actor=fresh_train_state(state.actor, src.actor.params))
     if critics:
         if not hasattr(src, "cost_critic"):
             raise ConfigError(f"pre-trained {pretrained.algo} has no cost critic to start SAC-Lag's from")
-        _check_same_tree(state.critic.params, src.critic.params, "reward critics")
-        _check_same_tree(state.cost_critic.params, src.cost_critic.params, "cost critics")
+        check_same_tree(state.critic.params, src.critic.params, "reward critics")
+        check_same_tree(state.cost_critic.params, src.cost_critic.params, "cost critics")
         state = state.replace(
-            critic=_fresh(state.critic, src.critic.params),
+            critic=fresh_train_state(state.critic, src.critic.params),
             target_critic_params=jax.tree_util.tree_map(jnp.array, src.critic.params),
-            cost_critic=_fresh(state.cost_critic, src.cost_critic.params),
+            cost_critic=fresh_train_state(state.cost_critic, src.cost_critic.params),
             target_cost_critic_params=jax.tree_util.tree_map(jnp.array, src.cost_critic.params),
         )
     return state
 
 
 def reset_optimisers(state):
-    """Fresh Adam moments for every trained part (the online stage starts its own optimisation)."""
-    return state.replace(
-        actor=_fresh(state.actor, state.actor.params),
-        critic=_fresh(state.critic, state.critic.params),
-        cost_critic=_fresh(state.cost_critic, state.cost_critic.params),
-    )
+    """Fresh Adam moments for every trained network the state has (actor, critic, cost critic, value;
+    not the temperature): the online stage starts its own optimisation."""
+    parts = {name: getattr(state, name) for name in ("actor", "critic", "cost_critic", "value") if hasattr(state, name)}
+    return state.replace(**{k: fresh_train_state(v, v.params) for k, v in parts.items()})
 
 
-def _check_same_tree(a, b, what: str) -> None:
+def check_same_tree(a, b, what: str) -> None:
     sa = jax.tree_util.tree_map(lambda x: tuple(np.shape(x)), a)
     sb = jax.tree_util.tree_map(lambda x: tuple(np.shape(x)), b)
     if jax.tree_util.tree_structure(a) != jax.tree_util.tree_structure(b) or sa != sb:

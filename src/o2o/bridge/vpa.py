@@ -153,7 +153,7 @@ def run_vpa(state, buffer, cfg: VPAConfig, key, *, on_call=None, resume=None):
     metrics)`` saved at a call's end to continue from there, or None to start at step 0.
     Returns the aligned state and the last call's metrics."""
     from o2o.agents.common import adam
-    from o2o.bridge.pretrained import _fresh
+    from o2o.bridge.pretrained import fresh_train_state
 
     check_vpa_config(cfg)
     a = state.config
@@ -162,8 +162,8 @@ def run_vpa(state, buffer, cfg: VPAConfig, key, *, on_call=None, resume=None):
     online_alpha = float(state.temperature.apply_fn(state.temperature.params))
     alpha, cost_alpha = resolve_alphas(cfg, online_alpha)
     state = state.replace(
-        critic=_fresh(state.critic, state.critic.params, critic_tx),
-        cost_critic=_fresh(state.cost_critic, state.cost_critic.params, cost_tx),
+        critic=fresh_train_state(state.critic, state.critic.params, critic_tx),
+        cost_critic=fresh_train_state(state.cost_critic, state.cost_critic.params, cost_tx),
     )
     many = _vpa_many(cfg.batch_size)
     tau = a.tau if cfg.tau is None else cfg.tau

@@ -27,7 +27,8 @@ import os
 import shutil
 from pathlib import Path
 
-ARCHIVE_INDEX = "index.json"
+from o2o.experiments.index import ARCHIVE_INDEX, SPEC_COPY, is_archive, read_archive_index, read_index, run_dir_of
+
 PRETRAINED_SUMMARY = "pretrained_summary.json"
 RUN_FILES = ("config.yaml", "metrics.csv", "summary.json", "bridge/metrics.csv", "diagnose_critic.json")
 
@@ -38,8 +39,6 @@ def archive_sweep(sweep_dir: str | Path, dest: str | Path) -> dict:
     Unfinished and failed runs keep their index record (so a report of the archive lists them as left
     out) but no files. Returns {"runs": finished runs copied, "bytes": total size}."""
     from o2o.config import load_yaml
-    from o2o.experiments.index import read_index
-    from o2o.experiments.sweep import SPEC_COPY, run_dir_of
 
     sweep_dir, dest = Path(sweep_dir), Path(dest)
     if sweep_dir.resolve() == dest.resolve() or dest.resolve() in sweep_dir.resolve().parents:
@@ -86,46 +85,6 @@ def archive_sweep(sweep_dir: str | Path, dest: str | Path) -> dict:
     return {"runs": copied, "bytes": size}
 
 
-def is_archive(path: str | Path) -> bool:
-    return (Path(path) / ARCHIVE_INDEX).is_file()
-
-
-# index.json as archive_sweep writes it: the sweep index's meta (text values; "only" a JSON list of run-id
-# patterns) and its run records, of which only the id and status are always present
-_OPTIONAL = lambda kind: (kind, type(None))  # noqa: E731
-INDEX_SHAPE = {
-    "meta": {"*": str},
-    "runs": [{
-        "run_id": str, "status": str, "method?": _OPTIONAL(str), "task?": _OPTIONAL(str), "seed?": _OPTIONAL(int),
-        "variant?": _OPTIONAL(str), "kind?": _OPTIONAL(str), "config_hash?": _OPTIONAL(str), "config?": _OPTIONAL(dict),
-        "attempts?": _OPTIONAL(int), "error?": _OPTIONAL(str), "resumed_from?": _OPTIONAL(int),
-        "wall_time_s?": _OPTIONAL(float), "started_at?": _OPTIONAL(float), "finished_at?": _OPTIONAL(float),
-        "worker?": _OPTIONAL(str),
-    }],
-}
-
-
-def read_archive_index(path: str | Path):
-    """(meta, records) of an archive, the same types ``read_index`` returns for a sweep directory; an
-    index.json of another structure is a one-line ``ConfigError``."""
-    from o2o.errors import ConfigError
-    from o2o.experiments.index import RunRecord
-    from o2o.runs.jsonshape import check_json, read_json
-
-    index = Path(path) / ARCHIVE_INDEX
-    fix = "restore it from where the archive was committed (`o2o report --out` writes it)"
-    data = read_json(index, INDEX_SHAPE, fix, ConfigError)
-    if "only" in data["meta"]:
-        try:
-            only = json.loads(data["meta"]["only"])
-        except (ValueError, RecursionError):
-            only = data["meta"]["only"]
-        check_json({"meta": {"only": only}}, {"meta": {"only": [str]}}, str(index), fix, ConfigError)
-    fields = {f.name for f in dataclasses.fields(RunRecord)}
-    records = [RunRecord(**{k: r.get(k) for k in fields}) for r in data["runs"]]
-    return dict(data["meta"]), records
-
-
 def adopt_archive(archive: str | Path, sweep_dir: str | Path, index, planned_runs, echo=print) -> list[str]:
     """Record the finished runs of ``archive`` as finished runs of the sweep in ``sweep_dir`` (``index``;
     ``planned_runs``: the runs this launch plans plus, with --only, the spec's other runs the archive
@@ -137,7 +96,6 @@ def adopt_archive(archive: str | Path, sweep_dir: str | Path, index, planned_run
     archive is of another experiment: refused before anything is copied). Runs the index already has
     finished, and runs whose directory exists here (this machine ran or is running them), are kept as they
     are. An adopted run has no checkpoints: it cannot be resumed, nor fine-tuned from."""
-    from o2o.experiments.sweep import run_dir_of
 
     archive, sweep_dir = Path(archive), Path(sweep_dir)
     finished = check_adoptable(archive, planned_runs)
@@ -164,7 +122,6 @@ def check_adoptable(archive: str | Path, planned_runs) -> list:
     """The finished run records of ``archive`` (with their files), after checking that each one the spec
     plans has the planned config hash; a one-line ``ConfigError`` otherwise (nothing written)."""
     from o2o.errors import ConfigError
-    from o2o.experiments.sweep import run_dir_of
 
     archive = Path(archive)
     if not is_archive(archive):

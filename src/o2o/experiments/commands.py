@@ -82,14 +82,12 @@ def _resolve_spec(args):
     """(spec, sweep_dir) from a spec file or from a sweep directory (its recorded spec)."""
     from o2o.experiments.index import INDEX_FILE, read_index
     from o2o.experiments.spec import load_spec, parse_spec
-    from o2o.experiments.sweep import SPEC_COPY
-
+    from o2o.experiments.index import SPEC_COPY
     given = Path(args.spec)
     unchecked = _archived_finished(args.adopt)
     if given.is_dir():
         if not (given / INDEX_FILE).is_file():
-            from o2o.experiments.archive import is_archive
-
+            from o2o.experiments.index import is_archive
             if is_archive(given):
                 raise ConfigError(f"'{given}' is a results archive (no checkpoints, no index.sqlite): it can be reported "
                                   "but not run; give the spec file to run the sweep again")
@@ -111,8 +109,7 @@ def _resolve_spec(args):
 
 def _archived_finished(archives) -> frozenset:
     """The run ids finished in the --adopt archives (their config checks may fail here: ``parse_spec``)."""
-    from o2o.experiments.archive import is_archive, read_archive_index
-
+    from o2o.experiments.index import is_archive, read_archive_index
     ids = set()
     for archive in archives:
         if is_archive(archive):  # not one: check_adoptable says so
@@ -125,8 +122,7 @@ def _check_adopt(spec, sweep_dir: Path, archives) -> set[str]:
     failed but was deferred (finished in an archive) must be one that is adopted, i.e. never run here:
     else its check's error is the sweep's, before anything is written."""
     from o2o.experiments.archive import check_adoptable
-    from o2o.experiments.sweep import run_dir_of
-
+    from o2o.experiments.index import run_dir_of
     adoptable = set()
     for archive in archives:
         adoptable |= {r.run_id for r in check_adoptable(archive, spec.runs + spec.adoptable)}
@@ -186,8 +182,7 @@ def _continue_command(sweep_dir: Path, only) -> str:
 
 def _dry_run(spec, sweep_dir: Path, adoptable: set[str] = frozenset()) -> int:
     from o2o.experiments.index import INDEX_FILE, read_index
-    from o2o.experiments.sweep import run_dir_of
-
+    from o2o.experiments.index import run_dir_of
     status = {}
     if (sweep_dir / INDEX_FILE).is_file():
         _, records = read_index(sweep_dir)

@@ -132,9 +132,9 @@ def diagnose_critic(run_dir, *, pairs: int = 64, rollouts: int = 3, horizon: int
     }
     result = {"run": str(run_dir), "task": task.name, "method": cfg.method, "pretrained": cfg.pretrained, "pairs": pairs,
               "rollouts": rollouts, "gamma": gamma, "horizon": horizon, "sources": {}}
-    from o2o.loops.online import _progress
+    from o2o.progress import training_progress
 
-    with _progress(progress) as bar:
+    with training_progress(progress) as bar:
         tid = bar.add_task(f"diagnose-critic {task.name}", total=2 * pairs, completed=0, status="")
         for src_i, (source, behaviour) in enumerate(behaviours.items()):
             episodes = _episodes(task, behaviour, max(4, pairs // 16), seed * 1000 + src_i)

@@ -15,10 +15,14 @@ run whose config differs from the one recorded under the same run id is refused:
 under a sweep that already ran, and reusing the directory would mix two experiments. A config
 recorded by an earlier o2o is compared as this o2o reads it (``runners.completed_config``: keys added
 since at their defaults), and recorded anew when it is the same.
+
+Also the layout of a sweep directory (``spec.yaml``, ``runs/<run id>/``) and the reading of a results
+archive's ``index.json`` (``o2o.experiments.archive`` writes it), so that ``read_index`` reads both.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import time
@@ -29,6 +33,9 @@ from pathlib import Path
 from o2o.errors import ConfigError
 
 INDEX_FILE = "index.sqlite"
+ARCHIVE_INDEX = "index.json"  # an archive's index (o2o.experiments.archive)
+SPEC_COPY = "spec.yaml"
+RUNS_DIRNAME = "runs"
 STATUSES = ("pending", "running", "finished", "failed", "interrupted")
 
 _SCHEMA = """
@@ -229,10 +236,51 @@ def read_index(sweep_dir: str | Path) -> tuple[dict[str, str], list[RunRecord]]:
     (``o2o.experiments.archive``: index.json instead of the SQLite file), for reports; read only."""
     path = Path(sweep_dir) / INDEX_FILE
     if not path.is_file():
-        from o2o.experiments.archive import is_archive, read_archive_index
-
         if is_archive(sweep_dir):
             return read_archive_index(sweep_dir)
         raise ConfigError(f"'{sweep_dir}' is not a sweep directory (no {INDEX_FILE})")
     with closing(SweepIndex(sweep_dir)) as index:
         return index.meta(), index.records()
+
+
+def run_dir_of(sweep_dir: str | Path, run_id: str) -> Path:
+    return Path(sweep_dir) / RUNS_DIRNAME / run_id
+
+
+def is_archive(path: str | Path) -> bool:
+    return (Path(path) / ARCHIVE_INDEX).is_file()
+
+
+# index.json as archive_sweep writes it: the sweep index's meta (text values; "only" a JSON list of run-id
+# patterns) and its run records, of which only the id and status are always present
+_OPTIONAL = lambda kind: (kind, type(None))  # noqa: E731
+INDEX_SHAPE = {
+    "meta": {"*": str},
+    "runs": [{
+        "run_id": str, "status": str, "method?": _OPTIONAL(str), "task?": _OPTIONAL(str), "seed?": _OPTIONAL(int),
+        "variant?": _OPTIONAL(str), "kind?": _OPTIONAL(str), "config_hash?": _OPTIONAL(str), "config?": _OPTIONAL(dict),
+        "attempts?": _OPTIONAL(int), "error?": _OPTIONAL(str), "resumed_from?": _OPTIONAL(int),
+        "wall_time_s?": _OPTIONAL(float), "started_at?": _OPTIONAL(float), "finished_at?": _OPTIONAL(float),
+        "worker?": _OPTIONAL(str),
+    }],
+}
+
+
+def read_archive_index(path: str | Path):
+    """(meta, records) of an archive, the same types ``read_index`` returns for a sweep directory; an
+    index.json of another structure is a one-line ``ConfigError``."""
+    from o2o.errors import ConfigError
+    from o2o.runs.jsonshape import check_json, read_json
+
+    index = Path(path) / ARCHIVE_INDEX
+    fix = "restore it from where the archive was committed (`o2o report --out` writes it)"
+    data = read_json(index, INDEX_SHAPE, fix, ConfigError)
+    if "only" in data["meta"]:
+        try:
+            only = json.loads(data["meta"]["only"])
+        except (ValueError, RecursionError):
+            only = data["meta"]["only"]
+        check_json({"meta": {"only": only}}, {"meta": {"only": [str]}}, str(index), fix, ConfigError)
+    fields = {f.name for f in dataclasses.fields(RunRecord)}
+    records = [RunRecord(**{k: r.get(k) for k in fields}) for r in data["runs"]]
+    return dict(data["meta"]), records

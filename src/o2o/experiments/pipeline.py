@@ -92,14 +92,14 @@ def _stage_state(out: Path, cfg) -> str:
     from o2o.config import to_dict
     from o2o.loops.online import upgrade_saved_config
     from o2o.runs.checkpoint import latest_checkpoint
-    from o2o.runs.rundir import _read_config, resume_diffs
+    from o2o.runs.rundir import read_config, resume_diffs
 
     if not (out / "config.yaml").exists():
         if out.exists() and any(out.iterdir()):
             raise RunDirError(f"'{out}' exists and holds no o2o run; empty it or choose another --out")
         return "new"
     upgrade_saved_config(out, cfg)
-    diffs, raised = resume_diffs(_read_config(out), to_dict(cfg))
+    diffs, raised = resume_diffs(read_config(out), to_dict(cfg))
     if diffs:
         raise RunDirError(
             f"'{out}' holds a run with another config ({'; '.join(diffs[:3])}); choose another --out or delete it"
@@ -121,7 +121,8 @@ def default_dataset(task: str, recipe: str = "dsrl", quality: str | None = None)
 def ensure_dataset(task: str, dataset: str | None, budget: dict, overrides: list[str], progress: bool,
                    recipe: str = "dsrl", quality: str | None = None) -> Path:
     from o2o.config import apply_overrides, update_from_dict
-    from o2o.loops.datagen import GenerateConfig, data_dir, generate, resolve_dataset
+    from o2o.loops.datagen import GenerateConfig, generate
+    from o2o.data.registry import data_dir, resolve_dataset
 
     default = default_dataset(task, recipe, quality)
     name = dataset or default
@@ -161,7 +162,6 @@ def run_pipeline(
     once every config is validated, delete the stage directories and report files this call writes
     (nothing else under ``root``) so that every stage runs anew (``o2o demo``). ``dry_run``: check every
     config, write nothing and return the plan (``plan_pipeline``)."""
-    from o2o.config import to_dict
     from o2o.envs import get_task
     from o2o.loops.finetune import resolve_finetune_config, run_finetune
     from o2o.loops.offline import run_pretrain
@@ -238,13 +238,13 @@ def _left(out: Path, planned: dict, fresh: bool) -> tuple[str, float]:
     """How the stage directory ``out`` will be used (read-only) and the fraction of its budget left to run,
     for a run whose resolved (plain) config is ``planned``. Its other keys are compared at launch."""
     from o2o.runs.checkpoint import checkpoint_step, latest_checkpoint
-    from o2o.runs.rundir import _dotted, _read_config, budget_keys
+    from o2o.runs.rundir import dotted_value, read_config, budget_keys
 
     if fresh or not (out / "config.yaml").is_file():
         return "new", 1.0
-    saved = _read_config(out)
+    saved = read_config(out)
     key = next(iter(budget_keys(saved)[-1:]), None)  # online.iterations of a fine-tuning run, offline.steps of a pre-training one
-    old, new = (_dotted(saved, key), _dotted(planned, key)) if key else (None, None)
+    old, new = (dotted_value(saved, key), dotted_value(planned, key)) if key else (None, None)
     ckpt = latest_checkpoint(out)
     done = checkpoint_step(ckpt) if ckpt is not None else 0
     if (out / "summary.json").is_file():
@@ -271,7 +271,8 @@ def plan_pipeline(task, root, dataset, recipe, quality, data_budget, finetune_bu
     from o2o.bridge.ocr import bridge_stages
     from o2o.config import apply_overrides, to_dict, update_from_dict
     from o2o.envs import get_task
-    from o2o.loops.datagen import GenerateConfig, data_dir, resolve_dataset
+    from o2o.loops.datagen import GenerateConfig
+    from o2o.data.registry import data_dir, resolve_dataset
     from o2o.loops.finetune import resolve_finetune_config
     from o2o.methods import get_method
 
@@ -390,34 +391,24 @@ def write_report(result: PipelineResult, task_name: str) -> None:
         x_label="environment steps",
         train_cost_metric="train/cumulative_cost",
     )
+    from o2o.experiments.report import AGGREGATE_TEXT, collect, safe_finetune_table
+
+    runs, _ = collect([run for method_runs in result.finetuned.values() for _, run in sorted(method_runs.items())])
     lines = [
         f"# {task.name}: offline-to-online pipeline",
         "",
         f"Dataset `{result.dataset}`; pre-trained runs: {', '.join(str(p) for p in result.pretrained.values())}.",
-        f"Evaluation: deterministic policy, the run's fixed evaluation episodes; cost limit {limit:g}.",
-        "'start' = the policy the online stage starts from (iteration 0: the offline policy for methods that start from it);",
-        "'final' = after the last online iteration. Means over seeds.",
+        f"Evaluation: deterministic policy, the run's fixed evaluation episodes; cost limit {limit:g}. Reward: DSRL-normalised",
+        "return; cost: raw episode cost. 'start' = the policy the online stage starts from (env step 0: after VPA for the",
+        "methods that have it); 'lowest, first 10%' = the lowest evaluation in the first 10% of the online budget (the",
+        "initial dip); 'reward at 25%' = the evaluation nearest 25% of the budget; 'final' = after the last iteration;",
+        f"cumulative training cost = the cost of every training episode. Over seeds: {AGGREGATE_TEXT['mean']} (costs'",
+        "intervals clipped at 0).",
         "",
-        "| method | seeds | start return | start cost | final return | final cost | final norm. return | final norm. cost | safe | cumulative training cost |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        safe = "yes" if r["final_normalized_cost"] <= 1.0 else "**no**"
-        lines.append(
-            f"| {r['method']} | {r['seeds']} | {r['start_return']:.1f} | {r['start_cost']:.1f} | {r['final_return']:.1f} | "
-            f"{r['final_cost']:.1f} | {r['final_normalized_return']:.3f} | {r['final_normalized_cost']:.2f} | {safe} | {r['train_cumulative_cost']:.0f} |"
-        )
-    lines += [
+        safe_finetune_table(runs, "mean"),
         "", "Per seed:", "",
-        "| method | seed | start return | start cost | final return | final cost | final - start norm. return | safe | cumulative training cost |",
-        "|---|---|---|---|---|---|---|---|---|",
+        safe_finetune_table(runs, "mean", per_seed=True),
     ]
-    for r in result.seed_rows:
-        safe = "yes" if r["final_normalized_cost"] <= 1.0 else "**no**"
-        lines.append(
-            f"| {r['method']} | {r['seed']} | {r['start_return']:.1f} | {r['start_cost']:.1f} | {r['final_return']:.1f} | "
-            f"{r['final_cost']:.1f} | {r['final_normalized_return'] - r['start_normalized_return']:+.3f} | {safe} | {r['train_cumulative_cost']:.0f} |"
-        )
     lines += ["", f"![learning curves]({figure.name})", ""]
     result.report = result.root / "report.md"
     result.report.write_text("\n".join(lines))

@@ -22,6 +22,11 @@ What a number in a report is:
   that (the initial performance drop offline-to-online methods are judged by); *final - start*;
   *best* = each run's best evaluation after step 0 (optimistic); *online mean* = the mean of a run's
   evaluations after step 0 (the area under its curve over the budget: what it scored while learning).
+- **safe fine-tuning table** (safe tasks, runs evaluated at env step 0): DSRL-normalised reward at the
+  *start*, *lowest* in the first 10% of the online budget (the initial dip), at the evaluation nearest
+  *25%* of the budget, *final* and *final - start*; raw evaluation cost at the start and the end; how
+  many seeds' final policies are within the limit; cumulative training cost and training episodes over
+  the limit.
 
 Aggregation over seeds: ``mean`` (mean, 95% Student-t interval) or ``iqm`` (interquartile mean, 95%
 percentile-bootstrap interval; across tasks, a stratified bootstrap). Only finished runs count: a
@@ -88,10 +93,9 @@ def _method_of(config: dict) -> str:
 def collect(sources: list[str | Path]) -> tuple[list[RunInfo], list[Source]]:
     """The finished runs of every source (a sweep directory, a run directory, or a folder searched for
     run directories), and the sources with the runs they left out and why."""
-    from o2o.experiments.archive import is_archive
+    from o2o.experiments.index import is_archive
     from o2o.experiments.index import INDEX_FILE, read_index
-    from o2o.experiments.sweep import SPEC_COPY, run_dir_of
-
+    from o2o.experiments.index import SPEC_COPY, run_dir_of
     runs: list[RunInfo] = []
     out_sources: list[Source] = []
     loose = Source(label="run directories given on the command line", path=Path("."))
@@ -347,6 +351,75 @@ def finetune_table(runs: list[RunInfo], how: str = "mean") -> str:
     return "\n".join([head, "|" + "---|" * (head.count("|") - 1), *lines])
 
 
+def safe_finetune_stats(metrics: dict, summary: dict) -> dict[str, float] | None:
+    """A safe-task fine-tuning run's numbers (module docstring): DSRL-normalised reward at the start
+    (env step 0), lowest in the first 10% of the online budget, at the evaluation nearest 25% of it, final
+    and final - start; raw evaluation cost at the start and the end, whether the final policy is within
+    the limit; cumulative training cost and training episodes over the limit. None when the run has no
+    evaluation at env step 0."""
+    stats = online_stats(metrics)
+    if stats is None or "eval/cost" not in metrics:
+        return None
+    steps, ret = np.asarray(metrics["env_steps"], float), np.asarray(metrics["eval/normalized_return"], float)
+    rows = np.flatnonzero(~np.isnan(ret) & ~np.isnan(steps))
+    quarter = rows[np.argmin(np.abs(steps[rows] - 0.25 * stats["budget"]))]
+    cost = np.asarray(metrics["eval/cost"], float)
+    ncost = np.asarray(metrics.get("eval/normalized_cost", np.full(len(cost), np.nan)), float)
+    return {
+        **stats, "quarter": float(ret[quarter]), "quarter_at": float(steps[quarter]),
+        "start_cost": float(cost[rows[0]]), "final_cost": float(cost[rows[-1]]), "safe": float(ncost[rows[-1]] <= 1.0),
+        "cum_cost": float(summary.get("train_cumulative_cost", _last(metrics, "train/cumulative_cost"))),
+        "violating": float(summary.get("train_violating_episodes", _last(metrics, "train/violating_episodes"))),
+        "episodes": float(summary.get("train_episodes", math.nan)),
+    }
+
+
+SAFE_FINETUNE_COLUMNS = [  # (key, label, digits, least valid value)
+    ("start", "start reward", 3, None), ("start_cost", "start cost", 1, 0.0), ("lowest_early", "lowest reward, first 10%", 3, None),
+    ("quarter", "reward at 25%", 3, None), ("final", "final reward", 3, None), ("final_cost", "final cost", 1, 0.0),
+    ("gain", "final - start", 3, None), ("cum_cost", "cumulative training cost", 0, 0.0),
+    ("violating", "training episodes over the limit", 1, 0.0),
+]
+
+
+def safe_finetune_rows(runs: list[RunInfo]) -> list[dict]:
+    """One dict per run of a safe task whose curve starts at env step 0: task, method, seed and
+    ``safe_finetune_stats``."""
+    from o2o.envs import get_task
+
+    out = []
+    for r in runs:  # in the given order
+        if get_task(r.task).safe:
+            stats = safe_finetune_stats(r.metrics, r.summary)
+            if stats is not None:
+                out.append({"task": r.task, "method": r.method, "seed": r.seed, **stats})
+    return out
+
+
+def safe_finetune_table(runs: list[RunInfo], how: str = "mean", per_seed: bool = False) -> str:
+    """The safe fine-tuning table (module docstring) over seeds, or with ``per_seed`` one row per run."""
+    rows = safe_finetune_rows(runs)
+    if not rows:
+        return ""
+    head = ("| task | method | " + ("seed" if per_seed else "seeds") + " | online budget (env steps) | "
+            + " | ".join(label for _, label, _, _ in SAFE_FINETUNE_COLUMNS[:6]) + " | final within the limit | "
+            + " | ".join(label for _, label, _, _ in SAFE_FINETUNE_COLUMNS[6:]) + " |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["task"], r["method"]), []).append(r)
+    for (task, method), group in groups.items():
+        budgets = "-".join(map(str, sorted({int(r["budget"]) for r in group})))
+        for sub in ([[r] for r in group] if per_seed else [group]):
+            cells = [f"{sub[0][k]:.{0 if k == 'violating' else d}f}" if per_seed else _est([r[k] for r in sub], how, lowest=low).fmt(d)
+                     for k, _, d, low in SAFE_FINETUNE_COLUMNS]
+            safe = sum(int(r["safe"]) for r in sub)
+            within = ("yes" if safe else "**no**") if per_seed else f"{safe} of {len(sub)}"
+            lines.append(f"| {task} | {method} | {sub[0]['seed'] if per_seed else len(sub)} | {budgets} | "
+                         + " | ".join(cells[:6]) + f" | {within} | " + " | ".join(cells[6:]) + " |")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------------- tables
 
 
@@ -571,7 +644,8 @@ def write_report(
     tex_path = assets / "results.tex"
     tex_path.write_text(results_latex(results, how, named_short))
 
-    from o2o.experiments.archive import archive_sweep, is_archive
+    from o2o.experiments.archive import archive_sweep
+    from o2o.experiments.index import is_archive
     from o2o.experiments.index import INDEX_FILE
 
     archives = []
@@ -621,6 +695,14 @@ def write_report(
                "excluded); *dip* = start - lowest; *best* = the run's best evaluation after step 0 (optimistic); "
                "*online mean* = the mean of its evaluations after step 0 (what it scored while fine-tuning). "
                "Then aggregated over seeds.", "", ft]
+    sft = safe_finetune_table(runs, how)
+    if sft:
+        md += ["", "## Fine-tuning on safe tasks", "",
+               f"Table — from {named_by}. Per run: DSRL-normalised reward at the start (env step 0, after any "
+               "bridge), the lowest in the first 10% of the online budget (step 0 excluded: the initial dip), at the "
+               "evaluation nearest 25% of the budget, final, and final - start; evaluation cost (raw) at the start "
+               "and the end; cumulative training cost and training episodes over the limit. Then aggregated over "
+               "seeds; 'final within the limit' counts the seeds.", "", sft]
     at = across_tasks_table(results)
     if at:
         md += ["", "## Across tasks", "", f"Table 3 — from {named_by}. rliable-style aggregate: IQM over every run of "

@@ -123,8 +123,7 @@ def _train_check(cfg) -> None:
 
 def _train_load(d: dict):
     from o2o.config import from_dict
-    from o2o.loops.online import train_config_class
-
+    from o2o.runconfig import train_config_class
     return from_dict(train_config_class(d["algo"]), d)
 
 
@@ -148,7 +147,7 @@ def _pretrain_algos() -> list[str]:
 
 def _pretrain_build(method: MethodSpec, task: TaskSpec, seed: int):
     from o2o.config import load_yaml, update_from_dict
-    from o2o.loops.offline import pretrain_config_class
+    from o2o.runconfig import pretrain_config_class
     from o2o.presets import preset_path
 
     dataset = task.extra.get("dataset") or method.extra.get("dataset")
@@ -165,7 +164,7 @@ def _pretrain_build(method: MethodSpec, task: TaskSpec, seed: int):
 
 
 def _pretrain_check(cfg) -> None:
-    from o2o.loops.datagen import resolve_dataset
+    from o2o.data.registry import resolve_dataset
     from o2o.loops.offline import check_offline_config
 
     check_offline_config(cfg.offline)
@@ -178,8 +177,7 @@ def _pretrain_check(cfg) -> None:
 
 def _pretrain_load(d: dict):
     from o2o.config import from_dict
-    from o2o.loops.offline import pretrain_config_class
-
+    from o2o.runconfig import pretrain_config_class
     return from_dict(pretrain_config_class(d["algo"]), d)
 
 

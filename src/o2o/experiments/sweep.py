@@ -34,21 +34,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from o2o.errors import ConfigError
-from o2o.experiments.index import SweepIndex
+from o2o.experiments.index import SPEC_COPY, SweepIndex, run_dir_of
 from o2o.experiments.runners import get_kind
 from o2o.runs.lock import delete_run_dir
 from o2o.runs.rundir import read_summary
 from o2o import stop
 from o2o.stop import RunStopped
 
-RUNS_DIRNAME = "runs"
-SPEC_COPY = "spec.yaml"
 LOCK_FILE = ".sweep.lock"
 JAX_CACHE_DIRNAME = "jax-cache"
-
-
-def run_dir_of(sweep_dir: str | Path, run_id: str) -> Path:
-    return Path(sweep_dir) / RUNS_DIRNAME / run_id
 
 
 # ------------------------------------------------------------------------------------ one run
@@ -583,8 +577,8 @@ def run_sweep(
         index.register(spec.runs)
         adopted_patterns: set[str] = set()  # the --only of the archives whose runs outside this launch's --only were adopted
         if adopt:
-            from o2o.experiments.archive import adopt_archive, read_archive_index
-
+            from o2o.experiments.archive import adopt_archive
+            from o2o.experiments.index import read_archive_index
             planned_ids = {r.run_id for r in spec.runs}
             for archive in adopt:
                 outside = [i for i in adopt_archive(archive, sweep_dir, index, spec.runs + spec.adoptable, echo=echo) if i not in planned_ids]
@@ -644,7 +638,9 @@ def run_sweep(
 
             backend.env[DEFER_EVAL_ENV] = "1"
         backend.start()
-        bar = _progress(progress)
+        from o2o.progress import training_progress
+
+        bar = training_progress(progress, remaining=False)
         with bar:
             task = bar.add_task(f"sweep {spec.name}", total=len(run_ids), completed=len(finished), status="")
             say = bar.console.print if progress else echo
@@ -774,14 +770,3 @@ def _position(run_dir: Path, run) -> str:
     section = "offline" if run.kind == "pretrain" else "online"
     total = (run.config.get(section) or {}).get("steps" if section == "offline" else "iterations")
     return f"{last}/{total}" if total else str(last)
-
-
-def _progress(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-
-    from o2o.progress import make_progress
-
-    return make_progress(
-        enabled, TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("{task.fields[status]}"),
-    )

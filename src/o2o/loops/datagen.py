@@ -33,6 +33,7 @@ from typing import Literal
 
 import numpy as np
 
+from o2o.data.registry import EMBEDDED, data_dir, list_datasets, named_dataset_path, resolve_dataset  # noqa: F401 (re-exported)
 from o2o.errors import ConfigError, DatasetError
 
 QUALITIES = ("random", "medium", "medium-replay", "expert", "medium-expert")
@@ -82,55 +83,6 @@ class GenerateConfig:
     d4rl: D4RLRecipe = field(default_factory=D4RLRecipe, metadata={"help": "d4rl recipe"})
 
 
-# ------------------------------------------------------------------------------------ data directory
-
-
-def data_dir() -> Path:
-    """Where named datasets live: ``$O2O_DATA_DIR``, else ``~/.o2o/datasets``."""
-    return Path(os.environ.get("O2O_DATA_DIR") or Path.home() / ".o2o" / "datasets")
-
-
-def named_dataset_path(name: str, option: str = "--name") -> Path:
-    """``<data dir>/<name>.hdf5`` for a dataset name; a name that is empty, absolute, holds a path
-    separator or is ``.`` / ``..`` would land outside the data directory and is refused."""
-    seps = {"/", os.sep} | ({os.altsep} if os.altsep else set())
-    if not name or name in (".", "..") or any(sep in name for sep in seps) or "\0" in name or Path(name).is_absolute():
-        raise DatasetError(
-            f"{option} '{name}' is not a dataset name (a name has no path separator and is not '.' or '..'); "
-            f"give a plain name such as BallCircle-mine"
-        )
-    return data_dir() / f"{name}.hdf5"
-
-
-EMBEDDED = {"BallCircle-dsrl-small": Path(__file__).resolve().parent.parent / "assets" / "BallCircle-dsrl-small.hdf5"}
-
-
-def list_datasets() -> list[Path]:
-    root = data_dir()
-    found = sorted(root.glob("*.hdf5")) if root.exists() else []
-    return found + [p for p in EMBEDDED.values() if p.exists()]
-
-
-def resolve_dataset(name_or_path: str) -> Path:
-    """A dataset given by path (a Minari dataset directory: its ``data/main_data.hdf5``), or by name in
-    the data directory (or the embedded default)."""
-    from o2o.data.hdf5 import minari_main_file
-
-    path = Path(name_or_path)
-    if path.suffix in (".hdf5", ".h5") or path.exists() or os.sep in name_or_path:
-        return minari_main_file(path) or path
-    candidate = data_dir() / f"{name_or_path}.hdf5"
-    if candidate.exists():
-        return candidate
-    if name_or_path in EMBEDDED and EMBEDDED[name_or_path].exists():
-        return EMBEDDED[name_or_path]
-    known = ", ".join(p.stem for p in list_datasets()) or "none yet"
-    raise DatasetError(
-        f"no dataset named '{name_or_path}' in {data_dir()} (known: {known}); "
-        "generate one with `o2o data generate`, import one with `o2o data import`, or pass a path"
-    )
-
-
 def default_name(cfg: GenerateConfig) -> str:
     if cfg.recipe == "dsrl":
         return f"{cfg.task}-dsrl" + (f"-s{cfg.seed}" if cfg.seed else "")
@@ -138,9 +90,8 @@ def default_name(cfg: GenerateConfig) -> str:
 
 
 def code_version() -> str:
-    import o2o
+    from o2o.version import __version__ as version
 
-    version = o2o.__version__
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
@@ -381,11 +332,11 @@ def _snapshot_policy(task, run: Path, iteration: int, hidden_dims, seed: int):
     key = jax.random.PRNGKey(seed)
     counter = [0]
 
-    from o2o.loops.online import _policy_step  # the key is folded in inside jit, not on the host
+    from o2o.loops.online import policy_step  # the key is folded in inside jit, not on the host
 
     def policy(obs):
         counter[0] += 1
-        return np.asarray(_policy_step(actor, obs, key, counter[0]))
+        return np.asarray(policy_step(actor, obs, key, counter[0]))
 
     return policy
 

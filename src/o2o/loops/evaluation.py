@@ -1,4 +1,5 @@
-"""Deterministic evaluation shared by the online and offline loops."""
+"""Metrics shared by the loops: training rollouts counted into a run's counters (online loops) and
+deterministic evaluation (online and offline loops)."""
 
 from __future__ import annotations
 
@@ -27,3 +28,19 @@ def evaluation_metrics(task, policy: Callable[[np.ndarray], np.ndarray], num_epi
             out["eval/normalized_cost"] = float(normalized_cost(np.mean(costs), cost_limit))
             out["eval/safe"] = float(is_safe(np.mean(costs), cost_limit))
     return out
+
+
+def record_rollout(counters: dict, rollout, collect_time: float, cost_limit) -> dict[str, float]:
+    """Count a collected rollout into the run's counters (env steps, episodes, cumulative training cost,
+    episodes over the limit) and return its training metrics. Shared by the off- and on-policy loops."""
+    counters["env_steps"] += int(rollout.num_steps)
+    counters["episodes"] += len(rollout.episode_returns)
+    counters["cumulative_cost"] += float(np.sum(rollout.costs))
+    metrics = {"perf/env_steps_per_s": rollout.num_steps / max(collect_time, 1e-9)}
+    if len(rollout.episode_returns):
+        metrics["train/episode_return"] = float(np.mean(rollout.episode_returns))
+        metrics["train/episode_cost"] = float(np.mean(rollout.episode_costs))
+        metrics["train/episode_length"] = float(np.mean(rollout.episode_lengths))
+        if cost_limit is not None:
+            counters["violating_episodes"] += int(np.sum(rollout.episode_costs > cost_limit))
+    return metrics

@@ -25,7 +25,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import jax
-import numpy as np
 
 from o2o.bridge.vpa import VPAConfig, check_vpa_config
 from o2o.errors import ConfigError, RunDirError
@@ -36,8 +35,7 @@ from o2o.methods import MethodSpec, get_method
 def finetune_config_class(method: str) -> type:
     """``o2o finetune --method M``'s config: the online algorithm's training config plus the method,
     the pre-trained run and the bridge's settings."""
-    from o2o.loops.online import train_config_class
-
+    from o2o.runconfig import train_config_class
     spec = get_method(method)
     base = train_config_class(spec.algo)
     extra = [
@@ -196,7 +194,7 @@ def agent_init_key(seed: int):
 
 def offline_dataset(pre, task):
     from o2o.data import load_hdf5
-    from o2o.loops.datagen import resolve_dataset
+    from o2o.data.registry import resolve_dataset
 
     return load_hdf5(resolve_dataset(pre.config.dataset), task=task, require_costs=True,
                      allow_other_task=getattr(pre.config, "allow_other_task", False))
@@ -209,7 +207,7 @@ def run_bridge(cfg, spec: MethodSpec, pre, state, bridge_dir: Path, progress: bo
     uninterrupted VPA."""
     from o2o.bridge.vpa import offline_buffer, run_vpa
     from o2o.envs import get_task
-    from o2o.loops.online import _progress
+    from o2o.progress import training_progress
     from o2o.runs import MetricsWriter
     from o2o.runs.checkpoint import save_checkpoint
     from o2o.runs.partial import BridgeCheckpoints, discard_partial
@@ -222,7 +220,7 @@ def run_bridge(cfg, spec: MethodSpec, pre, state, bridge_dir: Path, progress: bo
     writer = MetricsWriter(bridge_dir, wandb=False)  # bridge/tb: TensorBoard against VPA gradient steps
     writer.truncate_after(ckpts.step)  # rows after the place it continues from (all, afresh)
     key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 0xB41D6E)
-    with _progress(progress) as bar:
+    with training_progress(progress) as bar:
         tid = bar.add_task(f"VPA {cfg.task} seed {cfg.seed}", total=cfg.vpa.steps, completed=ckpts.step, status="")
 
         def from_partial(template, key):
@@ -292,7 +290,7 @@ def run_finetune(cfg, out_dir, *, resume: bool = False, progress: bool = True) -
     from o2o.config import to_dict
     from o2o.loops.online import upgrade_saved_config
     from o2o.runs import RunDir
-    from o2o.runs.rundir import _plain_config, _read_config, hold_runs, refusal, resume_diffs, write_config
+    from o2o.runs.rundir import plain_config, read_config, hold_runs, refusal, resume_diffs, write_config
 
     spec = get_method(cfg.method)
     ocr = spec.family == "ocr-cft"
@@ -313,12 +311,12 @@ def run_finetune(cfg, out_dir, *, resume: bool = False, progress: bool = True) -
         obs_stats = pre.obs_stats if (pre is not None and spec.init_actor) else None
         if resume:
             upgrade_saved_config(out, cfg)  # saved before o2o added config keys: compared with them at their defaults
-            diffs, raised = resume_diffs(_read_config(out), to_dict(cfg))
+            diffs, raised = resume_diffs(read_config(out), to_dict(cfg))
             if diffs:
                 raise RunDirError(refusal(out, diffs))
             has_online = RunDir.open(out).latest_checkpoint() is not None
             if raised and not has_online:  # stopped in the bridge: the online stage will run to the raised budget
-                write_config(out, _plain_config(to_dict(cfg)))
+                write_config(out, plain_config(to_dict(cfg)))
             rundir = hold.enter_context(RunDir.create(out, to_dict(cfg), resume=True)) if has_online else RunDir.open(out)
         else:
             rundir = hold.enter_context(RunDir.create(out, to_dict(cfg)))

@@ -38,7 +38,7 @@ def _copy(tree):
 
 def load_offline_dataset(pre, task):
     from o2o.data import load_hdf5
-    from o2o.loops.datagen import resolve_dataset
+    from o2o.data.registry import resolve_dataset
 
     return load_hdf5(resolve_dataset(pre.config.dataset), task=task, allow_other_task=getattr(pre.config, "allow_other_task", False))
 
@@ -81,10 +81,10 @@ def run_ocr_bridge(cfg, spec, pre, state, bridge_dir: Path, *, evaluator, progre
     (their setup still runs, for the state's structure; their values come from the checkpoint), the
     stage it stopped in continues from the next call, with the numbers an uninterrupted bridge has."""
     from o2o.agents.common import adam
-    from o2o.bridge.pretrained import _fresh
+    from o2o.bridge.pretrained import fresh_train_state, reset_optimisers
     from o2o.data.replay import replay_from_dataset
     from o2o.envs import get_task
-    from o2o.loops.online import _progress
+    from o2o.progress import training_progress
     from o2o.runs import MetricsWriter
     from o2o.runs.partial import BridgeCheckpoints
 
@@ -102,7 +102,7 @@ def run_ocr_bridge(cfg, spec, pre, state, bridge_dir: Path, *, evaluator, progre
     summary: dict = {"dataset": pre.config.dataset, "transitions": int(dataset.num_transitions), "offline_algo": pre.algo}
     done: dict = dict(point["done"]) if point else {}  # stage -> its last metrics, for the stages finished
     step = 0
-    with _progress(progress) as bar:
+    with training_progress(progress) as bar:
 
         def run_stage(name, many, state, data, signals, steps):
             nonlocal step, key
@@ -135,21 +135,21 @@ def run_ocr_bridge(cfg, spec, pre, state, bridge_dir: Path, *, evaluator, progre
             if kind == "ppo":
                 state, data = _ppo_reeval_data(state, dataset, o)
                 value_tx = state.value.tx
-                state = state.replace(value=_fresh(state.value, state.value.params, adam(o.reeval_lr)))
+                state = state.replace(value=fresh_train_state(state.value, state.value.params, adam(o.reeval_lr)))
                 state, last = run_stage("reeval", reeval_many("ppo", o.reeval_batch_size), state, data, {}, o.reeval_steps)
-                state = state.replace(value=_fresh(state.value, state.value.params, value_tx))
+                state = state.replace(value=fresh_train_state(state.value, state.value.params, value_tx))
             else:
                 buffer = replay_from_dataset(normalised_rows(dataset, pre.obs_mean, pre.obs_std))
                 critic_tx = state.critic.tx
-                state = state.replace(critic=_fresh(state.critic, state.critic.params, adam(o.reeval_lr)),
+                state = state.replace(critic=fresh_train_state(state.critic, state.critic.params, adam(o.reeval_lr)),
                                       target_critic_params=_copy(state.critic.params))
                 signals = {"alpha": jnp.asarray(o.reeval_alpha, jnp.float32)} if kind == "sac" else {}
                 state, last = run_stage("reeval", reeval_many(kind, o.reeval_batch_size), state, buffer, signals, o.reeval_steps)
-                state = state.replace(critic=_fresh(state.critic, state.critic.params, critic_tx))
+                state = state.replace(critic=fresh_train_state(state.critic, state.critic.params, critic_tx))
             summary["reeval"] = {"steps": o.reeval_steps, **last}
         if kind == "sac" and (spec.reeval or spec.align):
             # the online temperature starts at the evaluation alpha (auto-tuned from there)
-            state = state.replace(temperature=_fresh(state.temperature, {"log_alpha": jnp.asarray(np.log(o.reeval_alpha), jnp.float32)}))
+            state = state.replace(temperature=fresh_train_state(state.temperature, {"log_alpha": jnp.asarray(np.log(o.reeval_alpha), jnp.float32)}))
 
         aligned = "align" in stages
         if aligned:
@@ -203,17 +203,6 @@ def _ppo_reeval_data(state, dataset, o):
     returns = monte_carlo_returns(rewards, dataset.terminals, dataset.timeouts, cfg.gamma, ignore_timeouts=o.reeval_ignore_timeouts)
     obs = normalize_observations(state.obs_stats, jnp.asarray(dataset.observations, jnp.float32), cfg)
     return state, {"observations": obs, "returns": jnp.asarray(returns)}
-
-
-def reset_optimisers(state):
-    """Fresh Adam moments for the online stage (actor, critics / value)."""
-    from o2o.bridge.pretrained import _fresh
-
-    parts = {"actor": state.actor}
-    for name in ("critic", "value"):
-        if hasattr(state, name):
-            parts[name] = getattr(state, name)
-    return state.replace(**{k: _fresh(v, v.params) for k, v in parts.items()})
 
 
 # ===================================================================================== online stage

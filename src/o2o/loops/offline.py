@@ -31,7 +31,6 @@ import dataclasses
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Callable
@@ -47,34 +46,6 @@ from o2o.errors import ConfigError, DivergedError, RunDirError
 from o2o.loops.divergence import check_losses, diverged, finite_checkpoint
 
 
-@dataclass(frozen=True)
-class OfflineConfig:
-    steps: int = field(default=100_000, metadata={"help": "gradient steps in total"})
-    steps_per_call: int = field(default=1000, metadata={
-        "help": "gradient steps per jitted call (one metrics row each); a last call makes up the rest of `steps`"})
-    eval_every: int = field(default=10_000, metadata={"help": "evaluate on the live task every N gradient steps (and at the end)"})
-    eval_episodes: int = field(default=5, metadata={"help": "deterministic evaluation episodes"})
-    checkpoint_every: int = field(default=25_000, metadata={"help": "checkpoint every N gradient steps (and at the end)"})
-    normalize_observations: bool | None = field(default=None, metadata={"help": "standardise observations with the dataset's mean / std (+1e-3); None = yes for the unconstrained algorithms (CORL), no for the safe ones (OSRL)"})
-
-
-@lru_cache(maxsize=None)
-def pretrain_config_class(algo: str) -> type:
-    spec = get_offline_agent(algo)
-    fields = [
-        ("algo", str, field(default=algo, metadata={"help": "offline algorithm"})),
-        ("dataset", str, field(default="BallCircle-dsrl", metadata={"help": "dataset name (o2o data list) or path"})),
-        ("task", str | None, field(default=None, metadata={"help": "task; None = the dataset's metadata"})),
-        ("allow_other_task", bool, field(default=False, metadata={
-            "help": "train on a dataset whose metadata names another task than `task` (its widths must still match)"})),
-        ("seed", int, field(default=0, metadata={"help": "random seed"})),
-        ("cost_limit", float | None, field(default=None, metadata={"help": "episode cost limit kappa; None = the task's default"})),
-        ("agent", spec.config_cls, field(default_factory=spec.config_cls, metadata={"help": "agent hyper-parameters"})),
-        ("offline", OfflineConfig, field(default_factory=OfflineConfig, metadata={"help": "training loop"})),
-    ]
-    return dataclasses.make_dataclass("PretrainConfig", fields, frozen=True)
-
-
 DEFER_EVAL_ENV = "O2O_DEFER_EVAL"
 
 
@@ -84,7 +55,7 @@ def live_eval_default() -> bool:
     return os.environ.get(DEFER_EVAL_ENV, "").strip().lower() not in ("1", "true", "yes")
 
 
-def check_offline_config(o: OfflineConfig) -> None:
+def check_offline_config(o) -> None:
     """The loop's value checks (also made by a sweep before it launches anything)."""
     for name in ("steps", "steps_per_call", "eval_every", "eval_episodes", "checkpoint_every"):
         if getattr(o, name) <= 0:
@@ -138,7 +109,7 @@ class OfflineData:
     def __init__(self, cfg, *, dataset=None):
         from o2o.data import check_task, load_hdf5, recorded_task, sha256_data
         from o2o.envs import get_task
-        from o2o.loops.datagen import resolve_dataset
+        from o2o.data.registry import resolve_dataset
 
         self.spec = get_offline_agent(cfg.algo)
         check_offline_config(cfg.offline)
@@ -480,7 +451,7 @@ def _run_seeds(trainer, cfgs, out_dirs: list[Path], *, resume: bool, progress: b
 def _train_seeds(trainer, rundirs, *, resume: bool, progress: bool, live_eval: bool, keep: int, timer) -> list[dict]:
     """``_run_seeds``'s loop in the open run directories ``rundirs``."""
     from o2o import stop
-    from o2o.loops.online import _progress
+    from o2o.progress import training_progress
     from o2o.runs import MetricsWriter, RunClock
 
     o = trainer.cfg.offline
@@ -512,7 +483,7 @@ def _train_seeds(trainer, rundirs, *, resume: bool, progress: bool, live_eval: b
             writer.close()
         return diverged(err, f"step {step}", where, rundirs[0].latest_checkpoint())
 
-    with _progress(progress) as bar:
+    with training_progress(progress) as bar:
         tid = bar.add_task(what, total=o.steps, completed=trainer.counters["steps"], status="")
         while trainer.counters["steps"] < o.steps:
             try:

@@ -16,10 +16,8 @@ collector (per-env RNG and any episode in progress), counters - goes into the ch
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
-from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from typing import Any, Callable
 
@@ -33,47 +31,10 @@ from o2o.agents.common import make_update_many
 from o2o.data.replay import replay_add, replay_init, replay_sample
 from o2o.errors import ConfigError, DivergedError
 from o2o.loops.divergence import check_losses, diverged, finite_checkpoint
-from o2o.lagrange import LagrangeConfig, make_controller
+from o2o.loops.evaluation import record_rollout
+from o2o.lagrange import make_controller
+from o2o.progress import training_progress
 from o2o.runs.clock import CheckpointTimer, RunClock
-
-
-@dataclass(frozen=True)
-class OnlineConfig:
-    iterations: int = field(default=100, metadata={"help": "collect -> control -> update iterations"})
-    episodes_per_iteration: int | None = field(
-        default=3, metadata={"help": "N episodes collected per iteration (None: use steps_per_iteration)"}
-    )
-    steps_per_iteration: int = field(default=1000, metadata={"help": "env steps per iteration when episodes_per_iteration is None"})
-    updates_per_iteration: int = field(default=600, metadata={"help": "M gradient steps per iteration"})
-    num_envs: int = field(default=1, metadata={"help": "env copies stepped together (one batched policy call)"})
-    warmup_steps: int = field(default=0, metadata={"help": "env steps with uniform random actions before the policy acts"})
-    update_after: int = field(default=0, metadata={"help": "env steps collected before gradient updates start"})
-    replay_capacity: int = field(default=1_000_000, metadata={"help": "online replay buffer size"})
-    eval_every: int = field(default=10, metadata={"help": "evaluate every E iterations (and after the last)"})
-    eval_episodes: int = field(default=5, metadata={"help": "deterministic evaluation episodes"})
-    checkpoint_every: int = field(default=25, metadata={"help": "checkpoint every C iterations (and at the end)"})
-    cost_limit: float | None = field(default=None, metadata={"help": "episode cost limit kappa; None = the task's default"})
-
-
-@lru_cache(maxsize=None)
-def train_config_class(algo: str) -> type:
-    """The top-level config of ``o2o train --algo ALGO``: task, seed, agent hyper-parameters, loop,
-    multiplier controller. Built per algorithm so that ``agent.*`` keys are checked against that
-    algorithm's own config."""
-    spec = get_online_agent(algo)
-    if spec.on_policy:  # PPO: no replay, its own loop section (loops/onpolicy.py)
-        from o2o.loops.onpolicy import onpolicy_train_config_class
-
-        return onpolicy_train_config_class(algo)
-    fields = [
-        ("algo", str, field(default=algo, metadata={"help": "online algorithm"})),
-        ("task", str, field(default="BallCircle", metadata={"help": "task name (o2o tasks)"})),
-        ("seed", int, field(default=0, metadata={"help": "random seed"})),
-        ("agent", spec.config_cls, field(default_factory=spec.config_cls, metadata={"help": "agent hyper-parameters"})),
-        ("online", OnlineConfig, field(default_factory=OnlineConfig, metadata={"help": "training loop"})),
-        ("lagrange", LagrangeConfig, field(default_factory=LagrangeConfig, metadata={"help": "multiplier controller (safe agents)"})),
-    ]
-    return dataclasses.make_dataclass("TrainConfig", fields, frozen=True)
 
 
 def check_config(cfg) -> None:
@@ -105,7 +66,7 @@ def _sample(buffer, key, batch_size):
 
 
 @partial(jax.jit, static_argnames=("deterministic", "actions_fn", "action_kwargs"))
-def _policy_step(actor, observations, key, step, deterministic=False, actions_fn=None, action_kwargs=()):
+def policy_step(actor, observations, key, step, deterministic=False, actions_fn=None, action_kwargs=()):
     """One batched policy call; the per-step key is folded in on the device (no host-side splits).
     ``actions_fn`` is the agent module's ``actor_actions`` (SAC's when None) and ``action_kwargs`` its
     config-dependent arguments as (name, value) pairs, e.g. TD3's exploration noise."""
@@ -116,7 +77,7 @@ def _policy_step(actor, observations, key, step, deterministic=False, actions_fn
 
 
 def policy_step_kwargs(module, agent_cfg) -> dict:
-    """How ``_policy_step`` acts for an agent module: its ``actor_actions`` and, if the module defines
+    """How ``policy_step`` acts for an agent module: its ``actor_actions`` and, if the module defines
     ``exploration_kwargs(cfg)``, those arguments (hashable, so they are static under jit)."""
     extra = getattr(module, "exploration_kwargs", None)
     return {"actions_fn": module.actor_actions, "action_kwargs": tuple(sorted(extra(agent_cfg).items())) if extra else ()}
@@ -130,22 +91,6 @@ def make_trainer(cfg, **kwargs):
 
         return OnPolicyTrainer(cfg, **kwargs)
     return OnlineTrainer(cfg, **kwargs)
-
-
-def record_rollout(counters: dict, rollout, collect_time: float, cost_limit) -> dict[str, float]:
-    """Count a collected rollout into the run's counters (env steps, episodes, cumulative training cost,
-    episodes over the limit) and return its training metrics. Shared by the off- and on-policy loops."""
-    counters["env_steps"] += int(rollout.num_steps)
-    counters["episodes"] += len(rollout.episode_returns)
-    counters["cumulative_cost"] += float(np.sum(rollout.costs))
-    metrics = {"perf/env_steps_per_s": rollout.num_steps / max(collect_time, 1e-9)}
-    if len(rollout.episode_returns):
-        metrics["train/episode_return"] = float(np.mean(rollout.episode_returns))
-        metrics["train/episode_cost"] = float(np.mean(rollout.episode_costs))
-        metrics["train/episode_length"] = float(np.mean(rollout.episode_lengths))
-        if cost_limit is not None:
-            counters["violating_episodes"] += int(np.sum(rollout.episode_costs > cost_limit))
-    return metrics
 
 
 class OnlineTrainer:
@@ -203,7 +148,7 @@ class OnlineTrainer:
 
         def policy(obs: np.ndarray) -> np.ndarray:
             counter[0] += 1
-            return np.asarray(_policy_step(actor, self._norm(obs), key, counter[0], **self.policy_kwargs))
+            return np.asarray(policy_step(actor, self._norm(obs), key, counter[0], **self.policy_kwargs))
 
         return policy
 
@@ -214,7 +159,7 @@ class OnlineTrainer:
         mean, std, normalize = self.obs_mean, self.obs_std, self.normalize
 
         def policy(obs: np.ndarray) -> np.ndarray:
-            return np.asarray(_policy_step(actor, (obs - mean) / std if normalize else obs, key, 0, deterministic=True, **kwargs))
+            return np.asarray(policy_step(actor, (obs - mean) / std if normalize else obs, key, 0, deterministic=True, **kwargs))
 
         return policy
 
@@ -337,23 +282,6 @@ class OnlineTrainer:
 # ---------------------------------------------------------------------- driver
 
 
-def _progress(enabled: bool):
-    """A progress bar on a terminal, timestamped lines in a log (``o2o.progress.make_progress``)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    from o2o.progress import make_progress
-
-    return make_progress(
-        enabled,
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[status]}"),
-    )
-
-
 def run_online(
     cfg,
     out_dir,
@@ -412,7 +340,7 @@ def _train_online(cfg, trainer, rundir, resume, progress, before_iteration, afte
     o = cfg.online
     end = o.iterations if stop_after is None else min(stop_after, o.iterations)
     history: list[dict] = []
-    with _progress(progress) as bar:
+    with training_progress(progress) as bar:
         task_id = bar.add_task(description or f"{cfg.algo} {cfg.task} seed {cfg.seed}", total=end, completed=min(trainer.counters["iteration"], end), status="")
         while trainer.counters["iteration"] < end:
             if before_iteration is not None:

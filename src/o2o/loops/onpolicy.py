@@ -22,9 +22,7 @@ episode in progress) and the counters.
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Callable
 
@@ -35,32 +33,6 @@ import numpy as np
 from o2o.agents import AgentSpec, get_online_agent
 from o2o.errors import ConfigError
 from o2o.loops.divergence import check_losses
-
-
-@dataclass(frozen=True)
-class OnPolicyConfig:
-    iterations: int = field(default=488, metadata={"help": "rollout -> update iterations (488 x 2048 ~ 1M env steps)"})
-    steps_per_iteration: int = field(default=2048, metadata={"help": "env steps per rollout, all envs together (a multiple of num_envs)"})
-    num_envs: int = field(default=1, metadata={"help": "env copies stepped together (one batched policy call)"})
-    eval_every: int = field(default=10, metadata={"help": "evaluate every E iterations (and after the last)"})
-    eval_episodes: int = field(default=5, metadata={"help": "deterministic evaluation episodes"})
-    checkpoint_every: int = field(default=25, metadata={"help": "checkpoint every C iterations (and at the end)"})
-    cost_limit: float | None = field(default=None, metadata={"help": "episode cost limit kappa (reported only); None = the task's default"})
-
-
-@lru_cache(maxsize=None)
-def onpolicy_train_config_class(algo: str) -> type:
-    """The top-level config of ``o2o train --algo ppo``: task, seed, agent, loop (section ``online``
-    as for the off-policy agents, so ``--set online.steps_per_iteration=...`` reads the same)."""
-    spec = get_online_agent(algo)
-    fields = [
-        ("algo", str, field(default=algo, metadata={"help": "online algorithm"})),
-        ("task", str, field(default="Hopper", metadata={"help": "task name (o2o tasks)"})),
-        ("seed", int, field(default=0, metadata={"help": "random seed"})),
-        ("agent", spec.config_cls, field(default_factory=spec.config_cls, metadata={"help": "agent hyper-parameters"})),
-        ("online", OnPolicyConfig, field(default_factory=OnPolicyConfig, metadata={"help": "training loop"})),
-    ]
-    return dataclasses.make_dataclass("TrainConfig", fields, frozen=True)
 
 
 def check_config(cfg) -> None:
@@ -183,7 +155,7 @@ class OnPolicyTrainer:
         collect_time = time.perf_counter() - t0
         self.last_rollout = rollout
 
-        from o2o.loops.online import record_rollout
+        from o2o.loops.evaluation import record_rollout
 
         c = self.counters
         metrics.update(record_rollout(c, rollout, collect_time, self.cost_limit))
@@ -238,12 +210,3 @@ class OnPolicyTrainer:
         self.return_carry = np.asarray(arrays["return_carry"], np.float32)
         self.counters = dict(host["counters"])
         self.collector.load_state_dict(host["collector"])
-
-
-def run_onpolicy(cfg, out_dir, *, resume: bool = False, progress: bool = True, trainer: OnPolicyTrainer | None = None, **kwargs) -> dict:
-    """Train an on-policy ``cfg`` into ``out_dir`` (or continue it with ``resume``): ``run_online``'s
-    driver (run directory, metrics, checkpoints, summary) around an ``OnPolicyTrainer``."""
-    from o2o.loops.online import run_online
-
-    trainer = trainer or OnPolicyTrainer(cfg, progress=progress)
-    return run_online(cfg, out_dir, resume=resume, progress=progress, trainer=trainer, **kwargs)

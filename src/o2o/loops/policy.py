@@ -88,12 +88,12 @@ def checkpoint_dir(run_dir: str | Path, checkpoint: int | str | Path | None = No
     """The checkpoint directory of ``run_dir`` to load: the latest, or ``checkpoint`` given as a step
     (``ckpt_<step>``) or as a path. A run without one, or without that step, is a one-line error."""
     from o2o.runs.checkpoint import checkpoint_step, latest_checkpoint, list_checkpoints
-    from o2o.runs.rundir import CHECKPOINTS_DIRNAME, _read_config
+    from o2o.runs.rundir import CHECKPOINTS_DIRNAME, read_config
 
     run = Path(run_dir)
     if not run.is_dir():
         raise RunDirError(f"run directory '{run}' does not exist; check the path")
-    kind = run_kind(_read_config(run))
+    kind = run_kind(read_config(run))
     ckpts = run / CHECKPOINTS_DIRNAME
     if checkpoint is None:
         latest = latest_checkpoint(ckpts) if ckpts.is_dir() else None
@@ -119,11 +119,11 @@ def load_policy(run_dir: str | Path, checkpoint: int | str | Path | None = None)
     """The deterministic policy of the run in ``run_dir`` at its latest checkpoint, or at ``checkpoint``
     (a step or a ``ckpt_<step>`` directory). Every kind of run directory; a missing checkpoint, a
     checkpoint of another architecture or a directory that is not a run is a one-line ``O2OError``."""
-    from o2o.runs.rundir import _read_config
+    from o2o.runs.rundir import read_config
 
     run = Path(run_dir)
     ckpt = checkpoint_dir(run, checkpoint)
-    saved = _read_config(run)
+    saved = read_config(run)
     kind = run_kind(saved)
     if kind == PRETRAIN:
         return _pretrain_policy(run, ckpt)
@@ -146,7 +146,8 @@ def _online_policy(run: Path, ckpt: Path, saved: dict, kind: str) -> Policy:
     """A training or fine-tuning run: its trainer built from the saved config is the template its
     checkpoint is checked and restored against (as ``o2o train --resume`` does)."""
     from o2o.config import from_dict
-    from o2o.loops.online import make_trainer, train_config_class
+    from o2o.loops.online import make_trainer
+    from o2o.runconfig import train_config_class
     from o2o.runs.checkpoint import load_checkpoint
 
     if kind == FINETUNE:

@@ -9,6 +9,7 @@ from o2o.nn.networks import (
     TanhGaussianActor,
     ValueNet,
     polyak_update,
+    shared_module,
     tanh_gaussian_log_prob,
     tanh_gaussian_mode,
     tanh_gaussian_sample,
@@ -25,19 +26,9 @@ __all__ = [
     "vae_loss",
     "vae_sample",
     "polyak_update",
+    "shared_module",
     "tanh_gaussian_log_prob",
     "tanh_gaussian_mode",
     "tanh_gaussian_sample",
 ]
 
-
-from functools import lru_cache as _lru_cache
-
-
-@_lru_cache(maxsize=None)
-def shared_module(cls, *args):
-    """One module instance per (class, arguments) per process. A module's ``apply`` is a static part of
-    every TrainState and jit compares static parts by identity: a fresh instance per agent would
-    recompile the update for every new agent (every run of a sweep, every test). Lists are not
-    hashable: pass tuples."""
-    return cls(*args)

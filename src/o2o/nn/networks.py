@@ -6,6 +6,7 @@ their own bounds (see ``o2o.envs.make_env``).
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Callable, Sequence
 
 import flax.linen as nn
@@ -90,12 +91,12 @@ class CriticEnsemble(nn.Module):
 LOG_2 = jnp.log(2.0)
 
 
-def _gaussian_log_prob(u: jax.Array, mean: jax.Array, log_std: jax.Array) -> jax.Array:
+def gaussian_log_prob(u: jax.Array, mean: jax.Array, log_std: jax.Array) -> jax.Array:
     z = (u - mean) * jnp.exp(-log_std)
     return jnp.sum(-0.5 * z**2 - log_std - 0.5 * jnp.log(2.0 * jnp.pi), axis=-1)
 
 
-def _log_det_tanh(u: jax.Array) -> jax.Array:
+def log_det_tanh(u: jax.Array) -> jax.Array:
     """sum_i log(1 - tanh(u_i)^2), exact and stable for large |u|."""
     return jnp.sum(2.0 * (LOG_2 - u - jax.nn.softplus(-2.0 * u)), axis=-1)
 
@@ -103,7 +104,7 @@ def _log_det_tanh(u: jax.Array) -> jax.Array:
 def tanh_gaussian_sample(key: jax.Array, mean: jax.Array, log_std: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Re-parameterised sample a = tanh(mean + std * eps) and its exact log-probability."""
     u = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape, mean.dtype)
-    log_prob = _gaussian_log_prob(u, mean, log_std) - _log_det_tanh(u)
+    log_prob = gaussian_log_prob(u, mean, log_std) - log_det_tanh(u)
     return jnp.tanh(u), log_prob
 
 
@@ -114,7 +115,7 @@ def tanh_gaussian_log_prob(
     +-1 so atanh stays finite."""
     a = jnp.clip(actions, -clip, clip)
     u = jnp.arctanh(a)
-    return _gaussian_log_prob(u, mean, log_std) - _log_det_tanh(u)
+    return gaussian_log_prob(u, mean, log_std) - log_det_tanh(u)
 
 
 def tanh_gaussian_mode(mean: jax.Array) -> jax.Array:
@@ -155,3 +156,12 @@ class DeterministicActor(nn.Module):
 def polyak_update(target_params, online_params, tau: float):
     """theta_target <- (1 - tau) theta_target + tau theta."""
     return jax.tree_util.tree_map(lambda t, o: (1.0 - tau) * t + tau * o, target_params, online_params)
+
+
+@lru_cache(maxsize=None)
+def shared_module(cls, *args):
+    """One module instance per (class, arguments) per process. A module's ``apply`` is a static part of
+    every TrainState and jit compares static parts by identity: a fresh instance per agent would
+    recompile the update for every new agent (every run of a sweep, every test). Lists are not
+    hashable: pass tuples."""
+    return cls(*args)

@@ -101,7 +101,7 @@ def vae_train_state(
     key: jax.Array, obs_dim: int, act_dim: int, hidden_dims: Sequence[int], latent_dim: int | None, tx
 ) -> TrainState:
     """TrainState of a fresh VAE; ``latent_dim=None`` means 2 * act_dim (BCQ)."""
-    from o2o.nn import shared_module
+    from o2o.nn.networks import shared_module
 
     vae = shared_module(VAE, tuple(hidden_dims), act_dim, latent_dim or 2 * act_dim)
     params = vae.init(key, jnp.zeros((1, obs_dim)), jnp.zeros((1, act_dim)), jnp.zeros((1, vae.latent_dim)))

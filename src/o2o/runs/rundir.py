@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from o2o import __version__
+from o2o.version import __version__
 from o2o.config import diff_configs, to_dict
 from o2o.errors import RunDirError, RunFinished
 from o2o.runs.checkpoint import (
@@ -48,7 +48,7 @@ TB_DIRNAME = "tb"
 _MAX_DIFFS_SHOWN = 5
 
 
-def _plain_config(config: Any) -> dict:
+def plain_config(config: Any) -> dict:
     """The config as it will read back from config.yaml (tuples become lists, and so on)."""
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
         config = to_dict(config)
@@ -70,7 +70,8 @@ def budget_keys(config: Mapping) -> tuple[str, ...]:
     return tuple(keys)
 
 
-def _dotted(config: Mapping, key: str) -> Any:
+def dotted_value(config: Mapping, key: str) -> Any:
+    """The value at the dotted ``key`` (e.g. ``online.iterations``) of a nested config; None if absent."""
     for part in key.split("."):
         config = config.get(part) if isinstance(config, Mapping) else None
     return config
@@ -81,7 +82,7 @@ def resume_diffs(saved: Mapping, config: Mapping) -> tuple[list[str], list[str]]
     which it accepts: ``budget_keys``). A budget key lowered is a refused difference."""
     raised = []
     for key in budget_keys(saved):
-        old, new = _dotted(saved, key), _dotted(config, key)
+        old, new = dotted_value(saved, key), dotted_value(config, key)
         if isinstance(old, int) and isinstance(new, int) and new > old:
             raised.append(key)
     diffs = [d for d in diff_configs(saved, config) if d.split(": ", 1)[0] not in raised]
@@ -93,7 +94,7 @@ def refusal(path: Path, diffs: list[str]) -> str:
     shown = "; ".join(diffs[:_MAX_DIFFS_SHOWN])
     more = f" (and {len(diffs) - _MAX_DIFFS_SHOWN} more)" if len(diffs) > _MAX_DIFFS_SHOWN else ""
     return (f"cannot resume '{path}': config differs: {shown}{more}; only a budget key ("
-            f"{', '.join(budget_keys(_read_config(path))) or 'none for this run'}) may be raised on resume: resume with "
+            f"{', '.join(budget_keys(read_config(path))) or 'none for this run'}) may be raised on resume: resume with "
             f"the run's own config ({path / CONFIG_FILE}) or start a new run with another --out")
 
 
@@ -169,7 +170,7 @@ class RunDir:
         the run directory's lock: a directory another process trains in is refused.
         """
         path = Path(path)
-        plain = _plain_config(config)
+        plain = plain_config(config)
         if resume:
             return cls._resume(path, plain)
         _check_new(path)
@@ -192,7 +193,7 @@ class RunDir:
     def _resume(cls, path: Path, config: dict) -> RunDir:
         if not path.is_dir():
             raise RunDirError(f"cannot resume '{path}': no such directory; start a new run with --out {path}")
-        _read_config(path)  # a directory that holds no run gets no lock file
+        read_config(path)  # a directory that holds no run gets no lock file
         lock = lock_run_dir(path)
         try:
             return cls._resume_locked(path, config, lock)
@@ -202,7 +203,7 @@ class RunDir:
 
     @classmethod
     def _resume_locked(cls, path: Path, config: dict, lock: RunLock) -> RunDir:
-        saved = _read_config(path)
+        saved = read_config(path)
         diffs, raised = resume_diffs(saved, config)
         if diffs:
             raise RunDirError(refusal(path, diffs))
@@ -225,7 +226,7 @@ class RunDir:
         path = Path(path)
         if not path.is_dir():
             raise RunDirError(f"run directory '{path}' does not exist; check the path")
-        return cls(path=path, config=_read_config(path))
+        return cls(path=path, config=read_config(path))
 
     # ---------------------------------------------------------------- checkpoints
     def save_checkpoint(self, step: int, *, arrays: Any, host_state: Mapping, keep: int = 2) -> Path:
@@ -309,7 +310,8 @@ def _check_new(path: Path) -> None:
         )
 
 
-def _read_config(path: Path) -> dict:
+def read_config(path: Path) -> dict:
+    """The saved config.yaml of the run directory ``path`` as a dict; one clear error if it is missing or unreadable."""
     config_path = path / CONFIG_FILE
     if not config_path.is_file():
         raise RunDirError(
