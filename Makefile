@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml | check-python
 	@if [ -e $(VENV) ] && ! $(BIN)/python -c '$(IS_311)' 2>/dev/null; then \
 	  echo "make: $(VENV) is not a Python 3.11 environment; making it again" >&2; rm -rf $(VENV); fi
 	@test -x $(BIN)/python || "$(PYTHON)" -m venv $(VENV) || { rm -rf $(VENV); echo "make: '$(PYTHON) -m venv $(VENV)' failed (see above); nothing kept" >&2; exit 1; }
-	@$(BIN)/python -m pip install --quiet --upgrade pip && $(BIN)/python -m pip install --quiet -e ".[test,ray]" || { \
+	@$(BIN)/python -m pip install --quiet --upgrade pip && $(BIN)/python -m pip install --quiet -e ".[test,ray,video]" || { \
 	  rm -rf $(VENV); echo "make: installing o2o into $(VENV) failed (pip says why above); $(VENV) removed, so the next make starts clean" >&2; exit 1; }
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 
@@ -38,7 +38,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest tests
 
 bench-install: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e ".[test,ray,bench]"
+	$(BIN)/python -m pip install --quiet -e ".[test,ray,video,bench]"
 
 bench: bench-install
 	$(BIN)/python benchmarks/bench_sac_update.py

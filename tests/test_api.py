@@ -254,6 +254,19 @@ def test_render_writes_a_gif_of_the_episode_with_its_return_and_cost(runs, tmp_p
     assert f"episode 1: return {ret:.1f}" in out
 
 
+def test_render_writes_an_mp4_with_imageio_ffmpeg(runs, tmp_path, capsys):
+    pytest.importorskip("imageio_ffmpeg", reason="the video extra (pip install 'o2o[video]'; make installs it)")
+    import imageio.v3 as iio
+
+    mp4 = tmp_path / "episode.mp4"
+    assert main(["eval", str(runs["pretrain"]), "--render", str(mp4), "--seed", "1"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"outputs: {mp4}"
+    frames = iio.imread(mp4, index=None, plugin="FFMPEG")
+    # BallCircle's 200 steps at 480 x 360 (ffmpeg pads the height to a multiple of 16)
+    assert frames.shape[0] == 200 and frames.shape[2:] == (480, 3) and frames.shape[1] in (360, 368)
+    assert frames[-1][40:].astype(int).std() > 20  # a scene, not a blank image
+
+
 def test_render_strides_long_videos(runs, tmp_path, capsys):
     from o2o.loops.render import render_episodes
 

@@ -415,8 +415,10 @@ def _record_evaluations(path: Path, episodes: int | None) -> int:
         runs = sorted(p.parent for p in path.rglob("config.yaml") if (p.parent / "checkpoints").is_dir())
 
     def is_pretrain(run: Path) -> bool:
+        from o2o.loops.policy import PRETRAIN, run_kind
+
         conf = load_yaml(run / "config.yaml")
-        return isinstance(conf, dict) and "offline" in conf and "method" not in conf
+        return isinstance(conf, dict) and run_kind(conf) == PRETRAIN
 
     runs = [r for r in runs if is_pretrain(r)]
     if not (path / "config.yaml").is_file():  # a folder: runs stopped before their first checkpoint are skipped

@@ -29,7 +29,7 @@ def check_video_path(path: str | Path) -> Path:
         try:
             import imageio_ffmpeg  # noqa: F401
         except ImportError:
-            raise O2OError("writing .mp4 needs the imageio-ffmpeg package (pip install imageio-ffmpeg); or render to a .gif") from None
+            raise O2OError("writing .mp4 needs the imageio-ffmpeg package (pip install 'o2o[video]', or make install); or render to a .gif") from None
     return path
 
 
