@@ -255,3 +255,35 @@ def test_the_edges_of_the_ranges_are_accepted_and_a_yaml_file_is_checked_too(tmp
     bad.write_text("agent:\n  expectile: 1.0\n")
     with pytest.raises(ConfigError, match=r"bad.yaml: config key 'agent.expectile' is an expectile and must be in \(0, 1\)"):
         resolve_pretrain_config("iql", "BallCircle-dsrl-small", config_file=str(bad))
+
+
+def test_the_multiplier_section_belongs_to_safe_agents_only_and_old_configs_still_load(tmp_path, capsys):
+    """`lagrange.*` is in the configs of the safe agents and the Marvel methods only; a run saved by an
+    earlier o2o, which wrote it for every off-policy agent, still loads, resumes and reports."""
+    import dataclasses
+
+    from o2o.cli import main
+    from o2o.config import to_dict
+    from o2o.loops.finetune import finetune_config_class
+    from o2o.runconfig import load_run_config, train_config_class
+
+    names = lambda cls: {f.name for f in dataclasses.fields(cls)}
+    assert "lagrange" in names(train_config_class("sac-lag")) and "lagrange" in names(finetune_config_class("marvel"))
+    for cls in (train_config_class("sac"), train_config_class("td3"), finetune_config_class("o2sac"), finetune_config_class("o2td3")):
+        assert "lagrange" not in names(cls)
+    saved = {**to_dict(train_config_class("sac")()), "lagrange": {"controller": "apid", "kp": 0.1}}
+    assert to_dict(load_run_config(train_config_class("sac"), saved)) == to_dict(train_config_class("sac")())
+    with pytest.raises(ConfigError, match="bogus"):  # any other unknown section is still refused
+        load_run_config(train_config_class("sac"), {**saved, "bogus": {}})
+    # a tiny SAC run whose config.yaml has the section, as an earlier o2o wrote it: it resumes to a raised budget
+    run = tmp_path / "run"
+    tiny = ["agent.hidden_dims=[16]", "agent.batch_size=16", "online.iterations=1", "online.episodes_per_iteration=null",
+            "online.steps_per_iteration=50", "online.updates_per_iteration=2", "online.eval_episodes=1"]
+    assert main(["--no-progress", "train", "--algo", "sac", "--task", "Pendulum", "--out", str(run), *[x for kv in tiny for x in ("--set", kv)]]) == 0
+    text = (run / "config.yaml").read_text()
+    assert "lagrange" not in text
+    (run / "config.yaml").write_text(text + yaml.safe_dump({"lagrange": to_dict(train_config_class("sac-lag")().lagrange)}))
+    capsys.readouterr()
+    assert main(["--no-progress", "train", "--resume", str(run), "--set", "online.iterations=2"]) == 0
+    assert "lagrange" not in (run / "config.yaml").read_text()  # written back as this o2o reads it
+    assert main(["--no-progress", "eval", str(run)]) == 0

@@ -50,9 +50,9 @@ def train(algo: str | None = None, task: str | None = None, *, seed: int | None 
     into ``out`` (default ``runs/<algo>-<task>-s<seed>``); or, with ``resume=RUN_DIR``, continue that
     run exactly (``task``, ``seed``, ``config`` and ``overrides`` then change its saved config, which
     the run directory refuses unless they agree). Returns (run directory, summary)."""
-    from o2o.config import apply_overrides, from_dict, load_yaml, update_from_dict
+    from o2o.config import apply_overrides, load_yaml, update_from_dict
     from o2o.loops.online import run_online
-    from o2o.runconfig import train_config_class
+    from o2o.runconfig import load_run_config, train_config_class
     from o2o.presets import resolve_train_config
 
     check_wandb()
@@ -60,7 +60,7 @@ def train(algo: str | None = None, task: str | None = None, *, seed: int | None 
     if resume:
         run = Path(resume)
         saved = _saved_config(run, "train")
-        cfg = from_dict(train_config_class(algo or saved.get("algo")), saved)
+        cfg = load_run_config(train_config_class(algo or saved.get("algo")), saved)
         if config:
             cfg = update_from_dict(cfg, load_yaml(config))
         for key, value in (("task", task), ("seed", seed)):
@@ -148,7 +148,7 @@ def finetune(method: str | None = None, pretrained: str | Path | None = None, *,
     their ablations; ``o2o config --method M`` lists its keys) into ``out`` (default
     ``runs/<method>-<task>-s<seed>``); ``resume=RUN_DIR`` continues a run. Returns (run directory,
     summary)."""
-    from o2o.config import apply_overrides, from_dict
+    from o2o.config import apply_overrides
     from o2o.loops.finetune import finetune_config_class, resolve_finetune_config, run_finetune
 
     check_wandb()
@@ -158,7 +158,9 @@ def finetune(method: str | None = None, pretrained: str | Path | None = None, *,
         saved = _saved_config(run, "finetune")
         if "method" not in saved:
             raise O2OError(f"'{run}' is not a fine-tuning run (no method in its config); use o2o train --resume")
-        cfg = apply_overrides(from_dict(finetune_config_class(saved["method"]), saved), sets)
+        from o2o.runconfig import load_run_config
+
+        cfg = apply_overrides(load_run_config(finetune_config_class(saved["method"]), saved), sets)
     else:
         if not method:
             raise O2OError("o2o finetune needs --method (e.g. marvel) or --resume DIR")

@@ -44,9 +44,20 @@ def train_config_class(algo: str) -> type:
         ("seed", int, field(default=0, metadata={"help": "random seed"})),
         ("agent", spec.config_cls, field(default_factory=spec.config_cls, metadata={"help": "agent hyper-parameters"})),
         ("online", OnlineConfig, field(default_factory=OnlineConfig, metadata={"help": "training loop"})),
-        ("lagrange", LagrangeConfig, field(default_factory=LagrangeConfig, metadata={"help": "multiplier controller (safe agents)"})),
     ]
+    if spec.safe:  # the cost multiplier's controller: safe agents only
+        fields.append(("lagrange", LagrangeConfig, field(default_factory=LagrangeConfig, metadata={"help": "multiplier controller"})))
     return dataclasses.make_dataclass("TrainConfig", fields, frozen=True)
+
+
+RETIRED_SECTIONS = ("lagrange",)  # sections an earlier o2o also wrote into configs that no longer have them
+
+
+def without_retired_sections(config_cls: type, saved: dict) -> dict:
+    """A saved config as this o2o reads it: a section an earlier o2o also wrote for run kinds that have
+    none now (``lagrange`` of an unconstrained agent, which never used it) left out."""
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    return {k: v for k, v in saved.items() if k in names or k not in RETIRED_SECTIONS}
 
 
 @dataclass(frozen=True)
@@ -101,3 +112,11 @@ def pretrain_config_class(algo: str) -> type:
         ("offline", OfflineConfig, field(default_factory=OfflineConfig, metadata={"help": "training loop"})),
     ]
     return dataclasses.make_dataclass("PretrainConfig", fields, frozen=True)
+
+
+def load_run_config(config_cls: type, saved: dict):
+    """A run's saved config as ``config_cls`` (``o2o.config.from_dict``, strict), read the way this o2o
+    reads it (``without_retired_sections``)."""
+    from o2o.config import from_dict
+
+    return from_dict(config_cls, without_retired_sections(config_cls, saved))

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from o2o.errors import ConfigError, RunDirError
+from o2o.runconfig import load_run_config
 
 
 def _episodes(task, behaviour, count: int, seed: int):
@@ -91,7 +92,7 @@ def diagnose_critic(run_dir, *, pairs: int = 64, rollouts: int = 3, horizon: int
     from o2o.agents.sac import actor_actions
     from o2o.agents.sac_lag import reduce_costs
     from o2o.bridge.pretrained import load_pretrained
-    from o2o.config import from_dict, load_yaml
+    from o2o.config import load_yaml
     from o2o.envs import get_task
     from o2o.loops.finetune import agent_init_key, build_agent, finetune_config_class, load_bridge
     from o2o.methods import get_method
@@ -102,7 +103,7 @@ def diagnose_critic(run_dir, *, pairs: int = 64, rollouts: int = 3, horizon: int
     saved = load_yaml(run_dir / "config.yaml")
     if "method" not in saved:
         raise ConfigError(f"'{run_dir}' is not a fine-tuning run; diagnose-critic reads runs of `o2o finetune` with VPA")
-    cfg = from_dict(finetune_config_class(saved["method"]), saved)
+    cfg = load_run_config(finetune_config_class(saved["method"]), saved)
     if not get_method(cfg.method).vpa:
         raise ConfigError(f"'{run_dir}' ran method '{cfg.method}', which has no VPA stage to compare before/after")
     if pairs < 2 or rollouts < 1:

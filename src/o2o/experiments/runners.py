@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from o2o.errors import ConfigError
+from o2o.runconfig import load_run_config
 
 
 @dataclass(frozen=True)
@@ -122,9 +123,8 @@ def _train_check(cfg) -> None:
 
 
 def _train_load(d: dict):
-    from o2o.config import from_dict
     from o2o.runconfig import train_config_class
-    return from_dict(train_config_class(d["algo"]), d)
+    return load_run_config(train_config_class(d["algo"]), d)
 
 
 def _train_run(cfg, out: Path, resume: bool) -> dict:
@@ -234,10 +234,9 @@ def _finetune_check(cfg) -> None:
 
 
 def _finetune_load(d: dict):
-    from o2o.config import from_dict
     from o2o.loops.finetune import finetune_config_class
 
-    return from_dict(finetune_config_class(d["method"]), d)
+    return load_run_config(finetune_config_class(d["method"]), d)
 
 
 def _finetune_run(cfg, out: Path, resume: bool) -> dict:

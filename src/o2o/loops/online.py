@@ -35,6 +35,7 @@ from o2o.loops.evaluation import record_rollout
 from o2o.lagrange import make_controller
 from o2o.progress import training_progress
 from o2o.runs.clock import CheckpointTimer, RunClock
+from o2o.runconfig import load_run_config
 
 
 def check_config(cfg) -> None:
@@ -395,7 +396,7 @@ def upgrade_saved_config(out_dir, cfg) -> None:
 
     import yaml
 
-    from o2o.config import from_dict, load_yaml, to_dict
+    from o2o.config import load_yaml, to_dict
     from o2o.runs.checkpoint import write_text_atomic
     from o2o.runs.rundir import resume_diffs
 
@@ -404,7 +405,7 @@ def upgrade_saved_config(out_dir, cfg) -> None:
         return
     saved = load_yaml(path)
     try:
-        completed = to_dict(from_dict(type(cfg), saved))
+        completed = to_dict(load_run_config(type(cfg), saved))
     except ConfigError:
         return  # a removed or renamed key: RunDir.create reports the difference
     pretrained, wanted = saved.get("pretrained"), getattr(cfg, "pretrained", None)

@@ -19,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from o2o.errors import RunDirError
+from o2o.runconfig import load_run_config
 
 # The kinds of run directory (``run_kind``).
 PRETRAIN, TRAIN, FINETUNE = "pretrain", "train", "finetune"
@@ -145,7 +146,6 @@ def _pretrain_policy(run: Path, ckpt: Path) -> Policy:
 def _online_policy(run: Path, ckpt: Path, saved: dict, kind: str) -> Policy:
     """A training or fine-tuning run: its trainer built from the saved config is the template its
     checkpoint is checked and restored against (as ``o2o train --resume`` does)."""
-    from o2o.config import from_dict
     from o2o.loops.online import make_trainer
     from o2o.runconfig import train_config_class
     from o2o.runs.checkpoint import load_checkpoint
@@ -153,9 +153,9 @@ def _online_policy(run: Path, ckpt: Path, saved: dict, kind: str) -> Policy:
     if kind == FINETUNE:
         from o2o.loops.finetune import finetune_config_class
 
-        cfg = from_dict(finetune_config_class(saved["method"]), saved)
+        cfg = load_run_config(finetune_config_class(saved["method"]), saved)
     else:
-        cfg = from_dict(train_config_class(saved.get("algo", "sac")), saved)
+        cfg = load_run_config(train_config_class(saved.get("algo", "sac")), saved)
     trainer = make_trainer(cfg, progress=False)
     try:
         template = trainer.checkpoint_arrays()
