@@ -366,7 +366,9 @@ def test_marvel_pipeline_end_to_end_and_reuses_finished_stages(pretrained, tmp_p
     out = capsys.readouterr().out
     assert "offline return" in out and "marvel" in out and "warm-start" in out
     report = (root / "report.md").read_text()
-    assert "| marvel | 1 |" in report and (root / "curves.png").stat().st_size > 10_000
+    assert "| BallCircle | marvel | 1 |" in report and "| BallCircle | warm-start | 0 |" in report  # over seeds, per seed
+    assert "lowest reward, first 10%" in report and "final within the limit" in report
+    assert (root / "curves.png").stat().st_size > 10_000
     stamp = (root / "finetune" / "marvel-s0" / "summary.json").stat().st_mtime_ns
     assert main(args) == 0  # everything finished: reused, not re-run
     assert (root / "finetune" / "marvel-s0" / "summary.json").stat().st_mtime_ns == stamp

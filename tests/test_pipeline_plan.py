@@ -34,20 +34,26 @@ def test_marvel_takes_the_demo_file_and_dry_run_prints_the_plan_without_writing(
 
 
 def test_dry_run_says_what_is_reused_and_extended(capsys, tmp_path):
+    from o2o.config import to_dict
+    from o2o.presets import resolve_pretrain_config
+
     out = tmp_path / "mv"
-    done, extended = out / "pretrain" / "bc-safe-s0", out / "pretrain" / "bc-safe-s1"
-    for run_dir, steps in ((done, 4000), (extended, 2000)):
-        run_dir.mkdir(parents=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump({"algo": "bc-safe", "offline": {"steps": steps}, "agent": {}}))
-        (run_dir / "summary.json").write_text("{}")
+    budget = yaml.safe_load(DEMO.read_text())
+    planned = {s: to_dict(resolve_pretrain_config("bc-safe", budget["dataset"], "BallCircle", s, layer=budget["pretrain"])) for s in (0, 1, 2)}
+    planned[1]["offline"]["steps"] //= 2  # a run finished at half the budget: extended
+    planned[2]["agent"]["actor_lr"] *= 2  # a run of another config: the launch refuses it
+    for seed, saved in planned.items():
+        (out / "pretrain" / f"bc-safe-s{seed}").mkdir(parents=True)
+        (out / "pretrain" / f"bc-safe-s{seed}" / "config.yaml").write_text(yaml.safe_dump(saved))
+        (out / "pretrain" / f"bc-safe-s{seed}" / "summary.json").write_text("{}")
     code, stdout, err = run(capsys, "--no-progress", "marvel", "--task", "BallCircle", "--budget", str(DEMO), "--dry-run", "--out", str(out))
     assert code == 0, err
     cells = [re.split(r"\s{2,}", x.strip()) for x in stdout.splitlines() if x.startswith("  pretrain")]
     row = {c[1]: (c[2], float(c[3].lstrip("~ ").split()[0])) for c in cells}
+    steps = planned[0]["offline"]["steps"]
     assert row["bc-safe-s0"] == ("finished: reused", 0.0)
-    assert row["bc-safe-s1"][0] == "finished at offline.steps=2000; extended to 4000"
-    assert row["bc-safe-s2"][0] == "new"
-    assert row["bc-safe-s1"][1] == round(row["bc-safe-s2"][1] / 2)  # half its budget is left
+    assert row["bc-safe-s1"][0] == f"finished at offline.steps={steps // 2}; extended to {steps}"
+    assert row["bc-safe-s2"][0].startswith("REFUSED: holds another config (agent.actor_lr: ")
 
 
 def test_a_budget_file_for_another_task_or_with_unknown_keys_is_one_line(capsys, tmp_path):

@@ -14,6 +14,7 @@ config. Budgets come as nested dicts per stage (``budget = {"data": ..., "pretra
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -234,15 +235,28 @@ def run_pipeline(
     return result
 
 
-def _left(out: Path, planned: dict, fresh: bool) -> tuple[str, float]:
+def _left(out: Path, cfg, fresh: bool) -> tuple[str, float]:
     """How the stage directory ``out`` will be used (read-only) and the fraction of its budget left to run,
-    for a run whose resolved (plain) config is ``planned``. Its other keys are compared at launch."""
+    for a run whose resolved config is ``cfg``: a directory holding a run of another config is planned as
+    refused, as the launch will refuse it (a config saved before o2o added keys is compared with them at
+    their defaults, as the launch does)."""
+    from o2o.config import to_dict
+    from o2o.runconfig import load_run_config
     from o2o.runs.checkpoint import checkpoint_step, latest_checkpoint
-    from o2o.runs.rundir import dotted_value, read_config, budget_keys
+    from o2o.runs.rundir import dotted_value, read_config, budget_keys, resume_diffs
 
     if fresh or not (out / "config.yaml").is_file():
         return "new", 1.0
-    saved = read_config(out)
+    saved, planned = read_config(out), to_dict(cfg)
+    try:
+        completed = to_dict(load_run_config(type(cfg), saved))
+    except ConfigError:
+        completed = saved
+    if isinstance(saved.get("pretrained"), str) and not os.path.isabs(saved["pretrained"]):
+        completed["pretrained"] = os.path.abspath(saved["pretrained"])
+    diffs = resume_diffs(completed, planned)[0]
+    if diffs:
+        return f"REFUSED: holds another config ({'; '.join(diffs[:2])})", 0.0
     key = next(iter(budget_keys(saved)[-1:]), None)  # online.iterations of a fine-tuning run, offline.steps of a pre-training one
     old, new = (dotted_value(saved, key), dotted_value(planned, key)) if key else (None, None)
     ckpt = latest_checkpoint(out)
@@ -269,7 +283,7 @@ def plan_pipeline(task, root, dataset, recipe, quality, data_budget, finetune_bu
     """What ``run_pipeline`` would do with these (checked) configs, stage by stage, with the budget of each
     in its units and a rough time estimate at the reference rates above; nothing is written."""
     from o2o.bridge.ocr import bridge_stages
-    from o2o.config import apply_overrides, to_dict, update_from_dict
+    from o2o.config import apply_overrides, update_from_dict
     from o2o.envs import get_task
     from o2o.loops.datagen import GenerateConfig
     from o2o.data.registry import data_dir, resolve_dataset
@@ -301,7 +315,7 @@ def plan_pipeline(task, root, dataset, recipe, quality, data_budget, finetune_bu
     for (algo, seed), cfg in pre_cfgs.items():
         o = cfg.offline
         out = Path(root) / "pretrain" / f"{algo}-s{seed}"
-        state, left = _left(out, to_dict(cfg), fresh)
+        state, left = _left(out, cfg, fresh)
         evals = (o.steps // o.eval_every + 1) * o.eval_episodes * horizon
         seconds = o.steps / OFFLINE_UPDATES_PER_S.get(algo, 20.0) + evals / env_rate
         plan.append(PlannedStage("pretrain", out.name, out, state, f"{o.steps:,} gradient steps of {algo}, "
@@ -324,7 +338,7 @@ def plan_pipeline(task, root, dataset, recipe, quality, data_budget, finetune_bu
             env_steps = o.iterations * per_iteration + (o.iterations // o.eval_every + 1) * o.eval_episodes * horizon
             updates = o.iterations * getattr(o, "updates_per_iteration", 0)
             out = Path(root) / "finetune" / f"{method}-s{seed}"
-            state, left = _left(out, to_dict(cfg), fresh)
+            state, left = _left(out, cfg, fresh)
             src = f"from {algo_of[method]}-s{seed if pretrain_seed is None else pretrain_seed}" if spec.needs_pretrained else "from scratch"
             work = (f"{src}; " + (f"bridge {bridge:,} steps; " if bridge else "")
                     + f"{o.iterations} iterations: ~{env_steps:,} env steps (evaluations included), {updates:,} updates of batch {batch}")
