@@ -302,11 +302,11 @@ def test_best_counts_only_evaluations_within_the_limit_and_cost_intervals_stay_n
     assert rows[("Pendulum", "sac")]["best_at"] == "2000"
     # a cost whose t interval crosses 0 is clipped there: normalised costs 0, 0, 0.15 -> mean 0.05, s = 0.0866025,
     # half-width t_{0.975,2} s / sqrt(3) = 4.30265 * 0.0866025 / 1.7320508 = 0.2151 -> [0, 0.2651]
-    from o2o.experiments.report import _est
+    from o2o.experiments.report import estimate
 
-    est = _est([0.0, 0.0, 0.15], "mean", lowest=0.0)
+    est = estimate([0.0, 0.0, 0.15], "mean", lowest=0.0)
     assert est.value == pytest.approx(0.05) and est.low == 0.0 and est.high == pytest.approx(0.05 + 4.30265 * 0.0866025 / 3 ** 0.5, abs=1e-4)
-    assert _est([0.0, 0.0, 0.15], "mean").low < 0  # unclipped, the t interval leaves the valid range
+    assert estimate([0.0, 0.0, 0.15], "mean").low < 0  # unclipped, the t interval leaves the valid range
 
 
 def test_latex_tables_and_pdf_figures_beside_the_page(hand_sweep, tmp_path):

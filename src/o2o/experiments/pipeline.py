@@ -437,13 +437,16 @@ def format_score(x: float) -> str:
 def _write_unconstrained_report(result: PipelineResult, task) -> None:
     """``report.md`` and ``curves.png`` for a task without costs (OCR-CFT): returns only."""
     from o2o.experiments.plots import plot_learning_curves
-    from o2o.experiments.report import online_stats
+    from o2o.experiments.report import estimate, online_stats
     from o2o.runs import read_metrics_csv
 
-    rows = []
+    rows, per_seed = [], {}
     for method, runs in result.finetuned.items():
         firsts, lasts = zip(*(_first_last_eval(run) for _, run in sorted(runs.items())))
         stats = [online_stats(read_metrics_csv(run / "metrics.csv")) or {} for _, run in sorted(runs.items())]
+        per_seed[method] = {k: [x.get(k, np.nan) for x in stats] for k in ("start", "lowest_early", "online_mean", "final")}
+        per_seed[method]["start_return"] = [f["eval/return"] for f in firsts]
+        per_seed[method]["final_return"] = [x["eval/return"] for x in lasts]
         mean = lambda xs, k: float(np.mean([x.get(k, np.nan) for x in xs]))
         rows.append({
             "method": method, "seeds": len(runs),
@@ -465,16 +468,19 @@ def _write_unconstrained_report(result: PipelineResult, task) -> None:
         "Evaluation: deterministic policy, the run's fixed evaluation episodes. 'start' = the policy the online stage",
         "starts from (iteration 0: after the bridge); 'lowest, first 10%' = the lowest evaluation in the first 10% of",
         "the online budget (the initial dip, if any); 'online mean' = the mean of the evaluations after iteration 0;",
-        "'final' = after the last online iteration. Means over seeds; normalised returns are D4RL's 0-100 scale",
-        "(o2o tasks' reference returns).",
+        "'final' = after the last online iteration. Over seeds: mean and 95% Student-t interval; normalised returns are",
+        "D4RL's 0-100 scale (o2o tasks' reference returns).",
         "",
         "| method | seeds | start return | start norm. | lowest norm., first 10% | online mean norm. | final return | final norm. |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        lines.append(f"| {r['method']} | {r['seeds']} | {r['start_return']:.1f} | {r['start_normalized_return']:.1f} | "
-                     f"{format_score(r['lowest_early_normalized_return'])} | {format_score(r['online_mean_normalized_return'])} | "
-                     f"{r['final_return']:.1f} | {r['final_normalized_return']:.1f} |")
+    for method, runs in result.finetuned.items():
+        cells = [estimate(per_seed[method][k]).fmt(1) for k in ("start_return", "start", "lowest_early", "online_mean", "final_return", "final")]
+        lines.append(f"| {method} | {len(runs)} | " + " | ".join(cells) + " |")
+    lines += ["", "Per seed:", "", "| method | seed | start norm. | lowest norm., first 10% | online mean norm. | final norm. |", "|---|---|---|---|---|---|"]
+    for method, runs in result.finetuned.items():
+        for i, seed in enumerate(sorted(runs)):
+            lines.append(f"| {method} | {seed} | " + " | ".join(format_score(per_seed[method][k][i]) for k in ("start", "lowest_early", "online_mean", "final")) + " |")
     lines += ["", f"![learning curves]({figure.name})", ""]
     result.report = result.root / "report.md"
     result.report.write_text("\n".join(lines))

@@ -218,7 +218,7 @@ def _last(metrics: dict, name: str) -> float:
     return float(col[-1]) if len(col) else float("nan")
 
 
-def _est(values, how: str, *, lowest: float | None = None) -> Estimate:
+def estimate(values, how: str = "mean", *, lowest: float | None = None) -> Estimate:
     """The aggregate of ``values`` over seeds with its interval; ``lowest``: the quantity's least valid
     value (0 for a cost or a count), below which the interval is clipped."""
     values = np.asarray(values, np.float64)
@@ -270,20 +270,20 @@ def summarise_group(task: str, method: str, runs: list[RunInfo], how: str = "mea
         normalisation={"DSRL": "DSRL", "D4RL": "D4RL"}.get(t.ref_source, "o2o reference returns, D4RL formula"),
         x_key=x_key, final_budget=(min(finals["x"]), max(finals["x"])),
         final_updates=None if min(finals["upd"]) < 0 else (min(finals["upd"]), max(finals["upd"])),
-        final_return=_est(finals["ret"], how), final_norm_return=_est(finals["nret"], how),
+        final_return=estimate(finals["ret"], how), final_norm_return=estimate(finals["nret"], how),
         best_norm_return=best_estimate, best_at=int(round(c.x[best])) if best >= 0 else -1,
         final_norm_return_per_seed=list(finals["nret"]),
     )
     if t.safe and "eval/cost" in runs[0].metrics:
-        result.final_cost = _est(finals["cost"], how, lowest=0.0)
-        result.final_norm_cost = _est(finals["ncost"], how, lowest=0.0)
+        result.final_cost = estimate(finals["cost"], how, lowest=0.0)
+        result.final_norm_cost = estimate(finals["ncost"], how, lowest=0.0)
         limits = {r.summary.get("cost_limit") for r in runs}
         result.cost_limit = limits.pop() if len(limits) == 1 else None
         result.unsafe = bool(result.final_norm_cost.value > 1.0)
     if "train/cumulative_cost" in runs[0].metrics and t.safe:
-        result.cum_train_cost = _est(finals["cum"], how, lowest=0.0)
-        result.violating_episodes = _est(finals["viol"], how, lowest=0.0)
-        result.train_episodes = _est(finals["eps"], how, lowest=0.0)
+        result.cum_train_cost = estimate(finals["cum"], how, lowest=0.0)
+        result.violating_episodes = estimate(finals["viol"], how, lowest=0.0)
+        result.train_episodes = estimate(finals["eps"], how, lowest=0.0)
     return result
 
 
@@ -343,7 +343,7 @@ def finetune_table(runs: list[RunInfo], how: str = "mean") -> str:
         if len(stats) != len(group):
             continue
         budgets = sorted({int(s["budget"]) for s in stats})
-        cells = [_est([s[k] for s in stats], how).fmt(1) for k, _ in FINETUNE_COLUMNS]
+        cells = [estimate([s[k] for s in stats], how).fmt(1) for k, _ in FINETUNE_COLUMNS]
         lines.append(f"| {task} | {method} | {len(stats)} | {'-'.join(map(str, budgets))} | " + " | ".join(cells) + " |")
     if not lines:
         return ""
@@ -411,7 +411,7 @@ def safe_finetune_table(runs: list[RunInfo], how: str = "mean", per_seed: bool =
     for (task, method), group in groups.items():
         budgets = "-".join(map(str, sorted({int(r["budget"]) for r in group})))
         for sub in ([[r] for r in group] if per_seed else [group]):
-            cells = [f"{sub[0][k]:.{0 if k == 'violating' else d}f}" if per_seed else _est([r[k] for r in sub], how, lowest=low).fmt(d)
+            cells = [f"{sub[0][k]:.{0 if k == 'violating' else d}f}" if per_seed else estimate([r[k] for r in sub], how, lowest=low).fmt(d)
                      for k, _, d, low in SAFE_FINETUNE_COLUMNS]
             safe = sum(int(r["safe"]) for r in sub)
             within = ("yes" if safe else "**no**") if per_seed else f"{safe} of {len(sub)}"
