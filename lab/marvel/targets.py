@@ -1,7 +1,7 @@
 """Issue #35's targets from `o2o marvel` pipeline directories (one or more per task: the finished runs of
 every directory given are pooled).
 
-    .venv/bin/python lab/marvel_targets.py runs/study-BallCircle runs/study-CarRun [--method marvel] [--scratch from-scratch]
+    .venv/bin/python lab/marvel/targets.py runs/study-BallCircle runs/study-CarRun [--method marvel] [--scratch from-scratch]
 
 Per task, from each fine-tuning run's numbers (``o2o.experiments.report.safe_finetune_stats``): Marvel's
 final evaluation within the limit in at least 4 of 5 seeds (here: at least 80% of its seeds); Marvel's

@@ -3,7 +3,7 @@
 also copy each finished run's data (config.yaml, metrics.csv, summary.json, bridge/metrics.csv; no
 checkpoints) into DIR/<stage>/<run>/, which `o2o report DIR/finetune/*` reads like the runs themselves.
 
-    .venv/bin/python lab/pipeline_report.py runs/marvel-BallCircle [--methods marvel,from-scratch] [--archive DIR]
+    .venv/bin/python lab/marvel/pipeline_report.py runs/marvel-BallCircle [--methods marvel,from-scratch] [--archive DIR]
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Copy pre-trained runs into a folder of small fine-tuning starts (config, summary, the latest
 checkpoint with its optimiser states zeroed: networks and observation statistics only).
 
-    .venv/bin/python lab/pack_starts.py OUT RUN_DIR [RUN_DIR ...]
+    .venv/bin/python lab/marvel/pack_starts.py OUT RUN_DIR [RUN_DIR ...]
 
 `o2o finetune --pretrained OUT/<run name>` starts from one (the dataset it was trained on must be in the
 data directory for VPA); `o2o pretrain --resume` refuses it.
