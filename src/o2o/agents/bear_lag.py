@@ -47,7 +47,7 @@ Where o2o departs from OSRL's code:
   dataset's per-step rewards / costs can take (``cpq.value_bounds``; with 0/1 costs and gamma 0.99,
   [0, 100]). At OSRL's 100k steps on the generated BallCircle data the cost critic of every seed left
   that range downwards (mean Qc on the data below 0 from 30k-70k steps on, down to -1,850), the PID multiplier fell to ~0 and
-  the policy went unsafe (docs/results.md).
+  the policy went unsafe (docs/results/offline.md).
 - OSRL's critic ensembles are two banks of ``num_q`` networks each; here one ensemble of
   ``num_critics`` networks, soft-clipped over all of them (identical for the default of two).
 """

@@ -58,7 +58,7 @@ Options (o2o's, off by default; ``examples/configs/cpq-o2o.yaml`` turns the firs
 - ``clip_targets``: both critic targets clipped to the range a discounted sum of the dataset's per-step
   values can take (``value_bounds``);
 - ``cost_reduce: mean``.
-Their measurements are in docs/results.md (offline pre-training sections).
+Their measurements are in docs/results/offline.md.
 """
 
 from __future__ import annotations
