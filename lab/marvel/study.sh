@@ -6,9 +6,9 @@
 set -euo pipefail
 B="--offline-algo bc-safe --seeds 0,1,2,3,4 --set pretrain.offline.steps=10000 --set pretrain.offline.eval_every=10000 --set finetune.vpa.init=fresh"
 O2O=${O2O:-o2o}
-# set point 0.5 kappa (lagrange.limit_margin=0.5): every method
-$O2O marvel --task BallCircle --methods marvel,from-scratch,apid-only,warm-start,vpa-only --out runs/study-BallCircle-m50 $B --set finetune.lagrange.limit_margin=0.5
-$O2O marvel --task CarRun --methods marvel,from-scratch,marvel-paper,apid-only,warm-start,vpa-only --out runs/study-CarRun-m50 $B --set finetune.lagrange.limit_margin=0.5
+# set point 0.5 kappa (the preset; marvel-paper keeps its own, kappa): every method
+$O2O marvel --task BallCircle --methods marvel,from-scratch,apid-only,warm-start,vpa-only --out runs/study-BallCircle-m50 $B
+$O2O marvel --task CarRun --methods marvel,from-scratch,marvel-paper,apid-only,warm-start,vpa-only --out runs/study-CarRun-m50 $B
 # the released rule (its own set point, kappa)
 $O2O marvel --task BallCircle --methods marvel-paper --out runs/study-BallCircle $B
 # set point 0.25 kappa (lagrange.limit_margin=0.75): a measured option
