@@ -14,7 +14,6 @@ config. Budgets come as nested dicts per stage (``budget = {"data": ..., "pretra
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -241,19 +240,15 @@ def _left(out: Path, cfg, fresh: bool) -> tuple[str, float]:
     refused, as the launch will refuse it (a config saved before o2o added keys is compared with them at
     their defaults, as the launch does)."""
     from o2o.config import to_dict
-    from o2o.runconfig import load_run_config
+    from o2o.loops.online import completed_saved_config
     from o2o.runs.checkpoint import checkpoint_step, latest_checkpoint
     from o2o.runs.rundir import dotted_value, read_config, budget_keys, resume_diffs
 
     if fresh or not (out / "config.yaml").is_file():
         return "new", 1.0
     saved, planned = read_config(out), to_dict(cfg)
-    try:
-        completed = to_dict(load_run_config(type(cfg), saved))
-    except ConfigError:
-        completed = saved
-    if isinstance(saved.get("pretrained"), str) and not os.path.isabs(saved["pretrained"]):
-        completed["pretrained"] = os.path.abspath(saved["pretrained"])
+    completed = completed_saved_config(saved, cfg)
+    completed = saved if completed is None else completed
     diffs = resume_diffs(completed, planned)[0]
     if diffs:
         return f"REFUSED: holds another config ({'; '.join(diffs[:2])})", 0.0

@@ -387,11 +387,26 @@ def _train_online(cfg, trainer, rundir, resume, progress, before_iteration, afte
     return summary
 
 
+def completed_saved_config(saved: dict, cfg) -> dict | None:
+    """A config saved by an earlier o2o as this o2o reads it, to compare with ``cfg``: keys added since at
+    their defaults, and a pre-trained run recorded relative to this working directory made absolute as
+    ``cfg`` has it. None when this o2o cannot read it (a removed or renamed key)."""
+    from o2o.config import to_dict
+
+    try:
+        completed = to_dict(load_run_config(type(cfg), saved))
+    except ConfigError:
+        return None
+    pretrained, wanted = saved.get("pretrained"), getattr(cfg, "pretrained", None)
+    if isinstance(pretrained, str) and wanted and not os.path.isabs(pretrained) and os.path.abspath(pretrained) == wanted:
+        completed["pretrained"] = wanted
+    return completed
+
+
 def upgrade_saved_config(out_dir, cfg) -> None:
-    """A run saved before o2o added config keys lacks them (or, fine-tuning, recorded its pre-trained run
-    relative to the working directory, where ``cfg`` has it absolute). If the saved config, with the new
-    keys at their defaults (and that path made absolute), equals ``cfg``, write it back complete so the
-    resume check compares like with like; any real difference is still refused by ``RunDir.create``."""
+    """If the saved config, read as this o2o reads it (``completed_saved_config``), equals ``cfg`` (or
+    differs by a raised budget), write it back complete so the resume check compares like with like;
+    any real difference is still refused by ``RunDir.create``."""
     from pathlib import Path
 
     import yaml
@@ -404,14 +419,8 @@ def upgrade_saved_config(out_dir, cfg) -> None:
     if not path.exists():
         return
     saved = load_yaml(path)
-    try:
-        completed = to_dict(load_run_config(type(cfg), saved))
-    except ConfigError:
-        return  # a removed or renamed key: RunDir.create reports the difference
-    pretrained, wanted = saved.get("pretrained"), getattr(cfg, "pretrained", None)
-    if isinstance(pretrained, str) and wanted and not os.path.isabs(pretrained) and os.path.abspath(pretrained) == wanted:
-        completed["pretrained"] = wanted  # saved as given, relative to this working directory: now recorded absolute
-    if completed != saved and not resume_diffs(completed, to_dict(cfg))[0]:  # the same, or a raised budget
+    completed = completed_saved_config(saved, cfg)
+    if completed is not None and completed != saved and not resume_diffs(completed, to_dict(cfg))[0]:
         header = "".join(line for line in path.read_text().splitlines(keepends=True) if line.startswith("#"))
         write_text_atomic(path, header + yaml.safe_dump(completed, sort_keys=False))
 
