@@ -34,26 +34,44 @@ def test_marvel_takes_the_demo_file_and_dry_run_prints_the_plan_without_writing(
 
 
 def test_dry_run_says_what_is_reused_and_extended(capsys, tmp_path):
+    """Saved configs as the runs record them (resolved against the dataset; the fine-tuning runs with
+    their pre-trained run's absolute path): the plan compares like with like."""
     from o2o.config import to_dict
+    from o2o.data import load_hdf5
+    from o2o.data.registry import resolve_dataset
+    from o2o.loops.finetune import resolve_finetune_config
+    from o2o.loops.offline import resolve_offline_config
     from o2o.presets import resolve_pretrain_config
 
     out = tmp_path / "mv"
     budget = yaml.safe_load(DEMO.read_text())
-    planned = {s: to_dict(resolve_pretrain_config("bc-safe", budget["dataset"], "BallCircle", s, layer=budget["pretrain"])) for s in (0, 1, 2)}
+    data = load_hdf5(resolve_dataset(budget["dataset"]))
+    planned = {s: to_dict(resolve_offline_config(resolve_pretrain_config("bc-safe", budget["dataset"], "BallCircle", s, layer=budget["pretrain"]), data)[0])
+               for s in (0, 1, 2)}
     planned[1]["offline"]["steps"] //= 2  # a run finished at half the budget: extended
     planned[2]["agent"]["actor_lr"] *= 2  # a run of another config: the launch refuses it
-    for seed, saved in planned.items():
-        (out / "pretrain" / f"bc-safe-s{seed}").mkdir(parents=True)
-        (out / "pretrain" / f"bc-safe-s{seed}" / "config.yaml").write_text(yaml.safe_dump(saved))
-        (out / "pretrain" / f"bc-safe-s{seed}" / "summary.json").write_text("{}")
+    tuned = {s: to_dict(resolve_finetune_config("marvel", None, "BallCircle", s, layer=budget["finetune"], require_pretrained=False))
+             for s in (0, 1)}
+    for s, saved in tuned.items():  # a start the plan cannot load (config and summary only): compared by its path
+        saved["pretrained"] = str((out / "pretrain" / f"bc-safe-s{s}").absolute())
+    tuned[1]["lagrange"]["limit_margin"] = 0.1  # fine-tuned with another set point: refused
+    for stage, saved_configs in (("pretrain", planned), ("finetune", tuned)):
+        for seed, saved in saved_configs.items():
+            run_dir = out / stage / f"{'bc-safe' if stage == 'pretrain' else 'marvel'}-s{seed}"
+            run_dir.mkdir(parents=True)
+            (run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
+            (run_dir / "summary.json").write_text("{}")
     code, stdout, err = run(capsys, "--no-progress", "marvel", "--task", "BallCircle", "--budget", str(DEMO), "--dry-run", "--out", str(out))
     assert code == 0, err
-    cells = [re.split(r"\s{2,}", x.strip()) for x in stdout.splitlines() if x.startswith("  pretrain")]
+    cells = [re.split(r"\s{2,}", x.strip()) for x in stdout.splitlines() if x.startswith(("  pretrain", "  finetune"))]
     row = {c[1]: (c[2], float(c[3].lstrip("~ ").split()[0])) for c in cells}
     steps = planned[0]["offline"]["steps"]
     assert row["bc-safe-s0"] == ("finished: reused", 0.0)
     assert row["bc-safe-s1"][0] == f"finished at offline.steps={steps // 2}; extended to {steps}"
     assert row["bc-safe-s2"][0].startswith("REFUSED: holds another config (agent.actor_lr: ")
+    assert row["marvel-s0"] == ("finished: reused", 0.0)
+    assert row["marvel-s1"][0].startswith("REFUSED: holds another config (lagrange.limit_margin: 0.1 -> ")
+    assert row["marvel-s2"][0] == "new"
 
 
 def test_a_budget_file_for_another_task_or_with_unknown_keys_is_one_line(capsys, tmp_path):

@@ -206,12 +206,10 @@ def run_pipeline(
         for name in ("report.md", "curves.png"):
             (root / name).unlink(missing_ok=True)
     result.dataset = ensure_dataset(task, dataset, budget.get("data", {}), per_stage["data"], progress, recipe, quality)
+    resolved = _resolved_pretrain_configs(pre_cfgs, result.dataset)
     for (algo, seed), pre_cfg in pre_cfgs.items():
         out = root / "pretrain" / f"{algo}-s{seed}"
-        from o2o.loops.offline import OfflineTrainer
-
-        cfg = OfflineTrainer(pre_cfg).cfg  # resolved as the run directory records it
-        state = _stage_state(out, cfg)
+        state = _stage_state(out, resolved[(algo, seed)])
         if state != "done":
             run_pretrain(pre_cfg, out, resume=state == "resume", progress=progress)
         result.pretrained[(algo, seed)] = out
@@ -273,6 +271,16 @@ def _update_rate(batch_size: int | None) -> float:
     return ONLINE_UPDATES_PER_S * 256 / max(batch_size or 256, 1)
 
 
+def _resolved_pretrain_configs(pre_cfgs: dict, dataset_path) -> dict:
+    """Each pre-training config as its run directory records it (``resolve_offline_config``), read against
+    the dataset file at ``dataset_path`` (loaded once)."""
+    from o2o.data import load_hdf5
+    from o2o.loops.offline import resolve_offline_config
+
+    dataset = load_hdf5(dataset_path) if pre_cfgs else None
+    return {key: resolve_offline_config(cfg, dataset)[0] for key, cfg in pre_cfgs.items()}
+
+
 def plan_pipeline(task, root, dataset, recipe, quality, data_budget, finetune_budget, per_stage, pre_cfgs, methods, seeds, algo_of,
                   pretrain_seed, *, fresh=False) -> list[PlannedStage]:
     """What ``run_pipeline`` would do with these (checked) configs, stage by stage, with the budget of each
@@ -307,10 +315,12 @@ def plan_pipeline(task, root, dataset, recipe, quality, data_budget, finetune_bu
             work = f"generated (d4rl {quality}): a SAC behaviour run of {r.iterations * r.steps_per_iteration:,} env steps, {r.transitions:,} transitions"
         plan.append(PlannedStage("data", name, data_dir() / f"{name}.hdf5", "new", work, env_steps / env_rate + updates / _update_rate(256)))
 
+    existing = plan[0].state == "exists"  # a new dataset: no pre-training stage can hold a run of it yet
+    resolved = _resolved_pretrain_configs(pre_cfgs, plan[0].path) if existing else pre_cfgs
     for (algo, seed), cfg in pre_cfgs.items():
         o = cfg.offline
         out = Path(root) / "pretrain" / f"{algo}-s{seed}"
-        state, left = _left(out, cfg, fresh)
+        state, left = _left(out, resolved[(algo, seed)], fresh) if existing else ("new", 1.0)
         evals = (o.steps // o.eval_every + 1) * o.eval_episodes * horizon
         seconds = o.steps / OFFLINE_UPDATES_PER_S.get(algo, 20.0) + evals / env_rate
         plan.append(PlannedStage("pretrain", out.name, out, state, f"{o.steps:,} gradient steps of {algo}, "
@@ -319,8 +329,15 @@ def plan_pipeline(task, root, dataset, recipe, quality, data_budget, finetune_bu
     for method in methods:
         spec = get_method(method)
         for seed in seeds:
+            source = f"{algo_of[method]}-s{seed if pretrain_seed is None else pretrain_seed}"
             cfg = resolve_finetune_config(method, None, task, seed, layer=finetune_budget, overrides=per_stage["finetune"],
                                           require_pretrained=False)
+            if spec.needs_pretrained:  # the start as the launch passes it: resolved against it once it exists
+                pretrained = Path(root) / "pretrain" / source
+                try:
+                    cfg = resolve_finetune_config(method, str(pretrained), task, seed, layer=finetune_budget, overrides=per_stage["finetune"])
+                except O2OError:
+                    cfg = update_from_dict(cfg, {"pretrained": str(pretrained.absolute())})
             o, batch = cfg.online, getattr(cfg.agent, "batch_size", 256)
             bridge, bridge_batch = 0, batch
             if spec.family == "ocr-cft":
@@ -334,7 +351,7 @@ def plan_pipeline(task, root, dataset, recipe, quality, data_budget, finetune_bu
             updates = o.iterations * getattr(o, "updates_per_iteration", 0)
             out = Path(root) / "finetune" / f"{method}-s{seed}"
             state, left = _left(out, cfg, fresh)
-            src = f"from {algo_of[method]}-s{seed if pretrain_seed is None else pretrain_seed}" if spec.needs_pretrained else "from scratch"
+            src = f"from {source}" if spec.needs_pretrained else "from scratch"
             work = (f"{src}; " + (f"bridge {bridge:,} steps; " if bridge else "")
                     + f"{o.iterations} iterations: ~{env_steps:,} env steps (evaluations included), {updates:,} updates of batch {batch}")
             bridge_s = 0.0 if state.startswith(("continues from", "finished")) else bridge / _update_rate(bridge_batch)

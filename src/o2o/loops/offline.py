@@ -100,6 +100,41 @@ def offline_policy(algo: str, actor, obs_mean, obs_std) -> Callable[[np.ndarray]
     return lambda obs: np.asarray(act(actor, (obs - obs_mean) / obs_std, key, True))
 
 
+def resolve_offline_config(cfg, dataset):
+    """``cfg`` as a pre-training run on ``dataset`` records it (its config.yaml) and the task: the task
+    and cost limit filled in from the dataset and task, the safe agent's limit and horizon, the data's
+    per-step ranges for bounded targets, observation normalisation decided. The dataset is checked
+    against the task first."""
+    from o2o.data import check_task, recorded_task
+    from o2o.envs import get_task
+
+    spec = get_offline_agent(cfg.algo)
+    task_name = cfg.task or recorded_task(dataset.metadata)
+    if not task_name:
+        raise ConfigError(f"dataset '{cfg.dataset}' does not say which task it is for; pass --task")
+    task = get_task(task_name)
+    check_task(dataset, task, require_costs=spec.safe, allow_other_task=cfg.allow_other_task,
+               override="--set allow_other_task=true", source=dataset.metadata.get("loaded_from") or cfg.dataset)
+    cost_limit = cfg.cost_limit if cfg.cost_limit is not None else task.cost_limit
+    if spec.safe and (cost_limit is None or cost_limit <= 0):
+        raise ConfigError(f"{cfg.algo} needs a positive cost limit, got {cost_limit}; pass --set cost_limit=20")
+    agent_cfg = cfg.agent
+    if spec.safe:
+        agent_cfg = _with(agent_cfg, cost_limit=float(cost_limit), horizon=int(task.horizon))
+    if getattr(agent_cfg, "clip_targets", False):  # per-step ranges of the data, for bounded critic targets
+        if getattr(agent_cfg, "reward_range", "absent") is None:
+            agent_cfg = _with(agent_cfg, reward_range=(float(dataset.rewards.min()), float(dataset.rewards.max())))
+        if getattr(agent_cfg, "cost_range", "absent") is None and dataset.has_costs:
+            agent_cfg = _with(agent_cfg, cost_range=(float(dataset.costs.min()), float(dataset.costs.max())))
+    if getattr(agent_cfg, "actor_cosine_decay_steps", 0) is None:  # IQL: the decay spans the run (CORL)
+        agent_cfg = _with(agent_cfg, actor_cosine_decay_steps=int(cfg.offline.steps))
+    normalize = cfg.offline.normalize_observations
+    if normalize is None:
+        normalize = not spec.safe
+    cfg = dataclasses.replace(cfg, offline=dataclasses.replace(cfg.offline, normalize_observations=bool(normalize)))
+    return dataclasses.replace(cfg, task=task.name, cost_limit=cost_limit, agent=agent_cfg), task
+
+
 class OfflineData:
     """What every seed of one pre-training config shares: the config resolved against the task (cost
     limit, horizon), the validated dataset (BC-Safe: filtered), its observation statistics, the
@@ -107,43 +142,18 @@ class OfflineData:
     every trainer (agent initialisation, evaluation, checkpoint contents)."""
 
     def __init__(self, cfg, *, dataset=None):
-        from o2o.data import check_task, load_hdf5, recorded_task, sha256_data
-        from o2o.envs import get_task
+        from o2o.data import load_hdf5, sha256_data
         from o2o.data.registry import resolve_dataset
 
         self.spec = get_offline_agent(cfg.algo)
         check_offline_config(cfg.offline)
         if dataset is None:
             dataset = load_hdf5(resolve_dataset(cfg.dataset))  # what is wrong with the file is named first
-        task_name = cfg.task or recorded_task(dataset.metadata)
-        if not task_name:
-            raise ConfigError(f"dataset '{cfg.dataset}' does not say which task it is for; pass --task")
-        self.task = get_task(task_name)
-        check_task(dataset, self.task, require_costs=self.spec.safe, allow_other_task=cfg.allow_other_task,
-                   override="--set allow_other_task=true", source=dataset.metadata.get("loaded_from") or cfg.dataset)
+        self.cfg, self.task = resolve_offline_config(cfg, dataset)
+        cfg, self.agent_cfg, self.cost_limit = self.cfg, self.cfg.agent, self.cfg.cost_limit
         # which transitions the run trained on: a dataset name can stand for different files (a dataset
         # regenerated on another machine or by another code version), the checksum cannot (summary.json)
         self.dataset_sha256 = sha256_data(dataset)
-        self.cost_limit = cfg.cost_limit if cfg.cost_limit is not None else self.task.cost_limit
-        if self.spec.safe:
-            if self.cost_limit is None or self.cost_limit <= 0:
-                raise ConfigError(f"{cfg.algo} needs a positive cost limit, got {self.cost_limit}; pass --set cost_limit=20")
-        agent_cfg = cfg.agent
-        if self.spec.safe:
-            agent_cfg = _with(agent_cfg, cost_limit=float(self.cost_limit), horizon=int(self.task.horizon))
-        if getattr(agent_cfg, "clip_targets", False):  # per-step ranges of the data, for bounded critic targets
-            if getattr(agent_cfg, "reward_range", "absent") is None:
-                agent_cfg = _with(agent_cfg, reward_range=(float(dataset.rewards.min()), float(dataset.rewards.max())))
-            if getattr(agent_cfg, "cost_range", "absent") is None and dataset.has_costs:
-                agent_cfg = _with(agent_cfg, cost_range=(float(dataset.costs.min()), float(dataset.costs.max())))
-        if getattr(agent_cfg, "actor_cosine_decay_steps", 0) is None:  # IQL: the decay spans the run (CORL)
-            agent_cfg = _with(agent_cfg, actor_cosine_decay_steps=int(cfg.offline.steps))
-        self.agent_cfg = agent_cfg
-        normalize = cfg.offline.normalize_observations
-        if normalize is None:
-            normalize = not self.spec.safe
-        cfg = dataclasses.replace(cfg, offline=dataclasses.replace(cfg.offline, normalize_observations=bool(normalize)))
-        self.cfg = dataclasses.replace(cfg, task=self.task.name, cost_limit=self.cost_limit, agent=agent_cfg)
         if self.spec.filter_safe_episodes:
             from o2o.agents.bc import filter_safe_trajectories
 
@@ -160,7 +170,7 @@ class OfflineData:
             next_observations=(dataset.next_observations - self.obs_mean) / self.obs_std,
         )
         self.buffer = replay_from_dataset(normed)
-        self.update_many = _update_many(self.spec.module.update, agent_cfg.batch_size)
+        self.update_many = _update_many(self.spec.module.update, self.agent_cfg.batch_size)
         self.live_eval = True  # False: no evaluation on the live task during training (deferred)
 
     def config_for(self, seed: int):
