@@ -4,7 +4,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from o2o.data.replay import mixed_sample, replay_add, replay_from_dataset, replay_init, replay_sample, replay_to_numpy
+from o2o.data.replay import (
+    mixed_sample,
+    replay_add,
+    replay_from_dataset,
+    replay_from_state_dict,
+    replay_init,
+    replay_sample,
+    replay_state_dict,
+    replay_to_numpy,
+)
 
 
 def rows(start, n, obs_dim=3, act_dim=2):
@@ -63,3 +72,20 @@ def test_replay_from_dataset_and_costs_default():
     buf = replay_from_dataset(d, capacity=64)
     assert buf.capacity == 64 and int(buf.size) == 30
     np.testing.assert_array_equal(np.asarray(buf.data["costs"][:30]), np.zeros(30))
+
+
+def test_a_checkpoint_holds_the_written_rows_only_and_restores_the_same_buffer():
+    from flax.serialization import msgpack_restore, msgpack_serialize, to_state_dict
+
+    for written in (0, 30, 130):  # empty, partly filled, wrapped
+        buf = replay_add(replay_init(3, 2, capacity=100), rows(0, written)) if written else replay_init(3, 2, capacity=100)
+        saved = msgpack_restore(msgpack_serialize(replay_state_dict(buf)))  # as a checkpoint file holds it
+        assert saved["data"]["observations"].shape == (min(written, 100), 3) and int(saved["capacity"]) == 100
+        restored = replay_from_state_dict(replay_init(3, 2, capacity=100), saved)
+        for name, column in buf.data.items():
+            np.testing.assert_array_equal(np.asarray(restored.data[name]), np.asarray(column))
+            assert restored.data[name].dtype == column.dtype
+        assert int(restored.size) == int(buf.size) and int(restored.ptr) == int(buf.ptr)
+    full = msgpack_restore(msgpack_serialize(jax.tree_util.tree_map(np.asarray, to_state_dict(buf))))  # every row (older checkpoints)
+    restored = replay_from_state_dict(replay_init(3, 2, capacity=100), full)
+    np.testing.assert_array_equal(np.asarray(restored.data["rewards"]), np.asarray(buf.data["rewards"]))

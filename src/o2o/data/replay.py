@@ -81,6 +81,29 @@ def _insert(buffer: ReplayBuffer, rows: dict[str, jax.Array], count: jax.Array) 
     )
 
 
+def replay_state_dict(buffer: ReplayBuffer) -> dict:
+    """The buffer as a checkpoint holds it: the rows written so far only (all of them once the ring has
+    wrapped), its counters and its capacity."""
+    n = int(buffer.size)
+    return {"data": {k: np.asarray(v[:n]) for k, v in buffer.data.items()}, "size": np.asarray(buffer.size),
+            "ptr": np.asarray(buffer.ptr), "capacity": np.asarray(buffer.capacity, np.int64)}
+
+
+def replay_from_state_dict(template: ReplayBuffer, state: dict) -> ReplayBuffer:
+    """The buffer ``replay_state_dict`` saved, at ``template``'s capacity: the rows never written are
+    zeros, as they were (a resume is bit-identical). A checkpoint holding every row loads as it is."""
+    capacity = template.capacity
+    data = {}
+    for name, like in template.data.items():
+        saved = np.asarray(state["data"][name], like.dtype)
+        if saved.shape[0] > capacity or saved.shape[1:] != like.shape[1:]:
+            raise ValueError(f"checkpoint replay column '{name}' has shape {saved.shape}, the buffer {like.shape}")
+        rows = np.zeros(like.shape, like.dtype)
+        rows[: saved.shape[0]] = saved
+        data[name] = jnp.asarray(rows)
+    return ReplayBuffer(data=data, size=jnp.asarray(state["size"], jnp.int32), ptr=jnp.asarray(state["ptr"], jnp.int32))
+
+
 def replay_add(buffer: ReplayBuffer, transitions) -> ReplayBuffer:
     """Append transitions (a mapping or object with the D4RL field names); returns the new buffer.
     The old buffer's arrays are donated (do not use it afterwards)."""

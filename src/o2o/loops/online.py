@@ -28,7 +28,7 @@ import numpy as np
 from o2o import stop
 from o2o.agents import AgentSpec, get_online_agent
 from o2o.agents.common import make_update_many
-from o2o.data.replay import replay_add, replay_init, replay_sample
+from o2o.data.replay import replay_add, replay_from_state_dict, replay_init, replay_sample, replay_state_dict
 from o2o.errors import ConfigError, DivergedError
 from o2o.loops.divergence import check_losses, diverged, finite_checkpoint
 from o2o.loops.evaluation import record_rollout
@@ -250,11 +250,20 @@ class OnlineTrainer:
 
         return {
             "agent": to_state_dict(self.state),
-            "buffer": to_state_dict(self.buffer),
+            "buffer": replay_state_dict(self.buffer),
             "key": self.key,
             "obs_mean": self.obs_mean,
             "obs_std": self.obs_std,
         }
+
+    def checkpoint_template(self) -> dict:
+        """``checkpoint_arrays`` as a load checks a checkpoint against it: the replay columns any number of
+        rows up to the capacity (a checkpoint holds the written rows only)."""
+        from o2o.runs.checkpoint import Rows
+
+        arrays = self.checkpoint_arrays()
+        arrays["buffer"] = {**arrays["buffer"], "data": {k: Rows(v) for k, v in self.buffer.data.items()}}
+        return arrays
 
     def host_state(self) -> dict:
         return {
@@ -268,7 +277,7 @@ class OnlineTrainer:
         from flax.serialization import from_state_dict
 
         self.state = from_state_dict(self.state, arrays["agent"])
-        self.buffer = from_state_dict(self.buffer, arrays["buffer"])
+        self.buffer = replay_from_state_dict(self.buffer, arrays["buffer"])
         self.key = jnp.asarray(arrays["key"], jnp.uint32)
         self.obs_mean = np.asarray(arrays["obs_mean"], np.float32)
         self.obs_std = np.asarray(arrays["obs_std"], np.float32)
@@ -328,7 +337,7 @@ def _train_online(cfg, trainer, rundir, resume, progress, before_iteration, afte
 
     host = None
     if resume and rundir.latest_checkpoint() is not None:
-        arrays, host = rundir.load_checkpoint(template=trainer.checkpoint_arrays(), host_template=trainer.host_state())
+        arrays, host = rundir.load_checkpoint(template=trainer.checkpoint_template(), host_template=trainer.host_state())
         trainer.restore(arrays, host)
         if trainer.counters["iteration"] >= cfg.online.iterations and rundir.summary_path.is_file():
             raise run_finished(rundir.path)

@@ -199,6 +199,10 @@ class OnPolicyTrainer:
 
         return {"agent": to_state_dict(self.state), "key": self.key, "return_carry": self.return_carry}
 
+    def checkpoint_template(self) -> dict:
+        """What a load checks a checkpoint against: ``checkpoint_arrays`` (no replay buffer)."""
+        return self.checkpoint_arrays()
+
     def host_state(self) -> dict:
         return {"counters": dict(self.counters), "collector": self.collector.state_dict()}
 

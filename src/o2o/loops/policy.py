@@ -158,7 +158,7 @@ def _online_policy(run: Path, ckpt: Path, saved: dict, kind: str) -> Policy:
         cfg = load_run_config(train_config_class(saved.get("algo", "sac")), saved)
     trainer = make_trainer(cfg, progress=False)
     try:
-        template = trainer.checkpoint_arrays()
+        template = trainer.checkpoint_template()
         if hasattr(cfg, "ocr"):  # OCR-CFT runs also checkpoint their reference policy
             template["reference"] = trainer.state.actor.params
         arrays, host = load_checkpoint(ckpt, template=template, host_template=trainer.host_state())

@@ -160,6 +160,14 @@ def _numpy_state_dict(tree: Any) -> Any:
     return jax.device_get(state)
 
 
+class Rows:
+    """A template leaf for an array saved with a varying number of rows (a replay buffer's written rows):
+    the saved array needs ``like``'s row shape and dtype and at most its rows, and loads as saved."""
+
+    def __init__(self, like: Any):
+        self.shape, self.dtype = tuple(np.shape(like)), np.dtype(like.dtype).name
+
+
 def _flat_leaves(state: Any, prefix: str = "") -> dict[str, Any]:
     """``{'agent/critic/params/Dense_0/kernel': leaf}`` over a state dict (empty dicts omitted)."""
     if isinstance(state, dict):
@@ -171,6 +179,8 @@ def _flat_leaves(state: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _shape_dtype(x: Any) -> tuple[tuple[int, ...], str | None]:
+    if isinstance(x, Rows):
+        return x.shape, x.dtype
     if isinstance(x, (np.ndarray, np.generic, jax.Array)):
         return tuple(np.shape(x)), np.dtype(x.dtype).name
     return tuple(np.shape(x)), None  # python scalars / None: shape () or (), no array dtype
@@ -199,6 +209,8 @@ def _check_against_template(where: Path, template_state: Any, restored: Any) -> 
         if _is_key_array(target):
             target = jax.random.key_data(target)
         (tshape, tdtype), (sshape, sdtype) = _shape_dtype(target), _shape_dtype(src)
+        if isinstance(target, Rows) and len(sshape) == len(tshape) and sshape[1:] == tshape[1:] and sshape[:1] <= tshape[:1]:
+            tshape = sshape  # fewer rows than the template: as saved
         if tshape != sshape:
             raise RunDirError(
                 f"checkpoint '{where}': leaf '{k}' has shape {sshape}, this config expects {tshape}; "
@@ -220,6 +232,8 @@ def _restore_leaf(target: Any, value: Any) -> Any:
         return np.array(value)  # a writable copy: the decoded buffer is read-only
     if isinstance(target, np.generic):
         return np.asarray(value)[()]
+    if isinstance(target, Rows):
+        return np.array(value)
     if isinstance(value, np.ndarray):
         # A python-number template leaf (TrainState.create's step=0) whose saved value is an array
         # (the step after a jitted update): keep the saved array, as the trained state had it.
@@ -465,6 +479,6 @@ def load_checkpoint(path: str | Path, *, template: Any = None, host_template: An
         return jax.tree_util.tree_map(_writable, restored), host_state
 
     leaves = jax.tree_util.tree_map(
-        _restore_leaf, template_state, restored, is_leaf=lambda x: x is None or _is_key_array(x)
+        _restore_leaf, template_state, restored, is_leaf=lambda x: x is None or _is_key_array(x) or isinstance(x, Rows)
     )
     return serialization.from_state_dict(template, leaves), host_state
