@@ -72,6 +72,29 @@ def test_load_policy_every_run_kind(runs, kind):
         policy(obs[:, :5])
 
 
+def test_each_run_records_its_kind_and_resume_refuses_another_kind(runs, capsys, tmp_path):
+    import json
+    import shutil
+
+    from o2o.runs.rundir import run_info
+
+    expected = {"pretrain": ("pretrain", "bc-safe"), "finetune": ("finetune", "marvel"), "td3": ("train", "td3")}
+    for name, (kind, method) in expected.items():
+        info = json.loads((runs[name] / "run.json").read_text())
+        assert (info["kind"], info["method"]) == (kind, method) and info["o2o_version"] == o2o.__version__
+        assert run_info(runs[name]) == info
+    for name, command in (("pretrain", "finetune"), ("finetune", "train"), ("td3", "pretrain")):
+        code = main(["--no-progress", command, "--resume", str(runs[name])])
+        kind = expected[name][0]
+        assert code == 2 and one_error_line(capsys.readouterr().err) == (
+            f"o2o: error: '{runs[name]}' holds a {kind} run, not a {command} run; continue it with `o2o {kind} --resume {runs[name]}`")
+    old = tmp_path / "old"  # a run made before o2o wrote run.json: its kind is read from its config
+    shutil.copytree(runs["td3"], old, ignore=shutil.ignore_patterns(".lock"))
+    (old / "run.json").unlink()
+    assert run_info(old) == {"kind": "train", "method": "td3", "o2o_version": ""}
+    assert o2o.load_policy(old).task == "BallCircle"
+
+
 def test_load_policy_applies_the_runs_observation_normalisation(runs):
     """The policy acts on raw observations: the actor sees (obs - mean) / std of the pre-training data."""
     from o2o.bridge.pretrained import load_pretrained

@@ -44,11 +44,11 @@ def _hold_lock(run_dir, pid=4242, host="node7", started="2025-01-02T03:04:05+000
     return f
 
 
-def _resumable_run(path, cfg):
+def _resumable_run(path, cfg, kind):
     from o2o.config import to_dict
     from o2o.runs import RunDir
 
-    with RunDir.create(path, to_dict(cfg)) as run:
+    with RunDir.create(path, to_dict(cfg), kind=kind) as run:
         run.save_checkpoint(1, arrays={"x": np.zeros(1)}, host_state={})
 
 
@@ -58,9 +58,9 @@ def test_a_run_directory_in_use_is_refused(capsys, tmp_path, command):
 
     run_dir = tmp_path / "run"
     if command == "train":
-        _resumable_run(run_dir, resolve_train_config("sac", "Pendulum"))
+        _resumable_run(run_dir, resolve_train_config("sac", "Pendulum"), "train")
     else:
-        _resumable_run(run_dir, resolve_pretrain_config("cpq", "BallCircle-dsrl-small", None))
+        _resumable_run(run_dir, resolve_pretrain_config("cpq", "BallCircle-dsrl-small", None), "pretrain")
     before = sorted(p.relative_to(run_dir) for p in run_dir.rglob("*"))
     holder = _hold_lock(run_dir)
     try:
@@ -266,7 +266,7 @@ def test_eval_record_skips_a_run_in_use_in_a_folder_and_refuses_it_alone(capsys,
     from o2o.presets import resolve_pretrain_config
 
     run_dir = tmp_path / "sweep" / "run"
-    _resumable_run(run_dir, resolve_pretrain_config("cpq", "BallCircle-dsrl-small", None))
+    _resumable_run(run_dir, resolve_pretrain_config("cpq", "BallCircle-dsrl-small", None), "pretrain")
     holder = _hold_lock(run_dir)
     try:
         code, out, _ = run(capsys, "--no-progress", "eval", str(tmp_path / "sweep"), "--record")
@@ -631,7 +631,7 @@ def test_a_checkpointless_run_in_use_is_not_deleted_by_a_sweep_or_pipeline(tmp_p
 
     cfg = resolve_train_config("sac", "Pendulum")
     run_dir = tmp_path / "run"
-    RunDir.create(run_dir, to_dict(cfg)).close()  # config.yaml, no checkpoint
+    RunDir.create(run_dir, to_dict(cfg), kind="train").close()  # config.yaml, no checkpoint
     holder = _hold_lock(run_dir)
     try:
         for start_again in (_prepare, lambda path: _stage_state(path, cfg)):

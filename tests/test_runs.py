@@ -69,7 +69,7 @@ def assert_bit_exact(a, b):
 
 
 def test_create_lays_out_the_run(tmp_path):
-    run = RunDir.create(tmp_path / "run", CONFIG, resume=False)
+    run = RunDir.create(tmp_path / "run", CONFIG, kind="train", resume=False)
     for sub in ("tb", "checkpoints"):
         assert (run.path / sub).is_dir()
     assert not (run.path / "figures").exists()  # nothing writes plots into a run: no empty folder
@@ -82,10 +82,10 @@ def test_create_lays_out_the_run(tmp_path):
 
 def test_create_refuses_an_existing_run_and_overwrites_nothing(tmp_path):
     path = tmp_path / "run"
-    RunDir.create(path, CONFIG)
+    RunDir.create(path, CONFIG, kind="train")
     before = (path / "config.yaml").read_bytes()
     with pytest.raises(RunDirError) as err:
-        RunDir.create(path, {**CONFIG, "seed": 1})
+        RunDir.create(path, {**CONFIG, "seed": 1}, kind="train")
     assert str(err.value) == (
         f"run directory '{path}' already exists and holds a run; pass --resume {path} to continue "
         f"it or choose another --out"
@@ -96,36 +96,36 @@ def test_create_refuses_an_existing_run_and_overwrites_nothing(tmp_path):
     other.mkdir()
     (other / "notes.txt").write_text("mine")
     with pytest.raises(RunDirError, match=r"exists and is not empty \(it holds no o2o run\)"):
-        RunDir.create(other, CONFIG)
+        RunDir.create(other, CONFIG, kind="train")
     empty = tmp_path / "empty"
     empty.mkdir()
-    RunDir.create(empty, CONFIG)  # an empty directory is fine
+    RunDir.create(empty, CONFIG, kind="train")  # an empty directory is fine
 
 
 def test_resume_refuses_a_different_config(tmp_path):
     path = tmp_path / "run"
-    run = RunDir.create(path, CONFIG)
+    run = RunDir.create(path, CONFIG, kind="train")
     run.save_checkpoint(5, arrays={"x": np.zeros(2)}, host_state={})
     changed = {**CONFIG, "agent": {"actor_lr": 1e-4, "hidden_dims": (256, 256)}}
     with pytest.raises(RunDirError) as err:
-        RunDir.create(path, changed, resume=True)
+        RunDir.create(path, changed, kind="train", resume=True)
     msg = str(err.value)
     assert "\n" not in msg
     assert msg.startswith(f"cannot resume '{path}': config differs: agent.actor_lr: 0.0003 -> 0.0001;")
-    resumed = RunDir.create(path, CONFIG, resume=True)  # tuples vs the lists YAML gave back: equal
+    resumed = RunDir.create(path, CONFIG, kind="train", resume=True)  # tuples vs the lists YAML gave back: equal
     assert resumed.resume_step == 5
 
 
 def test_resume_needs_a_run_and_a_checkpoint(tmp_path):
     with pytest.raises(RunDirError, match=r"cannot resume .*: no such directory"):
-        RunDir.create(tmp_path / "missing", CONFIG, resume=True)
+        RunDir.create(tmp_path / "missing", CONFIG, kind="train", resume=True)
     path = tmp_path / "run"
-    RunDir.create(path, CONFIG)
+    RunDir.create(path, CONFIG, kind="train")
     with pytest.raises(RunDirError, match=r"cannot resume .*: it has no checkpoint"):
-        RunDir.create(path, CONFIG, resume=True)
+        RunDir.create(path, CONFIG, kind="train", resume=True)
     (tmp_path / "plain").mkdir()
     with pytest.raises(RunDirError, match=r"holds no o2o run \(no config.yaml\)"):
-        RunDir.create(tmp_path / "plain", CONFIG, resume=True)
+        RunDir.create(tmp_path / "plain", CONFIG, kind="train", resume=True)
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
@@ -134,7 +134,7 @@ def test_resume_needs_a_run_and_a_checkpoint(tmp_path):
 def test_checkpoint_round_trip_is_bit_exact_with_template(tmp_path):
     state = make_state(seed=1, train_steps=3)
     host = {"lagrange": {"integral": 0.125, "prev_error": -1e-7}, "env_steps": 1234, "np": np.float64(2.5)}
-    run = RunDir.create(tmp_path / "run", CONFIG)
+    run = RunDir.create(tmp_path / "run", CONFIG, kind="train")
     run.save_checkpoint(3, arrays=state, host_state=host)
 
     template = make_state(seed=7)  # freshly initialised: other values, python-int step, same shapes
@@ -324,12 +324,12 @@ def _log(m, steps):
 
 
 def test_resumed_run_metrics_equal_an_uninterrupted_run(tmp_path):
-    full = RunDir.create(tmp_path / "full", CONFIG)
+    full = RunDir.create(tmp_path / "full", CONFIG, kind="train")
     with MetricsWriter(full) as m:
         _log(m, range(1, 9))
 
     path = tmp_path / "interrupted"
-    run = RunDir.create(path, CONFIG)
+    run = RunDir.create(path, CONFIG, kind="train")
     m = MetricsWriter(run)
     _log(m, range(1, 4))
     m.flush()
@@ -337,7 +337,7 @@ def test_resumed_run_metrics_equal_an_uninterrupted_run(tmp_path):
     _log(m, range(4, 7))  # logged, then the process dies before the next checkpoint
     m.close()
 
-    resumed = RunDir.create(path, CONFIG, resume=True)
+    resumed = RunDir.create(path, CONFIG, kind="train", resume=True)
     assert resumed.resume_step == 3
     with MetricsWriter(resumed) as m:
         _log(m, range(4, 9))

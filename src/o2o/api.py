@@ -36,10 +36,16 @@ def override_strings(overrides: Overrides) -> list[str]:
 
 
 def _saved_config(run: Path, command: str) -> dict:
+    """The saved config of the run ``command`` (pretrain | train | finetune) is asked to resume; a run of
+    another kind is refused, naming the command that continues it."""
     from o2o.config import load_yaml
+    from o2o.runs.rundir import run_info
 
     if not (run / "config.yaml").exists():
         raise RunDirError(f"cannot resume '{run}': no config.yaml there (is it a run directory of `o2o {command}`?)")
+    kind = run_info(run)["kind"]
+    if kind != command:
+        raise RunDirError(f"'{run}' holds a {kind} run, not a {command} run; continue it with `o2o {kind} --resume {run}`")
     return load_yaml(run / "config.yaml")
 
 
@@ -156,8 +162,6 @@ def finetune(method: str | None = None, pretrained: str | Path | None = None, *,
     if resume:
         run = Path(resume)
         saved = _saved_config(run, "finetune")
-        if "method" not in saved:
-            raise O2OError(f"'{run}' is not a fine-tuning run (no method in its config); use o2o train --resume")
         from o2o.runconfig import load_run_config
 
         cfg = apply_overrides(load_run_config(finetune_config_class(saved["method"]), saved), sets)

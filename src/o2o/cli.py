@@ -404,7 +404,6 @@ def cmd_export(args) -> int:
 
 def _record_evaluations(path: Path, episodes: int | None) -> int:
     """``o2o eval PATH --record``: every pre-training run at or under PATH."""
-    from o2o.config import load_yaml
     from o2o.loops.offline import record_evaluations
 
     if not path.is_dir():
@@ -415,10 +414,12 @@ def _record_evaluations(path: Path, episodes: int | None) -> int:
         runs = sorted(p.parent for p in path.rglob("config.yaml") if (p.parent / "checkpoints").is_dir())
 
     def is_pretrain(run: Path) -> bool:
-        from o2o.loops.policy import PRETRAIN, run_kind
+        from o2o.runs.rundir import PRETRAIN, run_info
 
-        conf = load_yaml(run / "config.yaml")
-        return isinstance(conf, dict) and run_kind(conf) == PRETRAIN
+        try:
+            return run_info(run)["kind"] == PRETRAIN
+        except O2OError:
+            return False
 
     runs = [r for r in runs if is_pretrain(r)]
     if not (path / "config.yaml").is_file():  # a folder: runs stopped before their first checkpoint are skipped

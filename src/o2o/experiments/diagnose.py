@@ -96,13 +96,14 @@ def diagnose_critic(run_dir, *, pairs: int = 64, rollouts: int = 3, horizon: int
     from o2o.envs import get_task
     from o2o.loops.finetune import agent_init_key, build_agent, finetune_config_class, load_bridge
     from o2o.methods import get_method
+    from o2o.runs.rundir import FINETUNE, run_info
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").exists():
         raise RunDirError(f"'{run_dir}' is not a run directory (no config.yaml)")
-    saved = load_yaml(run_dir / "config.yaml")
-    if "method" not in saved:
+    if run_info(run_dir)["kind"] != FINETUNE:
         raise ConfigError(f"'{run_dir}' is not a fine-tuning run; diagnose-critic reads runs of `o2o finetune` with VPA")
+    saved = load_yaml(run_dir / "config.yaml")
     cfg = load_run_config(finetune_config_class(saved["method"]), saved)
     if not get_method(cfg.method).vpa:
         raise ConfigError(f"'{run_dir}' ran method '{cfg.method}', which has no VPA stage to compare before/after")

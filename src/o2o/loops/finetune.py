@@ -290,7 +290,7 @@ def run_finetune(cfg, out_dir, *, resume: bool = False, progress: bool = True) -
     from o2o.config import to_dict
     from o2o.loops.online import upgrade_saved_config
     from o2o.runs import RunDir
-    from o2o.runs.rundir import plain_config, read_config, hold_runs, refusal, resume_diffs, write_config
+    from o2o.runs.rundir import FINETUNE, plain_config, read_config, hold_runs, refusal, resume_diffs, write_config
 
     spec = get_method(cfg.method)
     ocr = spec.family == "ocr-cft"
@@ -317,9 +317,9 @@ def run_finetune(cfg, out_dir, *, resume: bool = False, progress: bool = True) -
             has_online = RunDir.open(out).latest_checkpoint() is not None
             if raised and not has_online:  # stopped in the bridge: the online stage will run to the raised budget
                 write_config(out, plain_config(to_dict(cfg)))
-            rundir = hold.enter_context(RunDir.create(out, to_dict(cfg), resume=True)) if has_online else RunDir.open(out)
+            rundir = hold.enter_context(RunDir.create(out, to_dict(cfg), kind=FINETUNE, resume=True)) if has_online else RunDir.open(out)
         else:
-            rundir = hold.enter_context(RunDir.create(out, to_dict(cfg)))
+            rundir = hold.enter_context(RunDir.create(out, to_dict(cfg), kind=FINETUNE))
             has_online = False
         return _finetune(cfg, spec, pre, state, obs_stats, out, rundir, resume=resume, has_online=has_online, progress=progress)
 

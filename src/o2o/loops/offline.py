@@ -408,6 +408,7 @@ def _open_run_dirs(cfgs, out_dirs: list[Path], resume: bool) -> list:
     from o2o.config import to_dict
     from o2o.loops.online import upgrade_saved_config
     from o2o.runs import RunDir
+    from o2o.runs.rundir import PRETRAIN
 
     rundirs, created = [], []
     try:
@@ -416,7 +417,7 @@ def _open_run_dirs(cfgs, out_dirs: list[Path], resume: bool) -> list:
                 upgrade_saved_config(out, c)
             elif not out.exists() or (out.is_dir() and not any(out.iterdir())):
                 created.append((out, out.exists()))
-            rundirs.append(RunDir.create(out, to_dict(c), resume=resume))
+            rundirs.append(RunDir.create(out, to_dict(c), kind=PRETRAIN, resume=resume))
     except BaseException:
         for rd in rundirs:
             rd.close()

@@ -317,7 +317,7 @@ def run_online(
     whatever they change from the trainer's counters so that a resumed run sees the same values."""
     from o2o.config import to_dict
     from o2o.runs import RunDir
-    from o2o.runs.rundir import hold_runs
+    from o2o.runs.rundir import TRAIN, hold_runs
 
     if rundir is not None:  # a caller that prepared the run (fine-tuning: bridge outputs) passes its RunDir
         trainer = trainer or make_trainer(cfg, progress=progress)
@@ -326,7 +326,7 @@ def run_online(
         trainer = trainer or make_trainer(cfg, progress=progress)  # validates everything before touching disk
         if resume:
             upgrade_saved_config(out_dir, cfg)
-        with RunDir.create(out_dir, to_dict(cfg), resume=resume) as rundir:  # holds the run's lock until the end
+        with RunDir.create(out_dir, to_dict(cfg), kind=TRAIN, resume=resume) as rundir:  # holds the run's lock until the end
             return _train_online(cfg, trainer, rundir, resume, progress, before_iteration, after_iteration, description, stop_after)
 
 

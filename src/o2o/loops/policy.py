@@ -21,15 +21,7 @@ import numpy as np
 from o2o.errors import RunDirError
 from o2o.runconfig import load_run_config
 
-# The kinds of run directory (``run_kind``).
-PRETRAIN, TRAIN, FINETUNE = "pretrain", "train", "finetune"
-
-
-def run_kind(saved: dict) -> str:
-    """The kind of run a resolved ``config.yaml`` belongs to: ``pretrain``, ``train`` or ``finetune``."""
-    if "method" in saved:
-        return FINETUNE
-    return PRETRAIN if "offline" in saved else TRAIN
+from o2o.runs.rundir import FINETUNE, PRETRAIN, TRAIN, run_info
 
 
 class Policy:
@@ -89,12 +81,12 @@ def checkpoint_dir(run_dir: str | Path, checkpoint: int | str | Path | None = No
     """The checkpoint directory of ``run_dir`` to load: the latest, or ``checkpoint`` given as a step
     (``ckpt_<step>``) or as a path. A run without one, or without that step, is a one-line error."""
     from o2o.runs.checkpoint import checkpoint_step, latest_checkpoint, list_checkpoints
-    from o2o.runs.rundir import CHECKPOINTS_DIRNAME, read_config
+    from o2o.runs.rundir import CHECKPOINTS_DIRNAME
 
     run = Path(run_dir)
     if not run.is_dir():
         raise RunDirError(f"run directory '{run}' does not exist; check the path")
-    kind = run_kind(read_config(run))
+    kind = run_info(run)["kind"]
     ckpts = run / CHECKPOINTS_DIRNAME
     if checkpoint is None:
         latest = latest_checkpoint(ckpts) if ckpts.is_dir() else None
@@ -125,7 +117,7 @@ def load_policy(run_dir: str | Path, checkpoint: int | str | Path | None = None)
     run = Path(run_dir)
     ckpt = checkpoint_dir(run, checkpoint)
     saved = read_config(run)
-    kind = run_kind(saved)
+    kind = run_info(run)["kind"]
     if kind == PRETRAIN:
         return _pretrain_policy(run, ckpt)
     return _online_policy(run, ckpt, saved, kind)

@@ -1,6 +1,6 @@
 """Run directories: resolved config, metrics (CSV + TensorBoard), atomic checkpoints, resume.
 
-    run = RunDir.create(out, to_dict(cfg), resume=resume)
+    run = RunDir.create(out, to_dict(cfg), kind="train", resume=resume)
     metrics = MetricsWriter(run)                       # on resume: drops rows after the checkpoint
     if run.resume_step is not None:
         state, host = run.load_checkpoint(template=init_state)

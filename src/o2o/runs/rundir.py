@@ -1,6 +1,8 @@
 """The run directory: the unit of work of o2o.
 
     <run>/
+      run.json        what the run is: {"kind": pretrain | train | finetune, "method": the algorithm or
+                      method, "o2o_version"}; commands read the kind here (``run_info``)
       config.yaml     the resolved config (every default filled in); --resume checks against it
       metrics.csv     one row per logged step (see metrics.py)
       tb/             TensorBoard event files
@@ -39,8 +41,12 @@ from o2o.runs.checkpoint import (
 )
 from o2o.runs.lock import LOCK_FILE, RunLock, lock_run_dir
 
-__all__ = ["RunDir", "budget_keys", "hold_runs", "resume_diffs", "run_finished"]
+__all__ = ["FINETUNE", "PRETRAIN", "TRAIN", "RunDir", "budget_keys", "hold_runs", "resume_diffs", "run_finished", "run_info"]
 
+# The kinds of run directory, and the command that makes (and resumes) each.
+PRETRAIN, TRAIN, FINETUNE = "pretrain", "train", "finetune"
+RUN_KINDS = (PRETRAIN, TRAIN, FINETUNE)
+RUN_FILE = "run.json"
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
@@ -161,18 +167,21 @@ class RunDir:
 
     # ---------------------------------------------------------------- opening
     @classmethod
-    def create(cls, path: str | Path, config: Mapping | Any, *, resume: bool = False) -> RunDir:
-        """Start a new run in ``path``, or with ``resume=True`` reopen an interrupted one.
+    def create(cls, path: str | Path, config: Mapping | Any, *, kind: str, resume: bool = False) -> RunDir:
+        """Start a new run of ``kind`` (pretrain | train | finetune) in ``path``, or with ``resume=True``
+        reopen an interrupted one.
 
         ``config`` is the resolved config (a dict, or a config dataclass). A new run needs ``path``
-        absent or empty. A resumed run needs ``path`` to hold a run with the same config and at
-        least one checkpoint; nothing is written before those checks pass. The returned run holds
-        the run directory's lock: a directory another process trains in is refused.
+        absent or empty. A resumed run needs ``path`` to hold a run of the same kind with the same
+        config and at least one checkpoint; nothing is written before those checks pass. The returned
+        run holds the run directory's lock: a directory another process trains in is refused.
         """
+        if kind not in RUN_KINDS:
+            raise ValueError(f"kind must be one of {RUN_KINDS}, got {kind!r}")
         path = Path(path)
         plain = plain_config(config)
         if resume:
-            return cls._resume(path, plain)
+            return cls._resume(path, plain, kind)
         _check_new(path)
         try:
             for sub in (TB_DIRNAME, CHECKPOINTS_DIRNAME):
@@ -183,6 +192,7 @@ class RunDir:
         try:
             if (path / CONFIG_FILE).exists():  # another process started a run here since the check above
                 _check_new(path)
+            write_run_info(path, kind, plain)
             write_config(path, plain)
         except BaseException:
             lock.release()
@@ -190,19 +200,21 @@ class RunDir:
         return cls(path=path, config=plain, lock=lock)
 
     @classmethod
-    def _resume(cls, path: Path, config: dict) -> RunDir:
+    def _resume(cls, path: Path, config: dict, kind: str) -> RunDir:
         if not path.is_dir():
             raise RunDirError(f"cannot resume '{path}': no such directory; start a new run with --out {path}")
-        read_config(path)  # a directory that holds no run gets no lock file
+        held = run_info(path)["kind"]  # a directory that holds no run gets no lock file
+        if held != kind:
+            raise RunDirError(f"'{path}' holds a {held} run, not a {kind} run; continue it with `o2o {held} --resume {path}`")
         lock = lock_run_dir(path)
         try:
-            return cls._resume_locked(path, config, lock)
+            return cls._resume_locked(path, config, kind, lock)
         except BaseException:
             lock.release()
             raise
 
     @classmethod
-    def _resume_locked(cls, path: Path, config: dict, lock: RunLock) -> RunDir:
+    def _resume_locked(cls, path: Path, config: dict, kind: str, lock: RunLock) -> RunDir:
         saved = read_config(path)
         diffs, raised = resume_diffs(saved, config)
         if diffs:
@@ -216,6 +228,8 @@ class RunDir:
         if raised:  # the run goes on to the raised budget: its config says so from now on
             write_config(path, config)
             saved = config
+        if not (path / RUN_FILE).is_file():  # a run started before o2o recorded its kind
+            write_run_info(path, kind, saved)
         for sub in (TB_DIRNAME, CHECKPOINTS_DIRNAME):
             (path / sub).mkdir(exist_ok=True)
         return cls(path=path, config=saved, resume_step=checkpoint_step(ckpt), lock=lock)
@@ -308,6 +322,35 @@ def _check_new(path: Path) -> None:
             f"directory '{path}' exists and is not empty (it holds no o2o run); choose another "
             f"--out or empty it"
         )
+
+
+RUN_INFO_SHAPE = {"kind": str, "method": str, "o2o_version": str}
+
+
+def write_run_info(path: Path, kind: str, config: Mapping) -> None:
+    """``run.json``: the run's kind, its method (fine-tuning) or algorithm, the o2o that started it."""
+    name = config.get("method") if kind == FINETUNE else config.get("algo")
+    info = {"kind": kind, "method": str(name or ""), "o2o_version": __version__}
+    write_text_atomic(path / RUN_FILE, json.dumps(info, indent=1) + "\n")
+
+
+def run_info(path: str | Path) -> dict:
+    """What the run directory ``path`` holds: ``{"kind", "method", "o2o_version"}`` from its run.json; for
+    a run started before o2o wrote run.json, read from its config.yaml (a fine-tuning config names its
+    method, a pre-training config has an ``offline`` section), with ``o2o_version`` empty."""
+    from o2o.runs.jsonshape import read_json
+
+    path = Path(path)
+    info_path = path / RUN_FILE
+    if not info_path.is_file():
+        saved = read_config(path)
+        kind = FINETUNE if "method" in saved else PRETRAIN if "offline" in saved else TRAIN
+        return {"kind": kind, "method": str(saved.get("method" if kind == FINETUNE else "algo") or ""), "o2o_version": ""}
+    fix = "restore it (o2o writes it when a run starts and never changes it)"
+    info = read_json(info_path, RUN_INFO_SHAPE, fix)
+    if info["kind"] not in RUN_KINDS:
+        raise RunDirError(f"'{info_path}' names kind '{info['kind']}', not one of {', '.join(RUN_KINDS)}; {fix}")
+    return info
 
 
 def read_config(path: Path) -> dict:
