@@ -19,11 +19,7 @@ vector (one entry and one multiplier per cost signal); scalars are treated as le
                   (see ``AdaptivePID``)
 With ``relative_error`` every controller sees the cost in units of the limit, J / kappa against 1 (for
 kappa < 1: J against kappa, unscaled), so that its gains mean the same for every limit: the error of a
-2x violation is 1. With ``limit_margin`` m the set point is (1 - m) kappa instead of kappa. Below the
-set point the error is multiplied by max(1, 1 / (2 (1 - m))): at zero cost it is never smaller in size
-than kappa / 2, so a set point under kappa / 2 does not slow the multiplier's release (without this, a
-set point of kappa / 4 releases at half the rate of kappa / 2 while it rises faster). For m <= 1/2 the
-error is J - (1 - m) kappa as written.
+2x violation is 1. With ``limit_margin`` m the set point is (1 - m) kappa instead of kappa.
 
 State is plain numbers (``state_dict`` / ``load_state_dict``) so checkpoints hold it as JSON.
 """
@@ -113,8 +109,6 @@ class Controller:
         # the units the controller works in: kappa (relative_error) or raw cost
         self.unit = np.maximum(self.cost_limit, 1.0) if cfg.relative_error else np.ones_like(self.cost_limit)
         self.limit = (1.0 - cfg.limit_margin) * self.cost_limit / self.unit  # the set point, in the controller's units
-        # below the set point the error is scaled so that it reaches at least kappa / 2 in size at zero cost
-        self.release = max(1.0, 0.5 / (1.0 - cfg.limit_margin))
         self.value = np.full((num_costs,), cfg.init_lambda, np.float64)
         self.num_updates = 0
 
@@ -129,11 +123,6 @@ class Controller:
         self.value = self._clip(self._step(cost))
         self.num_updates += 1
         return self.value.copy()
-
-    def error(self, cost: np.ndarray) -> np.ndarray:
-        """J - set point, in the controller's units; below the set point times ``release``."""
-        error = cost - self.limit
-        return np.where(error < 0, self.release * error, error)
 
     def _step(self, cost: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -171,7 +160,7 @@ class DualAscent(Controller):
             raise ConfigError(f"lagrange.dual_lr must be > 0, got {cfg.dual_lr}")
 
     def _step(self, cost):
-        return self.value + self.cfg.dual_lr * self.error(cost)
+        return self.value + self.cfg.dual_lr * (cost - self.limit)
 
 
 class PID(Controller):
@@ -209,7 +198,7 @@ class PID(Controller):
         return self.d_delay + 1
 
     def _step(self, cost):
-        error = self.error(cost)
+        error = cost - self.limit
         first = not self.cost_history
         self.error_ema = error if first else self.ema_p * self.error_ema + (1 - self.ema_p) * error
         # anti-windup: the integral stays in [0, max_lambda] (no upper bound without max_lambda)
