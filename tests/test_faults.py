@@ -367,6 +367,35 @@ def tiny_online_run(tmp_path_factory):
     return run_dir
 
 
+def test_a_checkpoint_holding_every_replay_row_still_loads_and_resumes(capsys, tmp_path, tiny_online_run):
+    """Checkpoints hold the replay buffer's written rows; one written by an earlier o2o holds all of its
+    capacity (zeros after the written rows) and is read the same."""
+    import shutil
+
+    from o2o.config import load_yaml
+    from o2o.runs.checkpoint import checkpoint_step, latest_checkpoint, load_checkpoint, save_checkpoint
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_online_run, run_dir)
+    capacity = load_yaml(run_dir / "config.yaml")["online"]["replay_capacity"]
+    ckpt = latest_checkpoint(run_dir / "checkpoints")
+    arrays, host = load_checkpoint(ckpt)
+    written = int(arrays["buffer"]["size"])
+    assert 0 < written < capacity and all(len(v) == written for v in arrays["buffer"]["data"].values())
+    for name, rows in arrays["buffer"]["data"].items():
+        full = np.zeros((capacity, *rows.shape[1:]), rows.dtype)
+        full[:written] = rows
+        arrays["buffer"]["data"][name] = full
+    shutil.rmtree(ckpt)
+    save_checkpoint(run_dir / "checkpoints", checkpoint_step(ckpt), arrays=arrays, host_state=host)
+    code, _, err = run(capsys, "--no-progress", "eval", str(run_dir), "--episodes", "1")
+    assert code == 0, err
+    code, _, err = run(capsys, "--no-progress", "train", "--resume", str(run_dir), "--set", "online.iterations=2")
+    assert code == 0, err
+    resumed, _ = load_checkpoint(run_dir)
+    assert len(resumed["buffer"]["data"]["rewards"]) == int(resumed["buffer"]["size"]) > written
+
+
 @pytest.mark.parametrize("file, content, problem", [
     ("meta.json", "[1, 2]", "the file is an array, expected an object"),
     ("meta.json", '{"format": 1, "step": 1, "arrays_bytes": "12"}', "'arrays_bytes' is a string, expected an integer"),

@@ -83,10 +83,10 @@ def _insert(buffer: ReplayBuffer, rows: dict[str, jax.Array], count: jax.Array) 
 
 def replay_state_dict(buffer: ReplayBuffer) -> dict:
     """The buffer as a checkpoint holds it: the rows written so far only (all of them once the ring has
-    wrapped), its counters and its capacity."""
+    wrapped) and its counters (the ring has wrapped iff ``ptr`` is neither 0 nor ``size``)."""
     n = int(buffer.size)
     return {"data": {k: np.asarray(v[:n]) for k, v in buffer.data.items()}, "size": np.asarray(buffer.size),
-            "ptr": np.asarray(buffer.ptr), "capacity": np.asarray(buffer.capacity, np.int64)}
+            "ptr": np.asarray(buffer.ptr)}
 
 
 def replay_from_state_dict(template: ReplayBuffer, state: dict) -> ReplayBuffer:

@@ -194,8 +194,7 @@ def _buffer_dataset(rundir_path: Path, upto_steps: int | None = None, *, has_cos
     buf = arrays["buffer"]
     size, ptr = int(buf["size"]), int(buf["ptr"])
     data = buf["data"]
-    cap = int(buf["capacity"]) if "capacity" in buf else len(data["rewards"])  # checkpoints hold the written rows only
-    if size == cap and ptr != 0:
+    if ptr not in (0, size):  # the ring wrapped (checkpoints hold the written rows, or every row in older ones)
         raise DatasetError(f"{rundir_path}: behaviour replay buffer wrapped around; raise online.replay_capacity")
     n = size if upto_steps is None else min(size, upto_steps)
     cols = {k: np.asarray(v[:n]) for k, v in data.items()}
