@@ -231,13 +231,13 @@ def test_marvel_controller_lowers_lambda_once_the_cost_is_back_under_the_limit()
     assert lam[0] < raised and np.all(np.diff(lam) <= 0) and lam[99] < 0.5 * raised and lam[-1] == 0.0
 
 
-def test_marvel_controller_meets_a_late_violation_with_gains_no_lower_than_half():
+def test_marvel_controller_meets_a_late_violation_with_gains_no_lower_than_three_quarters():
     c, kappa = _preset_controller()
     gains0 = {g: v.copy() for g, v in c.gains0.items()}
     _script(c, np.zeros(200))  # a long safe start
     _script(c, [2.0 * kappa])
     for g in ("kp", "ki", "kd"):
-        assert c.gains[g][0] >= 0.5 * gains0[g][0]
+        assert c.gains[g][0] >= 0.75 * gains0[g][0] * (1 - 1e-12)
     # the paper's rule (marvel-paper) has them at K0 / 10 by then
     p, _ = _preset_controller("marvel-paper")
     _script(p, np.zeros(200))

@@ -73,8 +73,8 @@ class LagrangeConfig:
     gain_floor: float | None = field(
         default=None,
         metadata={"help": "aPID: lower bound of an adapted gain as a fraction of K0; None = 1 / gain_bound (the paper's "
-                  "[K0/10, 10 K0]); o2o's Marvel preset 0.5, so that a violation after a long safe stretch meets gains "
-                  "of at least K0 / 2"},
+                  "[K0/10, 10 K0]); o2o's Marvel preset 0.75, so that a violation after a long safe stretch meets gains "
+                  "of at least 0.75 K0"},
     )
     limit_margin: float = field(
         default=0.0,
@@ -254,7 +254,7 @@ class AdaptivePID(PID):
     so a safe stretch drives K_p and K_i to K0 / b within a few updates, and a violation that follows
     meets the smallest gains. ``adapt_relative="max"`` (o2o's option, not the paper's) divides by
     max(m, kappa) instead: the relative error lies in [-1, 1] both ways; ``gain_floor`` raises the lower
-    bound of the adapted gains (o2o's Marvel preset: K0 / 2).
+    bound of the adapted gains (o2o's Marvel preset: 0.75 K0).
 
     ``gain_update``: "raw" applies the factors as written (when m << kappa the factor is negative and
     only the clip hides it: the gain jumps to K0 / b in one step); "bounded" (default) clips each factor
