@@ -6,18 +6,25 @@
 set -euo pipefail
 B="--offline-algo bc-safe --seeds 0,1,2,3,4 --set pretrain.offline.steps=10000 --set pretrain.offline.eval_every=10000 --set finetune.vpa.init=fresh"
 O2O=${O2O:-o2o}
-# set point 0.5 kappa (the preset; marvel-paper keeps its own, kappa): every method
-$O2O marvel --task BallCircle --methods marvel,from-scratch,apid-only,warm-start,vpa-only --out runs/study-BallCircle-m50 $B
-$O2O marvel --task CarRun --methods marvel,from-scratch,marvel-paper,apid-only,warm-start,vpa-only --out runs/study-CarRun-m50 $B
-# the released rule (its own set point, kappa)
+# the preset (set point 0.25 kappa, gain floor 0.75 K0). The runs were made with --set
+# finetune.lagrange.limit_margin=0.75 --set finetune.lagrange.gain_floor=0.75 before these became the
+# preset: the same resolved config (these lines' --dry-run reports every stage "finished: reused").
+$O2O marvel --task BallCircle --methods marvel,from-scratch --out runs/study-BallCircle-f75 $B
+$O2O marvel --task CarRun --methods marvel,from-scratch --out runs/study-CarRun-f75 $B
+# set point 0.5 kappa, gain floor K0 / 2 (the preset before): every method. A --set also overrides
+# marvel-paper's own set point, so marvel-paper (the released rule, set point kappa) has lines without.
+M50="--set finetune.lagrange.limit_margin=0.5 --set finetune.lagrange.gain_floor=0.5"
+$O2O marvel --task BallCircle --methods marvel,from-scratch,apid-only,warm-start,vpa-only --out runs/study-BallCircle-m50 $B $M50
+$O2O marvel --task CarRun --methods marvel,from-scratch,apid-only,warm-start,vpa-only --out runs/study-CarRun-m50 $B $M50
+$O2O marvel --task CarRun --methods marvel-paper --out runs/study-CarRun-m50 $B
 $O2O marvel --task BallCircle --methods marvel-paper --out runs/study-BallCircle $B
-# set point 0.25 kappa (lagrange.limit_margin=0.75): a measured option
-$O2O marvel --task BallCircle --methods marvel,from-scratch --out runs/study-BallCircle-m75 $B --set finetune.lagrange.limit_margin=0.75
-$O2O marvel --task CarRun --methods marvel,from-scratch --out runs/study-CarRun-m75 $B --set finetune.lagrange.limit_margin=0.75
+# rejected: the error below the set point scaled by 2 at 0.25 kappa (commit a98030a, reverted)
+#   $O2O marvel --task BallCircle --methods marvel,from-scratch --out runs/study-BallCircle-p25 $B   (at a98030a)
 # reports (report.md, curves.png, the runs' data without checkpoints) and the targets
-for s in BallCircle-m50 CarRun-m50 BallCircle CarRun BallCircle-m75 CarRun-m75; do
-  python lab/marvel/pipeline_report.py runs/study-$s --archive docs/results/marvel/study-$s/runs
-  cp runs/study-$s/report.md runs/study-$s/curves.png docs/results/marvel/study-$s/
+for s in BallCircle-f75:BallCircle-preset CarRun-f75:CarRun-preset BallCircle-m50:BallCircle-m50 CarRun-m50:CarRun-m50 BallCircle:BallCircle; do
+  run=${s%%:*} doc=${s##*:}
+  python lab/marvel/pipeline_report.py runs/study-$run --archive docs/results/marvel/study-$doc/runs
+  cp runs/study-$run/report.md runs/study-$run/curves.png docs/results/marvel/study-$doc/
 done
-python lab/marvel/targets.py runs/study-BallCircle-m75 runs/study-CarRun-m75
+python lab/marvel/targets.py runs/study-BallCircle-f75 runs/study-CarRun-f75
 python lab/marvel/targets.py runs/study-BallCircle-m50 runs/study-CarRun-m50
