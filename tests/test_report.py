@@ -391,3 +391,22 @@ def test_safe_finetune_table_start_dip_quarter_and_safe_seeds_by_hand(tmp_path):
     assert row[12].startswith("2000 [0, ")  # cumulative training cost, clipped at 0
     per_seed = safe_finetune_table(runs, per_seed=True).splitlines()
     assert [c.strip() for c in per_seed[3].strip("|").split("|")][10] == "**no**"
+
+
+def test_a_long_figure_title_is_wrapped_to_the_figure(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from o2o.experiments.plots import plot_learning_curves
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("algo: sac\n")
+    (run / "metrics.csv").write_text("step,env_steps,eval/return,eval/cost\n" + "".join(f"{i},{i * 1000},{i},{0}\n" for i in range(5)))
+    titles = []
+    real = matplotlib.figure.Figure.suptitle
+    monkeypatch.setattr(matplotlib.figure.Figure, "suptitle", lambda fig, text, **kw: titles.append(text) or real(fig, text, **kw))
+    title = "O2TD3 with ocr.actor_after_align best on Hopper-medium (generated), five seeds at a reduced budget"
+    plot_learning_curves({"m": [run]}, tmp_path / "f.png", title=title, cost_metric=None)
+    lines = titles[-1].splitlines()
+    assert len(lines) >= 3 and all(len(line) <= 58 for line in lines)  # one panel: 58 characters a line
+    assert " ".join(lines[:-1]) == title and lines[-1] == "(mean and 95% t CI over seeds)"

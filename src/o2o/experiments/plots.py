@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
 
 
@@ -86,8 +87,10 @@ def plot_learning_curves(
         fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
     what = "mean and 95% t CI" if how == "mean" else "IQM and 95% bootstrap CI"
     full = f"{title}  ({what} over seeds)"
-    # a title wider than the figure would be cut at both edges: the aggregate's description on a line of its own
-    fig.suptitle(full if len(full) <= 58 * panels else f"{title}\n({what} over seeds)", fontsize=10)
+    # a title wider than the figure would be cut at both edges: the aggregate's description on a line of
+    # its own, and a title longer than a line wrapped
+    width = 58 * panels
+    fig.suptitle(full if len(full) <= width else f"{textwrap.fill(title, width)}\n({what} over seeds)", fontsize=10)
     fig.tight_layout(rect=(0, legend_h / (3.8 + legend_h), 1, 1))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
