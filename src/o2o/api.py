@@ -39,13 +39,11 @@ def _saved_config(run: Path, command: str) -> dict:
     """The saved config of the run ``command`` (pretrain | train | finetune) is asked to resume; a run of
     another kind is refused, naming the command that continues it."""
     from o2o.config import load_yaml
-    from o2o.runs.rundir import run_info
+    from o2o.runs.rundir import require_kind
 
     if not (run / "config.yaml").exists():
         raise RunDirError(f"cannot resume '{run}': no config.yaml there (is it a run directory of `o2o {command}`?)")
-    kind = run_info(run)["kind"]
-    if kind != command:
-        raise RunDirError(f"'{run}' holds a {kind} run, not a {command} run; continue it with `o2o {kind} --resume {run}`")
+    require_kind(run, command)
     return load_yaml(run / "config.yaml")
 
 

@@ -330,14 +330,17 @@ def plan_pipeline(task, root, dataset, recipe, quality, data_budget, finetune_bu
         spec = get_method(method)
         for seed in seeds:
             source = f"{algo_of[method]}-s{seed if pretrain_seed is None else pretrain_seed}"
-            cfg = resolve_finetune_config(method, None, task, seed, layer=finetune_budget, overrides=per_stage["finetune"],
-                                          require_pretrained=False)
-            if spec.needs_pretrained:  # the start as the launch passes it: resolved against it once it exists
-                pretrained = Path(root) / "pretrain" / source
-                try:
-                    cfg = resolve_finetune_config(method, str(pretrained), task, seed, layer=finetune_budget, overrides=per_stage["finetune"])
-                except O2OError:
-                    cfg = update_from_dict(cfg, {"pretrained": str(pretrained.absolute())})
+            # the start as the launch passes it, resolved against it once it exists
+            pretrained = Path(root) / "pretrain" / source if spec.needs_pretrained else None
+            try:
+                cfg = resolve_finetune_config(method, pretrained and str(pretrained), task, seed, layer=finetune_budget,
+                                              overrides=per_stage["finetune"], require_pretrained=False)
+            except O2OError:
+                if pretrained is None:
+                    raise
+                cfg = resolve_finetune_config(method, None, task, seed, layer=finetune_budget, overrides=per_stage["finetune"],
+                                              require_pretrained=False)
+                cfg = update_from_dict(cfg, {"pretrained": str(pretrained.absolute())})
             o, batch = cfg.online, getattr(cfg.agent, "batch_size", 256)
             bridge, bridge_batch = 0, batch
             if spec.family == "ocr-cft":

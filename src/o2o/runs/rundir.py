@@ -203,9 +203,7 @@ class RunDir:
     def _resume(cls, path: Path, config: dict, kind: str) -> RunDir:
         if not path.is_dir():
             raise RunDirError(f"cannot resume '{path}': no such directory; start a new run with --out {path}")
-        held = run_info(path)["kind"]  # a directory that holds no run gets no lock file
-        if held != kind:
-            raise RunDirError(f"'{path}' holds a {held} run, not a {kind} run; continue it with `o2o {held} --resume {path}`")
+        require_kind(path, kind)  # a directory that holds no run gets no lock file
         lock = lock_run_dir(path)
         try:
             return cls._resume_locked(path, config, kind, lock)
@@ -351,6 +349,14 @@ def run_info(path: str | Path) -> dict:
     if info["kind"] not in RUN_KINDS:
         raise RunDirError(f"'{info_path}' names kind '{info['kind']}', not one of {', '.join(RUN_KINDS)}; {fix}")
     return info
+
+
+def require_kind(path: Path, kind: str) -> None:
+    """Refuse to continue the run in ``path`` as a ``kind`` run when it is another kind, naming the command
+    that continues it."""
+    held = run_info(path)["kind"]
+    if held != kind:
+        raise RunDirError(f"'{path}' holds a {held} run, not a {kind} run; continue it with `o2o {held} --resume {path}`")
 
 
 def read_config(path: Path) -> dict:
