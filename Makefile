@@ -34,8 +34,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/o2o demo
 
+# the suite on TEST_WORKERS processes (pytest-xdist; 0 runs it in this process)
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal tests
 
 bench-install: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[test,ray,video,bench]"

@@ -204,7 +204,7 @@ def ppo_run(tmp_path_factory):
 
 
 @pytest.mark.parametrize("kind, actor", [("pretrain", "tanh_gaussian"), ("finetune", "tanh_gaussian"), ("td3", "deterministic"),
-                                         ("ppo", "tanh_gaussian")])
+                                         ("ppo", "gaussian")])
 def test_numpy_policy_reproduces_load_policy(runs, ppo_run, kind, actor, tmp_path, capsys):
     """1,000 observations: the exported NumPy forward pass acts as load_policy does, in a process without JAX."""
     run = ppo_run if kind == "ppo" else runs[kind]

@@ -404,3 +404,43 @@ def test_o2td3_dual_steps_on_actor_steps_only():
         state, m = o2td3.update(state, batch, jax.random.PRNGKey(i), reference, 1e-4)
         lams.append(float(m["lambda"]))
     assert lams[0] > 1.0 and lams[1] == lams[0] and lams[2] > lams[1] and lams[3] == lams[2]
+
+
+# ------------------------------------------------------------------------------------- policy classes
+
+
+def test_an_actor_is_copied_within_its_policy_class_and_cloned_across_classes():
+    """IQL's Gaussian loads into PPO as it is; into SAC (tanh-Gaussian) and TD3 (deterministic) it is
+    cloned, and TD3+BC's deterministic actor into PPO: each student's mode ends near its teacher's."""
+    from o2o.agents import iql, ppo, sac, td3, td3bc
+    from o2o.bridge.ocr import actor_kind, clone_actor, same_class
+    from o2o.nn import policy_mode
+
+    assert [actor_kind(a) for a in ("iql", "cql", "bc-safe", "td3bc")] == ["gaussian", "tanh-gaussian", "tanh-gaussian", "deterministic"]
+    assert same_class("iql", "ppo") and same_class("cql", "o2sac") and same_class("td3bc", "o2td3")
+    assert not same_class("iql", "o2sac") and not same_class("cql", "ppo") and not same_class("td3bc", "ppo")
+    obs = jnp.asarray(np.random.default_rng(0).normal(size=(512, 3)), jnp.float32)
+    teachers = {
+        "iql": iql.init(jax.random.PRNGKey(1), 3, 2, iql.IQLConfig(hidden_dims=(32,))).actor,
+        "td3bc": td3bc.init(jax.random.PRNGKey(2), 3, 2, td3bc.TD3BCConfig(hidden_dims=(32,))).actor,
+    }
+    # a teacher that acts: scale the output layer up so the modes spread over [-1, 1]
+    for name, teacher in teachers.items():
+        params = jax.tree_util.tree_map(lambda x: x * 300.0 if x.ndim == 2 and x.shape[-1] == 2 else x, teacher.params)
+        teachers[name] = teacher.replace(params=params)
+    students = {
+        "sac": sac.init(jax.random.PRNGKey(3), 3, 2, sac.SACConfig(hidden_dims=(32,))).actor,
+        "td3": td3.init(jax.random.PRNGKey(4), 3, 2, td3.TD3Config(hidden_dims=(32,))).actor,
+        "ppo": ppo.init(jax.random.PRNGKey(5), 3, 2, ppo.PPOConfig(hidden_dims=(32,))).actor,
+    }
+    modules = {"sac": sac, "td3": td3, "ppo": ppo, "iql": iql, "td3bc": td3bc}
+    for teacher_name, student_name in (("iql", "sac"), ("iql", "td3"), ("td3bc", "ppo")):
+        teacher, student = teachers[teacher_name], students[student_name]
+        target = np.asarray(policy_mode(modules[teacher_name].POLICY, teacher.apply_fn(teacher.params, obs)))
+        assert np.abs(target).mean() > 0.3
+        params, _ = clone_actor(student, teacher.apply_fn, teacher.params, np.asarray(obs), teacher=modules[teacher_name].POLICY,
+                                to=modules[student_name].POLICY, steps=1500, batch_size=128, learning_rate=3e-3, noise=0.1,
+                                key=jax.random.PRNGKey(6))
+        before = np.abs(np.asarray(policy_mode(modules[student_name].POLICY, student.apply_fn(student.params, obs))) - target).mean()
+        after = np.abs(np.asarray(policy_mode(modules[student_name].POLICY, student.apply_fn(params, obs))) - target).mean()
+        assert after < 0.1 < before, (teacher_name, student_name, before, after)

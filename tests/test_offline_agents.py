@@ -17,7 +17,6 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from o2o.agents import OFFLINE_AGENTS, bc, bear_lag, cpq, cql, get_offline_agent, iql, td3bc
@@ -160,6 +159,30 @@ def test_iql_expectile_and_awr_weights():
     assert float(iql.expectile_loss(jnp.array([1.0, -3.0]), 0.5)) == pytest.approx(0.5 * (1 + 9) / 2)
     w = iql.awr_weights(jnp.array([0.0, 1.0, 10.0]), beta=3.0, max_weight=100.0)
     np.testing.assert_allclose(np.asarray(w), [1.0, math.exp(3.0), 100.0], rtol=1e-6)
+
+
+def test_iql_actor_is_corls_gaussian_with_a_state_independent_std():
+    """CORL's / OCR-CFT's GaussianPolicy: mean tanh(f(s)), one log std for every state, the AWR loss on
+    the Gaussian density of the dataset action itself; acting takes the mean or a clipped sample."""
+    state = iql.init(jax.random.PRNGKey(0), 3, 2, iql.IQLConfig(hidden_dims=(8,)))
+    params = state.actor.params["params"]
+    assert set(params) == {"MLP_0", "Dense_0", "log_std"} and params["log_std"].shape == (2,)
+    log_std_value = jnp.array([-0.3, 0.4])
+    actor_params = {"params": {**params, "log_std": log_std_value}}
+    obs = jnp.asarray(np.random.default_rng(0).normal(size=(4, 3)), jnp.float32)
+    mean, log_std = state.actor.apply_fn(actor_params, obs)
+    np.testing.assert_allclose(np.asarray(log_std), np.broadcast_to(np.asarray(log_std_value), (4, 2)))
+    assert float(jnp.abs(mean).max()) < 1.0
+    actions = jnp.array([[0.9, -0.9], [0.0, 0.5], [-1.0, 1.0], [0.2, 0.2]])
+    weights = jnp.array([1.0, 2.0, 0.5, 3.0])
+    loss, _ = iql.awr_actor_loss(actor_params, state.actor.apply_fn, obs, actions, weights)
+    z = (np.asarray(actions) - np.asarray(mean)) / np.exp(np.asarray(log_std_value))
+    log_prob = (-0.5 * z**2 - np.asarray(log_std_value) - 0.5 * math.log(2.0 * math.pi)).sum(-1)
+    assert float(loss) == pytest.approx(float(-(np.asarray(weights) * log_prob).mean()), rel=1e-5)
+    state = state.replace(actor=state.actor.replace(params=actor_params))
+    np.testing.assert_allclose(np.asarray(iql.act(state, obs, None, True)), np.asarray(mean), rtol=1e-6)
+    sampled = np.asarray(iql.act(state, jnp.zeros((512, 3)), jax.random.PRNGKey(1), False))
+    assert np.abs(sampled).max() <= 1.0 and (np.abs(sampled) == 1.0).any()  # std e^0.4: some samples clipped
 
 
 def test_td3bc_lambda_and_target_smoothing():

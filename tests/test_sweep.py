@@ -380,7 +380,9 @@ def test_sigusr1_stops_a_sweep_whose_workers_checkpoint_where_they_are(tmp_path)
     """A batch system's warning (SIGUSR1) to the sweep: it stops its workers with SIGTERM, and each run in
     flight checkpoints at the end of its current iteration (o2o.stop), not at its last step-based
     checkpoint; launching the sweep again finishes it."""
-    spec = write_spec(tmp_path, TINY.format(seeds=2, iterations=400).replace("online.checkpoint_every: 1", "online.checkpoint_every: 400"))
+    # no evaluation and no step-based checkpoint before the last iteration: only the stop's checkpoint
+    spec = write_spec(tmp_path, TINY.format(seeds=2, iterations=150).replace("online.checkpoint_every: 1", "online.checkpoint_every: 150")
+                      .replace("online.eval_every: 1", "online.eval_every: 150"))
     sweep_dir = tmp_path / "sweep"
     cmd = [str(Path(sys.executable).parent / "o2o"), "--no-progress", "sweep", str(spec), "--out", str(sweep_dir), "--workers", "2"]
     env = {**os.environ, "O2O_CHECKPOINT_EVERY_S": "0"}  # no time-based checkpoints: only the stop's
@@ -392,7 +394,7 @@ def test_sigusr1_stops_a_sweep_whose_workers_checkpoint_where_they_are(tmp_path)
     from o2o.runs import checkpoint_step, latest_checkpoint
 
     steps = [checkpoint_step(latest_checkpoint(r)) for r in runs]
-    assert all(2 <= k < 400 for k in steps), steps  # where each run was stopped, not a step-based checkpoint
+    assert all(2 <= k < 150 for k in steps), steps  # where each run was stopped, not a step-based checkpoint
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, (done.stdout, done.stderr)
     assert all(f"continued from checkpoint {k}" in done.stdout for k in steps), done.stdout

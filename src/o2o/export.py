@@ -8,16 +8,17 @@ The file (``np.load(FILE, allow_pickle=False)`` reads it; strings are unicode ar
 
     format            "o2o-policy-1"
     task, algo        the task's name (o2o tasks) and the algorithm that trained the actor
-    actor             "tanh_gaussian" (SAC, SAC-Lag, CPQ, BC-Safe, ...: action = tanh(mean))
-                      or "deterministic" (TD3, TD3+BC: action = tanh(MLP(s)))
+    actor             "tanh_gaussian" (SAC, SAC-Lag, CPQ, BC-Safe, ...: action = tanh(mean)),
+                      "gaussian" (IQL, PPO: the mean, tanh of the mean head's output) or
+                      "deterministic" (TD3, TD3+BC: action = tanh(MLP(s)))
     activation        "relu", after each hidden layer (after its layer norm, where there is one)
     num_hidden        H, the number of hidden layers
     obs_mean, obs_std [obs_dim] float32: the network sees clip((obs - obs_mean) / obs_std, -obs_clip, obs_clip)
     obs_clip          float32 scalar (inf: no clip; PPO clips its normalised observations)
     hidden_kernel_i   [in, out] and hidden_bias_i [out], i = 0 .. H-1; hidden_ln_scale_i and
                       hidden_ln_bias_i after a hidden layer that has layer norm (epsilon 1e-6, Flax's)
-    out_kernel        [hidden, act_dim] and out_bias [act_dim]: the mean head (tanh-Gaussian) or the
-                      output layer (deterministic); the action is tanh of its output, in [-1, 1]^act_dim
+    out_kernel        [hidden, act_dim] and out_bias [act_dim]: the mean head (tanh-Gaussian, Gaussian) or
+                      the output layer (deterministic); the action is tanh of its output, in [-1, 1]^act_dim
                       (o2o's envs map that box onto the task's bounds)
 """
 
@@ -53,7 +54,7 @@ class NumpyPolicy:
                 x = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + LAYER_NORM_EPS)
                 x = x * p[f"hidden_ln_scale_{i}"] + p[f"hidden_ln_bias_{i}"]
             x = np.maximum(x, 0.0)  # relu
-        return np.tanh(x @ p["out_kernel"] + p["out_bias"])  # the tanh-Gaussian's mode, or the deterministic actor
+        return np.tanh(x @ p["out_kernel"] + p["out_bias"])  # the (tanh-)Gaussian's mode, or the deterministic actor
 
 
 def numpy_policy(path: str | Path) -> NumpyPolicy:
@@ -90,8 +91,10 @@ def policy_arrays(policy) -> dict[str, np.ndarray]:
     """The file's arrays for a loaded run policy (``o2o.load_policy``): its actor network, the
     observation normalisation and the names. Raises ValueError for an actor of another layout."""
     params = policy.actor_params["params"] if "params" in policy.actor_params else policy.actor_params
-    if set(params) == {"MLP_0", "Dense_0", "Dense_1"}:  # TanhGaussianActor: trunk, mean head, log-std head
-        actor, hidden = "tanh_gaussian", _hidden_layers(params["MLP_0"])
+    if set(params) in ({"MLP_0", "Dense_0", "Dense_1"}, {"MLP_0", "Dense_0", "log_std"}):
+        # TanhGaussianActor (trunk, mean head, log-std head) or GaussianActor (trunk, tanh mean head, log std)
+        actor = "tanh_gaussian" if "Dense_1" in params else "gaussian"
+        hidden = _hidden_layers(params["MLP_0"])
         out = {"kernel": _leaf(params, "Dense_0", "kernel"), "bias": _leaf(params, "Dense_0", "bias")}
     elif set(params) == {"MLP_0"}:  # DeterministicActor: tanh(MLP(s)), the MLP's last Dense is the output
         actor = "deterministic"

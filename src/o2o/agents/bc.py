@@ -30,6 +30,7 @@ from o2o.nn import TanhGaussianActor, tanh_gaussian_log_prob, shared_module
 
 act = sac.act
 actor_actions = sac.actor_actions
+POLICY = sac.POLICY
 
 
 @dataclass(frozen=True)

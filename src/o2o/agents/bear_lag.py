@@ -73,6 +73,7 @@ from o2o.nn.vae import vae_sample, vae_train_state, vae_update
 
 act = sac.act
 actor_actions = sac.actor_actions
+POLICY = sac.POLICY
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from o2o.nn import polyak_update, tanh_gaussian_log_prob, tanh_gaussian_sample
 
 act = sac.act
 actor_actions = sac.actor_actions
+POLICY = sac.POLICY
 
 
 @dataclass(frozen=True)

@@ -14,14 +14,16 @@ batch 256. As in CORL and the OCR-CFT authors' code the actor's learning rate de
 over the run (``actor_cosine_decay_steps``: None = the run's ``offline.steps``, 0 = constant);
 observations are standardised by the pre-training loop (``offline.normalize_observations``).
 
-Deviation: the actor is o2o's tanh-Gaussian (state-dependent std) rather than CORL's Gaussian with a
-state-independent std, so it can seed SAC-style fine-tuning; log pi(a|s) of dataset actions uses the
-exact tanh-Gaussian density with actions clipped to +-(1 - 1e-6).
+The actor is CORL's and the OCR-CFT authors' ``GaussianPolicy`` (``o2o.nn.GaussianActor``): N(tanh(f(s)),
+diag(std)^2) with a state-independent log std clipped to [-10, 2], no squashing of the density; acting
+takes the mean, or a sample clipped to [-1, 1]. PPO has the same policy class, so O2PPO starts from this
+actor as it is; SAC-family fine-tuning clones it (``o2o.bridge.ocr.clone_actor``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import flax.struct
@@ -30,12 +32,10 @@ import jax.numpy as jnp
 import optax
 from flax.training.train_state import TrainState
 
-from o2o.agents import sac
 from o2o.agents.common import adam
-from o2o.nn import CriticEnsemble, TanhGaussianActor, ValueNet, polyak_update, tanh_gaussian_log_prob, shared_module
+from o2o.nn import GAUSSIAN, CriticEnsemble, GaussianActor, ValueNet, gaussian_log_prob, gaussian_sample, polyak_update, shared_module
 
-act = sac.act
-actor_actions = sac.actor_actions
+POLICY = GAUSSIAN  # the policy class (o2o.nn.policy_mode)
 
 
 @dataclass(frozen=True)
@@ -56,8 +56,7 @@ class IQLConfig:
     max_weight: float = field(default=100.0, metadata={"help": "upper clip of exp(beta * advantage)"})
     reward_scale: float = field(default=1.0, metadata={"help": "reward multiplier in the critic target"})
     batch_size: int = field(default=256, metadata={"help": "minibatch size"})
-    action_clip: float = field(default=1.0 - 1e-6, metadata={"help": "dataset actions clipped to +-this before atanh"})
-    log_std_min: float = field(default=-5.0, metadata={"help": "lower bound of the actor's log std"})
+    log_std_min: float = field(default=-10.0, metadata={"help": "lower bound of the actor's log std"})
     log_std_max: float = field(default=2.0, metadata={"help": "upper bound of the actor's log std"})
 
 
@@ -74,7 +73,7 @@ def init(key: jax.Array, obs_dim: int, act_dim: int, cfg: IQLConfig) -> IQLState
     actor_key, critic_key, value_key = jax.random.split(key, 3)
     obs = jnp.zeros((1, obs_dim), jnp.float32)
     act = jnp.zeros((1, act_dim), jnp.float32)
-    actor_def = shared_module(TanhGaussianActor, tuple(cfg.hidden_dims), act_dim, cfg.log_std_min, cfg.log_std_max)
+    actor_def = shared_module(GaussianActor, tuple(cfg.hidden_dims), act_dim, cfg.log_std_min, cfg.log_std_max)
     actor_lr = cfg.actor_lr
     if cfg.actor_cosine_decay_steps:
         actor_lr = optax.cosine_decay_schedule(cfg.actor_lr, cfg.actor_cosine_decay_steps)
@@ -124,12 +123,28 @@ def awr_weights(advantage: jax.Array, beta: float, max_weight: float) -> jax.Arr
     return jnp.minimum(jnp.exp(beta * advantage), max_weight)
 
 
-def awr_actor_loss(actor_params, apply_fn, observations, actions, weights, action_clip: float) -> tuple[jax.Array, dict]:
+def awr_actor_loss(actor_params, apply_fn, observations, actions, weights) -> tuple[jax.Array, dict]:
     """-mean w log pi(a|s) over dataset actions (weights carry no gradient)."""
     mean, log_std = apply_fn(actor_params, observations)
-    log_prob = tanh_gaussian_log_prob(mean, log_std, actions, clip=action_clip)
+    log_prob = gaussian_log_prob(actions, mean, log_std)
     loss = -(jax.lax.stop_gradient(weights) * log_prob).mean()
     return loss, {"actor_loss": loss, "awr_weight_mean": weights.mean(), "dataset_log_prob": log_prob.mean()}
+
+
+# ---------------------------------------------------------------- acting
+
+
+@partial(jax.jit, static_argnames=("deterministic",))
+def actor_actions(actor: TrainState, observations: jax.Array, key: jax.Array, deterministic: bool = False) -> jax.Array:
+    """Actions in [-1, 1]: the mean tanh(f(s)) when deterministic, else a sample clipped to [-1, 1]."""
+    mean, log_std = actor.apply_fn(actor.params, observations)
+    if deterministic:
+        return mean
+    return jnp.clip(gaussian_sample(key, mean, log_std), -1.0, 1.0)
+
+
+def act(state, observations: jax.Array, key: jax.Array, deterministic: bool = False) -> jax.Array:
+    return actor_actions(state.actor, observations, key, deterministic)
 
 
 # ---------------------------------------------------------------- update
@@ -150,7 +165,7 @@ def update(state: IQLState, batch: dict, key: jax.Array) -> tuple[IQLState, dict
     advantage = target_q - value.apply_fn(value.params, obs)
     weights = awr_weights(advantage, cfg.beta, cfg.max_weight)
     grads, actor_info = jax.grad(awr_actor_loss, has_aux=True)(
-        state.actor.params, state.actor.apply_fn, obs, batch["actions"], weights, cfg.action_clip
+        state.actor.params, state.actor.apply_fn, obs, batch["actions"], weights
     )
     actor = state.actor.apply_gradients(grads=grads)
 

@@ -34,6 +34,7 @@ from o2o.nn.networks import gaussian_log_prob, log_det_tanh
 
 act = sac.act
 actor_actions = sac.actor_actions
+POLICY = sac.POLICY
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from o2o.agents.td3 import TD3Config
 actor_actions = td3.actor_actions
 exploration_kwargs = td3.exploration_kwargs
 act = td3.act
+POLICY = td3.POLICY
 
 
 @dataclass(frozen=True)

@@ -26,23 +26,18 @@ Statistics are frozen while a rollout is collected and learned from, and take in
 after the update (CleanRL's env wrapper updates them at every step), so the importance ratio starts
 at exactly 1.
 
-Deviation - the policy is o2o's tanh-Gaussian with a state-dependent std (``TanhGaussianActor``, the
-actor of SAC, CQL, IQL and BC) instead of CleanRL's Gaussian with a state-independent log std whose
-samples the env clips. OCR-CFT's O2PPO fine-tunes an IQL actor, and this way any of o2o's stochastic
-offline actors loads into PPO as it is (same module, same parameters); a state-independent std could
-not represent IQL's policy. The rollout stores the pre-tanh sample u (a = tanh u), so log-probabilities
-are exact (no atanh of a saturated action), and the entropy bonus is H(pi) = H(N(mu, sigma)) +
-E_u[sum log(1 - tanh(u)^2)] with one re-parameterised sample for the expectation (tanh has no closed
-form). From scratch the log std starts at ``init_log_std`` (0: std 1, as CleanRL). Actor and critic have
-separate Adam optimisers (O2PPO uses different learning rates), each with its own gradient-norm clip.
+The policy is CleanRL's and the OCR-CFT authors' Gaussian with a state-independent log std
+(``o2o.nn.GaussianActor``; the authors' mean also passes through tanh, so it lies in [-1, 1]): a sample
+is executed clipped to [-1, 1], the rollout keeps the unclipped sample for its exact log-probability, and
+the entropy is the Gaussian's, in closed form. IQL's actor is the same class, so O2PPO starts from it
+as it is. From scratch the log std starts at ``init_log_std`` (0: std 1, as CleanRL). Actor and critic
+have separate Adam optimisers (O2PPO uses different learning rates), each with its own gradient-norm clip.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
-from typing import Any
 
 import flax.struct
 import jax
@@ -50,8 +45,9 @@ import jax.numpy as jnp
 import optax
 from flax.training.train_state import TrainState
 
-from o2o.nn import TanhGaussianActor, ValueNet, tanh_gaussian_mode
-from o2o.nn.networks import gaussian_log_prob, log_det_tanh
+from o2o.nn import GAUSSIAN, GaussianActor, ValueNet, gaussian_entropy, gaussian_log_prob, gaussian_sample
+
+POLICY = GAUSSIAN  # the policy class (o2o.nn.policy_mode)
 
 
 @dataclass(frozen=True)
@@ -77,8 +73,8 @@ class PPOConfig:
     observation_clip: float = field(default=10.0, metadata={"help": "clip of the normalised observations"})
     scale_rewards: bool = field(default=True, metadata={"help": "divide rewards by the running std of the discounted return"})
     reward_clip: float = field(default=10.0, metadata={"help": "clip of the scaled rewards"})
-    init_log_std: float = field(default=0.0, metadata={"help": "initial log std of the (pre-tanh) policy"})
-    log_std_min: float = field(default=-5.0, metadata={"help": "lower bound of the actor's log std"})
+    init_log_std: float = field(default=0.0, metadata={"help": "initial log std of the policy (state-independent)"})
+    log_std_min: float = field(default=-10.0, metadata={"help": "lower bound of the actor's log std"})
     log_std_max: float = field(default=2.0, metadata={"help": "upper bound of the actor's log std"})
 
 
@@ -129,7 +125,7 @@ def normalize_observations(stats: RunningMeanStd, observations: jax.Array, cfg: 
 
 @flax.struct.dataclass
 class PPOState:
-    actor: TrainState  # TanhGaussianActor: (mean, log_std) of the pre-tanh Gaussian
+    actor: TrainState  # GaussianActor: (mean, log_std) of the Gaussian over actions
     value: TrainState  # ValueNet
     obs_stats: RunningMeanStd
     return_stats: RunningMeanStd  # of the discounted return, for reward scaling
@@ -167,13 +163,8 @@ def _module(cls, *args):
 def init(key: jax.Array, obs_dim: int, act_dim: int, cfg: PPOConfig) -> PPOState:
     actor_key, value_key = jax.random.split(key)
     obs = jnp.zeros((1, obs_dim), jnp.float32)
-    actor_def = _module(TanhGaussianActor, tuple(cfg.hidden_dims), act_dim, cfg.log_std_min, cfg.log_std_max)
+    actor_def = _module(GaussianActor, tuple(cfg.hidden_dims), act_dim, cfg.log_std_min, cfg.log_std_max, False, cfg.init_log_std)
     actor_params = actor_def.init(actor_key, obs)
-    # the log-std head's bias b gives log_std = min + (max - min)(tanh(b) + 1)/2 = init_log_std at init
-    frac = (cfg.init_log_std - cfg.log_std_min) / (cfg.log_std_max - cfg.log_std_min)
-    bias = math.atanh(min(max(2.0 * frac - 1.0, -0.999), 0.999))
-    log_std_head = actor_params["params"]["Dense_1"]
-    actor_params = {"params": {**actor_params["params"], "Dense_1": {**log_std_head, "bias": jnp.full_like(log_std_head["bias"], bias)}}}
     value_def = _module(ValueNet, tuple(cfg.value_hidden_dims))
     return PPOState(
         actor=TrainState.create(apply_fn=actor_def.apply, params=actor_params, tx=optimizer(cfg.actor_lr, cfg.max_grad_norm, cfg.adam_eps)),
@@ -193,33 +184,22 @@ def policy_of(state: PPOState) -> PPOPolicy:
 # ---------------------------------------------------------------- policy
 
 
-def log_prob_pre_tanh(mean: jax.Array, log_std: jax.Array, pre_tanh: jax.Array) -> jax.Array:
-    """log pi(a|s) of a = tanh(u), given u: log N(u; mean, std) - sum_i log(1 - tanh(u_i)^2), exact."""
-    return gaussian_log_prob(pre_tanh, mean, log_std) - log_det_tanh(pre_tanh)
-
-
-def entropy_estimate(mean: jax.Array, log_std: jax.Array, key: jax.Array) -> jax.Array:
-    """H(tanh(u)) = H(N(mean, std)) + E_u[sum_i log(1 - tanh(u_i)^2)], one re-parameterised u."""
-    gaussian = jnp.sum(log_std + 0.5 * math.log(2.0 * math.pi * math.e), axis=-1)
-    u = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape, mean.dtype)
-    return gaussian + log_det_tanh(u)
-
-
 @jax.jit
 def sample_actions(policy: PPOPolicy, observations: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(a, u): a = tanh(u), u ~ N(mean(s), std(s)^2); the rollout keeps u for exact log-probabilities."""
+    """(a, u): u ~ N(mean(s), std^2), a = clip(u, -1, 1) executed; the rollout keeps u for exact
+    log-probabilities."""
     mean, log_std = policy.actor.apply_fn(policy.actor.params, normalize_observations(policy.obs_stats, observations, policy.config))
-    u = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape, mean.dtype)
-    return jnp.tanh(u), u
+    u = gaussian_sample(key, mean, log_std)
+    return jnp.clip(u, -1.0, 1.0), u
 
 
 @partial(jax.jit, static_argnames=("deterministic",))
 def actor_actions(policy: PPOPolicy, observations: jax.Array, key: jax.Array, deterministic: bool = False) -> jax.Array:
-    """Actions in [-1, 1]: a sample, or the mode tanh(mean) when deterministic. Takes a ``PPOPolicy``
+    """Actions in [-1, 1]: a clipped sample, or the mean when deterministic. Takes a ``PPOPolicy``
     (``policy_of(state)``): acting needs the observation statistics as well as the actor."""
     if deterministic:
         mean, _ = policy.actor.apply_fn(policy.actor.params, normalize_observations(policy.obs_stats, observations, policy.config))
-        return tanh_gaussian_mode(mean)
+        return mean
     return sample_actions(policy, observations, key)[0]
 
 
@@ -267,7 +247,7 @@ def discounted_return_trace(rewards, episode_ends, gamma: float, carry) -> tuple
 def prepare_batch(state: PPOState, rollout: dict, return_carry: jax.Array) -> tuple[PPOState, dict, jax.Array, dict]:
     """From a rollout of ``[num_envs, T]`` segments to PPO's flat training batch.
 
-    ``rollout``: observations, pre_tanh_actions, rewards, next_observations, terminals, timeouts, each
+    ``rollout``: observations, raw_actions (the unclipped samples), rewards, next_observations, terminals, timeouts, each
     [num_envs, T, ...]. Scales rewards (updating the return statistics), evaluates V(s), V(s') and
     log pi_old(a|s) under the frozen observation statistics, and computes GAE. Returns the new state
     (return statistics), the batch (observations raw: ``update`` normalises them), the new carry of
@@ -289,7 +269,7 @@ def prepare_batch(state: PPOState, rollout: dict, return_carry: jax.Array) -> tu
     values = values_of(rollout["observations"])
     next_values = values_of(rollout["next_observations"])
     mean, log_std = state.actor.apply_fn(state.actor.params, normalize_observations(state.obs_stats, rollout["observations"], cfg))
-    log_probs = log_prob_pre_tanh(mean, log_std, rollout["pre_tanh_actions"])
+    log_probs = gaussian_log_prob(rollout["raw_actions"], mean, log_std)
     advantages, returns = gae(rewards, values, next_values, terminals, ends, cfg.gamma, cfg.gae_lambda)
 
     def flat(x):
@@ -297,7 +277,7 @@ def prepare_batch(state: PPOState, rollout: dict, return_carry: jax.Array) -> tu
 
     batch = {
         "observations": flat(rollout["observations"]),
-        "pre_tanh_actions": flat(rollout["pre_tanh_actions"]),
+        "raw_actions": flat(rollout["raw_actions"]),
         "log_probs": flat(log_probs),
         "values": flat(values),
         "advantages": flat(advantages),
@@ -343,15 +323,15 @@ def value_loss(values, old_values, returns, clip_ratio: float | None) -> jax.Arr
     return 0.5 * jnp.maximum(unclipped, clipped).mean()
 
 
-def actor_loss(actor_params, state: PPOState, minibatch, key) -> tuple[jax.Array, dict]:
+def actor_loss(actor_params, state: PPOState, minibatch) -> tuple[jax.Array, dict]:
     cfg = state.config
     mean, log_std = state.actor.apply_fn(actor_params, minibatch["observations"])
-    log_probs = log_prob_pre_tanh(mean, log_std, minibatch["pre_tanh_actions"])
+    log_probs = gaussian_log_prob(minibatch["raw_actions"], mean, log_std)
     advantages = minibatch["advantages"]
     if cfg.normalize_advantages:
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
     surrogate, info = clipped_surrogate_loss(log_probs, minibatch["log_probs"], advantages, cfg.clip_ratio)
-    entropy = entropy_estimate(mean, log_std, key).mean()
+    entropy = gaussian_entropy(log_std).mean()
     loss = surrogate - cfg.entropy_coef * entropy
     return loss, {"policy_loss": surrogate, "entropy": entropy, **info}
 
@@ -372,8 +352,8 @@ def _with_learning_rate(train_state: TrainState, learning_rate) -> TrainState:
     return train_state.replace(opt_state=opt_state._replace(hyperparams=hyperparams))
 
 
-def minibatch_update(state: PPOState, minibatch: dict, key: jax.Array) -> tuple[PPOState, dict]:
-    grads, actor_info = jax.grad(actor_loss, has_aux=True)(state.actor.params, state, minibatch, key)
+def minibatch_update(state: PPOState, minibatch: dict) -> tuple[PPOState, dict]:
+    grads, actor_info = jax.grad(actor_loss, has_aux=True)(state.actor.params, state, minibatch)
     actor = state.actor.apply_gradients(grads=grads)
     grads, value_info = jax.grad(critic_loss, has_aux=True)(state.value.params, state, minibatch)
     value = state.value.apply_gradients(grads=grads)
@@ -395,15 +375,13 @@ def update(state: PPOState, batch: dict, key: jax.Array, lr_fraction=1.0) -> tup
     )
 
     def epoch(state, epoch_key):
-        perm_key, step_key = jax.random.split(epoch_key)
-        order = jax.random.permutation(perm_key, n)[: num_minibatches * cfg.minibatch_size]
+        order = jax.random.permutation(epoch_key, n)[: num_minibatches * cfg.minibatch_size]
         order = order.reshape(num_minibatches, cfg.minibatch_size)
 
-        def step(state, xs):
-            idx, k = xs
-            return minibatch_update(state, jax.tree_util.tree_map(lambda x: x[idx], data), k)
+        def step(state, idx):
+            return minibatch_update(state, jax.tree_util.tree_map(lambda x: x[idx], data))
 
-        return jax.lax.scan(step, state, (order, jax.random.split(step_key, num_minibatches)))
+        return jax.lax.scan(step, state, order)
 
     state, metrics = jax.lax.scan(epoch, state, jax.random.split(key, cfg.num_epochs))
     metrics = jax.tree_util.tree_map(lambda m: m.mean(), metrics)

@@ -23,7 +23,9 @@ import jax.numpy as jnp
 from flax.training.train_state import TrainState
 
 from o2o.agents.common import adam
-from o2o.nn import CriticEnsemble, TanhGaussianActor, polyak_update, tanh_gaussian_mode, tanh_gaussian_sample, shared_module
+from o2o.nn import TANH_GAUSSIAN, CriticEnsemble, TanhGaussianActor, polyak_update, tanh_gaussian_mode, tanh_gaussian_sample, shared_module
+
+POLICY = TANH_GAUSSIAN  # the policy class (o2o.nn.policy_mode)
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from o2o.nn import CriticEnsemble, polyak_update, tanh_gaussian_sample, shared_m
 
 act = sac.act
 actor_actions = sac.actor_actions
+POLICY = sac.POLICY
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,9 @@ import jax.numpy as jnp
 from flax.training.train_state import TrainState
 
 from o2o.agents.common import adam
-from o2o.nn import CriticEnsemble, DeterministicActor, polyak_update
+from o2o.nn import DETERMINISTIC, CriticEnsemble, DeterministicActor, polyak_update
+
+POLICY = DETERMINISTIC  # the policy class (o2o.nn.policy_mode)
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ critic_target = td3.critic_target
 critic_loss = td3.critic_loss
 actor_actions = td3.actor_actions
 act = td3.act
+POLICY = td3.POLICY
 
 
 # ---------------------------------------------------------------- losses (pure functions)

@@ -174,12 +174,14 @@ def o2ppo_advantages(advantages, log_prob_ref, entropy_ref, *, rule: str, alpha:
 @partial(jax.jit, static_argnames=("rule", "alpha", "beta", "act_dim"))
 def o2ppo_batch_advantages(state, reference_params, batch, key, mix_weight, *, rule: str, alpha: float, beta: float, act_dim: int):
     """The rollout batch's advantages with O2PPO's auxiliary term, pi_ref's log-density of each
-    executed pre-tanh sample exact (``ppo.log_prob_pre_tanh``) and its entropy by one sample."""
-    from o2o.agents.ppo import entropy_estimate, log_prob_pre_tanh, normalize_observations
+    executed (unclipped) sample exact and its entropy in closed form."""
+    from o2o.agents.ppo import normalize_observations
+    from o2o.nn import gaussian_entropy, gaussian_log_prob
 
+    del key  # the Gaussian's entropy needs no sample
     obs = normalize_observations(state.obs_stats, batch["observations"], state.config)
     mean, log_std = state.actor.apply_fn(reference_params, obs)
-    log_prob_ref = log_prob_pre_tanh(mean, log_std, batch["pre_tanh_actions"])
-    entropy_ref = entropy_estimate(mean, log_std, key)
+    log_prob_ref = gaussian_log_prob(batch["raw_actions"], mean, log_std)
+    entropy_ref = gaussian_entropy(log_std)
     new = o2ppo_advantages(batch["advantages"], log_prob_ref, entropy_ref, rule=rule, alpha=alpha, beta=beta, mix_weight=mix_weight, act_dim=act_dim)
     return new, log_prob_ref.mean()

@@ -114,12 +114,17 @@ def bridge_stages(spec, algo: str, reeval_steps: int, align_steps: int) -> dict[
 
 
 def actor_kind(offline_algo: str) -> str:
-    """The policy class of an offline agent's actor."""
-    return "deterministic" if offline_algo == "td3bc" else "stochastic"
+    """The policy class of an offline agent's actor (``o2o.nn``: tanh-gaussian, gaussian, deterministic)."""
+    from o2o.agents import get_offline_agent
+
+    return get_offline_agent(offline_algo).module.POLICY
 
 
 def same_class(offline_algo: str, algo: str) -> bool:
-    return (actor_kind(offline_algo) == "deterministic") == (online_kind(algo) == "td3")
+    """Whether the offline actor loads into the online algorithm's policy as it is (else it is cloned)."""
+    from o2o.agents import get_online_agent
+
+    return actor_kind(offline_algo) == get_online_agent(algo).module.POLICY
 
 
 def resolve_ocr_defaults(cfg, dataset_name: str | None):
@@ -190,21 +195,21 @@ def check_pretrained_fits(pre, task) -> None:
 # ------------------------------------------------------------------------------------- behaviour cloning
 
 
-def clone_actor(student, teacher_apply, teacher_params, observations: np.ndarray, *, to: str, steps: int, batch_size: int,
-                learning_rate: float, noise: float, key) -> tuple:
+def clone_actor(student, teacher_apply, teacher_params, observations: np.ndarray, *, teacher: str, to: str, steps: int,
+                batch_size: int, learning_rate: float, noise: float, key) -> tuple:
     """Fit ``student`` (a TrainState) to the teacher actor on ``observations`` (normalised as the
-    actors see them). ``to``: 'deterministic' (MSE to the teacher's mode) or 'stochastic' (max
-    likelihood of the teacher's action plus N(0, noise^2)). Returns (params, final loss)."""
+    actors see them). ``teacher`` and ``to`` are the two policy classes (``o2o.nn``): a deterministic
+    student fits the teacher's mode by MSE, a stochastic one maximises the likelihood of the teacher's
+    mode plus N(0, noise^2). Returns (params, final loss)."""
     from o2o.agents.common import adam, make_update_many
     from o2o.bridge.pretrained import fresh_train_state
-    from o2o.nn import tanh_gaussian_log_prob, tanh_gaussian_mode
+    from o2o.nn import DETERMINISTIC, policy_log_prob, policy_mode
 
     student = fresh_train_state(student, student.params, adam(learning_rate))
 
     def teacher_action(obs, key):
-        out = teacher_apply(teacher_params, obs)
-        mode = tanh_gaussian_mode(out[0]) if isinstance(out, tuple) else out
-        if to == "stochastic":
+        mode = policy_mode(teacher, teacher_apply(teacher_params, obs))
+        if to != DETERMINISTIC:
             mode = jnp.clip(mode + noise * jax.random.normal(key, mode.shape), -1.0, 1.0)
         return mode
 
@@ -212,10 +217,9 @@ def clone_actor(student, teacher_apply, teacher_params, observations: np.ndarray
         target = jax.lax.stop_gradient(teacher_action(batch["observations"], key))
 
         def loss(params):
-            if to == "deterministic":
+            if to == DETERMINISTIC:
                 return ((state.apply_fn(params, batch["observations"]) - target) ** 2).mean()
-            mean, log_std = state.apply_fn(params, batch["observations"])
-            return -tanh_gaussian_log_prob(mean, log_std, target, clip=0.999).mean()
+            return -policy_log_prob(to, state.apply_fn(params, batch["observations"]), target, clip=0.999).mean()
 
         value, grads = jax.value_and_grad(loss)(state.params)
         return state.apply_gradients(grads=grads), {"clone_loss": value}
@@ -265,7 +269,7 @@ def build_ocr_agent(cfg, spec, pre, key, observations: np.ndarray | None = None)
             o = cfg.ocr
             params, _ = clone_actor(
                 state.actor, src.actor.apply_fn, src.actor.params, observations,
-                to="deterministic" if kind == "td3" else "stochastic", steps=o.clone_steps, batch_size=o.clone_batch_size,
+                teacher=actor_kind(pre.algo), to=module.POLICY, steps=o.clone_steps, batch_size=o.clone_batch_size,
                 learning_rate=o.clone_lr, noise=o.clone_noise, key=clone_key,
             )
             state = state.replace(actor=fresh_train_state(state.actor, params))

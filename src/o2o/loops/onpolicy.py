@@ -109,15 +109,15 @@ class OnPolicyTrainer:
         self._prepare, self._update, self._observe = _jitted(module)
 
     # ------------------------------------------------------------------ policies
-    def _make_policy(self, key, pre_tanh: list) -> Callable[[np.ndarray], np.ndarray]:
-        """The sampling policy; it records each call's pre-tanh sample u in ``pre_tanh``."""
+    def _make_policy(self, key, raw: list) -> Callable[[np.ndarray], np.ndarray]:
+        """The sampling policy; it records each call's unclipped sample u in ``raw``."""
         policy_params = self.spec.module.policy_of(self.state)
         counter = [0]
 
         def policy(obs: np.ndarray) -> np.ndarray:
             counter[0] += 1
             actions, u = jax.device_get(_sample_step(policy_params, obs, key, counter[0]))
-            pre_tanh.append(u)
+            raw.append(u)
             return actions
 
         return policy
@@ -129,19 +129,19 @@ class OnPolicyTrainer:
         return lambda obs: np.asarray(act(policy_params, obs, key, True))
 
     # ------------------------------------------------------------------ one iteration
-    def _segments(self, rollout, pre_tanh: list) -> dict:
+    def _segments(self, rollout, raw: list) -> dict:
         """The rollout as [num_envs, T, ...] arrays. Every policy call stepped every env (the step count
         is a multiple of num_envs), and the rollout is env-major, so row e is env e's T steps in order."""
         n_envs = self.cfg.online.num_envs
         T = rollout.num_steps // n_envs
-        u = np.stack(pre_tanh).transpose(1, 0, 2)  # [num_envs, T, act_dim]
+        u = np.stack(raw).transpose(1, 0, 2)  # [num_envs, T, act_dim]
         out = {
             name: getattr(rollout, name).reshape((n_envs, T) + getattr(rollout, name).shape[1:])
             for name in ("observations", "rewards", "next_observations", "terminals", "timeouts")
         }
-        out["pre_tanh_actions"] = u
+        out["raw_actions"] = u
         executed = rollout.actions.reshape(n_envs, T, -1)
-        if u.shape != executed.shape or not np.allclose(np.tanh(u), executed, atol=1e-5):
+        if u.shape != executed.shape or not np.allclose(np.clip(u, -1.0, 1.0), executed, atol=1e-5):
             raise RuntimeError("on-policy rollout: recorded samples do not match the executed actions")
         return out
 
@@ -149,9 +149,9 @@ class OnPolicyTrainer:
         o = self.cfg.online
         metrics: dict[str, float] = {}
         self.key, collect_key, update_key = jax.random.split(self.key, 3)
-        pre_tanh: list[np.ndarray] = []
+        raw: list[np.ndarray] = []
         t0 = time.perf_counter()
-        rollout = self.collector.collect(self._make_policy(collect_key, pre_tanh), num_steps=o.steps_per_iteration)
+        rollout = self.collector.collect(self._make_policy(collect_key, raw), num_steps=o.steps_per_iteration)
         collect_time = time.perf_counter() - t0
         self.last_rollout = rollout
 
@@ -161,7 +161,7 @@ class OnPolicyTrainer:
         metrics.update(record_rollout(c, rollout, collect_time, self.cost_limit))
 
         t0 = time.perf_counter()
-        self.state, batch, carry, info = self._prepare(self.state, self._segments(rollout, pre_tanh), jnp.asarray(self.return_carry))
+        self.state, batch, carry, info = self._prepare(self.state, self._segments(rollout, raw), jnp.asarray(self.return_carry))
         self.return_carry = np.asarray(carry, np.float32)
         if self.advantage_fn is not None:
             batch = self.advantage_fn(self, batch)

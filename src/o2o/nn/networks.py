@@ -1,4 +1,5 @@
-"""Networks shared by every agent: MLP, critic ensembles (vmap), tanh-Gaussian and deterministic actors.
+"""Networks shared by every agent: MLP, critic ensembles (vmap), tanh-Gaussian, Gaussian and deterministic
+actors, and the three policy classes' modes and log-densities (``policy_mode``, ``policy_log_prob``).
 
 Actors work in the normalised action box [-1, 1]^d; environments are wrapped so that this box maps to
 their own bounds (see ``o2o.envs.make_env``).
@@ -139,6 +140,67 @@ class TanhGaussianActor(nn.Module):
         # tanh squashing of log_std (as in SpinningUp / jaxrl): smooth, bounded, no hard clip gradient.
         log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (jnp.tanh(log_std) + 1.0)
         return mean, log_std
+
+
+# ----------------------------------------------------------------------------------------------
+# Gaussian policy with a tanh mean and a state-independent log std: a ~ N(tanh(f(s)), diag(std)^2),
+# the actor of CORL's and OCR-CFT's IQL and of their PPO (CleanRL's PPO has the same state-independent
+# std). The density is over the action itself (no squashing); a sample is clipped to [-1, 1] when it is
+# executed, and its log-probability is that of the unclipped sample.
+# ----------------------------------------------------------------------------------------------
+
+
+class GaussianActor(nn.Module):
+    """Outputs (mean, log_std): mean = tanh(MLP(s)) in [-1, 1], log_std a learned vector (initialised
+    at ``init_log_std``) clipped to [log_std_min, log_std_max] and broadcast over the batch."""
+
+    hidden_dims: Sequence[int]
+    action_dim: int
+    log_std_min: float = -10.0
+    log_std_max: float = 2.0
+    layer_norm: bool = False
+    init_log_std: float = 0.0
+
+    @nn.compact
+    def __call__(self, observations: jax.Array) -> tuple[jax.Array, jax.Array]:
+        x = MLP(self.hidden_dims, None, self.layer_norm)(observations)
+        mean = jnp.tanh(nn.Dense(self.action_dim, kernel_init=default_init(1e-2))(x))
+        log_std = self.param("log_std", nn.initializers.constant(self.init_log_std), (self.action_dim,))
+        log_std = jnp.clip(log_std, self.log_std_min, self.log_std_max)
+        return mean, jnp.broadcast_to(log_std, mean.shape)
+
+
+def gaussian_sample(key: jax.Array, mean: jax.Array, log_std: jax.Array) -> jax.Array:
+    """An unclipped sample of N(mean, std^2) (the caller clips what it executes)."""
+    return mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape, mean.dtype)
+
+
+def gaussian_entropy(log_std: jax.Array) -> jax.Array:
+    """H(N(mean, diag(std)^2)) = sum_i (log std_i + log(2 pi e) / 2)."""
+    return jnp.sum(log_std + 0.5 * jnp.log(2.0 * jnp.pi * jnp.e), axis=-1)
+
+
+# the policy classes: which actor module an agent uses, what its mode is, and the density of an action
+TANH_GAUSSIAN, GAUSSIAN, DETERMINISTIC = "tanh-gaussian", "gaussian", "deterministic"
+
+
+def policy_mode(kind: str, out) -> jax.Array:
+    """The deterministic action in [-1, 1] of an actor's output (``out``: its ``apply`` result)."""
+    if kind == TANH_GAUSSIAN:
+        return tanh_gaussian_mode(out[0])
+    if kind == GAUSSIAN:
+        return out[0]
+    return out
+
+
+def policy_log_prob(kind: str, out, actions: jax.Array, clip: float = 1.0 - 1e-6) -> jax.Array:
+    """log pi(a|s) of given actions in [-1, 1] under a stochastic actor's output."""
+    mean, log_std = out
+    if kind == TANH_GAUSSIAN:
+        return tanh_gaussian_log_prob(mean, log_std, actions, clip=clip)
+    if kind == GAUSSIAN:
+        return gaussian_log_prob(actions, mean, log_std)
+    raise ValueError(f"a {kind} actor has no density")
 
 
 class DeterministicActor(nn.Module):
