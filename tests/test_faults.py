@@ -580,30 +580,40 @@ def test_a_negative_or_zero_hidden_width_is_refused(capsys, tmp_path, width):
 
 
 def test_a_diverged_bridge_stops_and_keeps_its_last_finite_partial_checkpoint(tmp_path, monkeypatch):
-    """The VPA and OCR-CFT bridges share BridgeCheckpoints: a NaN loss (checked before its row is logged) or
-    a NaN state (at a save, or a stage's last call) ends the bridge with the divergence line."""
+    """Every bridge stage (VPA, OCR-CFT's re-evaluation and alignment) runs through the driver with
+    BridgeCheckpoints: a NaN loss (checked before its row is logged) or a NaN state (at a save, or a
+    stage's last call) ends the bridge with the divergence line; the last finite partial checkpoint stays."""
     import jax
 
     from o2o.errors import DivergedError
+    from o2o.loops.driver import BridgeCheckpoints, CallStage, drive
     from o2o.runs import MetricsWriter
     from o2o.runs.checkpoint import latest_checkpoint
-    from o2o.runs.partial import BridgeCheckpoints
 
     monkeypatch.setenv("O2O_CHECKPOINT_EVERY_S", "1e-9")  # a partial checkpoint after every call
     bridge = tmp_path / "run" / "bridge"
     bridge.mkdir(parents=True)
+
+    def stage(outcomes, start, where):
+        calls = iter(outcomes)  # per call: (loss, the critic's value after it)
+
+        def many(state, data, key, signals, num_steps):
+            loss, value = next(calls)
+            return {"critic": np.full(3, value, np.float32)}, {"vpa_critic_loss": np.float32(loss)}
+
+        return CallStage(many, {"critic": np.ones(3, np.float32)}, None, jax.random.PRNGKey(0), {}, start=start, steps_per_call=50,
+                         where=where, status=lambda m: "")
+
     ckpts = BridgeCheckpoints(bridge, resume=False)
-    writer = MetricsWriter(bridge, tensorboard=False)
-    state, key = {"critic": np.ones(3, np.float32)}, jax.random.PRNGKey(0)
-    ckpts.check_losses({"vpa_critic_loss": 0.5}, writer, "VPA step 50 of 150")
-    ckpts.after_call(50, state, key, writer, "VPA step 50 of 150", last={"vpa_critic_loss": 0.5})
-    assert latest_checkpoint(ckpts.dir).name == "ckpt_50"
     kept = f"nothing of that state was saved in '{tmp_path / 'run'}' (its latest checkpoint, ckpt_50, is the last finite state)"
     with pytest.raises(DivergedError) as err:
-        ckpts.check_losses({"vpa_critic_loss": float("nan")}, writer, "VPA step 100 of 150")
+        drive(stage([(0.5, 1.0), (float("nan"), 1.0), (0.5, 1.0)], 0, lambda p: f"VPA step {p} of 150"),
+              [MetricsWriter(bridge, tensorboard=False)], ckpts, end=150, description="VPA", progress=False)
     assert str(err.value).startswith(f"training diverged at VPA step 100 of 150: vpa_critic_loss is nan; {kept}")
-    with pytest.raises(DivergedError) as err:
-        ckpts.after_call(150, {"critic": np.full(3, np.inf, np.float32)}, key, writer, "bridge step 150 (align)", final=True, last={})
+    assert latest_checkpoint(ckpts.dir).name == "ckpt_50"
+    with pytest.raises(DivergedError) as err:  # the stage's last call: no timed save there, the state is still checked
+        drive(stage([(0.5, np.inf)], 100, lambda p: f"bridge step {p} (align)"),
+              [MetricsWriter(bridge, tensorboard=False)], ckpts, end=150, description="align", progress=False)
     assert str(err.value).startswith(f"training diverged at bridge step 150 (align): agent/critic holds NaN or inf; {kept}")
     assert latest_checkpoint(ckpts.dir).name == "ckpt_50"
 

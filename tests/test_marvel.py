@@ -75,7 +75,7 @@ def test_vpa_target_matches_a_hand_computed_case():
 
 def test_vpa_updates_the_critics_only_and_defaults_alpha_from_the_temperature():
     from o2o.agents import sac_lag
-    from o2o.bridge.vpa import VPAConfig, run_vpa
+    from o2o.bridge.vpa import VPAConfig, vpa_stage
     from o2o.data.replay import replay_from_dataset
 
     cfg = sac_lag.SACLagConfig(hidden_dims=(16,), init_temperature=0.3, auto_temperature=False)
@@ -90,9 +90,10 @@ def test_vpa_updates_the_critics_only_and_defaults_alpha_from_the_temperature():
         "next_observations": rng.normal(size=(n, 3)).astype(np.float32),
         "terminals": np.zeros(n, bool), "timeouts": np.zeros(n, bool),
     }
-    losses = []
-    state, last = run_vpa(state, replay_from_dataset(data), VPAConfig(steps=200, steps_per_call=50, batch_size=64), jax.random.PRNGKey(2),
-                          on_call=lambda step, m, *_: losses.append(m["vpa_critic_loss"]))
+    stage = vpa_stage(state, replay_from_dataset(data), VPAConfig(steps=200, steps_per_call=50, batch_size=64), jax.random.PRNGKey(2))
+    losses = [stage.step()[0]["vpa_critic_loss"] for _ in range(4)]
+    assert stage.position == 200
+    state, last = stage.state, stage.last
     assert last["vpa_alpha"] == pytest.approx(0.3) and last["vpa_cost_alpha"] == pytest.approx(0.03)
     jax.tree_util.tree_map(np.testing.assert_array_equal, actor_before, jax.tree_util.tree_map(np.asarray, state.actor.params))
     changed = jax.tree_util.tree_map(lambda a, b: not np.allclose(a, np.asarray(b)), critic_before, state.critic.params)
@@ -369,6 +370,10 @@ def test_marvel_pipeline_end_to_end_and_reuses_finished_stages(pretrained, tmp_p
     assert "| BallCircle | marvel | 1 |" in report and "| BallCircle | warm-start | 0 |" in report  # over seeds, per seed
     assert "lowest reward, first 10%" in report and "final within the limit" in report
     assert (root / "curves.png").stat().st_size > 10_000
+    assert (root / "curves.pdf").read_bytes().startswith(b"%PDF")  # for a paper: the figure as PDF, the table as LaTeX
+    tex = (root / "results.tex").read_text()
+    assert "\\begin{tabular}" in tex and "BallCircle & marvel & 1 &" in tex and "BallCircle & warm-start & 1 &" in tex
+    assert "results.tex" in report
     stamp = (root / "finetune" / "marvel-s0" / "summary.json").stat().st_mtime_ns
     assert main(args) == 0  # everything finished: reused, not re-run
     assert (root / "finetune" / "marvel-s0" / "summary.json").stat().st_mtime_ns == stamp

@@ -216,7 +216,7 @@ def test_reference_policy_best_so_far_rule():
         pass
 
     t = T("best", [10.0, 12.0, 11.0])
-    t._init_reference(jax.tree_util.tree_map(lambda x: x * 0 + 1.0, t.state.actor.params), constraint=True)
+    t.init_reference(jax.tree_util.tree_map(lambda x: x * 0 + 1.0, t.state.actor.params), constraint=True)
     t.move(500, 2.0)
     assert t.reference_step({}) == {} and _ref_value(t) == 1.0  # before the first 1k env steps: nothing
     t.move(1000, 3.0)
@@ -237,7 +237,7 @@ def test_reference_policy_interval_rule_replaces_without_evaluating():
         pass
 
     t = T("interval", [])
-    t._init_reference(None, constraint=True)
+    t.init_reference(None, constraint=True)
     t.move(1000, 7.0)
     assert t.reference_step({})["reference/updated"] == 1.0 and _ref_value(t) == 7.0 and t.evaluations == 0
 

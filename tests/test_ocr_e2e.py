@@ -92,6 +92,7 @@ def test_ocr_pipeline_end_to_end_and_reuses_finished_stages(data, tmp_path, caps
     steps, score = steps[ev], score[ev]
     early = (steps > 0) & (steps <= 0.1 * steps.max())
     row = next(x for x in (root / "report.md").read_text().splitlines() if x.startswith("| o2sac | 1 |"))
+    assert "Hopper & o2sac & 1 &" in (root / "results.tex").read_text() and (root / "curves.pdf").is_file()
     cells = [c.strip() for c in row.strip("|").split("|")]
     expected_low = f"{score[early].min():.1f}" if early.any() else "-"  # 2 evaluations after step 0: none in the first 10%
     assert cells[3] == f"{score[0]:.1f}" and cells[4] == expected_low and cells[5] == f"{score[steps > 0].mean():.1f}"

@@ -1,7 +1,7 @@
 #!/bin/bash
 # Short fixed-seed runs of every run kind (issue #37's "behaviour unchanged" check):
 #   lab/redesign/runs.sh OUT_DIR      then      python lab/redesign/compare.py OUT_A OUT_B
-# Uses the o2o on PYTHONPATH / the active venv. ~5 min on 2 cores.
+# Uses the o2o on PYTHONPATH / the active venv. ~6 min on 2 cores (a core free).
 set -euo pipefail
 OUT=$1; mkdir -p "$OUT"
 O2O=${O2O:-o2o}
@@ -26,3 +26,8 @@ $O2O $Q finetune --method o2sac --pretrained "$OUT/pretrain-cql" --seed 0 --out 
 $O2O $Q demo --out "$OUT/demo" --set pretrain.offline.steps=400 --set pretrain.offline.steps_per_call=200 \
   --set pretrain.offline.eval_every=400 --set finetune.vpa.steps=200 --set finetune.vpa.steps_per_call=100 \
   --set finetune.online.iterations=2 --set finetune.online.eval_every=1 2>&1 | grep -v "wall time" || true
+$O2O $Q finetune --method o2ppo --pretrained "$OUT/pretrain-iql" --seed 0 --out "$OUT/finetune-o2ppo" \
+  --set ocr.reeval_steps=200 --set ocr.steps_per_call=100 --set online.iterations=2 --set online.steps_per_iteration=256 \
+  --set ocr.reference_every=256 --set ocr.reference_episodes=1 --set online.eval_every=1 --set online.eval_episodes=1
+$O2O $Q pretrain --algo cpq --dataset BallCircle-dsrl-small --seeds 0 1 --steps 400 --out "$OUT/pretrain-cpq-seeds" \
+  --set offline.steps_per_call=200 --set offline.eval_every=400 --set offline.eval_episodes=1

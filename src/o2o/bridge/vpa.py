@@ -145,15 +145,15 @@ def offline_buffer(dataset, obs_mean, obs_std, *, timeouts_terminal: bool = Fals
     return replay_from_dataset(data)
 
 
-def run_vpa(state, buffer, cfg: VPAConfig, key, *, on_call=None, resume=None):
-    """Align ``state``'s critics (SAC-Lag state, actor = pi0) on ``buffer``. Fresh critic optimisers
-    (learning rates from ``cfg`` or the agent's). ``on_call(step, metrics, state, key)`` after every
-    jitted call (the state and RNG key after it: what a checkpoint needs). ``resume(state, key)``, given
-    the state after the optimiser setup (the template of a checkpoint), returns ``(state, key, step,
-    metrics)`` saved at a call's end to continue from there, or None to start at step 0.
-    Returns the aligned state and the last call's metrics."""
+def vpa_stage(state, buffer, cfg: VPAConfig, key, *, resume=None):
+    """VPA of ``state``'s critics (SAC-Lag state, actor = pi0) on ``buffer``, as a driver stage
+    (``o2o.loops.driver.CallStage``): fresh critic optimisers (learning rates from ``cfg`` or the
+    agent's), ``cfg.steps_per_call`` gradient steps per call. ``resume(state, key)``, given the state
+    after the optimiser setup (the template of a partial checkpoint), returns ``(state, key, step,
+    metrics)`` saved at a call's end to continue from there, or None to start at step 0."""
     from o2o.agents.common import adam
     from o2o.bridge.pretrained import fresh_train_state
+    from o2o.loops.driver import CallStage
 
     check_vpa_config(cfg)
     a = state.config
@@ -165,20 +165,23 @@ def run_vpa(state, buffer, cfg: VPAConfig, key, *, on_call=None, resume=None):
         critic=fresh_train_state(state.critic, state.critic.params, critic_tx),
         cost_critic=fresh_train_state(state.cost_critic, state.cost_critic.params, cost_tx),
     )
-    many = _vpa_many(cfg.batch_size)
     tau = a.tau if cfg.tau is None else cfg.tau
     signals = {"alpha": jnp.asarray(alpha, jnp.float32), "cost_alpha": jnp.asarray(cost_alpha, jnp.float32),
                "tau": jnp.asarray(tau, jnp.float32)}
-    metrics, first = {}, 0
+    step, last = 0, {}
     loaded = resume(state, key) if resume is not None else None
     if loaded is not None:
-        state, key, step, metrics = loaded
-        first = step // cfg.steps_per_call
-    for call in range(first, cfg.steps // cfg.steps_per_call):
-        key, sub = jax.random.split(key)
-        state, m = many(state, buffer, sub, signals, num_steps=cfg.steps_per_call)
-        metrics = {k: float(v) for k, v in jax.device_get(m).items()}
-        metrics.update({"vpa_alpha": alpha, "vpa_cost_alpha": cost_alpha})
-        if on_call is not None:
-            on_call((call + 1) * cfg.steps_per_call, metrics, state, key)
-    return state, metrics
+        state, key, step, last = loaded
+    return CallStage(_vpa_many(cfg.batch_size), state, buffer, key, signals, start=step, steps_per_call=cfg.steps_per_call,
+                     where=lambda p: f"VPA step {p} of {cfg.steps}", status=lambda m: f"Q {m['vpa_q_mean']:.2f} Qc {m['vpa_qc_mean']:.2f}",
+                     extra={"vpa_alpha": alpha, "vpa_cost_alpha": cost_alpha}, last=last)
+
+
+def run_vpa(state, buffer, cfg: VPAConfig, key):
+    """Align ``state``'s critics on ``buffer`` (``vpa_stage``), without a run directory: no metrics,
+    checkpoints or progress (``o2o finetune`` drives the stage with them). Returns the aligned state and
+    the last call's metrics."""
+    stage = vpa_stage(state, buffer, cfg, key)
+    while stage.position < cfg.steps:
+        stage.step()
+    return stage.state, stage.last

@@ -419,10 +419,12 @@ def write_report(result: PipelineResult, task_name: str) -> None:
         cost_limit=limit,
         x_label="environment steps",
         train_cost_metric="train/cumulative_cost",
+        pdf=True,
     )
     from o2o.experiments.report import AGGREGATE_TEXT, collect, safe_finetune_table
 
     runs, _ = collect([run for method_runs in result.finetuned.values() for _, run in sorted(method_runs.items())])
+    tables = _write_tables(result, runs, task.name)
     lines = [
         f"# {task.name}: offline-to-online pipeline",
         "",
@@ -438,10 +440,22 @@ def write_report(result: PipelineResult, task_name: str) -> None:
         "", "Per seed:", "",
         safe_finetune_table(runs, "mean", per_seed=True),
     ]
-    lines += ["", f"![learning curves]({figure.name})", ""]
+    lines += ["", f"![learning curves]({figure.name})", "", tables, ""]
     result.report = result.root / "report.md"
     result.report.write_text("\n".join(lines))
     result.figure = figure
+
+
+def _write_tables(result: PipelineResult, runs, task_name: str) -> str:
+    """``results.tex`` (the final-evaluation table as LaTeX, booktabs) and ``results.csv`` beside the
+    report, as ``o2o report`` writes them; returns the report's line naming them."""
+    from o2o.experiments.report import group_runs, results_csv, results_latex, summarise_group
+
+    results = [summarise_group(t, m, g, "mean") for (t, m), g in group_runs(runs).items()]
+    (result.root / "results.tex").write_text(results_latex(results, "mean", f"{task_name} pipeline, {result.root}"))
+    (result.root / "results.csv").write_text(results_csv(results, "mean"))
+    return ("For a paper: the final-evaluation table as LaTeX in `results.tex` (booktabs), its numbers in `results.csv`, "
+            "the figure also as `curves.pdf`.")
 
 
 def format_score(x: float) -> str:
@@ -474,8 +488,11 @@ def _write_unconstrained_report(result: PipelineResult, task) -> None:
     figure = plot_learning_curves(
         {m: [str(p) for p in runs.values()] for m, runs in result.finetuned.items()},
         result.root / "curves.png", title=f"{task.name}: fine-tuning from {', '.join(sources)}", x_label="environment steps",
-        cost_metric=None,
+        cost_metric=None, pdf=True,
     )
+    from o2o.experiments.report import collect
+
+    tables = _write_tables(result, collect([run for rs in result.finetuned.values() for _, run in sorted(rs.items())])[0], task.name)
     lines = [
         f"# {task.name}: offline-to-online pipeline",
         "",
@@ -496,7 +513,7 @@ def _write_unconstrained_report(result: PipelineResult, task) -> None:
     for method, runs in result.finetuned.items():
         for i, seed in enumerate(sorted(runs)):
             lines.append(f"| {method} | {seed} | " + " | ".join(format_score(per_seed[method][k][i]) for k in ("start", "lowest_early", "online_mean", "final")) + " |")
-    lines += ["", f"![learning curves]({figure.name})", ""]
+    lines += ["", f"![learning curves]({figure.name})", "", tables, ""]
     result.report = result.root / "report.md"
     result.report.write_text("\n".join(lines))
     result.figure = figure

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from o2o.bridge.ocr import bridge_stages, online_kind
+from o2o.bridge.ocr import OCRConfig, bridge_stages, online_kind
 from o2o.errors import ConfigError
 from o2o.loops.online import OnlineTrainer
 from o2o.loops.onpolicy import OnPolicyTrainer
@@ -76,7 +76,7 @@ def run_ocr_bridge(cfg, spec, pre, state, bridge_dir: Path, *, evaluator, progre
     episodes) -> return`` evaluates an actor. Returns (state, reference params, summary).
 
     The bridge saves its place in ``bridge_dir/partial/`` on a timer and on a stop signal
-    (``o2o.runs.partial``): the agent state and RNG key after a jitted call, the stage and step, the
+    (``o2o.loops.driver.BridgeCheckpoints``): the agent state and RNG key after a jitted call, the stage and step, the
     finished stages' last metrics. With ``resume`` it continues from there: finished stages are skipped
     (their setup still runs, for the state's structure; their values come from the checkpoint), the
     stage it stopped in continues from the next call, with the numbers an uninterrupted bridge has."""
@@ -84,9 +84,8 @@ def run_ocr_bridge(cfg, spec, pre, state, bridge_dir: Path, *, evaluator, progre
     from o2o.bridge.pretrained import fresh_train_state, reset_optimisers
     from o2o.data.replay import replay_from_dataset
     from o2o.envs import get_task
-    from o2o.progress import training_progress
+    from o2o.loops.driver import BridgeCheckpoints, CallStage, drive
     from o2o.runs import MetricsWriter
-    from o2o.runs.partial import BridgeCheckpoints
 
     o = cfg.ocr
     kind = online_kind(cfg.algo)
@@ -102,69 +101,64 @@ def run_ocr_bridge(cfg, spec, pre, state, bridge_dir: Path, *, evaluator, progre
     summary: dict = {"dataset": pre.config.dataset, "transitions": int(dataset.num_transitions), "offline_algo": pre.algo}
     done: dict = dict(point["done"]) if point else {}  # stage -> its last metrics, for the stages finished
     step = 0
-    with training_progress(progress) as bar:
 
-        def run_stage(name, many, state, data, signals, steps):
-            nonlocal step, key
-            calls = steps // o.steps_per_call
-            if name in done:  # finished before the bridge stopped: the checkpoint holds its result
-                step += steps
-                return state, done[name]
-            first, last = 0, {}
-            if point is not None and point["stage"] == name:
-                state, key = ckpts.restore(state, key)
-                first, last, step = (point["step"] - step) // o.steps_per_call, point["last"], point["step"]
-            tid = bar.add_task(f"{name} {cfg.method} {cfg.task} seed {cfg.seed}", total=steps, completed=first * o.steps_per_call, status="")
-            for call in range(first, calls):
-                key, sub = jax.random.split(key)
-                state, m = many(state, data, sub, signals, num_steps=o.steps_per_call)
-                step += o.steps_per_call
-                last = {k: float(v) for k, v in jax.device_get(m).items()}
-                where = f"bridge step {step} ({name})"
-                ckpts.check_losses(last, writer, where)
-                writer.write(step, {**last, f"stage/{name}": 1.0})
-                bar.update(tid, completed=(call + 1) * o.steps_per_call, status=" ".join(f"{k.split('_', 1)[1]} {v:.2f}" for k, v in list(last.items())[:2]))
-                ckpts.after_call(step, state, key, writer, where, final=call + 1 == calls, stage=name, last=last, done=done)
-            done[name] = last
-            return state, last
+    def run_stage(name, many, state, data, signals, steps):
+        nonlocal step, key
+        if name in done:  # finished before the bridge stopped: the checkpoint holds its result
+            step += steps
+            return state, done[name]
+        begin, end, last = step, step + steps, {}
+        if point is not None and point["stage"] == name:
+            state, key = ckpts.restore(state, key)
+            step, last = point["step"], point["last"]
+        stage = CallStage(many, state, data, key, signals, start=step, steps_per_call=o.steps_per_call,
+                          where=lambda p: f"bridge step {p} ({name})",
+                          status=lambda m: " ".join(f"{k.split('_', 1)[1]} {v:.2f}" for k, v in list(m.items())[:2]),
+                          row=lambda m: {**m, f"stage/{name}": 1.0}, last=last,
+                          host=lambda st: {"stage": name, "last": st.last, "done": done})
+        drive(stage, [writer], ckpts, end=end, description=f"{name} {cfg.method} {cfg.task} seed {cfg.seed}", progress=progress,
+              bar_offset=begin)
+        state, key, step = stage.state, stage.key, stage.position
+        done[name] = stage.last
+        return state, stage.last
 
-        stages = bridge_stages(spec, cfg.algo, o.reeval_steps, o.align_steps)
-        if "reeval" in stages:
-            from o2o.bridge.reeval import reeval_many
+    stages = bridge_stages(spec, cfg.algo, o.reeval_steps, o.align_steps)
+    if "reeval" in stages:
+        from o2o.bridge.reeval import reeval_many
 
-            if kind == "ppo":
-                state, data = _ppo_reeval_data(state, dataset, o)
-                value_tx = state.value.tx
-                state = state.replace(value=fresh_train_state(state.value, state.value.params, adam(o.reeval_lr)))
-                state, last = run_stage("reeval", reeval_many("ppo", o.reeval_batch_size), state, data, {}, o.reeval_steps)
-                state = state.replace(value=fresh_train_state(state.value, state.value.params, value_tx))
-            else:
-                buffer = replay_from_dataset(normalised_rows(dataset, pre.obs_mean, pre.obs_std))
-                critic_tx = state.critic.tx
-                state = state.replace(critic=fresh_train_state(state.critic, state.critic.params, adam(o.reeval_lr)),
-                                      target_critic_params=_copy(state.critic.params))
-                signals = {"alpha": jnp.asarray(o.reeval_alpha, jnp.float32)} if kind == "sac" else {}
-                state, last = run_stage("reeval", reeval_many(kind, o.reeval_batch_size), state, buffer, signals, o.reeval_steps)
-                state = state.replace(critic=fresh_train_state(state.critic, state.critic.params, critic_tx))
-            summary["reeval"] = {"steps": o.reeval_steps, **last}
-        if kind == "sac" and (spec.reeval or spec.align):
-            # the online temperature starts at the evaluation alpha (auto-tuned from there)
-            state = state.replace(temperature=fresh_train_state(state.temperature, {"log_alpha": jnp.asarray(np.log(o.reeval_alpha), jnp.float32)}))
-
-        aligned = "align" in stages
-        if aligned:
-            from o2o.bridge.align import align_many
-
+        if kind == "ppo":
+            state, data = _ppo_reeval_data(state, dataset, o)
+            value_tx = state.value.tx
+            state = state.replace(value=fresh_train_state(state.value, state.value.params, adam(o.reeval_lr)))
+            state, last = run_stage("reeval", reeval_many("ppo", o.reeval_batch_size), state, data, {}, o.reeval_steps)
+            state = state.replace(value=fresh_train_state(state.value, state.value.params, value_tx))
+        else:
             buffer = replay_from_dataset(normalised_rows(dataset, pre.obs_mean, pre.obs_std))
-            state = state.replace(target_critic_params=_copy(state.critic.params))  # Qbar: frozen during alignment
-            signals = {"offline_actor_params": offline_actor}
-            if kind == "sac":
-                signals["alpha"] = jnp.asarray(o.reeval_alpha, jnp.float32)
-                many = align_many("sac", o.align_batch_size)
-            else:
-                many = align_many("td3", o.align_batch_size, o.td3_align_rule, float(o.td3_align_k), float(o.td3_align_sigma))
-            state, last = run_stage("align", many, state, buffer, signals, o.align_steps)
-            summary["align"] = {"steps": o.align_steps, **last}
+            critic_tx = state.critic.tx
+            state = state.replace(critic=fresh_train_state(state.critic, state.critic.params, adam(o.reeval_lr)),
+                                  target_critic_params=_copy(state.critic.params))
+            signals = {"alpha": jnp.asarray(o.reeval_alpha, jnp.float32)} if kind == "sac" else {}
+            state, last = run_stage("reeval", reeval_many(kind, o.reeval_batch_size), state, buffer, signals, o.reeval_steps)
+            state = state.replace(critic=fresh_train_state(state.critic, state.critic.params, critic_tx))
+        summary["reeval"] = {"steps": o.reeval_steps, **last}
+    if kind == "sac" and (spec.reeval or spec.align):
+        # the online temperature starts at the evaluation alpha (auto-tuned from there)
+        state = state.replace(temperature=fresh_train_state(state.temperature, {"log_alpha": jnp.asarray(np.log(o.reeval_alpha), jnp.float32)}))
+
+    aligned = "align" in stages
+    if aligned:
+        from o2o.bridge.align import align_many
+
+        buffer = replay_from_dataset(normalised_rows(dataset, pre.obs_mean, pre.obs_std))
+        state = state.replace(target_critic_params=_copy(state.critic.params))  # Qbar: frozen during alignment
+        signals = {"offline_actor_params": offline_actor}
+        if kind == "sac":
+            signals["alpha"] = jnp.asarray(o.reeval_alpha, jnp.float32)
+            many = align_many("sac", o.align_batch_size)
+        else:
+            many = align_many("td3", o.align_batch_size, o.td3_align_rule, float(o.td3_align_k), float(o.td3_align_sigma))
+        state, last = run_stage("align", many, state, buffer, signals, o.align_steps)
+        summary["align"] = {"steps": o.align_steps, **last}
     writer.close()
 
     # after alignment: targets = the aligned critic; pi_ref = the better of pi_off and pi_on
@@ -211,7 +205,7 @@ def _ppo_reeval_data(state, dataset, o):
 class ReferencePolicy:
     """The reference policy rule, shared by both trainers (mixed into them)."""
 
-    def _init_reference(self, reference_params, constraint: bool):
+    def init_reference(self, reference_params, constraint: bool):
         self.constraint = constraint
         self.reference = _copy(reference_params) if reference_params is not None else _copy(self.state.actor.params)
         self.reference_host = {"best_return": None, "next_at": self.cfg.ocr.reference_every}
@@ -290,7 +284,7 @@ class OCRTrainer(ReferencePolicy, OnlineTrainer):
                                               else cfg.online.episodes_per_iteration * self.task.horizon)
             capacity = max(cfg.online.replay_capacity, int(data.num_transitions) + budget)
             self.buffer = replay_add(replay_init(self.task.obs_dim, self.task.act_dim, capacity), normalised_rows(data, mean, std))
-        self._init_reference(reference_params, constraint)
+        self.init_reference(reference_params, constraint)
 
     def update_inputs(self, signals, step_signals, num_steps):
         buffers = (self.offline_buffer, self.buffer) if self.offline_buffer is not None else self.buffer
@@ -312,7 +306,7 @@ class OCRPPOTrainer(ReferencePolicy, OnPolicyTrainer):
 
     def __init__(self, cfg, *, agent_state, reference_params, constraint: bool, progress: bool = True):
         super().__init__(cfg, progress=progress, agent_state=agent_state, advantage_fn=self._auxiliary if constraint else None)
-        self._init_reference(reference_params, constraint)
+        self.init_reference(reference_params, constraint)
 
     def _auxiliary(self, trainer, batch):
         from o2o.bridge.align import o2ppo_batch_advantages
@@ -347,3 +341,86 @@ def make_ocr_trainer(cfg, spec, pre, state, reference_params, *, progress: bool 
     obs_stats = pre.obs_stats if (pre is not None and spec.init_actor) else None
     return OCRTrainer(cfg, agent_state=state, obs_stats=obs_stats, dataset=dataset, reference_params=reference_params,
                       constraint=spec.constraint, progress=progress)
+
+
+# ====================================================================== the family (o2o.loops.finetune)
+# OCR-CFT's pieces of a fine-tuning run, composed by o2o.loops.finetune as o2o.loops.marvel's are.
+
+SECTION, CONFIG, SUMMARY_KEY = "ocr", OCRConfig, "bridge"
+SECTION_HELP = "OCR-CFT: re-evaluation, alignment, constraint, replay"
+
+
+def algo_preset(spec):
+    """One preset per online algorithm (o2sac and its plain-SAC ablations share finetune-ocr-cft-sac)."""
+    from o2o.presets import preset_path
+
+    return preset_path(f"finetune-{spec.family}-{spec.algo.removeprefix('o2')}")
+
+
+def finish_config(cfg, spec, pre, pretrained):
+    """The start's network shapes for the parts copied, and the defaults that depend on its dataset."""
+    import dataclasses
+
+    from o2o.bridge.ocr import adopt_ocr_shapes, check_ocr_config, resolve_ocr_defaults
+
+    if pre is not None and (spec.init_actor or spec.init_critics):
+        cfg = dataclasses.replace(cfg, agent=adopt_ocr_shapes(cfg.agent, pre, spec.algo, actor=spec.init_actor, critics=spec.init_critics))
+    cfg = resolve_ocr_defaults(cfg, pre.config.dataset if pre is not None else None)
+    check_ocr_config(cfg.ocr)
+    return cfg
+
+
+def check_config(cfg) -> None:
+    from o2o.bridge.ocr import check_ocr_config
+
+    check_ocr_config(cfg.ocr)
+
+
+def needs_cost_critic(spec, cfg) -> bool:
+    return False
+
+
+def build_agent(cfg, spec, pre, key):
+    """The O2SAC / O2TD3 / O2PPO agent: the start's actor (copied within its policy class, cloned across
+    classes on the offline observations) and critics, as the method has them."""
+    from o2o.bridge.ocr import build_ocr_agent, same_class
+    from o2o.envs import get_task
+
+    observations = None
+    if pre is not None and spec.init_actor and not same_class(pre.algo, spec.algo):
+        data = load_offline_dataset(pre, get_task(cfg.task))
+        observations = (data.observations - pre.obs_mean) / pre.obs_std
+        if online_kind(spec.algo) == "ppo":  # PPO's actor sees its own normalisation of the raw observation
+            observations = data.observations
+    return build_ocr_agent(cfg, spec, pre, key, observations)
+
+
+def start(cfg, spec, pre, state, obs_stats, out: Path, *, resume: bool, has_online: bool, progress: bool):
+    """The trainer (also the bridge's evaluator), and the bridge run or read back from out/bridge/.
+    Returns (trainer, bridge summary or None)."""
+    from flax.serialization import to_state_dict
+
+    from o2o.runs.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+    from o2o.runs.partial import discard_partial
+
+    trainer = make_ocr_trainer(cfg, spec, pre, state, None, progress=progress)
+    if has_online:  # the online checkpoint holds the agent and the reference policy
+        return trainer, None
+    bridge_dir = out / "bridge"
+    template = {"agent": to_state_dict(state), "reference": state.actor.params}
+    summary = None
+    if resume and latest_checkpoint(bridge_dir / "checkpoints") is not None:
+        from flax.serialization import from_state_dict
+
+        arrays, summary = load_checkpoint(bridge_dir / "checkpoints", template=template)
+        state, reference = from_state_dict(state, arrays["agent"]), arrays["reference"]
+    elif not (spec.reeval or spec.align):
+        reference = state.actor.params  # nothing to bridge: pi_ref = the starting actor
+    else:
+        state, reference, summary = run_ocr_bridge(cfg, spec, pre, state, bridge_dir, evaluator=partial(evaluate_actor, trainer),
+                                                   progress=progress, resume=resume)
+        save_checkpoint(bridge_dir / "checkpoints", 1, arrays={"agent": to_state_dict(state), "reference": reference}, host_state=summary)
+        discard_partial(bridge_dir)
+    trainer.state = state
+    trainer.init_reference(reference, spec.constraint)
+    return trainer, summary

@@ -42,8 +42,8 @@ import numpy as np
 from o2o.agents import get_offline_agent
 from o2o.agents.common import make_update_many
 from o2o.data.replay import replay_from_dataset, replay_sample
-from o2o.errors import ConfigError, DivergedError, RunDirError
-from o2o.loops.divergence import check_losses, diverged, finite_checkpoint
+from o2o.errors import ConfigError, RunDirError
+from o2o.loops.divergence import check_losses
 
 
 DEFER_EVAL_ENV = "O2O_DEFER_EVAL"
@@ -459,79 +459,71 @@ def _run_seeds(trainer, cfgs, out_dirs: list[Path], *, resume: bool, progress: b
             rd.close()
 
 
+class OfflineStage:
+    """An offline trainer (``OfflineTrainer``, or ``SeedBatchTrainer``: one row and run per seed) as a
+    driver stage (``o2o.loops.driver``): one call is ``offline.steps_per_call`` gradient steps."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    @property
+    def position(self) -> int:
+        return self.trainer.counters["steps"]
+
+    def next_position(self) -> int:
+        return self.position + self.trainer.data.call_steps(self.position)
+
+    def where(self, position: int) -> str:
+        return f"step {position}"
+
+    def step(self) -> list[dict[str, float]]:
+        return self.trainer.step_seeds()
+
+    def status(self, rows) -> str:
+        status = f"{rows[0]['perf/updates_per_s']:.0f} upd/s" + (" per seed" if len(rows) > 1 else "")
+        if "eval/return" in rows[0]:
+            status += " | eval R " + "/".join(f"{m['eval/return']:.1f}" for m in rows)
+            if "eval/cost" in rows[0]:
+                status += " C " + "/".join(f"{m['eval/cost']:.1f}" for m in rows)
+        return status
+
+    def checkpoint(self, i: int) -> tuple[dict, dict]:
+        return self.trainer.seed_checkpoint(i)
+
+
 def _train_seeds(trainer, rundirs, *, resume: bool, progress: bool, live_eval: bool, keep: int, timer) -> list[dict]:
-    """``_run_seeds``'s loop in the open run directories ``rundirs``."""
-    from o2o import stop
-    from o2o.progress import training_progress
+    """``_run_seeds``'s stage in the open run directories ``rundirs``, through the driver."""
+    from o2o.loops.driver import RunCheckpoints, drive
+    from o2o.loops.driver import resume as resume_stage
     from o2o.runs import MetricsWriter, RunClock
+    from o2o.runs.rundir import run_finished
 
     o = trainer.cfg.offline
-    where = rundirs[0].path if len(rundirs) == 1 else rundirs[0].path.parent
+    stage = OfflineStage(trainer)
+    hosts = [None] * len(rundirs)
     if resume:
-        from o2o.runs.checkpoint import OPTIMISER_STRIPPED_KEY, STRIPPED_KEY
-        from o2o.runs.rundir import run_finished
-
-        loaded = []
-        for i, rd in enumerate(rundirs):
-            arrays, host = trainer.seed_checkpoint(i)
-            loaded.append(rd.load_checkpoint(template=arrays, host_template=host))
-        for rd, (_, host) in zip(rundirs, loaded):
-            for key, what in ((STRIPPED_KEY, "only the policy"), (OPTIMISER_STRIPPED_KEY, "no optimiser state")):
-                if host.get(key):
-                    raise RunDirError(f"cannot resume '{rd.path}': its latest checkpoint holds {what} ({host[key]})")
-        trainer.restore_seeds(loaded)
-        if trainer.counters["steps"] >= o.steps and all(rd.summary_path.is_file() for rd in rundirs):
+        hosts = resume_stage(trainer.restore_seeds, [trainer.seed_checkpoint(i) for i in range(len(rundirs))], rundirs)
+        if stage.position >= o.steps and all(rd.summary_path.is_file() for rd in rundirs):
+            where = rundirs[0].path if len(rundirs) == 1 else rundirs[0].path.parent
             raise run_finished(where, group=len(rundirs) > 1)
     writers = [MetricsWriter(rd) for rd in rundirs]
-    hosts = [host for _, host in loaded] if resume else [None] * len(rundirs)
-    clocks = [RunClock(host, resumed_from=trainer.counters["steps"]) for host in hosts]  # wall time across resumes
+    clocks = [RunClock(host, resumed_from=stage.position) for host in hosts]  # wall time across resumes
     seeds = trainer.seeds
     last_eval: list[dict[str, float]] = [{} for _ in seeds]
     what = f"{trainer.cfg.algo} on {trainer.cfg.dataset}" + (f" (seeds {','.join(map(str, seeds))} as one program)" if len(seeds) > 1 else "")
 
-    def stop_diverged(err: DivergedError, step: int) -> DivergedError:
-        for writer in writers:
-            writer.close()
-        return diverged(err, f"step {step}", where, rundirs[0].latest_checkpoint())
+    def kept(last):  # a deferred run keeps to its step-based checkpoints: a stop saves nothing
+        where = rundirs[0].path if len(rundirs) == 1 else rundirs[0].path.parent
+        return (f"a deferred-evaluation run keeps only its step-based checkpoints (every offline.checkpoint_every = "
+                f"{o.checkpoint_every} steps): " + (f"{last.name} in {where}" if last else f"none yet in {where}"))
 
-    with training_progress(progress) as bar:
-        tid = bar.add_task(what, total=o.steps, completed=trainer.counters["steps"], status="")
-        while trainer.counters["steps"] < o.steps:
-            try:
-                rows = trainer.step_seeds()
-            except DivergedError as err:
-                raise stop_diverged(err, trainer.counters["steps"]) from None
-            s = trainer.counters["steps"]
-            for i, (writer, metrics) in enumerate(zip(writers, rows)):
-                writer.write(s, metrics)
-                last_eval[i] = {k: v for k, v in metrics.items() if k.startswith("eval/")} or last_eval[i]
-            status = f"{rows[0]['perf/updates_per_s']:.0f} upd/s" + (" per seed" if len(seeds) > 1 else "")
-            if "eval/return" in rows[0]:
-                status += " | eval R " + "/".join(f"{m['eval/return']:.1f}" for m in rows)
-                if "eval/cost" in rows[0]:
-                    status += " C " + "/".join(f"{m['eval/cost']:.1f}" for m in rows)
-            bar.update(tid, completed=s, status=status)
-            signum = stop.requested()  # SIGTERM / SIGUSR1 under stop_on_signals (o2o.stop)
-            if s % o.checkpoint_every == 0 or s == o.steps or timer.due() or (signum is not None and live_eval):
-                saves = []
-                for i, seed in enumerate(seeds):  # every seed checked before any is saved
-                    arrays, host = trainer.seed_checkpoint(i)
-                    try:
-                        saves.append((finite_checkpoint(arrays), host))
-                    except DivergedError as err:
-                        raise stop_diverged(DivergedError(f"seed {seed}: {err}" if len(seeds) > 1 else str(err)), s) from None
-                for i, (writer, rundir, (arrays, host)) in enumerate(zip(writers, rundirs, saves)):
-                    writer.flush()
-                    rundir.save_checkpoint(s, arrays=arrays, host_state=clocks[i].stamp(host), keep=keep)
-                timer.saved()
-            if signum is not None and s < o.steps:  # a deferred run keeps to its step-based checkpoints
-                for writer in writers:
-                    writer.close()
-                last = rundirs[0].latest_checkpoint()
-                kept = None if live_eval else (f"a deferred-evaluation run keeps only its step-based checkpoints (every "
-                                               f"offline.checkpoint_every = {o.checkpoint_every} steps): "
-                                               + (f"{last.name} in {where}" if last else f"none yet in {where}"))
-                raise stop.RunStopped(signum, f"step {s} of {o.steps}", where, saved=kept, resumable=last is not None)
+    def remember_eval(rows):
+        for i, metrics in enumerate(rows):
+            last_eval[i] = {k: v for k, v in metrics.items() if k.startswith("eval/")} or last_eval[i]
+
+    ckpts = RunCheckpoints(rundirs, clocks, every=o.checkpoint_every, end=o.steps, total=o.steps, keep=keep, timer=timer,
+                           on_signal=live_eval, labels=[f"seed {s}" for s in seeds], kept=None if live_eval else kept)
+    drive(stage, writers, ckpts, end=o.steps, description=what, progress=progress, after=remember_eval)
     for writer in writers:
         writer.close()
     summaries = []

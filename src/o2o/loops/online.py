@@ -25,16 +25,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from o2o import stop
 from o2o.agents import AgentSpec, get_online_agent
 from o2o.agents.common import make_update_many
 from o2o.data.replay import replay_add, replay_from_state_dict, replay_init, replay_sample, replay_state_dict
-from o2o.errors import ConfigError, DivergedError
-from o2o.loops.divergence import check_losses, diverged, finite_checkpoint
+from o2o.errors import ConfigError
+from o2o.loops.divergence import check_losses
 from o2o.loops.evaluation import record_rollout
 from o2o.lagrange import make_controller
-from o2o.progress import training_progress
-from o2o.runs.clock import CheckpointTimer, RunClock
+from o2o.runs.clock import RunClock
 from o2o.runconfig import load_run_config
 
 
@@ -330,64 +328,73 @@ def run_online(
             return _train_online(cfg, trainer, rundir, resume, progress, before_iteration, after_iteration, description, stop_after)
 
 
+class OnlineStage:
+    """A trainer (``OnlineTrainer``, ``OnPolicyTrainer`` and their OCR-CFT subclasses) as a driver stage
+    (``o2o.loops.driver``): one call is one iteration."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    @property
+    def position(self) -> int:
+        return self.trainer.counters["iteration"]
+
+    def next_position(self) -> int:
+        return self.position + 1
+
+    def where(self, position: int) -> str:
+        return f"iteration {position}"
+
+    def step(self) -> list[dict[str, float]]:
+        return [self.trainer.iteration()]
+
+    def status(self, rows) -> str:
+        metrics = rows[0]
+        status = f"steps {self.trainer.counters['env_steps']}"
+        if "train/episode_return" in metrics:
+            status += f" | R {metrics['train/episode_return']:.1f}"
+        if "train/episode_cost" in metrics:
+            status += f" C {metrics['train/episode_cost']:.1f}"
+        if "eval/return" in metrics:
+            status += f" | eval R {metrics['eval/return']:.1f}"
+            if "eval/cost" in metrics:
+                status += f" C {metrics['eval/cost']:.1f}"
+        return status
+
+    def checkpoint(self, i: int) -> tuple[dict, dict]:
+        return self.trainer.checkpoint_arrays(), self.trainer.host_state()
+
+    def template(self, i: int) -> tuple[dict, dict]:
+        return self.trainer.checkpoint_template(), self.trainer.host_state()
+
+    def restore(self, loaded) -> None:
+        self.trainer.restore(*loaded[0])
+
+
 def _train_online(cfg, trainer, rundir, resume, progress, before_iteration, after_iteration, description, stop_after) -> dict:
-    """``run_online``'s loop in the open run directory ``rundir``."""
+    """``run_online``'s stage in the open run directory ``rundir``, through the driver."""
+    from o2o.loops.driver import RunCheckpoints, drive
+    from o2o.loops.driver import resume as resume_stage
     from o2o.runs import MetricsWriter
     from o2o.runs.rundir import run_finished
 
+    stage = OnlineStage(trainer)
     host = None
     if resume and rundir.latest_checkpoint() is not None:
-        arrays, host = rundir.load_checkpoint(template=trainer.checkpoint_template(), host_template=trainer.host_state())
-        trainer.restore(arrays, host)
-        if trainer.counters["iteration"] >= cfg.online.iterations and rundir.summary_path.is_file():
+        host = resume_stage(stage.restore, [stage.template(0)], [rundir])[0]
+        if stage.position >= cfg.online.iterations and rundir.summary_path.is_file():
             raise run_finished(rundir.path)
     writer = MetricsWriter(rundir, x="env_steps")  # TensorBoard's x-axis: environment steps
     if host is not None:
-        writer.truncate_after(trainer.counters["iteration"])
-    clock = RunClock(host, resumed_from=trainer.counters["iteration"])
-    timer = CheckpointTimer()  # also a checkpoint every O2O_CHECKPOINT_EVERY_S seconds (o2o.runs.clock)
+        writer.truncate_after(stage.position)
+    clock = RunClock(host, resumed_from=stage.position)
 
     o = cfg.online
     end = o.iterations if stop_after is None else min(stop_after, o.iterations)
-    history: list[dict] = []
-    with training_progress(progress) as bar:
-        task_id = bar.add_task(description or f"{cfg.algo} {cfg.task} seed {cfg.seed}", total=end, completed=min(trainer.counters["iteration"], end), status="")
-        while trainer.counters["iteration"] < end:
-            if before_iteration is not None:
-                before_iteration(trainer)
-            it = trainer.counters["iteration"] + 1
-            try:
-                metrics = trainer.iteration()
-            except DivergedError as err:
-                writer.close()
-                raise diverged(err, f"iteration {it}", rundir.path, rundir.latest_checkpoint()) from None
-            if after_iteration is not None:
-                after_iteration(trainer, metrics)
-            writer.write(it, metrics)
-            history.append(metrics)
-            status = f"steps {trainer.counters['env_steps']}"
-            if "train/episode_return" in metrics:
-                status += f" | R {metrics['train/episode_return']:.1f}"
-            if "train/episode_cost" in metrics:
-                status += f" C {metrics['train/episode_cost']:.1f}"
-            if "eval/return" in metrics:
-                status += f" | eval R {metrics['eval/return']:.1f}"
-                if "eval/cost" in metrics:
-                    status += f" C {metrics['eval/cost']:.1f}"
-            bar.update(task_id, completed=it, status=status)
-            signum = stop.requested()  # SIGTERM / SIGUSR1 under stop_on_signals (o2o.stop)
-            if it % o.checkpoint_every == 0 or it == end or timer.due() or signum is not None:
-                writer.flush()
-                try:
-                    arrays = finite_checkpoint(trainer.checkpoint_arrays())
-                except DivergedError as err:
-                    writer.close()
-                    raise diverged(err, f"iteration {it}", rundir.path, rundir.latest_checkpoint()) from None
-                rundir.save_checkpoint(it, arrays=arrays, host_state=clock.stamp(trainer.host_state()))
-                timer.saved()
-            if signum is not None and it < o.iterations:
-                writer.close()
-                raise stop.RunStopped(signum, f"iteration {it} of {o.iterations}", rundir.path)
+    ckpts = RunCheckpoints([rundir], [clock], every=o.checkpoint_every, end=end, total=o.iterations)
+    drive(stage, [writer], ckpts, end=end, progress=progress, description=description or f"{cfg.algo} {cfg.task} seed {cfg.seed}",
+          before=None if before_iteration is None else (lambda: before_iteration(trainer)),
+          after=None if after_iteration is None else (lambda rows: after_iteration(trainer, rows[0])))
     writer.close()
     if trainer.counters["iteration"] < o.iterations:
         return {"stopped_at": trainer.counters["iteration"]}
