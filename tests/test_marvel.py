@@ -205,7 +205,8 @@ def test_vpa_at_the_preset_removes_four_fifths_of_the_start_error_on_zero_reward
 
     e0 = errors(start)
     assert min(e0) > 40
-    vpa = dataclasses.replace(preset.vpa, steps_per_call=preset.vpa.steps // 5)
+    # the preset's steps and target rate; minibatches of 64 (the error's decay is set by steps x tau)
+    vpa = dataclasses.replace(preset.vpa, steps_per_call=preset.vpa.steps // 5, batch_size=64)
     copy = jax.tree_util.tree_map(jnp.array, start)  # run_vpa donates its input
     aligned, _ = run_vpa(start, replay_from_dataset(data), vpa, jax.random.PRNGKey(1))
     slow, _ = run_vpa(copy, replay_from_dataset(data), dataclasses.replace(vpa, tau=0.005), jax.random.PRNGKey(1))
