@@ -3,7 +3,7 @@
 # preset hyper-parameters on its dataset, 3 seeds as one program (o2o pretrain --seeds), and CPQ also as
 # one seed; evaluation deferred (no simulator needed). Prints updates/s per seed from the runs' own
 # metrics (the last call's row; the first call holds the compilation).
-#   source benchmarks/device/setup.sh && bash benchmarks/device/probe_offline.sh [STEPS]
+#   source lab/device/setup.sh && bash lab/device/probe_offline.sh [STEPS]
 set -uo pipefail
 STEPS=${1:-3000}
 OUT_DIR=${PROBE_DIR:-/tmp/probe}

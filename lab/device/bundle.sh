@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Fill .devcarry/ (git-ignored) with what a bare GPU machine (Python 3.12) needs beside its own JAX and
 # torch: the pure-Python wheels of o2o's and d3rlpy's dependencies, and the generated datasets.
-# Then run there with `carry: [.devcarry]` and `source benchmarks/device/setup.sh`.
-#   benchmarks/device/bundle.sh [DATASET ...]   (default: BallCircle-dsrl CarRun-dsrl Hopper-medium Hopper-medium-replay)
+# Then run there with `carry: [.devcarry]` and `source lab/device/setup.sh`.
+#   lab/device/bundle.sh [DATASET ...]   (default: BallCircle-dsrl CarRun-dsrl Hopper-medium Hopper-medium-replay)
 # A carry holds 64 MiB in all: the wheels take ~4 MiB; Walker2d-medium-replay alone is 42 MiB, so pick
 # the datasets one device session needs. A dataset missing here is named, and the script stops.
 set -euo pipefail

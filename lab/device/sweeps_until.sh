@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
 # Train sweeps on a GPU machine against a deadline, then strip them for the way back (one device call).
-#   source benchmarks/device/setup.sh   (first; .devcarry/ carried: benchmarks/device/bundle.sh)
-#   benchmarks/device/sweeps_until.sh SECONDS SPEC GLOB [SPEC GLOB ...]
+#   source lab/device/setup.sh   (first; .devcarry/ carried: lab/device/bundle.sh)
+#   lab/device/sweeps_until.sh SECONDS SPEC GLOB [SPEC GLOB ...]
 # Runs `o2o sweep SPEC --only GLOB --defer-eval --workers 1` for each pair in turn (GLOB '*' = all runs)
 # until SECONDS have passed since the script started; the sweep in flight then gets SIGTERM, so each
 # run checkpoints at the end of its current iteration and stops (a later launch continues it). Then
-# every sweep touched is stripped (benchmarks/device/strip_runs.py) into $OUT/<sweep>.tar.gz, and the
+# every sweep touched is stripped (lab/device/strip_runs.py) into $OUT/<sweep>.tar.gz, and the
 # log goes to $OUT/sweeps.log. Put the pairs in order of priority: the deadline cuts the last ones.
 # An archive over 15 MiB comes back split into <sweep>.tar.gz.part-aa, -ab, ... (the device tool returns
 # files of at most 16 MiB): cat them together and compare with the sha256 in the log.
 # Back here: tar xzf <sweep>.tar.gz -C runs/sweeps; o2o eval runs/sweeps/<sweep> --record.
 set -uo pipefail
 if [ $# -lt 3 ] || [ $(( ($# - 1) % 2 )) -ne 0 ] || ! [[ $1 =~ ^[0-9]+$ ]]; then
-  echo "usage: benchmarks/device/sweeps_until.sh SECONDS SPEC GLOB [SPEC GLOB ...]  (a GLOB for every SPEC; '*' = all runs)" >&2
+  echo "usage: lab/device/sweeps_until.sh SECONDS SPEC GLOB [SPEC GLOB ...]  (a GLOB for every SPEC; '*' = all runs)" >&2
   exit 2
 fi
 for ((i = 2; i <= $#; i += 2)); do
@@ -36,7 +36,7 @@ done
 for name in "${names[@]}"; do
   [ -d "runs/sweeps/$name" ] || continue
   python3 -m o2o.cli sweep "runs/sweeps/$name" --status 2>&1 | tee -a "$log"
-  python3 benchmarks/device/strip_runs.py "runs/sweeps/$name" "/tmp/export/$name" 2>&1 | tee -a "$log"
+  python3 lab/device/strip_runs.py "runs/sweeps/$name" "/tmp/export/$name" 2>&1 | tee -a "$log"
   # the device tool brings back files of at most 16 MiB: a larger archive comes back in parts
   if [ "$(stat -c %s "/tmp/export/$name.tar.gz")" -le $((15 * 1024 * 1024)) ]; then
     cp "/tmp/export/$name.tar.gz" "$out/"

@@ -20,8 +20,8 @@ over the dataset's episodes, all steps): the scale the critics' training metrics
 on the data's states, how much of CQL(H)'s log-sum-exp gradient (``agent.reward_cql_alpha``) falls on
 the actor's own actions, importance-sampled and plain (``lse_shares``).
 
-    .venv/bin/python benchmarks/experiments/cpq_critic_check.py runs/sweeps/offline-cpq-cpu-ballcircle-25k/runs/*/*/seed*
-    .venv/bin/python benchmarks/experiments/cpq_critic_check.py RUN_DIR --episodes 5 --dataset BallCircle-dsrl
+    .venv/bin/python lab/offline/cpq_critic_check.py runs/sweeps/offline-cpq-cpu-ballcircle-25k/runs/*/*/seed*
+    .venv/bin/python lab/offline/cpq_critic_check.py RUN_DIR --episodes 5 --dataset BallCircle-dsrl
 
 Prints one markdown table (one row per run). Reads only the run directories (no pickle).
 """

@@ -4,7 +4,7 @@ copy, every checkpoint array but the policy's parameters and observation statist
 (``o2o eval DEST --record`` on a machine with the simulator), and are refused for fine-tuning and
 resuming. Then DEST is packed as DEST.tar.gz (zeros compress to almost nothing).
 
-    python3 benchmarks/device/strip_runs.py runs/sweeps/offline-table-gpu /tmp/export/offline-table-gpu
+    python3 lab/device/strip_runs.py runs/sweeps/offline-table-gpu /tmp/export/offline-table-gpu
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 from o2o.runs.checkpoint import list_checkpoints, strip_checkpoint
 
 KEEP = ("agent/actor/params", "obs_mean", "obs_std", "key")
-NOTE = "policy parameters and observation statistics only: stripped by benchmarks/device/strip_runs.py to leave a GPU machine"
+NOTE = "policy parameters and observation statistics only: stripped by lab/device/strip_runs.py to leave a GPU machine"
 
 
 def main(root: str, dest: str) -> None:

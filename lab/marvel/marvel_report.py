@@ -1,10 +1,10 @@
 """Figures and the claims table of the Marvel comparison (docs/results.md#marvel).
 
-    .venv/bin/python benchmarks/experiments/marvel_report.py RUNS_ROOT OUT_DIR
+    .venv/bin/python lab/marvel/marvel_report.py RUNS_ROOT OUT_DIR
 
 RUNS_ROOT holds marvel-<Task>/finetune/<method>-s<seed>/ from `o2o marvel` (budget:
-benchmarks/experiments/marvel-budget.yaml), or is an `o2o sweep` directory whose runs/<method>/<Task>/seed<k>/
-are fine-tuning runs (benchmarks/experiments/marvel.yaml). Writes OUT_DIR/marvel-<Task>-main.png (marvel, warm-start,
+lab/marvel/marvel-budget.yaml), or is an `o2o sweep` directory whose runs/<method>/<Task>/seed<k>/
+are fine-tuning runs (lab/marvel/marvel.yaml). Writes OUT_DIR/marvel-<Task>-main.png (marvel, warm-start,
 from-scratch), OUT_DIR/marvel-<Task>-ablation.png (vpa-only, apid-only, vpa-pid, marvel) and prints a
 markdown table per task: start (iteration 0) and final evaluation return and cost, the first
 iteration from which the evaluation cost stays <= kappa, the mean evaluation return and cost over
