@@ -444,7 +444,7 @@ def test_demo_runs_three_seeds_from_bc_safe_and_replaces_only_its_own_outputs(tm
 
 
 def test_a_start_without_optimiser_state_fine_tunes_and_refuses_resume(pretrained, tmp_path, capsys):
-    """lab/pack_starts.py's starts: the pre-trained checkpoint with its optimiser states zeroed is enough to
+    """lab/marvel/pack_starts.py's starts: the pre-trained checkpoint with its optimiser states zeroed is enough to
     fine-tune from (the online stage starts fresh optimisers) and is refused by `o2o pretrain --resume`."""
     import shutil
 

@@ -668,7 +668,7 @@ def _shipped_specs_without_inputs() -> list[Path]:
     """The shipped sweep specs that need no earlier run (fine-tuning specs need their pre-trained runs)."""
     import yaml
 
-    specs = sorted((REPO / "benchmarks/experiments").glob("*.yaml")) + sorted((REPO / "examples/sweeps").glob("*.yaml"))
+    specs = sorted((REPO / "lab").glob("*/*.yaml")) + sorted((REPO / "examples/sweeps").glob("*.yaml"))
     keep = []
     for path in specs:
         data = yaml.safe_load(path.read_text())
