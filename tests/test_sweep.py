@@ -349,6 +349,24 @@ def _index_status(sweep_dir: Path) -> dict[str, tuple[str, int]]:
         return {r: (s, a) for r, s, a in db.execute("SELECT run_id, status, attempts FROM runs")}
 
 
+@pytest.mark.parametrize("step", ["mark_running", "mark_finished"])
+def test_a_stop_between_index_updates_leaves_no_run_marked_running(tmp_path, monkeypatch, step):
+    """A stop signal raises KeyboardInterrupt wherever the sweep's loop is. Right after the index marked
+    a run running (before it was dispatched) the run ends interrupted; right after it was recorded
+    finished, it stays finished; never 'running', which --status shows as a run still in flight."""
+    spec = load_spec(write_spec(tmp_path, TINY.format(seeds=1, iterations=1)))
+    real = getattr(SweepIndex, step)
+
+    def then_stop(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SweepIndex, step, then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec, tmp_path / "sweep", backend=SequentialBackend(), progress=False, echo=lambda *_: None)
+    assert _index_status(tmp_path / "sweep") == {"sac/Pendulum/seed0": ("interrupted" if step == "mark_running" else "finished", 1)}
+
+
 def test_local_pool_interrupted_by_sigint_and_resumed(tmp_path):
     """The must-show in small: `o2o sweep` on a 2-worker pool, SIGINT once the first run has finished,
     then the same command again: it finishes without running the finished runs again."""

@@ -649,15 +649,16 @@ def run_sweep(
                 while queue and len(open_jobs) < backend.slots:
                     members = queue.popleft()
                     entries = [{"run_id": r, "config": by_id[r].config, "run_dir": str(run_dir_of(sweep_dir, r).resolve())} for r in members]
-                    for r in members:
-                        index.mark_running(r, backend.name)
+                    for r in members:  # in flight before it is marked running: a stop in between leaves no run marked running
                         in_flight.add(r)
+                        index.mark_running(r, backend.name)
                         job_of[r] = members[0]
                     open_jobs[members[0]] = set(members)
                     kind = by_id[members[0]].kind
                     backend.submit({"kind": kind, **entries[0]} if len(entries) == 1 else {"kind": kind, "run_id": members[0], "runs": entries})
                 for result in backend.results():
                     run_id = result["run_id"]
+                    line = _record(index, result)  # recorded before it leaves in_flight (a stop in between: as above)
                     in_flight.discard(run_id)
                     key = job_of.pop(run_id, None)
                     if key in open_jobs:
@@ -665,7 +666,7 @@ def run_sweep(
                         if not open_jobs[key]:
                             del open_jobs[key]  # its worker is free again
                     outcome.executed.append(run_id)
-                    say(_record(index, result))
+                    say(line)
                 if time.monotonic() - shown_at > 10.0 or not in_flight:  # where each run is, from its files
                     shown_at = time.monotonic()
                     status = ", ".join(f"{r} ({_position(run_dir_of(sweep_dir, r), by_id[r])})" for r in sorted(in_flight))
