@@ -264,7 +264,7 @@ def test_the_multiplier_section_belongs_to_safe_agents_only_and_old_configs_stil
 
     from o2o.cli import main
     from o2o.config import to_dict
-    from o2o.loops.finetune import finetune_config_class
+    from o2o.runconfig import finetune_config_class
     from o2o.runconfig import load_run_config, train_config_class
 
     names = lambda cls: {f.name for f in dataclasses.fields(cls)}

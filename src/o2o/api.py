@@ -153,7 +153,8 @@ def finetune(method: str | None = None, pretrained: str | Path | None = None, *,
     ``runs/<method>-<task>-s<seed>``); ``resume=RUN_DIR`` continues a run. Returns (run directory,
     summary)."""
     from o2o.config import apply_overrides
-    from o2o.loops.finetune import finetune_config_class, resolve_finetune_config, run_finetune
+    from o2o.loops.finetune import resolve_finetune_config, run_finetune
+    from o2o.runconfig import finetune_config_class
 
     check_wandb()
     sets = override_strings(overrides)

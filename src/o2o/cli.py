@@ -453,7 +453,8 @@ def cmd_config(args) -> int:
     from o2o.agents import OFFLINE_AGENTS, ONLINE_AGENTS
 
     if args.method:
-        from o2o.loops.finetune import finetune_config_class, resolve_finetune_config
+        from o2o.loops.finetune import resolve_finetune_config
+        from o2o.runconfig import finetune_config_class
 
         cfg = resolve_finetune_config(args.method, None, args.task or "BallCircle", require_pretrained=False)
         rows = config_help(finetune_config_class(args.method))

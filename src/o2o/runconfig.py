@@ -120,3 +120,38 @@ def load_run_config(config_cls: type, saved: dict):
     from o2o.config import from_dict
 
     return from_dict(config_cls, without_retired_sections(config_cls, saved))
+
+
+def family_section(family: str) -> tuple[str, type, str]:
+    """A fine-tuning method family's config section: (name, dataclass, help). Marvel's family ("safe"):
+    ``vpa``; OCR-CFT's: ``ocr``."""
+    from o2o.bridge.config import OCRConfig, VPAConfig
+
+    if family == "ocr-cft":
+        return "ocr", OCRConfig, "OCR-CFT: re-evaluation, alignment, constraint, replay"
+    return "vpa", VPAConfig, "value pre-alignment (methods with VPA)"
+
+
+@lru_cache(maxsize=None)
+def finetune_config_class(method: str) -> type:
+    """``o2o finetune --method M``'s config: the online algorithm's training config plus the method,
+    the pre-trained run and its family's section only (``family_section``)."""
+    from o2o.methods import get_method
+
+    spec = get_method(method)
+    base = train_config_class(spec.algo)
+    name, section, help_text = family_section(spec.family)
+    extra = [
+        ("method", str, field(default=method, metadata={"help": "offline-to-online method (o2o.methods)"})),
+        ("pretrained", str | None, field(default=None, metadata={"help": "pre-trained run directory (o2o pretrain)"})),
+        (name, section, field(default_factory=section, metadata={"help": help_text})),
+    ]
+    clean = []  # dataclasses.fields() returns Field objects already bound to names: rebuild clean ones
+    for f in dataclasses.fields(base):
+        kwargs = {"metadata": f.metadata}
+        if f.default is not dataclasses.MISSING:
+            kwargs["default"] = f.default
+        if f.default_factory is not dataclasses.MISSING:
+            kwargs["default_factory"] = f.default_factory
+        clean.append((f.name, f.type, field(**kwargs)))
+    return dataclasses.make_dataclass("FinetuneConfig", clean + extra, frozen=True)

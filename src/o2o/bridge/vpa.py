@@ -21,9 +21,7 @@ that). The critics start from the pre-trained ones (``init: pretrained``) or fre
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from functools import lru_cache, partial
-from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -31,44 +29,10 @@ import numpy as np
 
 from o2o.agents.common import make_update_many
 from o2o.agents.sac_lag import reduce_costs
-from o2o.errors import ConfigError
+from o2o.bridge.config import VPAConfig, check_vpa_config  # noqa: F401  (the section, defined below the bridges)
 from o2o.nn import polyak_update, tanh_gaussian_sample
 
 
-@dataclass(frozen=True)
-class VPAConfig:
-    steps: int = field(default=20_000, metadata={"help": "gradient steps of value pre-alignment (released code: 20000)"})
-    steps_per_call: int = field(default=1000, metadata={"help": "steps per jitted call (one metrics row each)"})
-    batch_size: int = field(default=256, metadata={"help": "minibatch size (released code: 64)"})
-    alpha: float | None = field(default=None, metadata={"help": "alpha_vpa, entropy coefficient of the reward target; None = the online temperature"})
-    cost_alpha: float | None = field(default=None, metadata={"help": "alpha_c_vpa of the cost target; None = 0.1 * alpha_vpa"})
-    critic_lr: float | None = field(default=None, metadata={"help": "reward critic Adam learning rate; None = agent.critic_lr"})
-    cost_critic_lr: float | None = field(default=None, metadata={"help": "cost critic Adam learning rate; None = agent.cost_critic_lr"})
-    tau: float | None = field(
-        default=None,
-        metadata={"help": "Polyak rate of VPA's target critics; None = agent.tau. The start's error decays about as "
-                  "gamma^(steps * tau): 0.99^(10000 * 0.02) = 0.13"},
-    )
-    init: Literal["pretrained", "fresh"] = field(default="pretrained", metadata={"help": "where the reward and cost critics start, for every Marvel-family method that "
-                                             "copies them (VPA, if the method has it, fits them from there): the pre-trained run's or "
-                                             "fresh ones (the only choice from a start without critics, e.g. BC-Safe)"})
-    timeouts_terminal: bool = field(default=False, metadata={"help": "treat time-limit cuts as terminal (the released code's bug; off by default)"})
-
-
-def check_vpa_config(cfg: VPAConfig) -> None:
-    for name in ("steps", "steps_per_call", "batch_size"):
-        if getattr(cfg, name) <= 0:
-            raise ConfigError(f"vpa.{name} must be > 0, got {getattr(cfg, name)}")
-    if cfg.steps % cfg.steps_per_call:
-        raise ConfigError(f"vpa.steps ({cfg.steps}) must be a multiple of vpa.steps_per_call ({cfg.steps_per_call})")
-    if cfg.tau is not None and not 0 < cfg.tau <= 1:
-        raise ConfigError(f"vpa.tau must be in (0, 1] or null, got {cfg.tau}")
-    for name in ("alpha", "cost_alpha", "critic_lr", "cost_critic_lr"):
-        value = getattr(cfg, name)
-        if value is not None and value < 0:
-            raise ConfigError(f"vpa.{name} must be >= 0, got {value}")
-    if cfg.init not in ("pretrained", "fresh"):
-        raise ConfigError(f"vpa.init must be pretrained | fresh, got '{cfg.init}'")
 
 
 def resolve_alphas(cfg: VPAConfig, online_temperature: float) -> tuple[float, float]:

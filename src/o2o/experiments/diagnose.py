@@ -94,8 +94,9 @@ def diagnose_critic(run_dir, *, pairs: int = 64, rollouts: int = 3, horizon: int
     from o2o.bridge.pretrained import load_pretrained
     from o2o.config import load_yaml
     from o2o.envs import get_task
-    from o2o.loops.finetune import agent_init_key, build_agent, finetune_config_class
+    from o2o.loops.finetune import agent_init_key, build_agent
     from o2o.loops.marvel import load_bridge
+    from o2o.runconfig import finetune_config_class
     from o2o.methods import get_method
     from o2o.runs.rundir import FINETUNE, run_info
 

@@ -234,7 +234,7 @@ def _finetune_check(cfg) -> None:
 
 
 def _finetune_load(d: dict):
-    from o2o.loops.finetune import finetune_config_class
+    from o2o.runconfig import finetune_config_class
 
     return load_run_config(finetune_config_class(d["method"]), d)
 

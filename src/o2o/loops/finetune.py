@@ -22,42 +22,14 @@ shapes then follow the pre-trained run. The resolved config is what the run dire
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
-from dataclasses import field
-from functools import lru_cache
 from pathlib import Path
 
 import jax
 
 from o2o.errors import ConfigError, RunDirError
 from o2o.methods import MethodSpec, get_method
-
-
-@lru_cache(maxsize=None)
-def finetune_config_class(method: str) -> type:
-    """``o2o finetune --method M``'s config: the online algorithm's training config plus the method,
-    the pre-trained run and the bridge's settings."""
-    from o2o.runconfig import train_config_class
-    spec = get_method(method)
-    base = train_config_class(spec.algo)
-    extra = [
-        ("method", str, field(default=method, metadata={"help": "offline-to-online method (o2o.methods)"})),
-        ("pretrained", str | None, field(default=None, metadata={"help": "pre-trained run directory (o2o pretrain)"})),
-    ]
-    fam = family(spec)
-    extra.append((fam.SECTION, fam.CONFIG, field(default_factory=fam.CONFIG, metadata={"help": fam.SECTION_HELP})))
-    fields = [(f.name, f.type, f) for f in dataclasses.fields(base)] + extra
-    # dataclasses.fields() returns Field objects already bound to names; rebuild clean ones
-    clean = []
-    for name, typ, f in fields:
-        kwargs = {"metadata": f.metadata}
-        if f.default is not dataclasses.MISSING:
-            kwargs["default"] = f.default
-        if f.default_factory is not dataclasses.MISSING:
-            kwargs["default_factory"] = f.default_factory
-        clean.append((name, typ, field(**kwargs)))
-    return dataclasses.make_dataclass("FinetuneConfig", clean, frozen=True)
+from o2o.runconfig import finetune_config_class
 
 
 def resolve_finetune_config(

@@ -20,11 +20,12 @@ from pathlib import Path
 
 import jax
 
-from o2o.bridge.vpa import VPAConfig, check_vpa_config
+from o2o.bridge.vpa import check_vpa_config
 from o2o.errors import ConfigError
+from o2o.runconfig import family_section
 
-SECTION, CONFIG, SUMMARY_KEY = "vpa", VPAConfig, "vpa"
-SECTION_HELP = "value pre-alignment (methods with VPA)"
+SECTION, CONFIG, SECTION_HELP = family_section("safe")
+SUMMARY_KEY = "vpa"
 
 
 def algo_preset(spec):

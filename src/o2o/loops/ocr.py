@@ -26,8 +26,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from o2o.bridge.ocr import OCRConfig, bridge_stages, online_kind
+from o2o.bridge.ocr import bridge_stages, online_kind
 from o2o.errors import ConfigError
+from o2o.runconfig import family_section
 from o2o.loops.online import OnlineTrainer
 from o2o.loops.onpolicy import OnPolicyTrainer
 
@@ -346,8 +347,8 @@ def make_ocr_trainer(cfg, spec, pre, state, reference_params, *, progress: bool 
 # ====================================================================== the family (o2o.loops.finetune)
 # OCR-CFT's pieces of a fine-tuning run, composed by o2o.loops.finetune as o2o.loops.marvel's are.
 
-SECTION, CONFIG, SUMMARY_KEY = "ocr", OCRConfig, "bridge"
-SECTION_HELP = "OCR-CFT: re-evaluation, alignment, constraint, replay"
+SECTION, CONFIG, SECTION_HELP = family_section("ocr-cft")
+SUMMARY_KEY = "bridge"
 
 
 def algo_preset(spec):

@@ -143,7 +143,7 @@ def _online_policy(run: Path, ckpt: Path, saved: dict, kind: str) -> Policy:
     from o2o.runs.checkpoint import load_checkpoint
 
     if kind == FINETUNE:
-        from o2o.loops.finetune import finetune_config_class
+        from o2o.runconfig import finetune_config_class
 
         cfg = load_run_config(finetune_config_class(saved["method"]), saved)
     else:
