@@ -440,7 +440,8 @@ def test_demo_runs_three_seeds_from_bc_safe_and_replaces_only_its_own_outputs(tm
     marker = out / "finetune" / "marvel-s0" / "summary.json"
     before = marker.stat().st_mtime_ns
     assert main(["--no-progress", "demo", "--out", str(out), "--set", "pretrain.bogus=1"]) == 2  # checked first
-    assert marker.stat().st_mtime_ns == before
+    assert "bogus" in capsys.readouterr().err and marker.stat().st_mtime_ns == before
+    assert main(["--no-progress", "demo", "--out", str(out), "--dry-run"]) == 0  # its own report, figures and tables are not foreign
 
 
 def test_a_start_without_optimiser_state_fine_tunes_and_refuses_resume(pretrained, tmp_path, capsys):

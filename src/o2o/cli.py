@@ -522,7 +522,7 @@ def _print_pipeline(result, per_seed: bool = False) -> None:
             f"{r['train_cumulative_cost']:.0f}",
         )
     Console(width=None if sys.stdout.isatty() else 160).print(table)
-    print(f"outputs: {result.root}/ (pretrain/, finetune/, report.md, {result.figure.name})")
+    print(f"outputs: {result.root}/ (pretrain/, finetune/, report.md, {result.figure.name} and .pdf, results.tex, results.csv)")
 
 
 def _pipeline_inputs(args, task, methods_default: str, offline_default: str | None):
@@ -611,7 +611,7 @@ def cmd_ocr(args) -> int:
                       format_score(r["lowest_early_normalized_return"]), format_score(r["online_mean_normalized_return"]),
                       f"{r['final_return']:.1f}", f"{r['final_normalized_return']:.1f}")
     Console(width=None if sys.stdout.isatty() else 160).print(table)
-    print(f"outputs: {result.root}/ (pretrain/, finetune/, report.md, {result.figure.name})")
+    print(f"outputs: {result.root}/ (pretrain/, finetune/, report.md, {result.figure.name} and .pdf, results.tex, results.csv)")
     return 0
 
 
@@ -624,7 +624,7 @@ def cmd_demo(args) -> int:
 
     demo = load_yaml(PRESET_DIR / "pipeline-demo.yaml")
     out = Path(args.out)
-    ours = {"pretrain", "finetune", "report.md", "curves.png"}
+    ours = {"pretrain", "finetune", "report.md", "curves.png", "curves.pdf", "results.csv", "results.tex"}
     if out.exists() and (not out.is_dir() or any(p.name not in ours for p in out.iterdir())):
         raise O2OError(f"'{out}' holds files o2o demo did not write; the demo replaces its own outputs only: choose another --out")
     start = time.perf_counter()
