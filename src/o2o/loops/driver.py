@@ -115,15 +115,15 @@ class RunCheckpoints:
 
 def drive(stage: Stage, writers: Sequence, ckpts: Checkpoints, *, end: int, description: str, progress: bool,
           before: Callable[[], None] | None = None, after: Callable[[list[dict]], None] | None = None,
-          bar_offset: int = 0, bar_total: int | None = None) -> dict[str, float]:
+          bar_offset: int = 0) -> dict[str, float]:
     """Run ``stage`` until its position reaches ``end``, writing each call's rows to ``writers`` (one per
     run) and checkpointing through ``ckpts``. ``before()`` / ``after(rows)`` run around each call (they
     must derive what they change from the stage's counters, so that a resumed run sees the same values).
-    The progress bar counts ``position - bar_offset`` of ``bar_total`` (default ``end``). Returns the
+    The progress bar counts ``position - bar_offset`` of ``end - bar_offset``. Returns the
     last call's first row (empty when no call ran). The writers are closed on every way out but a
     normal end (the caller closes them then)."""
     last: dict[str, float] = {}
-    total = (end - bar_offset) if bar_total is None else bar_total
+    total = end - bar_offset
     with training_progress(progress) as bar:
         tid = bar.add_task(description, total=total, completed=min(stage.position, end) - bar_offset, status="")
         while stage.position < end:

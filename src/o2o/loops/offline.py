@@ -500,11 +500,11 @@ def _train_seeds(trainer, rundirs, *, resume: bool, progress: bool, live_eval: b
 
     o = trainer.cfg.offline
     stage = OfflineStage(trainer)
+    where = rundirs[0].path if len(rundirs) == 1 else rundirs[0].path.parent  # the run, or the group's folder
     hosts = [None] * len(rundirs)
     if resume:
         hosts = resume_stage(trainer.restore_seeds, [trainer.seed_checkpoint(i) for i in range(len(rundirs))], rundirs)
         if stage.position >= o.steps and all(rd.summary_path.is_file() for rd in rundirs):
-            where = rundirs[0].path if len(rundirs) == 1 else rundirs[0].path.parent
             raise run_finished(where, group=len(rundirs) > 1)
     writers = [MetricsWriter(rd) for rd in rundirs]
     clocks = [RunClock(host, resumed_from=stage.position) for host in hosts]  # wall time across resumes
@@ -513,7 +513,6 @@ def _train_seeds(trainer, rundirs, *, resume: bool, progress: bool, live_eval: b
     what = f"{trainer.cfg.algo} on {trainer.cfg.dataset}" + (f" (seeds {','.join(map(str, seeds))} as one program)" if len(seeds) > 1 else "")
 
     def kept(last):  # a deferred run keeps to its step-based checkpoints: a stop saves nothing
-        where = rundirs[0].path if len(rundirs) == 1 else rundirs[0].path.parent
         return (f"a deferred-evaluation run keeps only its step-based checkpoints (every offline.checkpoint_every = "
                 f"{o.checkpoint_every} steps): " + (f"{last.name} in {where}" if last else f"none yet in {where}"))
 
