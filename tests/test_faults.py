@@ -680,3 +680,20 @@ def test_a_checkpointless_run_in_use_is_not_deleted_by_a_sweep_or_pipeline(tmp_p
     finally:
         holder.close()
     assert _prepare(run_dir) is None and not run_dir.exists()  # no holder: deleted, started afresh
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+def test_a_stop_signal_to_a_sweep_exits_128_plus_the_signal_like_a_run(capsys, tmp_path, monkeypatch, signum):
+    """A sweep stopped by SIGTERM (preemption, scancel) or SIGUSR1 (a batch system's warning) exits 128 +
+    signal as a run does (143 for SIGTERM), not 130; Ctrl-C stays 130. The signal arrives right after the
+    sweep has installed its handlers, so no run trains."""
+    from o2o.experiments.index import SweepIndex
+    from test_sweep import TINY, write_spec
+
+    monkeypatch.setattr(SweepIndex, "register", lambda self, runs: os.kill(os.getpid(), signum))
+    spec = write_spec(tmp_path, TINY.format(seeds=1, iterations=1))
+    before = signal.getsignal(signum)
+    code, _, err = run(capsys, "--no-progress", "sweep", str(spec), "--out", str(tmp_path / "sweep"), "--backend", "sequential")
+    assert code == 128 + signum
+    assert f"o2o: sweep interrupted by {signal.Signals(signum).name}; " in err and "Traceback" not in err
+    assert signal.getsignal(signum) is before  # the sweep's handler is gone again

@@ -406,7 +406,7 @@ def test_sigusr1_stops_a_sweep_whose_workers_checkpoint_where_they_are(tmp_path)
     env = {**os.environ, "O2O_CHECKPOINT_EVERY_S": "0"}  # no time-based checkpoints: only the stop's
     runs = [sweep_dir / "runs" / "sac" / "Pendulum" / f"seed{k}" for k in (0, 1)]
     rc, out, err = run_and_signal(cmd, lambda: all(metrics_rows(r) >= 2 for r in runs), signal.SIGUSR1, env=env)
-    assert rc == 130 and "sweep interrupted" in err and "Traceback" not in err, (out, err)
+    assert rc == 128 + signal.SIGUSR1 and "sweep interrupted by SIGUSR1" in err and "Traceback" not in err, (out, err)
     status = _index_status(sweep_dir)
     assert all(s == "interrupted" for s, _ in status.values()), status
     from o2o.runs import checkpoint_step, latest_checkpoint

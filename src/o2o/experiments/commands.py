@@ -153,13 +153,16 @@ def cmd_sweep(args) -> int:
     try:
         outcome = run_sweep(spec, sweep_dir, backend=backend, retry_failed=args.retry_failed, progress=not args.no_progress,
                             defer_eval=args.defer_eval, adopt=args.adopt)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         import gc
+        import signal
 
         gc.collect()  # the stopped pool's queues: release their semaphores now, not in a warning at exit
-        print(f"o2o: sweep interrupted; the runs in flight checkpointed where they stopped (one whose iteration did not end "
+        signum = getattr(err, "signum", signal.SIGINT)  # SIGTERM / SIGUSR1: o2o.experiments.sweep.SweepStopped
+        by = "" if signum == signal.SIGINT else f" by {signal.Signals(signum).name}"
+        print(f"o2o: sweep interrupted{by}; the runs in flight checkpointed where they stopped (one whose iteration did not end "
               f"within 20 s keeps its last checkpoint). Continue with `{_continue_command(sweep_dir, args.only)}`", file=sys.stderr)
-        return 130
+        return 128 + signum  # as a run: 130 for Ctrl-C, 143 for SIGTERM
     c = outcome.counts
     ran = len(outcome.executed)
     rate = f" ({ran / outcome.wall_time_s * 60:.2f} runs/min)" if ran and outcome.wall_time_s > 0 else ""

@@ -538,8 +538,16 @@ def sweep_holder(sweep_dir: Path) -> str | None:
     return None
 
 
+class SweepStopped(KeyboardInterrupt):
+    """SIGTERM or SIGUSR1 to a sweep: it stops as on Ctrl-C, and `o2o sweep` exits 128 + ``signum`` as a run does."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
+    raise SweepStopped(signum)
 
 
 def run_sweep(
