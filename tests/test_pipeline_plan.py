@@ -93,3 +93,14 @@ def test_demo_and_ocr_dry_runs_write_nothing(capsys, tmp_path, monkeypatch):
     assert re.search(r"data\s+Hopper-medium\s+new .*generated \(d4rl medium\)", stdout)
     assert re.search(r"pretrain\s+cql-s0\s+new", stdout) and re.search(r"finetune\s+o2sac-s0\s+new .*from cql-s0; bridge", stdout)
     assert not (tmp_path / "ocr").exists() and not (tmp_path / "datasets").exists()
+
+
+def test_the_budget_file_names_the_task_so_the_issue_command_needs_no_task(capsys, tmp_path):
+    """`o2o marvel --budget src/o2o/configs/pipeline-demo.yaml` as the issue typed it: the file's task is the default of --task."""
+    out = tmp_path / "mv"
+    code, stdout, err = run(capsys, "--no-progress", "marvel", "--budget", str(DEMO), "--dry-run", "--out", str(out))
+    assert code == 0, err
+    assert re.search(r"data\s+BallCircle-dsrl-small\s+exists", stdout) and "marvel-s2" in stdout and not out.exists()
+    for command in ("marvel", "ocr"):  # neither --task nor a file naming one: one line
+        code, _, err = run(capsys, "--no-progress", command, "--dry-run", "--out", str(out))
+        assert code == 2 and f"o2o {command} needs --task (or a --budget file that names its task)" in one_error_line(err)

@@ -393,6 +393,36 @@ def test_safe_finetune_table_start_dip_quarter_and_safe_seeds_by_hand(tmp_path):
     assert [c.strip() for c in per_seed[3].strip("|").split("|")][10] == "**no**"
 
 
+def test_a_count_of_training_episodes_over_the_limit_keeps_its_interval_within_0_and_the_episodes_run(tmp_path):
+    """The issue's `2.0 [-23.4, 27.4] of 12`: 0 and 4 of 12 training episodes over the limit; the t interval
+    (1 degree of freedom: 2 +- 12.706 * 2.828 / 1.414) is clipped to [0, 12] in both safe-task tables."""
+    from o2o.experiments.report import estimate
+
+    assert estimate([0.0, 4.0], "mean").fmt(1) == "2.0 [-23.4, 27.4]"
+    assert estimate([0.0, 4.0], "mean", lowest=0.0, highest=12.0).fmt(1) == "2.0 [0.0, 12.0]"
+    for seed, violating in ((0, 0), (1, 4)):
+        run = tmp_path / f"marvel-s{seed}"
+        write_safe_finetune_run(run, method="marvel", seed=seed, rewards=[0.5, 0.6, 0.7], costs=[0, 0, 0], cum_cost=100.0, violating=violating)
+        lines = (run / "metrics.csv").read_text().splitlines()
+        (run / "metrics.csv").write_text("\n".join([lines[0] + ",train/cumulative_cost,train/violating_episodes"]
+                                                   + [f"{x},100.0,{violating}" for x in lines[1:]]) + "\n")
+        summary = json.loads((run / "summary.json").read_text()) | {"train_episodes": 12}
+        (run / "summary.json").write_text(json.dumps(summary))
+    md = write_report([tmp_path / "marvel-s0", tmp_path / "marvel-s1"], tmp_path / "page.md")["markdown"].read_text()
+    safe_row = next(x for x in md.splitlines() if x.startswith("| BallCircle | marvel | 2 | 2000 env steps"))
+    assert safe_row.endswith("| 2.0 [0.0, 12.0] of 12 |")
+    finetune_row = next(x for x in md.splitlines() if x.startswith("| BallCircle | marvel | 2 | 2000 |"))
+    assert finetune_row.endswith("| 2.0 [0.0, 12.0] |")
+    assert "those of the training episodes over the limit at the episodes run" in md
+    # no evaluation in the first 10% (0, 1k, 2k): '-' over seeds and per seed, never 'nan'
+    from o2o.experiments.report import collect, safe_finetune_table
+
+    runs, _ = collect([tmp_path / "marvel-s0", tmp_path / "marvel-s1"])
+    per_seed = safe_finetune_table(runs, per_seed=True)
+    assert "nan" not in per_seed and [c.strip() for c in per_seed.splitlines()[2].strip("|").split("|")][6] == "-"
+    assert finetune_row.split("|")[7].strip() == "-"
+
+
 def test_a_long_figure_title_is_wrapped_to_the_figure(tmp_path, monkeypatch):
     import matplotlib.figure
 

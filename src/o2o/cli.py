@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
         "missing), offline pre-training per seed, then fine-tuning with each method, then OUT/report.md (offline vs "
         "fine-tuned policy, reward and cost) and OUT/curves.png. Finished stages are reused, interrupted ones resumed.",
     )
-    p.add_argument("--task", required=True, help="safe task, e.g. BallCircle, CarRun")
+    p.add_argument("--task", help="safe task, e.g. BallCircle, CarRun (default: the --budget file's task)")
     p.add_argument("--dataset", help="dataset name or path (default <Task>-dsrl, generated if missing)")
     p.add_argument("--offline-algo", default=None, help="safe offline algorithm (default cpq; bear-lag)")
     p.add_argument("--methods", default=None, help="comma-separated methods (default marvel), e.g. marvel,warm-start,from-scratch")
@@ -245,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
         "policy re-evaluation, value alignment, constrained fine-tuning; then OUT/report.md and OUT/curves.png. Finished stages "
         "are reused, interrupted ones resumed. Methods: " + ", ".join(m for m in _method_names() if m.startswith("o2")) + ".",
     )
-    p.add_argument("--task", required=True, help="task, e.g. Hopper, HalfCheetah, Walker2d")
+    p.add_argument("--task", help="task, e.g. Hopper, HalfCheetah, Walker2d (default: the --budget file's task)")
     p.add_argument("--dataset", help="dataset name or path (default <Task>-medium, generated with the d4rl recipe if missing)")
     p.add_argument("--method", "--methods", dest="methods", default=None, help="comma-separated methods (default o2sac), e.g. o2sac,o2sac-naive,o2sac-scratch")
     p.add_argument("--offline-algo", default=None, help="pre-train every method from this offline algorithm (default: each method's own)")
@@ -525,6 +525,17 @@ def _print_pipeline(result, per_seed: bool = False) -> None:
     print(f"outputs: {result.root}/ (pretrain/, finetune/, report.md, {result.figure.name} and .pdf, results.tex, results.csv)")
 
 
+def _pipeline_task(args):
+    """The task of o2o marvel / o2o ocr: --task, else the one the --budget file names."""
+    from o2o.envs import get_task
+    from o2o.experiments.pipeline import read_budget_file
+
+    name = args.task or (read_budget_file(args.budget)[1].get("task") if args.budget else None)
+    if not name:
+        raise O2OError(f"o2o {args.command} needs --task (or a --budget file that names its task)")
+    return get_task(name)
+
+
 def _pipeline_inputs(args, task, methods_default: str, offline_default: str | None):
     """(budget, dataset, offline algorithm, methods, seeds) of o2o marvel / o2o ocr: each option as the
     command line gives it, else as the --budget file names it, else its default."""
@@ -563,10 +574,9 @@ def _print_plan(plan, root: Path) -> int:
 
 
 def cmd_marvel(args) -> int:
-    from o2o.envs import get_task
     from o2o.experiments.pipeline import run_pipeline
 
-    task = get_task(args.task)
+    task = _pipeline_task(args)
     if not task.safe:
         raise O2OError(f"o2o marvel needs a safe task (with costs); '{task.name}' has none")
     budget, dataset, offline_algo, methods, seeds = _pipeline_inputs(args, task, "marvel", "cpq")
@@ -583,11 +593,10 @@ def cmd_marvel(args) -> int:
 
 
 def cmd_ocr(args) -> int:
-    from o2o.envs import get_task
     from o2o.experiments.pipeline import format_score, run_pipeline
     from o2o.methods import get_method
 
-    task = get_task(args.task)
+    task = _pipeline_task(args)
     budget, dataset, offline_algo, methods, seeds = _pipeline_inputs(args, task, "o2sac", None)
     for m in methods:
         if get_method(m).family != "ocr-cft":

@@ -434,7 +434,7 @@ def write_report(result: PipelineResult, task_name: str) -> None:
         "methods that have it); 'lowest, first 10%' = the lowest evaluation in the first 10% of the online budget (the",
         "initial dip); 'reward at 25%' = the evaluation nearest 25% of the budget; 'final' = after the last iteration;",
         f"cumulative training cost = the cost of every training episode. Over seeds: {AGGREGATE_TEXT['mean']} (costs'",
-        "intervals clipped at 0).",
+        "intervals clipped at 0, those of training episodes over the limit at the episodes run).",
         "",
         safe_finetune_table(runs, "mean"),
         "", "Per seed:", "",

@@ -9,7 +9,8 @@ What a number in a report is:
   cost is within the limit (<= 1) count, and a method with none has no best. It selects on the
   evaluation episodes, so it is optimistic; it is always labelled as best, never mixed with final.
 - **intervals** of a quantity that cannot be negative (costs, cumulative training cost, episode
-  counts) are clipped at 0; the t interval of a handful of seeds can otherwise reach below it.
+  counts) are clipped at 0, and those of the training episodes over the limit at the episodes run;
+  the t interval of a handful of seeds can otherwise leave the range (e.g. `2.0 [-23.4, 27.4] of 12`).
 - **normalised return**: DSRL's (R - R_min) / (R_max - R_min) on safe tasks, D4RL's
   100 (R - R_random) / (R_expert - R_random) on the others (reference returns: ``o2o tasks``).
 - **normalised cost**: DSRL's C / kappa; an agent whose aggregated final normalised cost exceeds 1
@@ -218,15 +219,18 @@ def _last(metrics: dict, name: str) -> float:
     return float(col[-1]) if len(col) else float("nan")
 
 
-def estimate(values, how: str = "mean", *, lowest: float | None = None) -> Estimate:
-    """The aggregate of ``values`` over seeds with its interval; ``lowest``: the quantity's least valid
-    value (0 for a cost or a count), below which the interval is clipped."""
+def estimate(values, how: str = "mean", *, lowest: float | None = None, highest: float | None = None) -> Estimate:
+    """The aggregate of ``values`` over seeds with its interval; ``lowest`` / ``highest``: the quantity's
+    least / greatest valid value (0 for a cost or a count; the episodes run for a count of episodes),
+    at which the interval is clipped."""
     values = np.asarray(values, np.float64)
     if np.isnan(values).any():
         return Estimate(float("nan"), float("nan"), float("nan"))
     v, lo, hi = aggregate(values, how)
     if lowest is not None:
         lo = max(float(lo), lowest)
+    if highest is not None and math.isfinite(highest):
+        hi = min(float(hi), highest)
     return Estimate(float(v), float(lo), float(hi))
 
 
@@ -282,7 +286,7 @@ def summarise_group(task: str, method: str, runs: list[RunInfo], how: str = "mea
         result.unsafe = bool(result.final_norm_cost.value > 1.0)
     if "train/cumulative_cost" in runs[0].metrics and t.safe:
         result.cum_train_cost = estimate(finals["cum"], how, lowest=0.0)
-        result.violating_episodes = estimate(finals["viol"], how, lowest=0.0)
+        result.violating_episodes = estimate(finals["viol"], how, lowest=0.0, highest=max(finals["eps"]))
         result.train_episodes = estimate(finals["eps"], how, lowest=0.0)
     return result
 
@@ -411,7 +415,9 @@ def safe_finetune_table(runs: list[RunInfo], how: str = "mean", per_seed: bool =
     for (task, method), group in groups.items():
         budgets = "-".join(map(str, sorted({int(r["budget"]) for r in group})))
         for sub in ([[r] for r in group] if per_seed else [group]):
-            cells = [f"{sub[0][k]:.{0 if k == 'violating' else d}f}" if per_seed else estimate([r[k] for r in sub], how, lowest=low).fmt(d)
+            most = {"violating": max(r["episodes"] for r in sub)}  # a count of episodes: at most the episodes run
+            cells = [(f"{sub[0][k]:.{0 if k == 'violating' else d}f}" if math.isfinite(sub[0][k]) else "-") if per_seed
+                     else estimate([r[k] for r in sub], how, lowest=low, highest=most.get(k)).fmt(d)
                      for k, _, d, low in SAFE_FINETUNE_COLUMNS]
             safe = sum(int(r["safe"]) for r in sub)
             within = ("yes" if safe else "**no**") if per_seed else f"{safe} of {len(sub)}"
@@ -668,7 +674,8 @@ def write_report(
               "in the row. **Best** = the maximum over evaluations of the seed-aggregated normalised-return curve, "
               "with the budget where it was reached (it selects on the evaluation episodes: optimistic); on a safe "
               "task only the evaluations whose seed-aggregated normalised cost is within the limit (<= 1) count. "
-              "Intervals of costs and counts are clipped at 0. Only finished runs are counted.")
+              "Intervals of costs and counts are clipped at 0, and those of the training episodes over the limit "
+              "at the episodes run. Only finished runs are counted.")
     for s in sweeps:
         md += ["", f"## Sweep spec `{s.spec_source or s.path}`", "",
                f"sha256 `{s.spec_sha256}`; sweep directory `{s.path}`."
