@@ -277,17 +277,30 @@ def test_render_writes_a_gif_of_the_episode_with_its_return_and_cost(runs, tmp_p
     assert f"episode 1: return {ret:.1f}" in out
 
 
-def test_render_writes_an_mp4_with_imageio_ffmpeg(runs, tmp_path, capsys):
+def test_render_writes_an_mp4_with_imageio_ffmpeg(runs, tmp_path):
     pytest.importorskip("imageio_ffmpeg", reason="the video extra (pip install 'o2o[video]'; make installs it)")
     import imageio.v3 as iio
 
+    from o2o.loops.render import render_episodes
+
     mp4 = tmp_path / "episode.mp4"
-    assert main(["eval", str(runs["pretrain"]), "--render", str(mp4), "--seed", "1"]) == 0
-    assert capsys.readouterr().out.strip().splitlines()[-1] == f"outputs: {mp4}"
+    result = render_episodes(o2o.load_policy(runs["pretrain"]), mp4, seed=1, max_frames=40)
     frames = iio.imread(mp4, index=None, plugin="FFMPEG")
-    # BallCircle's 200 steps at 480 x 360 (ffmpeg pads the height to a multiple of 16)
-    assert frames.shape[0] == 200 and frames.shape[2:] == (480, 3) and frames.shape[1] in (360, 368)
+    # every 5th of BallCircle's 200 steps at 480 x 360 (ffmpeg pads the height to a multiple of 16)
+    assert 40 <= result["frames"] == frames.shape[0] <= 41 and frames.shape[2:] == (480, 3) and frames.shape[1] in (360, 368)
     assert frames[-1][40:].astype(int).std() > 20  # a scene, not a blank image
+
+
+def test_render_shows_the_bullet_cost_marker_only_on_a_step_with_cost():
+    """BSG's red cost sphere around the agent is drawn opaque by TinyRenderer at its initial alpha 0.001:
+    hidden until a step has cost, so the frames show the agent itself."""
+    env = o2o.make_env("BallCircle", seed=0, render_size=(240, 180))
+    env.reset()
+    red = lambda frame: int(((frame[..., 0] > 180) & (frame[..., 1] < 60) & (frame[..., 2] < 60)).sum())
+    assert red(env.render()) == 0
+    env.env.unwrapped.agent._violates_constraints = True  # as BSG sets it on a step with cost
+    assert red(env.render()) > 50
+    env.close()
 
 
 def test_render_strides_long_videos(runs, tmp_path, capsys):

@@ -165,6 +165,11 @@ class SeededEnv(gym.Wrapper):
         if self.task.family == "bullet":
             bullet_env = self.env.unwrapped
             bullet_env.world.camera.render_width, bullet_env.world.camera.render_height = self.render_size
+            # BSG's cost marker, a red sphere around the agent, starts at alpha 0.001, which TinyRenderer
+            # draws opaque, hiding the agent until its first cost: show it only on a step with cost
+            agent = bullet_env.agent
+            bullet_env.bc.changeVisualShape(agent.violation_body_id, -1,
+                                            rgbaColor=[1, 0, 0, 0.5 if agent._violates_constraints else 0.0])
             return np.asarray(bullet_env.render(mode="rgb_array"), np.uint8)
         try:
             return np.asarray(self.env.render(), np.uint8)
