@@ -391,6 +391,16 @@ def test_safe_finetune_table_start_dip_quarter_and_safe_seeds_by_hand(tmp_path):
     assert row[12].startswith("2000 [0, ")  # cumulative training cost, clipped at 0
     per_seed = safe_finetune_table(runs, per_seed=True).splitlines()
     assert [c.strip() for c in per_seed[3].strip("|").split("|")][10] == "**no**"
+    # the same numbers in the report's safe-finetune.csv and in the LaTeX table of results.tex
+    out = write_report([tmp_path / "marvel-s0", tmp_path / "marvel-s1"], tmp_path / "page.md")
+    (csv_row,) = list(csv.DictReader(out["safe_finetune_csv"].open()))
+    assert csv_row["method"] == "marvel" and csv_row["seeds"] == "2" and float(csv_row["start"]) == pytest.approx(0.45)
+    assert float(csv_row["start_low"]) == pytest.approx(-0.185, abs=5e-4) and float(csv_row["final_cost_low"]) == 0.0
+    assert float(csv_row["lowest_early"]) == pytest.approx(0.35) and csv_row["final_within_limit"] == "1"
+    tex = out["latex"].read_text()
+    (tex_row,) = [x for x in tex.splitlines() if x.startswith("BallCircle & marvel & 2 & 0.450")]
+    assert tex_row.startswith("BallCircle & marvel & 2 & 0.450 {\\scriptsize [-0.185, 1.085]} & 0.350 ") and "& 1 of 2 & 2000 " in tex_row
+    assert "Fine-tuning on safe tasks" in tex and tex.count("\\begin{table}") == tex.count("\\end{table}") == 2
 
 
 def test_a_count_of_training_episodes_over_the_limit_keeps_its_interval_within_0_and_the_episodes_run(tmp_path):

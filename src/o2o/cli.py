@@ -522,7 +522,8 @@ def _print_pipeline(result, per_seed: bool = False) -> None:
             f"{r['train_cumulative_cost']:.0f}",
         )
     Console(width=None if sys.stdout.isatty() else 160).print(table)
-    print(f"outputs: {result.root}/ (pretrain/, finetune/, report.md, {result.figure.name} and .pdf, results.tex, results.csv)")
+    print(f"outputs: {result.root}/ (pretrain/, finetune/, report.md, {result.figure.name} and .pdf, results.tex, results.csv, "
+          "safe-finetune.csv)")
 
 
 def _pipeline_task(args):
@@ -633,7 +634,7 @@ def cmd_demo(args) -> int:
 
     demo = load_yaml(PRESET_DIR / "pipeline-demo.yaml")
     out = Path(args.out)
-    ours = {"pretrain", "finetune", "report.md", "curves.png", "curves.pdf", "results.csv", "results.tex"}
+    ours = {"pretrain", "finetune", "report.md", "curves.png", "curves.pdf", "results.csv", "results.tex", "safe-finetune.csv"}
     if out.exists() and (not out.is_dir() or any(p.name not in ours for p in out.iterdir())):
         raise O2OError(f"'{out}' holds files o2o demo did not write; the demo replaces its own outputs only: choose another --out")
     start = time.perf_counter()

@@ -417,6 +417,8 @@ def write_report(result: PipelineResult, task_name: str) -> None:
         result.root / "curves.png",
         title=f"{task.name}: fine-tuning from {', '.join(sorted({p.name.rsplit('-s', 1)[0] for p in result.pretrained.values()}))}",
         cost_limit=limit,
+        reward_metric="eval/normalized_return",
+        reward_label="DSRL-normalised return",
         x_label="environment steps",
         train_cost_metric="train/cumulative_cost",
         pdf=True,
@@ -447,13 +449,19 @@ def write_report(result: PipelineResult, task_name: str) -> None:
 
 
 def _write_tables(result: PipelineResult, runs, task_name: str) -> str:
-    """``results.tex`` (the final-evaluation table as LaTeX, booktabs) and ``results.csv`` beside the
-    report, as ``o2o report`` writes them; returns the report's line naming them."""
-    from o2o.experiments.report import group_runs, results_csv, results_latex, summarise_group
+    """``results.tex`` (the final-evaluation and safe fine-tuning tables as LaTeX, booktabs), ``results.csv``
+    and ``safe-finetune.csv`` beside the report, as ``o2o report`` writes them; returns the report's line naming them."""
+    from o2o.experiments.report import group_runs, results_csv, results_latex, safe_finetune_csv, safe_finetune_latex, summarise_group
 
     results = [summarise_group(t, m, g, "mean") for (t, m), g in group_runs(runs).items()]
-    (result.root / "results.tex").write_text(results_latex(results, "mean", f"{task_name} pipeline, {result.root}"))
+    (result.root / "results.tex").write_text(results_latex(results, "mean", f"{task_name} pipeline, {result.root}")
+                                             + safe_finetune_latex(runs, "mean"))
     (result.root / "results.csv").write_text(results_csv(results, "mean"))
+    safe = safe_finetune_csv(runs, "mean")
+    if safe:
+        (result.root / "safe-finetune.csv").write_text(safe)
+        return ("For a paper: the final-evaluation and safe fine-tuning tables as LaTeX in `results.tex` (booktabs), their "
+                "numbers in `results.csv` and `safe-finetune.csv`, the figure also as `curves.pdf`.")
     return ("For a paper: the final-evaluation table as LaTeX in `results.tex` (booktabs), its numbers in `results.csv`, "
             "the figure also as `curves.pdf`.")
 

@@ -400,30 +400,85 @@ def safe_finetune_rows(runs: list[RunInfo]) -> list[dict]:
     return out
 
 
+def safe_finetune_groups(runs: list[RunInfo], how: str = "mean", per_seed: bool = False) -> list[dict]:
+    """The rows of the safe fine-tuning table: task, method, seeds (the seed with ``per_seed``), the online
+    budgets, an ``Estimate`` per ``SAFE_FINETUNE_COLUMNS`` key over the group's seeds, and ``safe`` (the
+    seeds whose final evaluation is within the limit) of ``n``."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in safe_finetune_rows(runs):
+        groups.setdefault((r["task"], r["method"]), []).append(r)
+    out = []
+    for (task, method), group in groups.items():
+        budgets = "-".join(map(str, sorted({int(r["budget"]) for r in group})))
+        for sub in ([[r] for r in group] if per_seed else [group]):
+            most = {"violating": max(r["episodes"] for r in sub)}  # a count of episodes: at most the episodes run
+            cells = {k: (Estimate(float(sub[0][k]), float(sub[0][k]), float(sub[0][k])) if per_seed
+                         else estimate([r[k] for r in sub], how, lowest=low, highest=most.get(k))) for k, _, _, low in SAFE_FINETUNE_COLUMNS}
+            out.append({"task": task, "method": method, "seeds": sub[0]["seed"] if per_seed else len(sub), "budgets": budgets,
+                        "cells": cells, "safe": sum(int(r["safe"]) for r in sub), "n": len(sub)})
+    return out
+
+
 def safe_finetune_table(runs: list[RunInfo], how: str = "mean", per_seed: bool = False) -> str:
     """The safe fine-tuning table (module docstring) over seeds, or with ``per_seed`` one row per run."""
-    rows = safe_finetune_rows(runs)
+    rows = safe_finetune_groups(runs, how, per_seed)
     if not rows:
         return ""
     head = ("| task | method | " + ("seed" if per_seed else "seeds") + " | online budget (env steps) | "
             + " | ".join(label for _, label, _, _ in SAFE_FINETUNE_COLUMNS[:6]) + " | final within the limit | "
             + " | ".join(label for _, label, _, _ in SAFE_FINETUNE_COLUMNS[6:]) + " |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for r in rows:
-        groups.setdefault((r["task"], r["method"]), []).append(r)
-    for (task, method), group in groups.items():
-        budgets = "-".join(map(str, sorted({int(r["budget"]) for r in group})))
-        for sub in ([[r] for r in group] if per_seed else [group]):
-            most = {"violating": max(r["episodes"] for r in sub)}  # a count of episodes: at most the episodes run
-            cells = [(f"{sub[0][k]:.{0 if k == 'violating' else d}f}" if math.isfinite(sub[0][k]) else "-") if per_seed
-                     else estimate([r[k] for r in sub], how, lowest=low, highest=most.get(k)).fmt(d)
-                     for k, _, d, low in SAFE_FINETUNE_COLUMNS]
-            safe = sum(int(r["safe"]) for r in sub)
-            within = ("yes" if safe else "**no**") if per_seed else f"{safe} of {len(sub)}"
-            lines.append(f"| {task} | {method} | {sub[0]['seed'] if per_seed else len(sub)} | {budgets} | "
-                         + " | ".join(cells[:6]) + f" | {within} | " + " | ".join(cells[6:]) + " |")
+    for row in rows:
+        cells = [(f"{est.value:.{0 if k == 'violating' else d}f}" if math.isfinite(est.value) else "-") if per_seed else est.fmt(d)
+                 for (k, _, d, _), est in zip(SAFE_FINETUNE_COLUMNS, row["cells"].values())]
+        within = ("yes" if row["safe"] else "**no**") if per_seed else f"{row['safe']} of {row['n']}"
+        lines.append(f"| {row['task']} | {row['method']} | {row['seeds']} | {row['budgets']} | "
+                     + " | ".join(cells[:6]) + f" | {within} | " + " | ".join(cells[6:]) + " |")
     return "\n".join(lines)
+
+
+def safe_finetune_csv(runs: list[RunInfo], how: str = "mean") -> str:
+    """The safe fine-tuning table over seeds as CSV (each column with its interval bounds); empty without safe fine-tuning runs."""
+    rows = safe_finetune_groups(runs, how)
+    if not rows:
+        return ""
+    fields = ["task", "method", "seeds", "aggregate", "online_budget"]
+    for k, _, _, _ in SAFE_FINETUNE_COLUMNS:
+        fields += [k, f"{k}_low", f"{k}_high"]
+    fields += ["final_within_limit"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fields, lineterminator="\n")
+    w.writeheader()
+    for row in rows:
+        out = {"task": row["task"], "method": row["method"], "seeds": row["n"], "aggregate": how, "online_budget": row["budgets"],
+               "final_within_limit": row["safe"]}
+        for k, est in row["cells"].items():
+            out |= {k: est.value, f"{k}_low": est.low, f"{k}_high": est.high}
+        w.writerow({k: ("" if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()})
+    return buf.getvalue()
+
+
+def safe_finetune_latex(runs: list[RunInfo], how: str = "mean") -> str:
+    """The safe fine-tuning table over seeds as a LaTeX ``table`` (booktabs): start, the initial dip, reward at
+    25% and final (DSRL-normalised), final cost, seeds within the limit, cumulative training cost; '' without
+    safe fine-tuning runs."""
+    rows = safe_finetune_groups(runs, how)
+    if not rows:
+        return ""
+    what = "mean [95\\% t interval]" if how == "mean" else "IQM [95\\% bootstrap interval]"
+    keys = [("start", 3), ("lowest_early", 3), ("quarter", 3), ("final", 3), ("final_cost", 1)]
+    out = ["\\begin{table}[t]", "\\centering", "\\begin{tabular}{llr" + "r" * len(keys) + "lr}", "\\toprule",
+           "Task & Method & Seeds & Start & Lowest, first 10\\% & At 25\\% & Final & Final cost & Within the limit "
+           "& Training cost \\\\", "\\midrule"]
+    for row in rows:
+        cells = " & ".join(_tex_est(row["cells"][k], d) for k, d in keys)
+        out.append(f"{_tex(row['task'])} & {_tex(row['method'])} & {row['n']} & {cells} & {row['safe']} of {row['n']} & "
+                   f"{_tex_est(row['cells']['cum_cost'], 0)} \\\\")
+    out += ["\\bottomrule", "\\end{tabular}",
+            f"\\caption{{Fine-tuning on safe tasks ({what} over seeds): DSRL-normalised reward at the start (after any bridge), "
+            "the lowest in the first 10\\% of the online budget (the initial dip), at 25\\% of the budget and final; final "
+            "evaluation cost (raw); seeds whose final evaluation is within the limit; cumulative training cost.}", "\\end{table}"]
+    return "\n".join(out) + "\n"
 
 
 # ---------------------------------------------------------------------------------- tables
@@ -648,7 +703,11 @@ def write_report(
     csv_path = assets / "results.csv"
     csv_path.write_text(results_csv(results, how))
     tex_path = assets / "results.tex"
-    tex_path.write_text(results_latex(results, how, named_short))
+    tex_path.write_text(results_latex(results, how, named_short) + safe_finetune_latex(runs, how))
+    sft_csv = safe_finetune_csv(runs, how)
+    sft_csv_path = assets / "safe-finetune.csv" if sft_csv else None
+    if sft_csv_path:
+        sft_csv_path.write_text(sft_csv)
 
     from o2o.experiments.archive import archive_sweep
     from o2o.experiments.index import is_archive
@@ -714,8 +773,9 @@ def write_report(
     if at:
         md += ["", "## Across tasks", "", f"Table 3 — from {named_by}. rliable-style aggregate: IQM over every run of "
                "the tasks pooled, interval from a bootstrap that resamples seeds within each task (2000 resamples).", "", at]
-    md += ["", f"CSV of every number (with interval bounds): [{rel(csv_path)}]({rel(csv_path)}); the tables in LaTeX "
-           f"(booktabs): [{rel(tex_path)}]({rel(tex_path)}); each figure also as a vector PDF beside its PNG."]
+    md += ["", f"CSV of every number (with interval bounds): [{rel(csv_path)}]({rel(csv_path)})"
+           + (f", the safe fine-tuning table's: [{rel(sft_csv_path)}]({rel(sft_csv_path)})" if sft_csv_path else "")
+           + f"; the tables in LaTeX (booktabs): [{rel(tex_path)}]({rel(tex_path)}); each figure also as a vector PDF beside its PNG."]
     for a in archives:
         where = rel(a) if out.parent.resolve() in a.resolve().parents else str(a)
         md += ["", f"The runs' data (config, metrics.csv, summary of every finished run, no checkpoints): [{where}/]({where}/); "
@@ -731,5 +791,5 @@ def write_report(
         md += [f"| {r} | {st_} | {e.replace('|', '/') if e else ''} |" for _, r, st_, e in excluded]
         md.append("")
     out.write_text("\n".join(md).rstrip() + "\n")
-    return {"markdown": out, "csv": csv_path, "latex": tex_path, "figures": [p for _, p, _ in figures], "results": results,
+    return {"markdown": out, "csv": csv_path, "safe_finetune_csv": sft_csv_path, "latex": tex_path, "figures": [p for _, p, _ in figures], "results": results,
             "excluded": excluded, "runs": len(runs), "archives": archives}
