@@ -16,7 +16,7 @@ cp "$REPO"/examples/sweeps/pretrain-then-finetune-{1,2}.yaml "$REPO"/examples/sw
 # step 1: BC-Safe, 2 seeds, 1000 steps (the example: 2000), evaluated every 250
 o2o sweep pretrain-then-finetune-1.yaml --set offline.steps=1000 --set offline.steps_per_call=250 --set offline.eval_every=250 2>&1 | tail -n 3
 # step 2: marvel, vpa-only, from-scratch from each seed's run; VPA 1000 steps (the example: 2000), 10 iterations of
-# 1 episode (8 of 2), evaluated after each (every 2nd): an evaluation at 10% of the budget, so the tables have the dip
+# 1 episode (10 of 2), evaluated after each (as the example): an evaluation at 10% of the budget, so the tables have the dip
 o2o sweep pretrain-then-finetune-2.yaml --set vpa.steps=1000 --set online.iterations=10 --set online.episodes_per_iteration=1 \
   --set online.eval_every=1 2>&1 | tail -n 3
 o2o report runs/sweeps/pretrain-then-finetune-1 runs/sweeps/pretrain-then-finetune-2 --out reports/pretrain-then-finetune.md \
