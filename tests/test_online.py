@@ -5,6 +5,7 @@ import time
 
 import numpy as np
 import pytest
+from procs import run_online_optimised
 
 from o2o.config import to_dict
 from o2o.loops.online import run_online
@@ -12,8 +13,8 @@ from o2o.presets import resolve_train_config
 from o2o.runs import load_checkpoint, read_metrics_csv
 
 
-def pendulum_config(**extra):
-    overrides = [
+def pendulum_overrides(**extra) -> list[str]:
+    return [
         "agent.hidden_dims=[64, 64]",
         "agent.actor_lr=1e-3",
         "agent.critic_lr=1e-3",
@@ -25,13 +26,12 @@ def pendulum_config(**extra):
         "online.update_after=1000",
         "online.eval_episodes=5",
     ] + [f"{k}={v}" for k, v in extra.items()]
-    return resolve_train_config("sac", "Pendulum", 0, overrides=overrides)
 
 
 def test_sac_learns_pendulum(tmp_path):
     """Random Pendulum policies score about -1200; SAC should reach well above -500 in 6k steps."""
-    cfg = pendulum_config(**{"online.iterations": 30, "online.eval_every": 30, "online.checkpoint_every": 30})
-    summary = run_online(cfg, tmp_path / "run", progress=False)
+    overrides = pendulum_overrides(**{"online.iterations": 30, "online.eval_every": 30, "online.checkpoint_every": 30})
+    summary = run_online_optimised("sac", "Pendulum", 0, overrides, tmp_path / "run")
     assert summary["env_steps"] == 6000
     assert summary["final_eval_return"] > -500, summary
 

@@ -10,6 +10,7 @@ import optax
 import pytest
 from flax.serialization import from_state_dict, to_state_dict
 from flax.training.train_state import TrainState
+from procs import run_online_optimised
 
 from o2o.agents import get_online_agent, td3, td3bc
 from o2o.loops.online import policy_step, policy_step_kwargs, run_online
@@ -136,8 +137,8 @@ def test_exploration_noise_through_the_online_policy_step():
     np.testing.assert_array_equal(mode, np.asarray(state.actor.apply_fn(state.actor.params, obs)))
 
 
-def pendulum_config(**extra):
-    overrides = [
+def pendulum_overrides(**extra) -> list[str]:
+    return [
         "agent.hidden_dims=[64, 64]",
         "agent.actor_lr=1e-3",
         "agent.critic_lr=1e-3",
@@ -148,13 +149,12 @@ def pendulum_config(**extra):
         "online.update_after=1000",
         "online.eval_episodes=5",
     ] + [f"{k}={v}" for k, v in extra.items()]
-    return resolve_train_config("td3", "Pendulum", 0, overrides=overrides)
 
 
 def test_td3_learns_pendulum(tmp_path):
     """Random Pendulum policies score about -1250; TD3 should reach well above -500 in 6k steps."""
-    cfg = pendulum_config(**{"online.iterations": 30, "online.eval_every": 30, "online.checkpoint_every": 30})
-    summary = run_online(cfg, tmp_path / "run", progress=False)
+    overrides = pendulum_overrides(**{"online.iterations": 30, "online.eval_every": 30, "online.checkpoint_every": 30})
+    summary = run_online_optimised("td3", "Pendulum", 0, overrides, tmp_path / "run")
     assert summary["env_steps"] == 6000
     assert summary["final_eval_return"] > -500, summary
 
