@@ -32,8 +32,8 @@ def run_and_signal(cmd, ready, signum, *, timeout: float = 400, **popen) -> tupl
 def run_online_optimised(algo: str, task: str, seed: int, overrides: list[str], out: Path) -> dict:
     """``run_online`` of the resolved config in a child process whose XLA optimises the compiled code, and
     the run's summary. The suite turns LLVM's optimisation off (conftest.py): most tests are compile-bound,
-    while a learning test's thousands of updates run about 1.5x faster optimised (measured on
-    test_sac_learns_pendulum and test_td3_learns_pendulum)."""
+    while a learning test's thousands of updates run faster optimised (test_sac_learns_pendulum 30.6 -> 24.5 s,
+    test_td3_learns_pendulum 21.0 -> 12.7 s, child process included)."""
     import json
     import os
     import sys
