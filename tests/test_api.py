@@ -37,17 +37,19 @@ def one_error_line(err: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(build_once):
     """On BallCircle: a BC-Safe pre-training run (observations normalised), a Marvel fine-tuning run
     from it (SAC-Lag: both tanh-Gaussian actors) and a TD3 training run (the deterministic actor)."""
-    root = tmp_path_factory.mktemp("api_runs")
-    out = {"pretrain": root / "bcsafe", "finetune": root / "marvel", "td3": root / "td3"}
-    assert main(["--no-progress", "pretrain", "--algo", "bc-safe", "--dataset", "BallCircle-dsrl-small", "--out", str(out["pretrain"]),
-                 *_sets(TINY_PRETRAIN)]) == 0
-    assert main(["--no-progress", "finetune", "--method", "marvel", "--pretrained", str(out["pretrain"]), "--out", str(out["finetune"]),
-                 *_sets(TINY_FINETUNE)]) == 0
-    assert main(["--no-progress", "train", "--algo", "td3", "--task", "BallCircle", "--out", str(out["td3"]), *_sets(TINY_ONLINE)]) == 0
-    return out
+
+    def build(root):
+        assert main(["--no-progress", "pretrain", "--algo", "bc-safe", "--dataset", "BallCircle-dsrl-small", "--out", str(root / "bcsafe"),
+                     *_sets(TINY_PRETRAIN)]) == 0
+        assert main(["--no-progress", "finetune", "--method", "marvel", "--pretrained", str(root / "bcsafe"), "--out", str(root / "marvel"),
+                     *_sets(TINY_FINETUNE)]) == 0
+        assert main(["--no-progress", "train", "--algo", "td3", "--task", "BallCircle", "--out", str(root / "td3"), *_sets(TINY_ONLINE)]) == 0
+
+    root = build_once("api-runs", build)
+    return {"pretrain": root / "bcsafe", "finetune": root / "marvel", "td3": root / "td3"}
 
 
 # ---------------------------------------------------------------------------------------------- 1. load_policy, make_env
@@ -122,12 +124,15 @@ def test_load_policy_at_a_given_checkpoint(runs):
     np.testing.assert_array_equal(o2o.load_policy(runs["pretrain"], checkpoint=str(runs["pretrain"] / "checkpoints" / "ckpt_200"))(obs), latest(obs))
 
 
-def test_eval_command_loads_through_the_same_policy(runs, capsys):
+def test_eval_command_loads_through_the_same_policy(runs, capsys, tmp_path):
     """o2o eval and load_policy(...).evaluate give the same numbers (one loader)."""
+    import shutil
+
     for kind in ("pretrain", "td3"):
-        assert main(["--no-progress", "eval", str(runs[kind]), "--episodes", "2"]) == 0
-        written = json.loads((runs[kind] / "eval.json").read_text())
-        metrics = o2o.load_policy(runs[kind]).evaluate(2)
+        run = shutil.copytree(runs[kind], tmp_path / kind)  # o2o eval writes eval.json into the run
+        assert main(["--no-progress", "eval", str(run), "--episodes", "2"]) == 0
+        written = json.loads((run / "eval.json").read_text())
+        metrics = o2o.load_policy(run).evaluate(2)
         assert {k: written[k] for k in metrics} == metrics
     capsys.readouterr()
 
@@ -194,13 +199,15 @@ print(policy.task, policy.actor, policy.observation_dim, policy.action_dim, 'jax
 
 
 @pytest.fixture(scope="module")
-def ppo_run(tmp_path_factory):
+def ppo_run(build_once):
     """A PPO run: its actor sees its own running observation statistics, clipped."""
-    out = tmp_path_factory.mktemp("api_ppo") / "ppo"
     sets = ["online.iterations=1", "online.steps_per_iteration=64", "online.eval_episodes=1", "agent.hidden_dims=[32,32]",
             "agent.minibatch_size=32", "agent.num_epochs=1"]
-    assert main(["--no-progress", "train", "--algo", "ppo", "--task", "BallCircle", "--out", str(out), *_sets(sets)]) == 0
-    return out
+
+    def build(root):
+        assert main(["--no-progress", "train", "--algo", "ppo", "--task", "BallCircle", "--out", str(root / "ppo"), *_sets(sets)]) == 0
+
+    return build_once("api-ppo", build) / "ppo"
 
 
 @pytest.mark.parametrize("kind, actor", [("pretrain", "tanh_gaussian"), ("finetune", "tanh_gaussian"), ("td3", "deterministic"),

@@ -59,6 +59,18 @@ def test_generation_is_reproducible_and_writes_a_card(tmp_path, monkeypatch):
     # where it was made: generation is reproducible on one machine, not across CPUs
     assert ds.metadata["machine"] == datagen.machine_description() and "jax " in ds.metadata["machine"]
     assert ds.metadata["machine"] in path.with_suffix(".md").read_text()
+    # each behaviour agent's multiplier followed its schedule of targets: dual ascent, lambda += lr (J - kappa_i)
+    # with kappa_i moving linearly from the schedule's first value to its last over the iterations
+    from o2o.runs import read_metrics_csv
+
+    assert len(ds.metadata["behaviour_runs"]) == TINY_DSRL["num_agents"] == len(ds.metadata["cost_schedule"])
+    for run, (start, end) in zip(ds.metadata["behaviour_runs"], ds.metadata["cost_schedule"]):
+        m = read_metrics_csv(tmp_path / "b" / run)
+        assert start != end and len(m["lagrange"]) == TINY_DSRL["iterations"]
+        lam, lr = 0.0, datagen.DSRLRecipe().dual_lr
+        for i, (cost, logged) in enumerate(zip(m["train/episode_cost"], m["lagrange"])):
+            lam = max(lam + lr * (cost - (start + (end - start) * i / (TINY_DSRL["iterations"] - 1))), 0.0)
+            assert logged == pytest.approx(lam, rel=1e-9, abs=1e-12), (run, i)
     # a different seed gives different data
     monkeypatch.setenv("O2O_DATA_DIR", str(tmp_path / "c"))
     _, meta = generate(tiny_cfg(seed=1), progress=False)

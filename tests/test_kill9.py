@@ -65,14 +65,16 @@ def _step_checkpoints_only(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+def reference(build_once):
     """An uninterrupted run of each kind."""
-    root = tmp_path_factory.mktemp("reference")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("O2O_CHECKPOINT_EVERY_S", "0")
-        for kind, args in KINDS.items():
-            assert main(["--no-progress", *args, "--out", str(root / kind)]) == 0
-    return root
+
+    def build(root):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("O2O_CHECKPOINT_EVERY_S", "0")
+            for kind, args in KINDS.items():
+                assert main(["--no-progress", *args, "--out", str(root / kind)]) == 0
+
+    return build_once("kill9-reference", build)
 
 
 def _env(**extra):

@@ -19,6 +19,19 @@ def test_dual_ascent_rises_under_violation_and_falls_to_zero_when_satisfied():
     assert lam == 0.0
 
 
+def test_a_moved_cost_limit_moves_the_set_point():
+    """set_cost_limit (the schedule of `o2o data generate`'s behaviour runs): the next step measures the
+    error against the new kappa, with the margin applied to it; relative_error keeps its first unit."""
+    c = make_controller(LagrangeConfig(controller="dual-ascent", dual_lr=0.01), cost_limit=5.0)
+    assert c.update(86.0)[0] == pytest.approx(0.81)
+    c.set_cost_limit(80.0)
+    assert c.update(56.0)[0] == pytest.approx(0.81 + 0.01 * (56.0 - 80.0))
+    p = make_controller(LagrangeConfig(controller="pid", kp=1.0, ki=0.0, kd=0.0, limit_margin=0.5, relative_error=True), cost_limit=20.0)
+    assert p.update(30.0)[0] == pytest.approx((30.0 - 10.0) / 20.0)  # set point 0.5 kappa, in units of kappa
+    p.set_cost_limit(40.0)
+    assert p.update(30.0)[0] == pytest.approx((30.0 - 20.0) / 20.0)  # set point 0.5 x 40, still in units of the first kappa
+
+
 def test_fixed_lambda_never_moves_and_state_round_trips():
     c = make_controller(LagrangeConfig(controller="fixed", init_lambda=0.65), cost_limit=20.0)
     for cost in (0.0, 100.0, 20.0):

@@ -25,14 +25,14 @@ TINY_FINETUNE = [
 
 
 @pytest.fixture(scope="module")
-def pretrained(tmp_path_factory):
+def pretrained(build_once):
     from o2o.loops.offline import run_pretrain
     from o2o.presets import resolve_pretrain_config
 
-    out = tmp_path_factory.mktemp("pre") / "cpq"
-    cfg = resolve_pretrain_config("cpq", "BallCircle-dsrl-small", seed=0, layer=TINY_PRETRAIN)
-    run_pretrain(cfg, out, progress=False)
-    return out
+    def build(root):
+        run_pretrain(resolve_pretrain_config("cpq", "BallCircle-dsrl-small", seed=0, layer=TINY_PRETRAIN), root / "cpq", progress=False)
+
+    return build_once("marvel-cpq", build) / "cpq"
 
 
 def _cfg(method, pretrained, *extra):

@@ -3,13 +3,14 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy import integrate, stats
 
 from o2o.nn import CriticEnsemble, DeterministicActor, TanhGaussianActor, tanh_gaussian_log_prob, tanh_gaussian_sample
 
 
 def reference_log_prob(a, mean, std):
     """Change of variables in float64: p_a(a) = prod_i N(atanh a_i; mean_i, std_i) / (1 - a_i^2)."""
+    from scipy import stats  # imported where used: SciPy costs a test process ~2 s to import
+
     u = np.arctanh(a.astype(np.float64))
     return np.sum(stats.norm.logpdf(u, mean, std) - np.log1p(-(a.astype(np.float64) ** 2)), axis=-1)
 
@@ -39,6 +40,8 @@ def test_log_prob_of_given_actions_and_stability_at_large_preactivation():
 
 
 def test_density_integrates_to_one():
+    from scipy import integrate
+
     mean, log_std = 0.7, -0.3
     f = lambda a: float(np.exp(tanh_gaussian_log_prob(jnp.array([[mean]]), jnp.array([[log_std]]), jnp.array([[a]]))[0]))
     total, _ = integrate.quad(f, -1 + 1e-7, 1 - 1e-7, limit=200)

@@ -5,6 +5,7 @@ cross-class transfer, and a pre-trained run that does not fit the task refused b
 The dataset is a small random Hopper file (shapes are what matters here, not learning)."""
 
 import json
+import shutil
 
 import h5py
 import numpy as np
@@ -23,27 +24,34 @@ PPO = ["online.steps_per_iteration=64", "agent.minibatch_size=32", "agent.num_ep
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ocr") / "Hopper-tiny.hdf5"
-    rng = np.random.default_rng(0)
-    n = 600
-    with h5py.File(path, "w") as f:
-        f.create_dataset("observations", data=rng.normal(size=(n, 11)).astype(np.float32))
-        f.create_dataset("next_observations", data=rng.normal(size=(n, 11)).astype(np.float32))
-        f.create_dataset("actions", data=rng.uniform(-1, 1, (n, 3)).astype(np.float32))
-        f.create_dataset("rewards", data=rng.uniform(0, 1, n).astype(np.float32))
-        f.create_dataset("terminals", data=np.arange(n) % 150 == 149)
-        f.create_dataset("timeouts", data=np.arange(n) % 100 == 99)
-    return path
+def data(build_once):
+    def build(root):
+        rng = np.random.default_rng(0)
+        n = 600
+        with h5py.File(root / "Hopper-tiny.hdf5", "w") as f:
+            f.create_dataset("observations", data=rng.normal(size=(n, 11)).astype(np.float32))
+            f.create_dataset("next_observations", data=rng.normal(size=(n, 11)).astype(np.float32))
+            f.create_dataset("actions", data=rng.uniform(-1, 1, (n, 3)).astype(np.float32))
+            f.create_dataset("rewards", data=rng.uniform(0, 1, n).astype(np.float32))
+            f.create_dataset("terminals", data=np.arange(n) % 150 == 149)
+            f.create_dataset("timeouts", data=np.arange(n) % 100 == 99)
+
+    return build_once("ocr-data", build) / "Hopper-tiny.hdf5"
 
 
-def _pretrain(algo, data, out):
+@pytest.fixture(scope="module")
+def pretrained(build_once, data):
+    """``pretrained(algo)``: a tiny pre-training run of ``algo`` on the data, made once per test session."""
     from o2o.loops.offline import run_pretrain
     from o2o.presets import resolve_pretrain_config
 
-    if not out.exists():
-        run_pretrain(resolve_pretrain_config(algo, str(data), "Hopper", 0, layer=PRETRAIN), out, progress=False)
-    return out
+    def get(algo):
+        def build(root):
+            run_pretrain(resolve_pretrain_config(algo, str(data), "Hopper", 0, layer=PRETRAIN), root / algo, progress=False)
+
+        return build_once(f"ocr-{algo}", build) / algo
+
+    return get
 
 
 def _sets(items):
@@ -102,8 +110,8 @@ def test_ocr_pipeline_end_to_end_and_reuses_finished_stages(data, tmp_path, caps
     assert (run / "summary.json").stat().st_mtime_ns == stamp
 
 
-def test_o2td3_finetune_resume_and_transfer_from_cql(data, tmp_path, capsys):
-    td3bc = _pretrain("td3bc", data, tmp_path / "td3bc")
+def test_o2td3_finetune_resume_and_transfer_from_cql(pretrained, tmp_path, capsys):
+    td3bc = pretrained("td3bc")
     out = tmp_path / "o2td3"
     args = ["--no-progress", "finetune", "--method", "o2td3", "--pretrained", str(td3bc), "--out", str(out),
             *_sets(BRIDGE + LOOP + OFF_POLICY + ["ocr.td3_align_rule=poster"])]
@@ -114,16 +122,16 @@ def test_o2td3_finetune_resume_and_transfer_from_cql(data, tmp_path, capsys):
     assert json.loads((out / "summary.json").read_text())["iterations"] == 2
 
 
-def test_transfer_of_a_stochastic_actor_into_td3(data, tmp_path, capsys):
+def test_transfer_of_a_stochastic_actor_into_td3(pretrained, tmp_path, capsys):
     # a stochastic CQL actor into deterministic TD3: behaviour-cloned to its mode, then the same stages
-    cql = _pretrain("cql", data, tmp_path / "cql")
+    cql = pretrained("cql")
     out = tmp_path / "o2td3-from-cql"
     assert main(["--no-progress", "finetune", "--method", "o2td3", "--pretrained", str(cql), "--out", str(out),
                  *_sets(BRIDGE + LOOP + OFF_POLICY + ["ocr.replay=all"])]) == 0, capsys.readouterr().err
 
 
-def test_o2ppo_finetune_from_iql(data, tmp_path, capsys):
-    iql = _pretrain("iql", data, tmp_path / "iql")
+def test_o2ppo_finetune_from_iql(pretrained, tmp_path, capsys):
+    iql = pretrained("iql")
     out = tmp_path / "o2ppo"
     assert main(["--no-progress", "finetune", "--method", "o2ppo", "--pretrained", str(iql), "--out", str(out), *_sets(BRIDGE + LOOP + PPO)]) == 0, \
         capsys.readouterr().err
@@ -133,8 +141,8 @@ def test_o2ppo_finetune_from_iql(data, tmp_path, capsys):
     assert "aux/mix_weight" in header and "reference/updated" in header
 
 
-def test_pretrained_run_for_another_action_space_is_refused(data, tmp_path, capsys):
-    cql = _pretrain("cql", data, tmp_path / "cql")
+def test_pretrained_run_for_another_action_space_is_refused(pretrained, tmp_path, capsys):
+    cql = shutil.copytree(pretrained("cql"), tmp_path / "cql")  # changed below
     cfg = yaml.safe_load((cql / "config.yaml").read_text())
     cfg["task"] = "HalfCheetah"  # a run whose networks were made for Hopper's 11 observations / 3 actions
     (cql / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -145,10 +153,10 @@ def test_pretrained_run_for_another_action_space_is_refused(data, tmp_path, caps
     assert not out.exists()
 
 
-def test_sweep_plans_o2ppo_and_o2td3_finetune_runs(data, tmp_path, capsys):
+def test_sweep_plans_o2ppo_and_o2td3_finetune_runs(pretrained, tmp_path, capsys):
     """A sweep checks each fine-tuning run with its own loop's rules: PPO's config has no replay buffer."""
-    iql = _pretrain("iql", data, tmp_path / "iql")
-    td3bc = _pretrain("td3bc", data, tmp_path / "td3bc")
+    iql = pretrained("iql")
+    td3bc = pretrained("td3bc")
     spec = tmp_path / "ocr.yaml"
     spec.write_text(yaml.safe_dump({
         "name": "ocr", "seeds": 1, "tasks": ["Hopper"], "out": str(tmp_path / "sweep"),
@@ -182,7 +190,7 @@ def _flat(tree, prefix=""):
 # killed in re-evaluation (steps 50, 100) or alignment (150, 200): the last time-based partial checkpoint
 # is one call earlier; stopped by SIGTERM (o2o.stop): the checkpoint is at the call it stopped after
 @pytest.mark.parametrize("how,kill_at", [("kill", 100), ("kill", 200), ("sigterm", 150)])
-def test_o2sac_bridge_killed_mid_stage_continues_exactly_from_its_partial_checkpoint(data, tmp_path, monkeypatch, capsys, how, kill_at):
+def test_o2sac_bridge_killed_mid_stage_continues_exactly_from_its_partial_checkpoint(pretrained, tmp_path, monkeypatch, capsys, how, kill_at):
     import os
     import signal
 
@@ -190,7 +198,7 @@ def test_o2sac_bridge_killed_mid_stage_continues_exactly_from_its_partial_checkp
     from o2o.runs import MetricsWriter, load_checkpoint, read_metrics_csv
     from o2o.runs.clock import CHECKPOINT_EVERY_S_ENV
 
-    cql = _pretrain("cql", data, tmp_path / "cql")
+    cql = pretrained("cql")
     args = lambda out: ["--no-progress", "finetune", "--method", "o2sac", "--pretrained", str(cql), "--out", str(out),  # noqa: E731
                         *_sets(BRIDGE + LOOP + OFF_POLICY)]
     monkeypatch.setenv(CHECKPOINT_EVERY_S_ENV, "0")

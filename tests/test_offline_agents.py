@@ -437,12 +437,13 @@ def test_cpq_reward_cql_option_lowers_reward_values_off_the_data_and_leaves_the_
         for key in keys:
             state, _ = step(state, batch, key)
         states[alpha] = state
-    # one update: the cost critic, VAE and OOD weight are the same with and without the option
+    # one update: the cost critic, VAE and OOD weight are the same with and without the option (to float32
+    # rounding: the two configurations are two compiled programs, whose fusions may round differently)
     def untouched(state):
         return jax.tree_util.tree_leaves((state.cost_critic.params, state.vae.params, state.log_ood_weight))
 
     for a, b in zip(untouched(after_one[0.0]), untouched(after_one[1.0])):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-9)
     assert not np.allclose(np.asarray(jax.tree_util.tree_leaves(after_one[0.0].critic.params)[0]),
                            np.asarray(jax.tree_util.tree_leaves(after_one[1.0].critic.params)[0]))
     uniform = jax.random.uniform(jax.random.PRNGKey(7), (256, 10, 2), minval=-1.0, maxval=1.0)

@@ -60,13 +60,15 @@ def float_leaves(run_dir) -> dict:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(build_once):
     """A group of seeds 0 and 1 (o2o pretrain --seeds 0 1) and the two single-seed runs."""
-    root = tmp_path_factory.mktemp("seedbatch")
-    assert pretrain("--seeds", "0", "1", "--out", str(root / "group")) == 0
-    for seed in (0, 1):
-        assert pretrain("--seed", str(seed), "--out", str(root / f"single{seed}")) == 0
-    return root
+
+    def build(root):
+        assert pretrain("--seeds", "0", "1", "--out", str(root / "group")) == 0
+        for seed in (0, 1):
+            assert pretrain("--seed", str(seed), "--out", str(root / f"single{seed}")) == 0
+
+    return build_once("seed-batch", build)
 
 
 # ------------------------------------------------------------------------------ (a) same numbers
@@ -107,9 +109,10 @@ def test_group_writes_ordinary_run_dirs_that_eval_finetune_and_report_take(runs,
         assert summary["seed"] == seed and summary["steps"] == STEPS and summary["seed_group"] == [0, 1]
         assert (run / "config.yaml").read_text() == (runs / f"single{seed}" / "config.yaml").read_text()
         assert load_pretrained(run).step == STEPS  # what o2o finetune --pretrained reads
-    assert main(["--no-progress", "eval", str(runs / "group" / "seed1"), "--episodes", "1"]) == 0
+    run = shutil.copytree(runs / "group" / "seed1", tmp_path / "seed1")  # o2o eval writes eval.json into the run
+    assert main(["--no-progress", "eval", str(run), "--episodes", "1"]) == 0
     out = capsys.readouterr().out
-    assert "eval/return" in out and json.loads((runs / "group" / "seed1" / "eval.json").read_text())["steps"] == STEPS
+    assert "eval/return" in out and json.loads((run / "eval.json").read_text())["steps"] == STEPS
     assert main(["--no-progress", "report", str(runs / "group"), "--out", str(tmp_path / "report.md")]) == 0
     assert "n=2" in capsys.readouterr().out
 

@@ -690,8 +690,9 @@ def _shipped_specs_without_inputs() -> list[Path]:
     keep = []
     for path in specs:
         data = yaml.safe_load(path.read_text())
-        if "methods" in data and all(not isinstance(m, dict) or m.get("kind", "train") != "finetune" for m in data["methods"]):
-            keep.append(path)  # (not a spec: marvel-budget.yaml, a budget file for `o2o marvel --budget`)
+        # a sweep spec names its tasks; a budget file for `o2o marvel --budget` (marvel-budget.yaml) does not
+        if "tasks" in data and all(not isinstance(m, dict) or m.get("kind", "train") != "finetune" for m in data.get("methods", [])):
+            keep.append(path)
     return keep
 
 

@@ -112,6 +112,12 @@ class Controller:
         self.value = np.full((num_costs,), cfg.init_lambda, np.float64)
         self.num_updates = 0
 
+    def set_cost_limit(self, cost_limit) -> None:
+        """Move kappa during a run (a schedule of targets, as the behaviour runs of ``o2o data generate``
+        follow): the set point moves with it; the units of ``relative_error`` stay those of the first kappa."""
+        self.cost_limit[:] = np.broadcast_to(np.asarray(cost_limit, np.float64), self.cost_limit.shape)
+        self.limit = (1.0 - self.cfg.limit_margin) * self.cost_limit / self.unit
+
     def _clip(self, lam: np.ndarray) -> np.ndarray:
         lam = np.maximum(lam, 0.0)
         if self.cfg.max_lambda is not None:

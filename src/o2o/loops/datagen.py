@@ -271,7 +271,7 @@ def generate_dsrl(cfg: GenerateConfig, *, progress: bool = True):
             # Linear schedule of the target cost over the agent's iterations (from the counters, so a
             # resumed run continues the same schedule).
             frac = trainer.counters["iteration"] / max(trainer.cfg.online.iterations - 1, 1)
-            trainer.controller.cost_limit[:] = start + (end - start) * frac
+            trainer.controller.set_cost_limit(start + (end - start) * frac)
 
         out = behaviour_root / f"agent{i}"
         summaries.append(
