@@ -459,12 +459,14 @@ def test_idle_worker_told_to_stop_hands_its_next_job_back_as_interrupted():
 def test_ray_backend_on_a_local_instance(tmp_path):
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'o2o[ray]'; make test installs it)")
     spec = load_spec(write_spec(tmp_path, TINY.format(seeds=2, iterations=2)))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # a one-CPU instance (the cheapest to start): the backend's slots follow the cluster's CPUs, not --workers
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
         backend = make_backend("ray", workers=2, threads=1)
         out = run_sweep(spec, tmp_path / "sweep", backend=backend, progress=False, echo=lambda *_: None)
     finally:
         ray.shutdown()
+    assert backend.slots == 1
     assert out.counts["finished"] == 2 and not out.failed
     with SweepIndex(tmp_path / "sweep") as index:
         workers = {r.worker for r in index.records()}
