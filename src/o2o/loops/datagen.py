@@ -242,7 +242,9 @@ def generate_dsrl(cfg: GenerateConfig, *, progress: bool = True):
     task = check_generate_config(cfg)
     r = cfg.dsrl
     high = r.cost_high if r.cost_high is not None else float(task.dsrl_max_cost or 4 * (task.cost_limit or 20))
-    behaviour_root = data_dir() / "behaviour" / f"{task.name}-dsrl-s{cfg.seed}-{_config_hash(to_dict(cfg))}"
+    # "schedule": 2 names the behaviour runs whose multiplier follows the moving target; the directories of
+    # the o2o versions whose multiplier kept the first target (docs/datasets.md) are never reused
+    behaviour_root = data_dir() / "behaviour" / f"{task.name}-dsrl-s{cfg.seed}-{_config_hash({**to_dict(cfg), 'schedule': 2})}"
     parts, summaries = [], []
     for i in range(r.num_agents):
         start, end = (r.cost_low, high) if i % 2 == 0 else (high, r.cost_low)
