@@ -11,6 +11,11 @@ O2O=${O2O:-o2o}
 # preset: the same resolved config (these lines' --dry-run reports every stage "finished: reused").
 $O2O marvel --task BallCircle --methods marvel,from-scratch --out runs/study-BallCircle-f75 $B
 $O2O marvel --task CarRun --methods marvel,from-scratch --out runs/study-CarRun-f75 $B
+# the ablations at the preset (BallCircle; 2026-12-07, code 8245989, on BallCircle-dsrl regenerated with
+# code b5f0468 on this machine: transitions sha256 9d2eeee228f790da, the file of every line here; its
+# marvel-s0 repeated the f75 run's metrics exactly). The report pools them with the f75 runs.
+$O2O marvel --task BallCircle --methods marvel --seeds 0 --out runs/study-BallCircle-preset-abl $B
+$O2O marvel --task BallCircle --methods vpa-only,apid-only,warm-start --out runs/study-BallCircle-preset-abl $B
 # set point 0.5 kappa, gain floor K0 / 2 (the preset before): every method. A --set also overrides
 # marvel-paper's own set point, so marvel-paper (the released rule, set point kappa) has lines without.
 M50="--set finetune.lagrange.limit_margin=0.5 --set finetune.lagrange.gain_floor=0.5"
