@@ -153,6 +153,41 @@ def test_wrapper_rng_state_resumes_the_episode_seed_sequence():
 
 
 # ----------------------------------------------------------------------------------- collector
+def test_a_replaced_time_limit_lets_an_episode_run_past_the_task_horizon():
+    task = get_task("Pendulum")
+    env = make_env(task, 0, max_episode_steps=task.horizon + 7)
+    env.reset()
+    ends = [env.step(np.zeros(1, np.float32))[3] for _ in range(task.horizon + 7)]
+    assert not any(ends[:-1]) and ends[-1]  # truncated at the new limit, not at the task's
+    env.close()
+
+
+def test_monte_carlo_values_continue_past_the_time_limit_unless_told_to_end_there():
+    """o2o diagnose-critic: a pair 5 steps before the time limit gets the whole horizon of steps by
+    default (the value a critic bootstrapping through time limits estimates), 5 with to_episode_end."""
+    from o2o.experiments.diagnose import _monte_carlo, tail_horizon
+
+    assert tail_horizon(0.99) == 688 and 0.99**688 < 1e-3 <= 0.99**687
+    task = get_task("Pendulum")
+    env = make_env(task, 3)
+    _, info = env.reset()
+    env.close()
+    prefix = np.zeros((task.horizon - 5, 1), np.float32)
+    calls = []
+
+    def policy(obs):
+        calls.append(len(obs))
+        return np.zeros((len(obs), 1), np.float32)
+
+    args = (task, info["episode_seed"], prefix, np.zeros(1, np.float32), policy, 2, 40, 1.0, 1.0)
+    ended, _ = _monte_carlo(*args, past_time_limit=False)
+    assert len(calls) == 4 and ended.shape == (2,)  # the pair's step, then pi0 for the 4 left
+    calls.clear()
+    past, _ = _monte_carlo(*args, past_time_limit=True)
+    assert len(calls) == 39 and np.all(past < ended)  # 40 steps of Pendulum's negative rewards
+    np.testing.assert_allclose(ended, ended[0])  # same actions, same state: the rollouts agree
+
+
 def test_collector_envs_start_differently():
     with Collector("BallCircle", num_envs=3, seed=0) as collector:
         rollout = collector.collect(random_policy(2), num_steps=3)

@@ -262,8 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--pairs", type=int, default=64, help="state-action pairs per source (default 64)")
     p.add_argument("--rollouts", type=int, default=3, help="Monte-Carlo rollouts per pair (default 3)")
-    p.add_argument("--horizon", type=int, default=None, help="Monte-Carlo rollout length (default: to the episode's end)")
-    p.add_argument("--undiscounted", action="store_true", help="undiscounted Monte-Carlo sums (default: the critic's gamma)")
+    p.add_argument("--horizon", type=int, default=None,
+                   help="Monte-Carlo rollout length after the pair (default: until gamma^k < 1e-3, continuing past the task's "
+                   "time limit, as the critics' bootstrap does; 688 steps at gamma 0.99)")
+    p.add_argument("--to-episode-end", action="store_true",
+                   help="end each rollout at the task's time limit (the values of a finite-horizon task; not what a critic "
+                   "that bootstraps through time limits estimates)")
+    p.add_argument("--undiscounted", action="store_true",
+                   help="undiscounted Monte-Carlo sums, to the episode's end (default: the critic's gamma)")
     p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser(
@@ -655,7 +661,7 @@ def cmd_diagnose_critic(args) -> int:
 
     result, md = diagnose_critic(
         args.run_dir, pairs=args.pairs, rollouts=args.rollouts, horizon=args.horizon,
-        discounted=not args.undiscounted, seed=args.seed, progress=not args.no_progress,
+        discounted=not args.undiscounted, to_episode_end=args.to_episode_end, seed=args.seed, progress=not args.no_progress,
     )
     print(md.read_text())
     print(f"outputs: {md} (+ {md.with_suffix('.json').name})")

@@ -187,8 +187,11 @@ class SeededEnv(gym.Wrapper):
 
 
 def make_env(task: Task | str, seed: int, *, isolate_step_rng: bool = False,
-             render_size: tuple[int, int] | None = None) -> SeededEnv:
+             render_size: tuple[int, int] | None = None, max_episode_steps: int | None = None) -> SeededEnv:
     """Create ``task``'s environment (with its time limit) wrapped in ``SeededEnv``.
+
+    ``max_episode_steps`` replaces the task's time limit (``Task.horizon``) for this environment only
+    (e.g. Monte-Carlo values continued past it, as a critic that bootstraps through time limits sees them).
 
     ``isolate_step_rng`` also swaps NumPy's global RNG around every ``step`` (only meaningful for
     Bullet tasks; none of the registered ones draws during a step, so it is off by default).
@@ -209,6 +212,8 @@ def make_env(task: Task | str, seed: int, *, isolate_step_rng: bool = False,
     # The passive env checker costs time on every step and only repeats what our tests check.
     # BSG draws from the global RNG while building bodies: make that private and deterministic.
     with _PrivateGlobalRNG(seed=_CONSTRUCTION_SEED), _process_std_streams():
+        if max_episode_steps is not None:
+            kwargs["max_episode_steps"] = int(max_episode_steps)
         env = gym.make(task.env_id, disable_env_checker=True, **kwargs)
     space = env.action_space
     if not (np.all(space.low == -1.0) and np.all(space.high == 1.0)):

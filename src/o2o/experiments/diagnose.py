@@ -13,9 +13,17 @@ Dataset state-actions cannot be used: an observation does not determine the simu
 datasets do not record simulator states. The simulator is put back into a recorded state exactly by
 re-running its episode from the episode seed with the recorded actions (``SeededEnv.reset_episode``:
 every episode is a pure function of its seed and actions), then the pair's action is taken and pi0
-followed until the episode ends (or ``horizon`` steps), ``rollouts`` times with different policy
-samples; the Monte-Carlo value is their mean, discounted with the critic's gamma (or undiscounted),
-rewards in the critic's units (times the reward scale).
+followed ``rollouts`` times with different policy samples; the Monte-Carlo value is their mean,
+discounted with the critic's gamma, rewards in the critic's units (times the reward scale).
+
+How far a rollout goes decides what is measured. The critics bootstrap through time limits (only
+``terminals`` cut the target), so what they estimate is the infinite-horizon discounted value; by
+default each rollout therefore continues past the task's time limit until gamma^k falls below
+``TAIL`` (688 steps at gamma 0.99) or the episode terminates. Ending at the time limit instead
+(``to_episode_end``; always with ``discounted=False``) gives a state late in an episode a fraction of
+that value which its observation does not show (on a 200-step task, 57% of it on average at gamma
+0.99). The standard error of each pair's mean over its rollouts is reported beside the errors:
+an exact critic's mean absolute error against a few rollouts is of that size, not 0.
 """
 
 from __future__ import annotations
@@ -29,6 +37,14 @@ import numpy as np
 
 from o2o.errors import ConfigError, RunDirError
 from o2o.runconfig import load_run_config
+
+TAIL = 1e-3
+"""Default rollout length: until the discount gamma^k is below this (continuing past the time limit)."""
+
+
+def tail_horizon(gamma: float) -> int:
+    """Steps after which gamma^k < ``TAIL``: the default Monte-Carlo horizon of a discounted critic."""
+    return int(np.ceil(np.log(TAIL) / np.log(gamma)))
 
 
 def _episodes(task, behaviour, count: int, seed: int):
@@ -52,11 +68,13 @@ def _episodes(task, behaviour, count: int, seed: int):
     return out
 
 
-def _monte_carlo(task, episode_seed, prefix, action, policy_batch, rollouts: int, horizon, gamma: float, reward_scale: float):
-    """Mean discounted (reward, cost) of ``rollouts`` continuations after restoring the state."""
+def _monte_carlo(task, episode_seed, prefix, action, policy_batch, rollouts: int, horizon, gamma: float, reward_scale: float,
+                 past_time_limit: bool):
+    """Discounted (reward, cost) of each of ``rollouts`` continuations after restoring the state, [rollouts] each."""
     from o2o.envs import make_env
 
-    envs = [make_env(task, 0) for _ in range(rollouts)]
+    limit = len(prefix) + horizon + 1 if past_time_limit else None
+    envs = [make_env(task, 0, max_episode_steps=limit) for _ in range(rollouts)]
     obs = []
     for env in envs:
         o, _ = env.reset_episode(episode_seed)
@@ -78,19 +96,86 @@ def _monte_carlo(task, episode_seed, prefix, action, policy_batch, rollouts: int
             obs[i] = o
             alive[i] = not (term or trunc)
         k += 1
-        if alive.any():
+        if alive.any() and (horizon is None or k < horizon):
             actions = policy_batch(np.asarray(obs))
     for env in envs:
         env.close()
-    return returns.mean(), costs.mean()
+    return returns, costs
+
+
+def monte_carlo_pairs(task, actor, obs_stats, reward_scale: float, gamma: float, *, pairs: int, rollouts: int,
+                      horizon: int | None, past_time_limit: bool, seed: int = 0, progress: bool = True) -> dict[str, dict]:
+    """State-actions of each source (``policy``: pi0's own episodes; ``random``: uniformly random ones)
+    with the discounted Monte-Carlo returns and costs of pi0 (``actor``, stochastic) after them:
+    ``{source: {"observations": [pairs, obs] (raw), "actions": [pairs, act], "returns": [pairs, rollouts],
+    "costs": [pairs, rollouts]}}``."""
+    from o2o.agents.sac import actor_actions
+    from o2o.progress import training_progress
+
+    mean, std = obs_stats
+    key = jax.random.PRNGKey(seed)
+    step = [0]
+
+    def policy_batch(obs):
+        step[0] += 1
+        return np.asarray(actor_actions(actor, jnp.asarray((obs - mean) / std), jax.random.fold_in(key, step[0]), False))
+
+    rng = np.random.default_rng(seed)
+    behaviours = {
+        "policy": lambda o: policy_batch(o[None])[0],
+        "random": lambda o: rng.uniform(-1, 1, task.act_dim).astype(np.float32),
+    }
+    out = {}
+    with training_progress(progress) as bar:
+        tid = bar.add_task(f"diagnose-critic {task.name}", total=2 * pairs, completed=0, status="")
+        for src_i, (source, behaviour) in enumerate(behaviours.items()):
+            episodes = _episodes(task, behaviour, max(4, pairs // 16), seed * 1000 + src_i)
+            chosen = [(e, int(rng.integers(len(episodes[e][1]) - 1))) for e in rng.integers(len(episodes), size=pairs)]
+            S, A, G, Gc = [], [], [], []
+            for e, t in chosen:
+                ep_seed, observations, actions = episodes[e]
+                g, gc = _monte_carlo(task, ep_seed, actions[:t], actions[t], policy_batch, rollouts, horizon, gamma, reward_scale,
+                                     past_time_limit)
+                S.append(observations[t]); A.append(actions[t]); G.append(g); Gc.append(gc)
+                bar.advance(tid)
+            out[source] = {"observations": np.asarray(S), "actions": np.asarray(A), "returns": np.asarray(G), "costs": np.asarray(Gc)}
+    return out
+
+
+def monte_carlo_summary(sample: dict) -> dict:
+    """Mean Monte-Carlo return and cost of a source, and the mean standard error of a pair's value."""
+    G, Gc = sample["returns"], sample["costs"]
+    rollouts = G.shape[1]
+    se = (lambda x: float(x.std(axis=1, ddof=1).mean() / np.sqrt(rollouts))) if rollouts > 1 else (lambda x: None)
+    return {"mc_return_mean": float(G.mean()), "mc_cost_mean": float(Gc.mean()),
+            "mc_return_standard_error": se(G), "mc_cost_standard_error": se(Gc)}
+
+
+def score_critics(state, sample: dict, obs_stats, cost_reduce: str) -> dict:
+    """A SAC-Lag state's reward critic (min over the ensemble) and cost critic (``cost_reduce``) against a
+    source's Monte-Carlo values (each pair's mean over its rollouts): Spearman, means, mean absolute error."""
+    from scipy.stats import spearmanr
+
+    from o2o.agents.sac_lag import reduce_costs
+
+    mean, std = obs_stats
+    S = jnp.asarray((sample["observations"] - mean) / std)
+    A = jnp.asarray(sample["actions"])
+    G, Gc = sample["returns"].mean(axis=1), sample["costs"].mean(axis=1)
+    q = np.asarray(state.critic.apply_fn(state.critic.params, S, A).min(axis=0))
+    qc = np.asarray(reduce_costs(state.cost_critic.apply_fn(state.cost_critic.params, S, A), cost_reduce))
+    return {
+        "reward_spearman": _spearman(spearmanr, q, G),
+        "cost_spearman": _spearman(spearmanr, qc, Gc),
+        "q_mean": float(q.mean()),
+        "qc_mean": float(qc.mean()),
+        "reward_abs_error": float(np.abs(q - G).mean()),
+        "cost_abs_error": float(np.abs(qc - Gc).mean()),
+    }
 
 
 def diagnose_critic(run_dir, *, pairs: int = 64, rollouts: int = 3, horizon: int | None = None, discounted: bool = True,
-                    seed: int = 0, progress: bool = True):
-    from scipy.stats import spearmanr
-
-    from o2o.agents.sac import actor_actions
-    from o2o.agents.sac_lag import reduce_costs
+                    to_episode_end: bool = False, seed: int = 0, progress: bool = True):
     from o2o.bridge.pretrained import load_pretrained
     from o2o.config import load_yaml
     from o2o.envs import get_task
@@ -111,6 +196,8 @@ def diagnose_critic(run_dir, *, pairs: int = 64, rollouts: int = 3, horizon: int
         raise ConfigError(f"'{run_dir}' ran method '{cfg.method}', which has no VPA stage to compare before/after")
     if pairs < 2 or rollouts < 1:
         raise ConfigError("--pairs must be >= 2 and --rollouts >= 1")
+    if horizon is not None and horizon < 1:
+        raise ConfigError(f"--horizon must be >= 1 (got {horizon})")
     task = get_task(cfg.task)
     spec = get_method(cfg.method)
     pre = load_pretrained(cfg.pretrained, task=task.name, need_cost_critic=cfg.vpa.init == "pretrained")
@@ -119,52 +206,22 @@ def diagnose_critic(run_dir, *, pairs: int = 64, rollouts: int = 3, horizon: int
     if loaded is None:
         raise RunDirError(f"'{run_dir}/bridge' holds no aligned agent (the run stopped during VPA); resume the run first")
     after, _ = loaded
-    mean, std = pre.obs_stats
     a = cfg.agent
     gamma = a.gamma if discounted else 1.0
-    key = jax.random.PRNGKey(seed)
-    step = [0]
-
-    def policy_batch(obs):
-        step[0] += 1
-        return np.asarray(actor_actions(before.actor, jnp.asarray((obs - mean) / std), jax.random.fold_in(key, step[0]), False))
-
-    rng = np.random.default_rng(seed)
-    behaviours = {
-        "policy": lambda o: policy_batch(o[None])[0],
-        "random": lambda o: rng.uniform(-1, 1, task.act_dim).astype(np.float32),
-    }
+    # past the time limit only for a discounted value: an undiscounted sum has no horizon of its own
+    past_time_limit = discounted and not to_episode_end
+    if horizon is None and past_time_limit:
+        horizon = tail_horizon(gamma)
     result = {"run": str(run_dir), "task": task.name, "method": cfg.method, "pretrained": cfg.pretrained, "pairs": pairs,
-              "rollouts": rollouts, "gamma": gamma, "horizon": horizon, "sources": {}}
-    from o2o.progress import training_progress
-
-    with training_progress(progress) as bar:
-        tid = bar.add_task(f"diagnose-critic {task.name}", total=2 * pairs, completed=0, status="")
-        for src_i, (source, behaviour) in enumerate(behaviours.items()):
-            episodes = _episodes(task, behaviour, max(4, pairs // 16), seed * 1000 + src_i)
-            chosen = [(e, int(rng.integers(len(episodes[e][1]) - 1))) for e in rng.integers(len(episodes), size=pairs)]
-            S, A, G, Gc = [], [], [], []
-            for e, t in chosen:
-                ep_seed, observations, actions = episodes[e]
-                g, gc = _monte_carlo(task, ep_seed, actions[:t], actions[t], policy_batch, rollouts, horizon, gamma, a.reward_scale)
-                S.append(observations[t]); A.append(actions[t]); G.append(g); Gc.append(gc)
-                bar.advance(tid)
-            S = jnp.asarray((np.asarray(S) - mean) / std)
-            A = jnp.asarray(np.asarray(A))
-            G, Gc = np.asarray(G), np.asarray(Gc)
-            entry = {"mc_return_mean": float(G.mean()), "mc_cost_mean": float(Gc.mean())}
-            for name, state in (("before", before), ("after", after)):
-                q = np.asarray(state.critic.apply_fn(state.critic.params, S, A).min(axis=0))
-                qc = np.asarray(reduce_costs(state.cost_critic.apply_fn(state.cost_critic.params, S, A), a.cost_reduce))
-                entry[name] = {
-                    "reward_spearman": _spearman(spearmanr, q, G),
-                    "cost_spearman": _spearman(spearmanr, qc, Gc),
-                    "q_mean": float(q.mean()),
-                    "qc_mean": float(qc.mean()),
-                    "reward_abs_error": float(np.abs(q - G).mean()),
-                    "cost_abs_error": float(np.abs(qc - Gc).mean()),
-                }
-            result["sources"][source] = entry
+              "rollouts": rollouts, "gamma": gamma, "horizon": horizon, "past_time_limit": past_time_limit,
+              "time_limit": task.horizon, "sources": {}}
+    samples = monte_carlo_pairs(task, before.actor, pre.obs_stats, a.reward_scale, gamma, pairs=pairs, rollouts=rollouts,
+                                horizon=horizon, past_time_limit=past_time_limit, seed=seed, progress=progress)
+    for source, sample in samples.items():
+        entry = monte_carlo_summary(sample)
+        for name, state in (("before", before), ("after", after)):
+            entry[name] = score_critics(state, sample, pre.obs_stats, a.cost_reduce)
+        result["sources"][source] = entry
     out = run_dir / "diagnose_critic.json"
     out.write_text(json.dumps(result, indent=2))
     md = out.with_suffix(".md")
@@ -180,19 +237,29 @@ def _spearman(spearmanr, x, y) -> float | None:
 
 def format_table(result: dict) -> str:
     fmt = lambda v: "n/a" if v is None else f"{v:+.3f}"
+    num = lambda v: "n/a" if v is None else f"{v:.2f}"
+    if result.get("past_time_limit"):
+        reach = f"{result['horizon']} steps after the pair, past the task's {result['time_limit']}-step time limit"
+    elif result.get("horizon") is not None:
+        reach = f"at most {result['horizon']} steps after the pair, ending at the time limit"
+    else:
+        reach = "to the episode's end"
     lines = [
         f"# Critic vs Monte-Carlo: {result['task']} ({result['run']})",
         "",
         f"Spearman rank correlation of the critics with Monte-Carlo returns of the pre-trained policy; {result['pairs']} "
-        f"state-actions per source, {result['rollouts']} rollouts each, gamma {result['gamma']}.",
+        f"state-actions per source, {result['rollouts']} rollouts each ({reach}), gamma {result['gamma']}. MC s.e.: the "
+        "mean standard error of a pair's Monte-Carlo value (an exact critic's error is of that size).",
         "",
-        "| source | critic | before VPA | after VPA | MC mean | critic mean before | after | mean abs. error before | after |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| source | critic | before VPA | after VPA | MC mean | MC s.e. | critic mean before | after | mean abs. error before | after |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for source, e in result["sources"].items():
         b, a = e["before"], e["after"]
         lines.append(f"| {source} | reward Q | {fmt(b['reward_spearman'])} | {fmt(a['reward_spearman'])} | {e['mc_return_mean']:.2f} | "
+                     f"{num(e.get('mc_return_standard_error'))} | "
                      f"{b['q_mean']:.2f} | {a['q_mean']:.2f} | {b['reward_abs_error']:.2f} | {a['reward_abs_error']:.2f} |")
         lines.append(f"| {source} | cost Qc | {fmt(b['cost_spearman'])} | {fmt(a['cost_spearman'])} | {e['mc_cost_mean']:.2f} | "
+                     f"{num(e.get('mc_cost_standard_error'))} | "
                      f"{b['qc_mean']:.2f} | {a['qc_mean']:.2f} | {b['cost_abs_error']:.2f} | {a['cost_abs_error']:.2f} |")
     return "\n".join(lines) + "\n"
