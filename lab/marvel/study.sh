@@ -16,6 +16,10 @@ $O2O marvel --task CarRun --methods marvel,from-scratch --out runs/study-CarRun-
 # marvel-s0 repeated the f75 run's metrics exactly). The report pools them with the f75 runs.
 $O2O marvel --task BallCircle --methods marvel --seeds 0 --out runs/study-BallCircle-preset-abl $B
 $O2O marvel --task BallCircle --methods vpa-only,apid-only,warm-start --out runs/study-BallCircle-preset-abl $B
+# the same on CarRun (2026-12-08, code 8245989, on CarRun-dsrl regenerated with code b5f0468 on this
+# machine: transitions sha256 c9769e3e2c1b2ad7, the f75 runs' file; its marvel-s0 repeated the f75 run's metrics exactly)
+$O2O marvel --task CarRun --methods marvel --seeds 0 --out runs/study-CarRun-preset-abl $B
+$O2O marvel --task CarRun --methods vpa-only,apid-only,warm-start --out runs/study-CarRun-preset-abl $B
 # set point 0.5 kappa, gain floor K0 / 2 (the preset before): every method. A --set also overrides
 # marvel-paper's own set point, so marvel-paper (the released rule, set point kappa) has lines without.
 M50="--set finetune.lagrange.limit_margin=0.5 --set finetune.lagrange.gain_floor=0.5"
@@ -26,10 +30,16 @@ $O2O marvel --task BallCircle --methods marvel-paper --out runs/study-BallCircle
 # rejected: the error below the set point scaled by 2 at 0.25 kappa (commit a98030a, reverted)
 #   $O2O marvel --task BallCircle --methods marvel,from-scratch --out runs/study-BallCircle-p25 $B   (at a98030a)
 # reports (report.md, curves.png, the runs' data without checkpoints) and the targets
-for s in BallCircle-f75:BallCircle-preset CarRun-f75:CarRun-preset BallCircle-m50:BallCircle-m50 CarRun-m50:CarRun-m50 BallCircle:BallCircle; do
+# the preset's reports pool the f75 runs (marvel seeds 1-4, from-scratch) with the preset-abl ones
+for t in BallCircle CarRun; do
+  for r in marvel-s1 marvel-s2 marvel-s3 marvel-s4 from-scratch-s0 from-scratch-s1 from-scratch-s2 from-scratch-s3 from-scratch-s4; do
+    [ -e runs/study-$t-preset-abl/finetune/$r ] || cp -r runs/study-$t-f75/finetune/$r runs/study-$t-preset-abl/finetune/
+  done
+done
+for s in BallCircle-preset-abl:BallCircle-preset CarRun-preset-abl:CarRun-preset BallCircle-m50:BallCircle-m50 CarRun-m50:CarRun-m50 BallCircle:BallCircle; do
   run=${s%%:*} doc=${s##*:}
-  python lab/marvel/pipeline_report.py runs/study-$run --archive docs/results/marvel/study-$doc/runs
+  python lab/marvel/pipeline_report.py runs/study-$run --methods marvel,from-scratch,vpa-only,apid-only,warm-start,marvel-paper --archive docs/results/marvel/study-$doc/runs
   cp runs/study-$run/report.md runs/study-$run/curves.png docs/results/marvel/study-$doc/
 done
-python lab/marvel/targets.py runs/study-BallCircle-f75 runs/study-CarRun-f75
+python lab/marvel/targets.py runs/study-BallCircle-preset-abl runs/study-CarRun-preset-abl
 python lab/marvel/targets.py runs/study-BallCircle-m50 runs/study-CarRun-m50
