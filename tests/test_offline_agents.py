@@ -429,7 +429,7 @@ def test_cpq_reward_cql_option_lowers_reward_values_off_the_data_and_leaves_the_
     batch["next_observations"] = batch["observations"]
     base = dict(hidden_dims=(32, 32), vae_hidden_dims=(16, 16), batch_size=256, actor_lr=3e-4)
     states = {alpha: cpq.init(jax.random.PRNGKey(0), 2, 2, cpq.CPQConfig(**base, reward_cql_alpha=alpha)) for alpha in (0.0, 1.0)}
-    keys = jax.random.split(jax.random.PRNGKey(1), 150)
+    keys = jax.random.split(jax.random.PRNGKey(1), 50)
     after_one = {}
     for alpha, state in states.items():
         step = jax.jit(cpq.update)
