@@ -445,17 +445,32 @@ def test_demo_runs_three_seeds_from_bc_safe_and_replaces_only_its_own_outputs(tm
 
 
 def test_a_start_without_optimiser_state_fine_tunes_and_refuses_resume(pretrained, tmp_path, capsys):
-    """lab/marvel/pack_starts.py's starts: the pre-trained checkpoint with its optimiser states zeroed is enough to
-    fine-tune from (the online stage starts fresh optimisers) and is refused by `o2o pretrain --resume`."""
+    """lab/marvel/pack_starts.py's starts: the pre-trained checkpoint with its optimiser states and the parts
+    fine-tuning does not read (targets, CPQ's VAE, its multiplier) zeroed is enough to fine-tune from: the
+    SAC-Lag state built from it equals the one built from the full checkpoint (the online stage starts
+    fresh optimisers); `o2o pretrain --resume` refuses it."""
+    import dataclasses
     import shutil
 
+    import jax
+    import numpy as np
+
+    from o2o.bridge.pretrained import load_pretrained, to_sac_lag
     from o2o.loops.finetune import run_finetune
     from o2o.runs.checkpoint import latest_checkpoint, strip_checkpoint
 
     start = tmp_path / "start"
     shutil.copytree(pretrained, start)
-    kept, zeroed = strip_checkpoint(latest_checkpoint(start), (), "test start", optimiser_only=True)
+    fields = [f.name for f in dataclasses.fields(load_pretrained(pretrained).state)]
+    unread = tuple(f"agent/{k}" for k in fields if k not in ("actor", "critic", "cost_critic", "config"))
+    assert "agent/target_critic_params" in unread
+    kept, zeroed = strip_checkpoint(latest_checkpoint(start), (), "test start", optimiser_only=True, also=unread)
     assert kept > 0 and zeroed > 0
+    cfg = _cfg("marvel", start)
+    full, packed = (to_sac_lag(load_pretrained(p), cfg.agent, jax.random.PRNGKey(0)) for p in (pretrained, start))
+    same = jax.tree_util.tree_map(lambda a, b: bool(np.array_equal(a, b)), full, packed)
+    assert all(jax.tree_util.tree_leaves(same))
+    assert not any(np.any(x) for x in jax.tree_util.tree_leaves(load_pretrained(start).state.target_critic_params))
     summary = run_finetune(_cfg("marvel", start), tmp_path / "ft", progress=False)
     assert summary["iterations"] == 2
     assert main(["--no-progress", "pretrain", "--resume", str(start)]) == 2

@@ -327,7 +327,9 @@ STRIPPED_KEY = "stripped"  # host_state key of a checkpoint reduced by strip_che
 OPTIMISER_STRIPPED_KEY = "optimiser_state_stripped"  # ... of one whose optimiser states only were zeroed
 
 
-def strip_checkpoint(ckpt: str | Path, keep: tuple[str, ...], note: str, *, optimiser_only: bool = False) -> tuple[int, int]:
+def strip_checkpoint(
+    ckpt: str | Path, keep: tuple[str, ...], note: str, *, optimiser_only: bool = False, also: tuple[str, ...] = ()
+) -> tuple[int, int]:
     """Zero every array of checkpoint ``ckpt`` whose path (``/``-joined state-dict keys) does not start
     with one of ``keep``, in place: shapes and dtypes stay, so it still loads against its template, and
     the zeros compress to almost nothing (to carry evaluation-only checkpoints off a GPU machine).
@@ -335,16 +337,20 @@ def strip_checkpoint(ckpt: str | Path, keep: tuple[str, ...], note: str, *, opti
     must refuse such a checkpoint (``o2o.bridge.pretrained.load_pretrained`` does). With
     ``optimiser_only`` ``keep`` is ignored and only optimiser states (paths with an ``opt_state``
     component) are zeroed, recorded under ``"optimiser_state_stripped"``: every network stays, enough to
-    fine-tune from (fresh optimisers) but not to resume training. Returns the number of arrays kept and
-    zeroed."""
+    fine-tune from (fresh optimisers) but not to resume training; ``also`` names more paths to zero with
+    them, parts that fine-tuning does not read (target networks, BEAR's VAE). Returns the number of
+    arrays kept and zeroed."""
     ckpt = _resolve(Path(ckpt))
     restored = serialization.msgpack_restore((ckpt / ARRAYS_FILE).read_bytes())
     counts = [0, 0]
 
     def dropped(path: str) -> bool:
+        def under(prefixes):
+            return any(path == k or path.startswith(k + "/") for k in prefixes)
+
         if optimiser_only:
-            return "opt_state" in path.split("/")
-        return not any(path == k or path.startswith(k + "/") for k in keep)
+            return "opt_state" in path.split("/") or under(also)
+        return not under(keep)
 
     def walk(tree: Any, path: str) -> Any:
         if isinstance(tree, dict):
