@@ -1,6 +1,6 @@
 """Copy pre-trained runs into a folder of small fine-tuning starts (config, summary, the latest
-checkpoint with what fine-tuning does not read zeroed: optimiser states, target networks, BEAR's VAE;
-the actor, the critics and the observation statistics stay). Git stores the zeros in almost no space.
+checkpoint without what fine-tuning does not read: optimiser states, target networks, BEAR's VAE, which
+load back as zeros; the file holds the actor, the critics and the observation statistics).
 
     .venv/bin/python lab/marvel/pack_starts.py OUT RUN_DIR [RUN_DIR ...]
 
@@ -55,9 +55,9 @@ def main(out: Path, runs: list[Path]) -> None:
         ckpt = dest / "checkpoints" / latest.name
         agent = serialization.msgpack_restore((ckpt / ARRAYS_FILE).read_bytes())["agent"]
         unread = tuple(f"agent/{k}" for k in agent if k not in READ)
-        kept, zeroed = strip_checkpoint(ckpt, (), f"fine-tuning start from {run}", optimiser_only=True, also=unread)
+        kept, zeroed = strip_checkpoint(ckpt, (), f"fine-tuning start from {run}", optimiser_only=True, also=unread, drop=True)
         size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
-        print(f"{dest}: {kept} arrays kept, {zeroed} zeroed, {size / 1e6:.2f} MB")
+        print(f"{dest}: {kept} arrays kept, {zeroed} dropped (read back as zeros), {size / 1e6:.2f} MB")
 
 
 if __name__ == "__main__":

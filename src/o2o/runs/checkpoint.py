@@ -325,10 +325,27 @@ def _write_checkpoint(checkpoints_dir: Path, name: str, array_bytes: bytes, host
 
 STRIPPED_KEY = "stripped"  # host_state key of a checkpoint reduced by strip_checkpoint (what it still holds)
 OPTIMISER_STRIPPED_KEY = "optimiser_state_stripped"  # ... of one whose optimiser states only were zeroed
+DROPPED_KEY = "dropped_arrays"  # paths of the arrays a stripped checkpoint no longer stores (read back as zeros)
+
+
+_DROPPED = object()
+
+
+def _put_zeros(restored: dict, template_state: Any, paths: list[str]) -> None:
+    """Put zeros of the template's shape and dtype at each of ``paths`` (``/``-joined keys) of ``restored``."""
+    for path in paths:
+        keys, node, ref = path.split("/"), restored, template_state
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            ref = ref.get(k, {}) if isinstance(ref, dict) else {}
+        leaf = ref.get(keys[-1]) if isinstance(ref, dict) else None
+        if leaf is not None:
+            node[keys[-1]] = np.zeros(np.shape(leaf), np.asarray(leaf).dtype)
 
 
 def strip_checkpoint(
-    ckpt: str | Path, keep: tuple[str, ...], note: str, *, optimiser_only: bool = False, also: tuple[str, ...] = ()
+    ckpt: str | Path, keep: tuple[str, ...], note: str, *, optimiser_only: bool = False, also: tuple[str, ...] = (),
+    drop: bool = False,
 ) -> tuple[int, int]:
     """Zero every array of checkpoint ``ckpt`` whose path (``/``-joined state-dict keys) does not start
     with one of ``keep``, in place: shapes and dtypes stay, so it still loads against its template, and
@@ -338,11 +355,14 @@ def strip_checkpoint(
     ``optimiser_only`` ``keep`` is ignored and only optimiser states (paths with an ``opt_state``
     component) are zeroed, recorded under ``"optimiser_state_stripped"``: every network stays, enough to
     fine-tune from (fresh optimisers) but not to resume training; ``also`` names more paths to zero with
-    them, parts that fine-tuning does not read (target networks, BEAR's VAE). Returns the number of
-    arrays kept and zeroed."""
+    them, parts that fine-tuning does not read (target networks, BEAR's VAE). With ``drop`` those arrays
+    are not stored at all and their paths are listed under ``"dropped_arrays"``: ``load_checkpoint``
+    with a template reads them back as zeros of the template's shapes (the file holds only what is
+    kept). Returns the number of arrays kept and zeroed (or dropped)."""
     ckpt = _resolve(Path(ckpt))
     restored = serialization.msgpack_restore((ckpt / ARRAYS_FILE).read_bytes())
     counts = [0, 0]
+    dropped_paths: list[str] = []
 
     def dropped(path: str) -> bool:
         def under(prefixes):
@@ -354,9 +374,13 @@ def strip_checkpoint(
 
     def walk(tree: Any, path: str) -> Any:
         if isinstance(tree, dict):
-            return {k: walk(v, f"{path}/{k}" if path else str(k)) for k, v in tree.items()}
+            out = {k: walk(v, f"{path}/{k}" if path else str(k)) for k, v in tree.items()}
+            return {k: v for k, v in out.items() if v is not _DROPPED}
         if isinstance(tree, np.ndarray) and dropped(path):
             counts[1] += 1
+            if drop:
+                dropped_paths.append(path)
+                return _DROPPED
             return np.zeros_like(tree)
         counts[0] += isinstance(tree, np.ndarray)
         return tree
@@ -364,6 +388,8 @@ def strip_checkpoint(
     array_bytes = serialization.msgpack_serialize(walk(restored, ""), in_place=True)
     host_state = json.loads((ckpt / HOST_FILE).read_text())
     host_state[OPTIMISER_STRIPPED_KEY if optimiser_only else STRIPPED_KEY] = note
+    if dropped_paths:
+        host_state[DROPPED_KEY] = sorted(set(host_state.get(DROPPED_KEY, [])) | set(dropped_paths))
     meta = json.loads((ckpt / META_FILE).read_text())
     meta.update(arrays_bytes=len(array_bytes), arrays_crc32=zlib.crc32(array_bytes))
     # arrays first, meta last: an interruption in between leaves a checkpoint that fails its CRC check
@@ -478,6 +504,7 @@ def load_checkpoint(path: str | Path, *, template: Any = None, host_template: An
 
     if template is not None:  # the arrays first: a mismatch there names the cause (another method or size)
         template_state = serialization.to_state_dict(template)
+        _put_zeros(restored, template_state, host_state.get(DROPPED_KEY, []))
         _check_against_template(ckpt, template_state, restored)
     if host_template is not None:
         check_json(host_state, shape_of(host_template), str(ckpt / HOST_FILE), fix)
