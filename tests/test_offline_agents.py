@@ -558,6 +558,14 @@ def test_bear_mmd_kernels_soft_clip_and_pid():
         same = np.asarray(bear_lag.mmd(x, x, kernel, sigma=20.0))
         np.testing.assert_allclose(same, 1e-3, rtol=1e-3)  # sqrt(0 + 1e-6)
         assert np.all(np.asarray(bear_lag.mmd(x, x + 10.0, kernel, sigma=20.0)) > 0.3)
+    # the same samples in another order, kernel as wide as BEAR-Lag's preset (sigma 50): MMD^2 is 0, and
+    # float32 cancellation put some estimates below -1e-6 (NaN under the square root; BEAR-Lag seed 3 on
+    # BallCircle at step 19,041)
+    rng = np.random.default_rng(0)
+    wide = rng.uniform(-1, 1, (200, 64, 50, 2)).astype(np.float32)
+    shuffled = wide[:, :, rng.permutation(50)]
+    values = np.concatenate([np.asarray(bear_lag.mmd(jnp.asarray(a), jnp.asarray(b), "gaussian", 50.0)) for a, b in zip(wide, shuffled)])
+    assert np.all(np.isfinite(values)) and values.max() < 3e-3
     # one sample each at distance 2: MMD^2 = 2 - 2 k(x, y)
     a, b = jnp.zeros((1, 1, 1)), jnp.full((1, 1, 1), 2.0)
     assert float(bear_lag.mmd(a, b, "gaussian", 0.5)[0]) == pytest.approx(math.sqrt(2 - 2 * math.exp(-4.0) + 1e-6), rel=1e-5)

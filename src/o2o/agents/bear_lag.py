@@ -206,14 +206,17 @@ def pid_step(pid: PIDState, error: jax.Array, kp: float, ki: float, kd: float) -
 
 def mmd(samples_x: jax.Array, samples_y: jax.Array, kernel: str = "gaussian", sigma: float = 20.0) -> jax.Array:
     """sqrt(MMD^2 + 1e-6) between two sample sets per state: [B, n, A] x [B, m, A] -> [B] (BEAR's estimator,
-    V-statistics including the diagonal; ~1e-3 for identical sets)."""
+    V-statistics including the diagonal; ~1e-3 for identical sets). MMD^2 is clamped at 0 before the
+    square root: with a wide kernel every k is close to 1 and float32 cancellation can take the estimate
+    below -1e-6 (a NaN in the released form)."""
 
     def k(a, b):
         diff = a[:, :, None, :] - b[:, None, :, :]  # [B, n, m, A]
         dist = jnp.abs(diff).sum(-1) if kernel == "laplacian" else (diff**2).sum(-1)
         return jnp.exp(-dist / (2.0 * sigma)).mean(axis=(1, 2))
 
-    return jnp.sqrt(k(samples_x, samples_x) + k(samples_y, samples_y) - 2.0 * k(samples_x, samples_y) + 1e-6)
+    mmd2 = k(samples_x, samples_x) + k(samples_y, samples_y) - 2.0 * k(samples_x, samples_y)
+    return jnp.sqrt(jnp.maximum(mmd2, 0.0) + 1e-6)
 
 
 def soft_clipped(q: jax.Array, lam: float, pessimistic_is_max: bool = False) -> jax.Array:
