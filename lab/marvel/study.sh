@@ -22,10 +22,11 @@ $O2O marvel --task CarRun --methods marvel --seeds 0 --out runs/study-CarRun-pre
 $O2O marvel --task CarRun --methods vpa-only,apid-only,warm-start --out runs/study-CarRun-preset-abl $B
 # the second kind of start: BEAR-Lag with bounded critic targets (docs/results/offline.md, "BEAR-Lag"), 20k
 # gradient steps (a fifth of OSRL's: ~23 min per seed on this CPU), one per seed; VPA from its critics
-# (the paper's setting). 2026-12-08, code b0b26b1, the same two dataset files. Seed 3's pre-training ended in
-# a NaN at its last step, which stops the line after fine-tuning seeds 0-2; CarRun not run yet.
+# (the paper's setting). 2026-12-08, the same two dataset files: seeds 0-2 of BallCircle at code b0b26b1, where
+# seed 3's pre-training ended in a NaN (BEAR's MMD, fixed in eec5aeb); seeds 3-4 and CarRun at eec5aeb.
 BEAR="--offline-algo bear-lag --seeds 0,1,2,3,4 --set pretrain.offline.steps=20000 --set pretrain.offline.eval_every=10000 --set pretrain.agent.clip_targets=true"
 $O2O marvel --task BallCircle --methods marvel --out runs/study-BallCircle-bear $BEAR
+$O2O marvel --task CarRun --methods marvel --out runs/study-CarRun-bear $BEAR
 # set point 0.5 kappa, gain floor K0 / 2 (the preset before): every method. A --set also overrides
 # marvel-paper's own set point, so marvel-paper (the released rule, set point kappa) has lines without.
 M50="--set finetune.lagrange.limit_margin=0.5 --set finetune.lagrange.gain_floor=0.5"
