@@ -504,7 +504,10 @@ def load_checkpoint(path: str | Path, *, template: Any = None, host_template: An
 
     if template is not None:  # the arrays first: a mismatch there names the cause (another method or size)
         template_state = serialization.to_state_dict(template)
-        _put_zeros(restored, template_state, host_state.get(DROPPED_KEY, []))
+        dropped = host_state.get(DROPPED_KEY, [])
+        if not isinstance(dropped, list) or not all(isinstance(p, str) for p in dropped):
+            raise RunDirError(f"checkpoint '{ckpt}': {HOST_FILE}'s '{DROPPED_KEY}' is not a list of array paths; {fix}")
+        _put_zeros(restored, template_state, dropped)
         _check_against_template(ckpt, template_state, restored)
     if host_template is not None:
         check_json(host_state, shape_of(host_template), str(ckpt / HOST_FILE), fix)
