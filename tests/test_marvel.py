@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from o2o.cli import main
-from o2o.errors import ConfigError
+from o2o.errors import ConfigError, RunDirError
 
 TINY_PRETRAIN = {"offline": {"steps": 200, "steps_per_call": 100, "eval_every": 200, "eval_episodes": 1, "checkpoint_every": 200},
                  "agent": {"batch_size": 64, "num_ood_actions": 2, "hidden_dims": [32, 32], "vae_hidden_dims": [32, 32]}}
@@ -473,6 +473,12 @@ def test_a_start_without_optimiser_state_fine_tunes_and_refuses_resume(pretraine
     same = jax.tree_util.tree_map(lambda a, b: bool(np.array_equal(a, b)), full, packed)
     assert all(jax.tree_util.tree_leaves(same))
     assert not any(np.any(x) for x in jax.tree_util.tree_leaves(load_pretrained(start).state.target_critic_params))
+    bad = tmp_path / "bad"
+    shutil.copytree(start, bad)
+    host = latest_checkpoint(bad) / "host_state.json"
+    host.write_text(host.read_text().replace('"dropped_arrays": [', '"dropped_arrays": "x", "unused": ['))
+    with pytest.raises(RunDirError, match="'dropped_arrays' is not a list of array paths"):
+        load_pretrained(bad)
     summary = run_finetune(_cfg("marvel", start), tmp_path / "ft", progress=False)
     assert summary["iterations"] == 2
     assert main(["--no-progress", "pretrain", "--resume", str(start)]) == 2
